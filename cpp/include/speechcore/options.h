@@ -1,0 +1,64 @@
+// Options for loading a model and for transcribing audio. Every field documents its
+// meaning, its default and how to turn it off. Factories: default_load_options(),
+// default_transcribe_options().
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace speechcore {
+
+struct LoadOptions {
+  // Where the model runs: "cpu", "cuda", or "auto" (CUDA when this build has it and a GPU
+  // is present, else CPU). Default "auto".
+  std::string device = "auto";
+  // Arithmetic precision: "auto", "float32", "float16", "bfloat16". The CPU backend computes
+  // in float32 (half-precision weights are converted at load); "auto" picks float32 on CPU.
+  std::string compute_type = "auto";
+  // Worker threads for CPU kernels (BLAS and the library's own pool). 0 = one per hardware
+  // thread. Default 0.
+  int threads = 0;
+};
+
+struct TranscribeOptions {
+  // Spoken language code ("en", "fr", ...). Empty = "en" for English-only checkpoints; a
+  // multilingual checkpoint needs it given (language detection comes later). Default "".
+  std::string language;
+  // "transcribe" or "translate" (to English; multilingual checkpoints only). Default "transcribe".
+  std::string task = "transcribe";
+  // Beam width. Only 1 (greedy) is implemented in this release. Default 1.
+  int beam_size = 1;
+  // Sampling temperature. Only 0 (greedy) is implemented in this release. Default 0.
+  float temperature = 0.0f;
+  // Feed the previous window's text as a prompt to the next 30 s window. Default true.
+  bool condition_on_previous_text = true;
+  // Decode without timestamp tokens (one segment per 30 s window). Default false.
+  bool without_timestamps = false;
+  // Latest allowed first timestamp, in seconds; negative disables the rule. Default 1.0.
+  float max_initial_timestamp = 1.0f;
+  // Suppress blank and end-of-text as the first sampled token. Default true; false disables.
+  bool suppress_blank = true;
+  // Token ids never sampled; -1 expands to the checkpoint's default list. Default {-1};
+  // empty disables.
+  std::vector<int> suppress_tokens = {-1};
+  // Text given as a prompt before the first window (as if it had been said before). Default "".
+  std::string initial_prompt;
+  // Upper bound on tokens generated per 30 s window; 0 = the model's limit (448 minus the
+  // prompt). Default 0.
+  int max_new_tokens = 0;
+  // A window whose text compresses (zlib) better than this ratio counts as a failed decode
+  // (only used to pick among fallback temperatures). Default 2.4; <= 0 disables.
+  float compression_ratio_threshold = 2.4f;
+  // A window with average log-probability below this counts as failed. Default -1.0.
+  float log_prob_threshold = -1.0f;
+  // A window is skipped as silence when its no-speech probability exceeds this and its average
+  // log-probability is below log_prob_threshold. Default 0.6; > 1 disables.
+  float no_speech_threshold = 0.6f;
+  // The prompt is dropped for the next window when the last decode needed temperature > 0.5.
+  bool prompt_reset_on_temperature = true;
+};
+
+inline LoadOptions default_load_options() { return LoadOptions{}; }
+inline TranscribeOptions default_transcribe_options() { return TranscribeOptions{}; }
+
+}  // namespace speechcore

@@ -1,0 +1,31 @@
+// Plain results returned by transcription.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace speechcore {
+
+struct Segment {
+  int id = 0;
+  int seek = 0;                // mel frame (10 ms) where the window that produced it starts
+  double start = 0.0;          // seconds
+  double end = 0.0;            // seconds
+  std::string text;
+  std::vector<int> tokens;     // text and timestamp tokens, without the prompt
+  float avg_logprob = 0.0f;    // of the window that produced the segment
+  float compression_ratio = 0.0f;
+  float no_speech_prob = 0.0f;
+  float temperature = 0.0f;
+};
+
+struct Transcription {
+  std::string text;            // all segment texts joined
+  std::vector<Segment> segments;
+  std::string language;
+  float language_probability = 1.0f;
+  double duration = 0.0;       // seconds of input audio
+};
+
+}  // namespace speechcore

@@ -1,0 +1,11 @@
+// pybind11 registration functions, one per binding file; module.cc calls them all.
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+namespace speechcore::bindings {
+
+void register_errors(pybind11::module_& m);
+void register_core(pybind11::module_& m);
+
+}  // namespace speechcore::bindings

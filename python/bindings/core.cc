@@ -1,0 +1,30 @@
+// Core utilities: allocator statistics, thread counts.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "bindings.h"
+#include "core/allocator.h"
+#include "core/thread_pool.h"
+
+namespace py = pybind11;
+
+namespace speechcore::bindings {
+
+void register_core(py::module_& m) {
+  m.def("host_memory_stats", [] {
+    const auto s = core::default_allocator(Device::kCPU).stats();
+    py::dict d;
+    d["bytes_in_use"] = s.bytes_in_use;
+    d["peak_bytes_in_use"] = s.peak_bytes_in_use;
+    d["bytes_cached"] = s.bytes_cached;
+    d["num_allocs"] = s.num_allocs;
+    d["num_cache_hits"] = s.num_cache_hits;
+    d["num_system_allocs"] = s.num_system_allocs;
+    return d;
+  }, "Statistics of the host caching allocator.");
+  m.def("host_memory_clear_cache", [] { core::default_allocator(Device::kCPU).clear_cache(); },
+        "Returns cached host blocks to the system.");
+  m.def("hardware_threads", &core::ThreadPool::hardware_threads);
+}
+
+}  // namespace speechcore::bindings

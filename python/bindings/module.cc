@@ -1,0 +1,8 @@
+#include "bindings.h"
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "speechcore native core (C++). Use the `speechcore` package, not this module.";
+  m.attr("__version__") = "0.1.0";
+  speechcore::bindings::register_errors(m);
+  speechcore::bindings::register_core(m);
+}
