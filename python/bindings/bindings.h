@@ -7,5 +7,7 @@ namespace speechcore::bindings {
 
 void register_errors(pybind11::module_& m);
 void register_core(pybind11::module_& m);
+void register_model(pybind11::module_& m);
+void register_ops(pybind11::module_& m);
 
 }  // namespace speechcore::bindings

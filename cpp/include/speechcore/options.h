@@ -54,8 +54,9 @@ struct TranscribeOptions {
   // A window is skipped as silence when its no-speech probability exceeds this and its average
   // log-probability is below log_prob_threshold. Default 0.6; > 1 disables.
   float no_speech_threshold = 0.6f;
-  // The prompt is dropped for the next window when the last decode needed temperature > 0.5.
-  bool prompt_reset_on_temperature = true;
+  // The prompt is dropped for the next window when the window was decoded at a temperature
+  // above this. Default 0.5; >= 1 disables.
+  float prompt_reset_on_temperature = 0.5f;
 };
 
 inline LoadOptions default_load_options() { return LoadOptions{}; }

@@ -1,0 +1,155 @@
+#include "models/whisper/whisper_model.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/status.h"
+
+namespace speechcore::models::whisper {
+
+namespace {
+Tensor buffer(int64_t rows, int64_t cols) { return Tensor::empty({rows, cols}, DType::kFloat32); }
+}  // namespace
+
+WhisperModel::WhisperModel(WhisperWeights weights, int threads)
+    : weights_(std::move(weights)),
+      pool_(std::make_unique<core::ThreadPool>(threads)) {}
+
+CrossKV WhisperModel::encode(const float* mel) const {
+  const WhisperConfig& c = weights_.config;
+  const ops::Context cx = ctx();
+  const int64_t d = c.d_model, t_in = n_frames(), t = c.n_audio_ctx;
+  const int heads = c.encoder_heads, hd = c.d_model / c.encoder_heads;
+
+  // Conv stem: [n_mels, 3000] -> [3000, d] -> [1500, d], GELU after each conv.
+  Tensor h1 = buffer(t_in, d);
+  {
+    Tensor col = buffer(t_in, c.n_mels * 3);
+    ops::conv1d(cx, mel, c.n_mels, t_in, /*cstride=*/t_in, /*tstride=*/1, weights_.conv1_w.data<float>(),
+                weights_.conv1_b.data<float>(), d, 3, 1, 1, h1.data<float>(), col.data<float>());
+  }
+  ops::gelu(cx, h1.data<float>(), h1.numel());
+  const int64_t t2 = ops::conv1d_output_length(t_in, 3, 2, 1);
+  SC_ASSERT(t2 == t);
+  Tensor x = buffer(t, d);
+  {
+    Tensor col = buffer(t, d * 3);
+    ops::conv1d(cx, h1.data<float>(), d, t_in, /*cstride=*/1, /*tstride=*/d, weights_.conv2_w.data<float>(),
+                weights_.conv2_b.data<float>(), d, 3, 2, 1, x.data<float>(), col.data<float>());
+  }
+  h1 = Tensor();
+  ops::gelu(cx, x.data<float>(), x.numel());
+  ops::add(cx, weights_.enc_pos.data<float>(), x.data<float>(), t * d);
+
+  Tensor h = buffer(t, d);
+  Tensor qkv = buffer(t, 3 * d);
+  Tensor att = buffer(t, d);
+  Tensor ff = buffer(t, 4 * d);
+  Tensor scores = buffer(t, t);
+  float* X = x.data<float>();
+  for (const EncoderLayer& L : weights_.enc_layers) {
+    const AttentionWeights& A = L.self_attn;
+    ops::layer_norm(cx, X, A.ln_gamma.data<float>(), A.ln_beta.data<float>(), h.data<float>(), t, d);
+    ops::linear(cx, h.data<float>(), A.qkv_w.data<float>(), A.qkv_b.data<float>(), qkv.data<float>(), t, 3 * d, d);
+    const float* Q = qkv.data<float>();
+    ops::attention(cx, Q, 3 * d, Q + d, 3 * d, Q + 2 * d, 3 * d, att.data<float>(), t, t, heads, hd, -1,
+                   scores.data<float>());
+    ops::linear(cx, att.data<float>(), A.out_w.data<float>(), A.out_b.data<float>(), X, t, d, d, true);
+    const FfnWeights& F = L.ffn;
+    ops::layer_norm(cx, X, F.ln_gamma.data<float>(), F.ln_beta.data<float>(), h.data<float>(), t, d);
+    ops::linear(cx, h.data<float>(), F.fc1_w.data<float>(), F.fc1_b.data<float>(), ff.data<float>(), t, 4 * d, d);
+    ops::gelu(cx, ff.data<float>(), ff.numel());
+    ops::linear(cx, ff.data<float>(), F.fc2_w.data<float>(), F.fc2_b.data<float>(), X, t, d, 4 * d, true);
+  }
+  ops::layer_norm(cx, X, weights_.enc_ln_gamma.data<float>(), weights_.enc_ln_beta.data<float>(), h.data<float>(), t, d);
+
+  CrossKV out;
+  out.kv.reserve(weights_.dec_layers.size());
+  for (const DecoderLayer& L : weights_.dec_layers) {
+    Tensor kv = buffer(t, 2 * d);
+    ops::linear(cx, h.data<float>(), L.cross_attn.kv_w.data<float>(), L.cross_attn.kv_b.data<float>(),
+                kv.data<float>(), t, 2 * d, d);
+    out.kv.push_back(std::move(kv));
+  }
+  return out;
+}
+
+DecoderState WhisperModel::new_state() const {
+  const WhisperConfig& c = weights_.config;
+  DecoderState s;
+  for (size_t i = 0; i < weights_.dec_layers.size(); ++i) {
+    s.k.push_back(buffer(c.n_text_ctx, c.d_model));
+    s.v.push_back(buffer(c.n_text_ctx, c.d_model));
+  }
+  return s;
+}
+
+void WhisperModel::decode(DecoderState& state, const CrossKV& cross, const int* tokens, int n,
+                          const std::vector<int>& logit_rows, float* logits) const {
+  const WhisperConfig& c = weights_.config;
+  const ops::Context cx = ctx();
+  const int64_t d = c.d_model, p0 = state.length, t_enc = c.n_audio_ctx;
+  const int heads = c.decoder_heads, hd = c.d_model / c.decoder_heads;
+  SC_CHECK(n > 0 && p0 + n <= c.n_text_ctx, ErrorCode::kInvalidArgument, "decoder sequence of ", p0 + n,
+           " tokens exceeds the model's ", c.n_text_ctx, " positions");
+  SC_ASSERT(cross.kv.size() == weights_.dec_layers.size());
+
+  Tensor x = buffer(n, d);
+  float* X = x.data<float>();
+  for (int i = 0; i < n; ++i) {
+    SC_CHECK(tokens[i] >= 0 && tokens[i] < c.vocab_size, ErrorCode::kInvalidArgument, "token id ", tokens[i],
+             " is outside the vocabulary (", c.vocab_size, ")");
+    const float* e = weights_.tok_emb.data<float>() + static_cast<int64_t>(tokens[i]) * d;
+    const float* p = weights_.dec_pos.data<float>() + (p0 + i) * d;
+    for (int64_t j = 0; j < d; ++j) X[i * d + j] = e[j] + p[j];
+  }
+  Tensor h = buffer(n, d);
+  Tensor qkv = buffer(n, 3 * d);
+  Tensor att = buffer(n, d);
+  Tensor ff = buffer(n, 4 * d);
+  Tensor scores = buffer(n, std::max<int64_t>(p0 + n, t_enc));
+
+  for (size_t li = 0; li < weights_.dec_layers.size(); ++li) {
+    const DecoderLayer& L = weights_.dec_layers[li];
+    // masked self-attention over the cache
+    const AttentionWeights& S = L.self_attn;
+    ops::layer_norm(cx, X, S.ln_gamma.data<float>(), S.ln_beta.data<float>(), h.data<float>(), n, d);
+    ops::linear(cx, h.data<float>(), S.qkv_w.data<float>(), S.qkv_b.data<float>(), qkv.data<float>(), n, 3 * d, d);
+    float* K = state.k[li].data<float>();
+    float* V = state.v[li].data<float>();
+    for (int i = 0; i < n; ++i) {
+      std::memcpy(K + (p0 + i) * d, qkv.data<float>() + i * 3 * d + d, sizeof(float) * d);
+      std::memcpy(V + (p0 + i) * d, qkv.data<float>() + i * 3 * d + 2 * d, sizeof(float) * d);
+    }
+    ops::attention(cx, qkv.data<float>(), 3 * d, K, d, V, d, att.data<float>(), n, p0 + n, heads, hd, p0,
+                   scores.data<float>());
+    ops::linear(cx, att.data<float>(), S.out_w.data<float>(), S.out_b.data<float>(), X, n, d, d, true);
+    // cross-attention over the window's encoder output
+    const AttentionWeights& C = L.cross_attn;
+    ops::layer_norm(cx, X, C.ln_gamma.data<float>(), C.ln_beta.data<float>(), h.data<float>(), n, d);
+    ops::linear(cx, h.data<float>(), C.qkv_w.data<float>(), C.qkv_b.data<float>(), qkv.data<float>(), n, d, d);
+    const float* KV = cross.kv[li].data<float>();
+    ops::attention(cx, qkv.data<float>(), d, KV, 2 * d, KV + d, 2 * d, att.data<float>(), n, t_enc, heads, hd, -1,
+                   scores.data<float>());
+    ops::linear(cx, att.data<float>(), C.out_w.data<float>(), C.out_b.data<float>(), X, n, d, d, true);
+    // feed-forward
+    const FfnWeights& F = L.ffn;
+    ops::layer_norm(cx, X, F.ln_gamma.data<float>(), F.ln_beta.data<float>(), h.data<float>(), n, d);
+    ops::linear(cx, h.data<float>(), F.fc1_w.data<float>(), F.fc1_b.data<float>(), ff.data<float>(), n, 4 * d, d);
+    ops::gelu(cx, ff.data<float>(), n * 4 * d);
+    ops::linear(cx, ff.data<float>(), F.fc2_w.data<float>(), F.fc2_b.data<float>(), X, n, d, 4 * d, true);
+  }
+  state.length = static_cast<int>(p0 + n);
+
+  if (logit_rows.empty()) return;
+  const int64_t m = static_cast<int64_t>(logit_rows.size());
+  Tensor rows = buffer(m, d);
+  for (int64_t r = 0; r < m; ++r) {
+    SC_ASSERT(logit_rows[r] >= 0 && logit_rows[r] < n);
+    ops::layer_norm(cx, X + logit_rows[r] * d, weights_.dec_ln_gamma.data<float>(), weights_.dec_ln_beta.data<float>(),
+                    rows.data<float>() + r * d, 1, d);
+  }
+  ops::linear(cx, rows.data<float>(), weights_.tok_emb.data<float>(), nullptr, logits, m, c.vocab_size, d);
+}
+
+}  // namespace speechcore::models::whisper

@@ -1,0 +1,53 @@
+// Whisper encoder-decoder forward passes on the CPU. The model (weights) is immutable and
+// shared; per-request state (self-attention KV cache, cross-attention K/V) lives in
+// DecoderState / CrossKV objects owned by the caller.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "core/thread_pool.h"
+#include "models/whisper/whisper_weights.h"
+#include "ops/ops.h"
+
+namespace speechcore::models::whisper {
+
+// Encoder output projected to each decoder layer's cross-attention keys and values, computed
+// once per 30 s window and read by every decoding step.
+struct CrossKV {
+  std::vector<Tensor> kv;  // per decoder layer: [n_audio_ctx, 2 * d_model] (K | V)
+};
+
+// Self-attention cache of one sequence.
+struct DecoderState {
+  std::vector<Tensor> k, v;  // per decoder layer: [n_text_ctx, d_model]
+  int length = 0;            // positions filled
+};
+
+class WhisperModel {
+ public:
+  WhisperModel(WhisperWeights weights, int threads);
+
+  const WhisperConfig& config() const { return weights_.config; }
+  const WhisperWeights& weights() const { return weights_; }
+  int n_frames() const { return 2 * weights_.config.n_audio_ctx; }  // mel frames per window (3000)
+
+  // mel: [n_mels, n_frames()] log-mel features of one window.
+  CrossKV encode(const float* mel) const;
+
+  DecoderState new_state() const;
+
+  // Appends `n` tokens to the sequence in `state` (positions state.length ...) and writes the
+  // logits of the rows listed in `logit_rows` (indices into tokens) to
+  // logits: [logit_rows.size(), vocab_size].
+  void decode(DecoderState& state, const CrossKV& cross, const int* tokens, int n,
+              const std::vector<int>& logit_rows, float* logits) const;
+
+ private:
+  ops::Context ctx() const { return ops::Context{pool_.get()}; }
+
+  WhisperWeights weights_;
+  std::unique_ptr<core::ThreadPool> pool_;
+};
+
+}  // namespace speechcore::models::whisper

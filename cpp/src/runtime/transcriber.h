@@ -1,0 +1,37 @@
+// Whisper transcription of a whole recording: the sequential long-form algorithm (30 s
+// windows, seek by the last timestamp, condition on the previous text) over decode_window_*.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "io/tokenizer.h"
+#include "models/whisper/whisper_model.h"
+#include "runtime/whisper_decoding.h"
+#include "speechcore/options.h"
+#include "speechcore/results.h"
+
+namespace speechcore::runtime {
+
+class WhisperTranscriber {
+ public:
+  WhisperTranscriber(std::shared_ptr<const models::whisper::WhisperModel> model,
+                     std::shared_ptr<const io::Tokenizer> tokenizer);
+
+  // samples: mono 16 kHz float32.
+  Transcription transcribe(const std::vector<float>& samples, const TranscribeOptions& options) const;
+
+  const io::Tokenizer& tokenizer() const { return *tokenizer_; }
+  const WhisperSpecialTokens& special_tokens() const { return special_; }
+
+ private:
+  std::shared_ptr<const models::whisper::WhisperModel> model_;
+  std::shared_ptr<const io::Tokenizer> tokenizer_;
+  WhisperSpecialTokens special_;
+};
+
+// len(text) / len(zlib.compress(text)) over the UTF-8 bytes, as faster-whisper computes it.
+float compression_ratio(const std::string& text);
+
+}  // namespace speechcore::runtime

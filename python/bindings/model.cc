@@ -1,0 +1,132 @@
+// speechcore::Model for Python: options in (a dict), plain dicts out, GIL released while
+// the C++ side works, audio passed without copies.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "bindings.h"
+#include "core/status.h"
+#include "speechcore/engine.h"
+
+namespace py = pybind11;
+
+namespace speechcore::bindings {
+
+namespace {
+
+template <typename T>
+T cast_option(const py::handle& value, const std::string& key, const char* want) {
+  try {
+    return value.cast<T>();
+  } catch (const py::cast_error&) {
+    throw_error(ErrorCode::kInvalidArgument, "option '", key, "' must be ", want, ", got ",
+                std::string(py::str(py::type::of(value).attr("__name__"))));
+  }
+}
+
+TranscribeOptions parse_options(const py::dict& d) {
+  TranscribeOptions o;
+  for (const auto& item : d) {
+    const std::string key = py::str(item.first);
+    const py::handle v = item.second;
+    if (v.is_none()) continue;  // None = default
+    if (key == "language") o.language = cast_option<std::string>(v, key, "a string");
+    else if (key == "task") o.task = cast_option<std::string>(v, key, "a string");
+    else if (key == "beam_size") o.beam_size = cast_option<int>(v, key, "an integer");
+    else if (key == "temperature") o.temperature = cast_option<float>(v, key, "a number");
+    else if (key == "condition_on_previous_text") o.condition_on_previous_text = cast_option<bool>(v, key, "a bool");
+    else if (key == "without_timestamps") o.without_timestamps = cast_option<bool>(v, key, "a bool");
+    else if (key == "max_initial_timestamp") o.max_initial_timestamp = cast_option<float>(v, key, "a number");
+    else if (key == "suppress_blank") o.suppress_blank = cast_option<bool>(v, key, "a bool");
+    else if (key == "suppress_tokens") o.suppress_tokens = cast_option<std::vector<int>>(v, key, "a list of ints");
+    else if (key == "initial_prompt") o.initial_prompt = cast_option<std::string>(v, key, "a string");
+    else if (key == "max_new_tokens") o.max_new_tokens = cast_option<int>(v, key, "an integer");
+    else if (key == "compression_ratio_threshold") o.compression_ratio_threshold = cast_option<float>(v, key, "a number");
+    else if (key == "log_prob_threshold") o.log_prob_threshold = cast_option<float>(v, key, "a number");
+    else if (key == "no_speech_threshold") o.no_speech_threshold = cast_option<float>(v, key, "a number");
+    else if (key == "prompt_reset_on_temperature") o.prompt_reset_on_temperature = cast_option<float>(v, key, "a number");
+    else throw_error(ErrorCode::kInvalidArgument, "unknown transcribe option '", key, "'");
+  }
+  return o;
+}
+
+py::dict to_dict(const Transcription& t) {
+  py::list segments;
+  for (const Segment& s : t.segments) {
+    py::dict d;
+    d["id"] = s.id;
+    d["seek"] = s.seek;
+    d["start"] = s.start;
+    d["end"] = s.end;
+    d["text"] = s.text;
+    d["tokens"] = s.tokens;
+    d["avg_logprob"] = s.avg_logprob;
+    d["compression_ratio"] = s.compression_ratio;
+    d["no_speech_prob"] = s.no_speech_prob;
+    d["temperature"] = s.temperature;
+    segments.append(d);
+  }
+  py::dict out;
+  out["text"] = t.text;
+  out["language"] = t.language;
+  out["language_probability"] = t.language_probability;
+  out["duration"] = t.duration;
+  out["segments"] = segments;
+  return out;
+}
+
+py::dict info_dict(const ModelInfo& i) {
+  py::dict d;
+  d["architecture"] = i.architecture;
+  d["format"] = i.format;
+  d["path"] = i.path;
+  d["multilingual"] = i.multilingual;
+  d["n_mels"] = i.n_mels;
+  d["d_model"] = i.d_model;
+  d["encoder_layers"] = i.encoder_layers;
+  d["decoder_layers"] = i.decoder_layers;
+  d["vocab_size"] = i.vocab_size;
+  d["device"] = i.device;
+  d["compute_type"] = i.compute_type;
+  d["weight_bytes"] = i.weight_bytes;
+  return d;
+}
+
+}  // namespace
+
+void register_model(py::module_& m) {
+  py::class_<Model, std::shared_ptr<Model>>(m, "Model")
+      .def(py::init([](const std::string& path, const std::string& device, const std::string& compute_type,
+                       int threads) {
+             LoadOptions o;
+             o.device = device;
+             o.compute_type = compute_type;
+             o.threads = threads;
+             py::gil_scoped_release release;
+             return Model::load(path, o);
+           }),
+           py::arg("path"), py::arg("device") = "auto", py::arg("compute_type") = "auto", py::arg("threads") = 0)
+      .def_property_readonly("info", [](const Model& self) { return info_dict(self.info()); })
+      .def(
+          "transcribe",
+          [](const Model& self, const py::array& audio, int sample_rate, const py::dict& options) {
+            if (!py::isinstance<py::array_t<float>>(audio) || !(audio.flags() & py::array::c_style))
+              throw_error(ErrorCode::kInvalidArgument, "audio must be a C-contiguous float32 numpy array");
+            if (audio.ndim() != 1 && audio.ndim() != 2)
+              throw_error(ErrorCode::kInvalidArgument, "audio must have shape (frames,) or (frames, channels), got ",
+                          audio.ndim(), " dimensions");
+            const size_t frames = static_cast<size_t>(audio.shape(0));
+            const int channels = audio.ndim() == 2 ? static_cast<int>(audio.shape(1)) : 1;
+            const TranscribeOptions opts = parse_options(options);
+            const float* data = static_cast<const float*>(audio.data());
+            Transcription t;
+            {
+              py::gil_scoped_release release;
+              t = self.transcribe(data, frames, sample_rate, channels, opts);
+            }
+            return to_dict(t);
+          },
+          py::arg("audio"), py::arg("sample_rate"), py::arg("options") = py::dict());
+}
+
+}  // namespace speechcore::bindings

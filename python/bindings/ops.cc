@@ -1,0 +1,92 @@
+// Test hooks: the CPU kernels on numpy arrays (submodule _C.ops), so tests compare them with
+// numpy/torch references. Not part of the public SDK.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <vector>
+
+#include "bindings.h"
+#include "core/status.h"
+#include "ops/ops.h"
+
+namespace py = pybind11;
+using Array = py::array_t<float, py::array::c_style | py::array::forcecast>;
+
+namespace speechcore::bindings {
+
+namespace {
+core::ThreadPool& pool() {
+  static core::ThreadPool p(0);
+  return p;
+}
+ops::Context ctx() { return ops::Context{&pool()}; }
+void need(bool cond, const char* what) {
+  if (!cond) throw_error(ErrorCode::kInvalidArgument, what);
+}
+}  // namespace
+
+void register_ops(py::module_& m) {
+  py::module_ o = m.def_submodule("ops", "CPU kernels (test hooks)");
+  o.def("linear", [](Array x, Array w, py::object b) {
+    need(x.ndim() == 2 && w.ndim() == 2 && x.shape(1) == w.shape(1), "linear: x [m,k], w [n,k]");
+    const int64_t m = x.shape(0), n = w.shape(0), k = x.shape(1);
+    Array y({m, n});
+    Array bias = b.is_none() ? Array() : b.cast<Array>();
+    if (!b.is_none()) need(bias.ndim() == 1 && bias.shape(0) == n, "linear: bias [n]");
+    ops::linear(ctx(), x.data(), w.data(), b.is_none() ? nullptr : bias.data(), y.mutable_data(), m, n, k);
+    return y;
+  });
+  o.def("layer_norm", [](Array x, Array g, Array b, float eps) {
+    need(x.ndim() == 2 && g.size() == x.shape(1) && b.size() == x.shape(1), "layer_norm: x [r,c], g/b [c]");
+    Array y({x.shape(0), x.shape(1)});
+    ops::layer_norm(ctx(), x.data(), g.data(), b.data(), y.mutable_data(), x.shape(0), x.shape(1), eps);
+    return y;
+  }, py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("eps") = 1e-5f);
+  o.def("gelu", [](Array x) {
+    Array y(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+    std::copy(x.data(), x.data() + x.size(), y.mutable_data());
+    ops::gelu(ctx(), y.mutable_data(), y.size());
+    return y;
+  });
+  o.def("softmax", [](Array x) {
+    need(x.ndim() == 2, "softmax: x [r,c]");
+    Array y({x.shape(0), x.shape(1)});
+    std::copy(x.data(), x.data() + x.size(), y.mutable_data());
+    ops::softmax(ctx(), y.mutable_data(), x.shape(0), x.shape(1));
+    return y;
+  });
+  o.def("log_softmax", [](Array x) {
+    Array y(x.size());
+    std::copy(x.data(), x.data() + x.size(), y.mutable_data());
+    ops::log_softmax(y.mutable_data(), y.size());
+    return y;
+  });
+  o.def("attention", [](Array q, Array k, Array v, int heads, int64_t causal_offset) {
+    need(q.ndim() == 2 && k.ndim() == 2 && v.ndim() == 2 && q.shape(1) == k.shape(1) && k.shape(1) == v.shape(1) &&
+             k.shape(0) == v.shape(0) && heads > 0 && q.shape(1) % heads == 0,
+         "attention: q [tq, h*d], k/v [tk, h*d]");
+    const int64_t tq = q.shape(0), tk = k.shape(0), hd = q.shape(1);
+    Array out({tq, hd});
+    std::vector<float> scratch(static_cast<size_t>(tq * tk));
+    ops::attention(ctx(), q.data(), hd, k.data(), hd, v.data(), hd, out.mutable_data(), tq, tk, heads,
+                   static_cast<int>(hd / heads), causal_offset, scratch.data());
+    return out;
+  }, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("heads"), py::arg("causal_offset") = -1);
+  o.def("conv1d", [](Array x, Array w, Array b, int stride, int pad) {
+    // x: [c_in, t_in] (channel-major), w: [c_out, c_in, kw] -> [t_out, c_out]
+    need(x.ndim() == 2 && w.ndim() == 3 && w.shape(1) == x.shape(0) && b.size() == w.shape(0) && stride > 0 &&
+             pad >= 0,
+         "conv1d: x [c_in, t], w [c_out, c_in, kw], b [c_out]");
+    const int64_t c_in = x.shape(0), t_in = x.shape(1), c_out = w.shape(0);
+    const int kw = static_cast<int>(w.shape(2));
+    const int64_t t_out = ops::conv1d_output_length(t_in, kw, stride, pad);
+    need(t_out > 0, "conv1d: input shorter than the kernel");
+    Array y({t_out, c_out});
+    std::vector<float> col(static_cast<size_t>(t_out * c_in * kw));
+    ops::conv1d(ctx(), x.data(), c_in, t_in, t_in, 1, w.data(), b.data(), c_out, kw, stride, pad, y.mutable_data(),
+                col.data());
+    return y;
+  });
+}
+
+}  // namespace speechcore::bindings
