@@ -9,5 +9,6 @@ void register_errors(pybind11::module_& m);
 void register_core(pybind11::module_& m);
 void register_model(pybind11::module_& m);
 void register_ops(pybind11::module_& m);
+void register_checkpoint(pybind11::module_& m);
 
 }  // namespace speechcore::bindings

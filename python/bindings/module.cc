@@ -7,4 +7,5 @@ PYBIND11_MODULE(_C, m) {
   speechcore::bindings::register_core(m);
   speechcore::bindings::register_model(m);
   speechcore::bindings::register_ops(m);
+  speechcore::bindings::register_checkpoint(m);
 }
