@@ -86,12 +86,13 @@ def _decode(audio: Any) -> Tuple[np.ndarray, int]:
             path = os.fsdecode(path)
         name = path
         try:
-            if os.path.isdir(path):
-                raise InvalidArgumentError(f"audio path is a directory, not a file: {path}")
-            if not os.path.exists(path):
-                raise NotFoundError(f"audio file not found: {path}")
+            is_dir, exists = os.path.isdir(path), os.path.exists(path)
         except ValueError as e:  # e.g. an embedded NUL character
             raise InvalidArgumentError(f"invalid audio path {path!r}: {e}") from None
+        if is_dir:
+            raise InvalidArgumentError(f"audio path is a directory, not a file: {path}")
+        if not exists:
+            raise NotFoundError(f"audio file not found: {path}")
         source: Any = path
     elif isinstance(audio, (bytes, bytearray, memoryview)):
         data = bytes(audio)
@@ -99,6 +100,8 @@ def _decode(audio: Any) -> Tuple[np.ndarray, int]:
             raise AudioError("audio is empty (0 bytes)")
         name = f"<{len(data)} bytes>"
         source = io.BytesIO(data)
+    elif isinstance(audio, io.TextIOBase):
+        raise InvalidArgumentError("audio file object is in text mode: open it in binary mode ('rb')")
     elif hasattr(audio, "read"):
         name = str(getattr(audio, "name", "<file object>"))
         source = audio

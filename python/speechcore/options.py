@@ -8,6 +8,8 @@ import numbers
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Iterable, List, Optional
 
+import numpy as np
+
 from ._languages import normalize_language, suggest_language
 from .errors import InvalidArgumentError
 
@@ -156,7 +158,7 @@ def _float(name: str, value: Any, minimum: Optional[float] = None, maximum: Opti
 
 def _bool(name: str, value: Any) -> bool:
     # numpy.bool_ is not a bool subclass; accept it, but not 0/1 or strings like "false".
-    if isinstance(value, bool) or type(value).__name__ == "bool_":
+    if isinstance(value, (bool, np.bool_)):
         return bool(value)
     raise InvalidArgumentError(f"{name} must be True or False, got {value!r}")
 
