@@ -18,7 +18,8 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Tuple, Union
+from types import ModuleType
+from typing import Dict, List, Tuple, Union
 
 from .errors import InvalidArgumentError, ModelError, NotFoundError
 
@@ -90,7 +91,7 @@ def resolve_model(model: Union[str, "os.PathLike[str]"]) -> Path:
     raise NotFoundError(f"unknown model {name!r}: not a directory, and the known names are {known}")
 
 
-def _import_package(import_name: str, pip_spec: str, model_name: str):
+def _import_package(import_name: str, pip_spec: str, model_name: str) -> ModuleType:
     try:
         return importlib.import_module(import_name)
     except ImportError:
@@ -99,8 +100,8 @@ def _import_package(import_name: str, pip_spec: str, model_name: str):
             f"installed; install it with: pip install {pip_spec}") from None
 
 
-def _package_data(module, sub: str) -> Path:
-    return Path(module.__file__).resolve().parent / sub
+def _package_data(module: ModuleType, sub: str) -> Path:
+    return Path(str(module.__file__)).resolve().parent / sub
 
 
 def _tiny_en_dir() -> Path:
@@ -155,7 +156,7 @@ def _assembled_dir(name: str, spec: _SplitModel) -> Path:
     return final
 
 
-def _write_concatenation(parts, out: Path, spec: _SplitModel, name: str) -> None:
+def _write_concatenation(parts: List[Path], out: Path, spec: _SplitModel, name: str) -> None:
     digest = hashlib.sha256()
     with open(out, "wb") as w:
         for part in parts:

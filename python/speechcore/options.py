@@ -146,14 +146,14 @@ def _int(name: str, value: Any, minimum: int) -> int:
 def _float(name: str, value: Any, minimum: Optional[float] = None, maximum: Optional[float] = None) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise InvalidArgumentError(f"{name} must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise InvalidArgumentError(f"{name} must be finite, got {value}")
-    if minimum is not None and value < minimum:
-        raise InvalidArgumentError(f"{name} must be >= {minimum}, got {value}")
-    if maximum is not None and value > maximum:
-        raise InvalidArgumentError(f"{name} must be <= {maximum}, got {value}")
-    return value
+    number = float(value)
+    if not math.isfinite(number):
+        raise InvalidArgumentError(f"{name} must be finite, got {number}")
+    if minimum is not None and number < minimum:
+        raise InvalidArgumentError(f"{name} must be >= {minimum}, got {number}")
+    if maximum is not None and number > maximum:
+        raise InvalidArgumentError(f"{name} must be <= {maximum}, got {number}")
+    return number
 
 
 def _bool(name: str, value: Any) -> bool:
