@@ -38,9 +38,20 @@ from .errors import (  # noqa: E402
     UnsupportedError,
 )
 
+from .api import Model, load  # noqa: E402
+from .audio import load_audio  # noqa: E402
+from .options import TranscribeOptions  # noqa: E402
+from .results import Segment, Transcription  # noqa: E402
+
 __version__ = _C.__version__
 
 __all__ = [
+    "load",
+    "Model",
+    "Transcription",
+    "Segment",
+    "TranscribeOptions",
+    "load_audio",
     "AudioError",
     "CancelledError",
     "InternalError",

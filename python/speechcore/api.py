@@ -1,0 +1,178 @@
+"""The SDK entry points: :func:`load` and :class:`Model`."""
+
+from __future__ import annotations
+
+import numbers
+import os
+from typing import Any, Dict, Iterable, Optional, Union
+
+from . import _C
+from .audio import AudioInput, load_audio
+from .errors import InvalidArgumentError, UnsupportedError
+from .models import resolve_model
+from .options import TranscribeOptions
+from .results import Transcription
+
+DEVICES = ("auto", "cpu", "cuda")
+COMPUTE_TYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+def _native_model_class() -> Any:
+    """The native model class (``speechcore._C.Model``); tests replace this hook with a fake."""
+    cls = getattr(_C, "Model", None)
+    if cls is None:
+        raise UnsupportedError("this build of speechcore has no native Model (speechcore._C.Model is missing)")
+    return cls
+
+
+def _choice(name: str, value: Any, allowed: Iterable[str]) -> str:
+    allowed = tuple(allowed)
+    if not isinstance(value, str) or value.strip().lower() not in allowed:
+        raise InvalidArgumentError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+    return value.strip().lower()
+
+
+class Model:
+    """A loaded speech model; create it with :func:`speechcore.load` (same arguments)."""
+
+    def __init__(
+        self,
+        model: Union[str, "os.PathLike[str]"] = "tiny.en",
+        device: str = "auto",
+        compute_type: str = "auto",
+        threads: Optional[int] = None,
+    ) -> None:
+        device = _choice("device", device, DEVICES)
+        compute_type = _choice("compute_type", compute_type, COMPUTE_TYPES)
+        if threads is None:
+            threads = 0
+        elif isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 0:
+            raise InvalidArgumentError(f"threads must be None (all cores) or an integer >= 0, got {threads!r}")
+        directory = resolve_model(model)
+        self._native = _native_model_class()(str(directory), device, compute_type, int(threads))
+
+    @property
+    def info(self) -> Dict[str, Any]:
+        """What was loaded: architecture, format, path, multilingual, n_mels, d_model,
+        encoder_layers, decoder_layers, vocab_size, device, compute_type, weight_bytes."""
+        return dict(self._native.info)
+
+    def __repr__(self) -> str:
+        try:
+            i = self._native.info
+            return (f"speechcore.Model(architecture={i.get('architecture')!r}, path={i.get('path')!r}, "
+                    f"device={i.get('device')!r}, compute_type={i.get('compute_type')!r})")
+        except Exception:  # never fail in repr
+            return "speechcore.Model(<unavailable>)"
+
+    def transcribe(
+        self,
+        audio: AudioInput,
+        *,
+        sample_rate: Optional[int] = None,
+        language: Optional[str] = None,
+        task: str = "transcribe",
+        beam_size: int = 1,
+        temperature: float = 0.0,
+        condition_on_previous_text: bool = True,
+        without_timestamps: bool = False,
+        max_initial_timestamp: float = 1.0,
+        suppress_blank: bool = True,
+        suppress_tokens: Optional[Iterable[int]] = None,
+        initial_prompt: Optional[str] = None,
+        max_new_tokens: Optional[int] = None,
+        compression_ratio_threshold: Optional[float] = 2.4,
+        log_prob_threshold: Optional[float] = -1.0,
+        no_speech_threshold: Optional[float] = 0.6,
+        prompt_reset_on_temperature: bool = True,
+        **kwargs: Any,
+    ) -> Transcription:
+        """Transcribes (or translates to English) speech of any length.
+
+        Args:
+            audio: a path, encoded bytes, a binary file object, or a numpy array of samples
+                ``(frames,)`` / ``(frames, channels)``; see :func:`speechcore.load_audio`.
+                Any rate and channel count: the model mixes down and resamples to 16 kHz.
+            sample_rate: rate of a numpy array in Hz. Default None = 16000. Not used for files.
+            language: language code (``"en"``) or name (``"english"``); None detects it.
+                Default None.
+            task: ``"transcribe"`` or ``"translate"`` (into English). Default ``"transcribe"``.
+            beam_size: beam search width; 1 is greedy. Default 1.
+            temperature: sampling temperature; 0 is deterministic. Default 0.0.
+            condition_on_previous_text: prompt each 30 s window with the previous text.
+                Default True.
+            without_timestamps: text only, no timestamp tokens. Default False.
+            max_initial_timestamp: latest allowed first timestamp in seconds. Default 1.0.
+            suppress_blank: suppress a blank first token. Default True.
+            suppress_tokens: token ids never emitted; ``-1`` is the model's default list,
+                ``[]`` nothing. Default None = ``[-1]``.
+            initial_prompt: text used as the context before the first window. Default None.
+            max_new_tokens: most tokens per window; None is the model limit. Default None.
+            compression_ratio_threshold: retry a window at a higher temperature when its
+                text's gzip ratio exceeds this; None disables. Default 2.4.
+            log_prob_threshold: retry a window when its average log probability is below
+                this; None disables. Default -1.0.
+            no_speech_threshold: skip a window as silence when its no-speech probability is
+                above this and the log probability is below `log_prob_threshold`; None
+                disables. Default 0.6.
+            prompt_reset_on_temperature: stop prompting with previous text after a window
+                decoded at temperature > 0.5. Default True.
+            **kwargs: nothing else is accepted: an unknown keyword raises InvalidArgumentError
+                naming it.
+
+        Returns:
+            a :class:`Transcription` (``.text``, ``.segments``, ``.language``,
+            ``.language_probability``, ``.duration``).
+
+        Raises:
+            InvalidArgumentError: a bad option or argument. NotFoundError: a missing audio file.
+            AudioError: audio that cannot be decoded, is empty, or holds NaN/inf.
+        """
+        options = TranscribeOptions.from_kwargs(
+            language=language,
+            task=task,
+            beam_size=beam_size,
+            temperature=temperature,
+            condition_on_previous_text=condition_on_previous_text,
+            without_timestamps=without_timestamps,
+            max_initial_timestamp=max_initial_timestamp,
+            suppress_blank=suppress_blank,
+            suppress_tokens=[-1] if suppress_tokens is None else suppress_tokens,
+            initial_prompt=initial_prompt,
+            max_new_tokens=max_new_tokens,
+            compression_ratio_threshold=compression_ratio_threshold,
+            log_prob_threshold=log_prob_threshold,
+            no_speech_threshold=no_speech_threshold,
+            prompt_reset_on_temperature=prompt_reset_on_temperature,
+            **kwargs,
+        )
+        samples, rate = load_audio(audio, sample_rate)
+        result = self._native.transcribe(samples, rate, options.to_native())
+        return Transcription.from_native(result)
+
+
+def load(
+    model: Union[str, "os.PathLike[str]"] = "tiny.en",
+    device: str = "auto",
+    compute_type: str = "auto",
+    threads: Optional[int] = None,
+) -> Model:
+    """Loads a speech model.
+
+    Args:
+        model: a short name (``"tiny.en"``, ``"base"``; see :func:`speechcore.models.known_models`)
+            or a model directory (CTranslate2 layout: model.bin, config.json, tokenizer.json).
+            Default ``"tiny.en"``.
+        device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or ``"cuda"``. Default "auto".
+        compute_type: ``"auto"``, ``"float32"``, ``"float16"`` or ``"bfloat16"``. Default "auto".
+        threads: CPU threads; None or 0 uses all cores. Default None.
+
+    Raises:
+        InvalidArgumentError: a bad device, compute type or thread count.
+        NotFoundError: an unknown name, missing directory, or model package not installed.
+        ModelError: missing or damaged model files. UnsupportedError: e.g. CUDA not available.
+    """
+    return Model(model, device=device, compute_type=compute_type, threads=threads)
+
+
+__all__ = ["load", "Model", "DEVICES", "COMPUTE_TYPES"]

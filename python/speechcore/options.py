@@ -1,0 +1,177 @@
+"""Decoding options of :meth:`speechcore.Model.transcribe`, validated before any native work."""
+
+from __future__ import annotations
+
+import difflib
+import math
+import numbers
+from dataclasses import dataclass, field, fields
+from typing import Any, Dict, Iterable, List, Optional
+
+import numpy as np
+
+from ._languages import normalize_language, suggest_language
+from .errors import InvalidArgumentError
+
+TASKS = ("transcribe", "translate")
+
+
+@dataclass
+class TranscribeOptions:
+    """Options of one transcription; every field has the default shown.
+
+    Attributes:
+        language: language code (``"en"``) or English name (``"english"``) of the audio;
+            None (or ``"auto"``) detects it from the first 30 s. Default None.
+        task: ``"transcribe"`` or ``"translate"`` (to English). Default ``"transcribe"``.
+        beam_size: beams of the beam search; 1 is greedy decoding. Default 1.
+        temperature: sampling temperature; 0 decodes greedily / with beams. Default 0.0.
+        condition_on_previous_text: feed the previous window's text as a prompt. Default True.
+        without_timestamps: decode text only, one segment per 30 s window. Default False.
+        max_initial_timestamp: latest allowed first timestamp in seconds. Default 1.0.
+        suppress_blank: suppress a blank first token. Default True.
+        suppress_tokens: token ids never to emit; -1 stands for the model's default list,
+            ``[]`` suppresses nothing. Default ``[-1]``.
+        initial_prompt: text given as the previous context of the first window. Default None.
+        max_new_tokens: most tokens decoded per window; None is the model limit. Default None.
+        compression_ratio_threshold: a window whose text compresses more than this is
+            decoded again at a higher temperature; None disables the check. Default 2.4.
+        log_prob_threshold: a window whose average log probability is below this is decoded
+            again; None disables the check. Default -1.0.
+        no_speech_threshold: a window whose no-speech probability is above this (and whose
+            log probability is below `log_prob_threshold`) is skipped as silence; None
+            disables it. Default 0.6.
+        prompt_reset_on_temperature: drop the previous-text prompt after a window that needed
+            a temperature above 0.5. Default True.
+    """
+
+    language: Optional[str] = None
+    task: str = "transcribe"
+    beam_size: int = 1
+    temperature: float = 0.0
+    condition_on_previous_text: bool = True
+    without_timestamps: bool = False
+    max_initial_timestamp: float = 1.0
+    suppress_blank: bool = True
+    suppress_tokens: List[int] = field(default_factory=lambda: [-1])
+    initial_prompt: Optional[str] = None
+    max_new_tokens: Optional[int] = None
+    compression_ratio_threshold: Optional[float] = 2.4
+    log_prob_threshold: Optional[float] = -1.0
+    no_speech_threshold: Optional[float] = 0.6
+    prompt_reset_on_temperature: bool = True
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> "TranscribeOptions":
+        """Builds options from keywords; an unknown keyword raises InvalidArgumentError naming it."""
+        known = {f.name for f in fields(cls)}
+        unknown = [k for k in kwargs if k not in known]
+        if unknown:
+            name = unknown[0]
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; valid options: {', '.join(sorted(known))}"
+            raise InvalidArgumentError(f"unknown transcribe option {name!r}{hint}")
+        return cls(**kwargs)
+
+    def validate(self) -> None:
+        """Checks and normalizes every field; raises InvalidArgumentError naming the bad one."""
+        if self.language is not None:
+            if not isinstance(self.language, str):
+                raise InvalidArgumentError(f"language must be a string or None, got {type(self.language).__name__}")
+            if self.language.strip().lower() in ("", "auto"):
+                self.language = None
+            else:
+                code = normalize_language(self.language)
+                if code is None:
+                    guess = suggest_language(self.language)
+                    hint = f"; did you mean {guess!r}?" if guess else " (use a code such as 'en', 'de', 'zh')"
+                    raise InvalidArgumentError(f"unknown language {self.language!r}{hint}")
+                self.language = code
+        if self.task not in TASKS:
+            raise InvalidArgumentError(f"task must be 'transcribe' or 'translate', got {self.task!r}")
+        self.beam_size = _int("beam_size", self.beam_size, minimum=1)
+        self.temperature = _float("temperature", self.temperature, minimum=0.0)
+        self.max_initial_timestamp = _float("max_initial_timestamp", self.max_initial_timestamp, minimum=0.0)
+        for name in ("condition_on_previous_text", "without_timestamps", "suppress_blank",
+                     "prompt_reset_on_temperature"):
+            setattr(self, name, _bool(name, getattr(self, name)))
+        self.suppress_tokens = _token_list("suppress_tokens", self.suppress_tokens)
+        if self.initial_prompt is not None and not isinstance(self.initial_prompt, str):
+            raise InvalidArgumentError(
+                f"initial_prompt must be a string or None, got {type(self.initial_prompt).__name__}")
+        if self.max_new_tokens is not None:
+            self.max_new_tokens = _int("max_new_tokens", self.max_new_tokens, minimum=1)
+        if self.compression_ratio_threshold is not None:
+            self.compression_ratio_threshold = _float(
+                "compression_ratio_threshold", self.compression_ratio_threshold, minimum=0.0)
+        if self.log_prob_threshold is not None:
+            self.log_prob_threshold = _float("log_prob_threshold", self.log_prob_threshold)
+        if self.no_speech_threshold is not None:
+            self.no_speech_threshold = _float("no_speech_threshold", self.no_speech_threshold,
+                                              minimum=0.0, maximum=1.0)
+
+    def to_native(self) -> Dict[str, Any]:
+        """The options dict of the native ``Model.transcribe``.
+
+        None means "not set" for language/initial_prompt/max_new_tokens (the key is left out) and
+        "disabled" for the three thresholds (sent as the infinity that never triggers).
+        """
+        out: Dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "suppress_tokens":
+                value = list(value)
+            if value is None:
+                if f.name in ("compression_ratio_threshold", "no_speech_threshold"):
+                    value = math.inf
+                elif f.name == "log_prob_threshold":
+                    value = -math.inf
+                else:
+                    continue
+            out[f.name] = value
+        return out
+
+
+def _int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InvalidArgumentError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise InvalidArgumentError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _float(name: str, value: Any, minimum: Optional[float] = None, maximum: Optional[float] = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InvalidArgumentError(f"{name} must be a number, got {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise InvalidArgumentError(f"{name} must be finite, got {number}")
+    if minimum is not None and number < minimum:
+        raise InvalidArgumentError(f"{name} must be >= {minimum}, got {number}")
+    if maximum is not None and number > maximum:
+        raise InvalidArgumentError(f"{name} must be <= {maximum}, got {number}")
+    return number
+
+
+def _bool(name: str, value: Any) -> bool:
+    # numpy.bool_ is not a bool subclass; accept it, but not 0/1 or strings like "false".
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise InvalidArgumentError(f"{name} must be True or False, got {value!r}")
+
+
+def _token_list(name: str, value: Any) -> List[int]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise InvalidArgumentError(f"{name} must be a list of token ids, got {value!r}")
+    out = []
+    for token in value:
+        if isinstance(token, bool) or not isinstance(token, numbers.Integral) or token < -1:
+            raise InvalidArgumentError(f"{name} must hold token ids >= 0 (or -1 for the defaults), got {token!r}")
+        out.append(int(token))
+    return out
+
+
+__all__ = ["TranscribeOptions", "TASKS"]

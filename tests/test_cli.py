@@ -1,0 +1,289 @@
+"""CLI tests: timestamp/subtitle formatting, argument parsing, output files, failure handling.
+The native model is replaced by a fake that follows the binding contract."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from speechcore import api, cli
+from speechcore.cli import format_timestamp, to_json, to_srt, to_tsv, to_txt, to_vtt
+from speechcore.results import Segment, Transcription
+
+SR = 16000
+
+
+def make_result(segments=None) -> Transcription:
+    segments = segments if segments is not None else [
+        Segment(id=0, seek=0, start=0.0, end=2.5, text=" Hello there.", tokens=[1, 2]),
+        Segment(id=1, seek=3000, start=59.9996, end=3661.0015, text=" A --> B\twith tab.", tokens=[3]),
+    ]
+    return Transcription(text="".join(s.text for s in segments), segments=segments, language="en",
+                         language_probability=1.0, duration=3662.0)
+
+
+class FakeNativeModel:
+    """speechcore._C.Model stand-in: returns a fixed transcript derived from the audio length."""
+
+    instances: list = []
+    fail_on_rate: int = -1
+    interrupt = False
+
+    def __init__(self, path, device="auto", compute_type="auto", threads=0):
+        self.args = (path, device, compute_type, threads)
+        self.calls = []
+        FakeNativeModel.instances.append(self)
+
+    @property
+    def info(self):
+        return {"architecture": "whisper", "path": self.args[0], "device": "cpu", "compute_type": "float32"}
+
+    def transcribe(self, audio, sample_rate, options):
+        if FakeNativeModel.interrupt:
+            raise KeyboardInterrupt
+        self.calls.append((audio.shape, sample_rate, options))
+        seconds = audio.shape[0] / sample_rate
+        return {"text": f" {seconds:.1f} seconds.", "language": "en", "language_probability": 1.0,
+                "duration": seconds,
+                "segments": [{"id": 0, "seek": 0, "start": 0.0, "end": seconds, "text": f" {seconds:.1f} seconds.",
+                              "tokens": [1], "avg_logprob": -0.1, "compression_ratio": 1.0,
+                              "no_speech_prob": 0.0, "temperature": 0.0}]}
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    FakeNativeModel.instances = []
+    FakeNativeModel.interrupt = False
+    monkeypatch.setattr(api, "_native_model_class", lambda: FakeNativeModel)
+    return FakeNativeModel
+
+
+@pytest.fixture
+def wavs(tmp_path):
+    paths = []
+    for name, seconds in (("one", 1.0), ("two", 2.0)):
+        p = tmp_path / f"{name}.wav"
+        sf.write(p, np.zeros(int(seconds * SR), np.float32), SR)
+        paths.append(str(p))
+    return paths
+
+
+def run(argv, capsys):
+    code = cli.main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+# ---------------------------------------------------------------------------------------------
+# Formatting
+
+
+@pytest.mark.parametrize("seconds,hours,marker,expected", [
+    (0, False, ".", "00:00.000"),
+    (0, True, ",", "00:00:00,000"),
+    (59.999, False, ".", "00:59.999"),
+    (59.9996, False, ".", "01:00.000"),  # rounds up across the minute
+    (59.9994, True, ",", "00:00:59,999"),
+    (1.0006, False, ".", "00:01.001"),
+    (3599.9999, False, ".", "01:00:00.000"),  # hours appear once they are non-zero
+    (3600, False, ".", "01:00:00.000"),
+    (3661.5, True, ",", "01:01:01,500"),
+    (360000.25, False, ".", "100:00:00.250"),
+    (-0.4, True, ",", "00:00:00,000"),  # clamped
+])
+def test_format_timestamp(seconds, hours, marker, expected):
+    assert format_timestamp(seconds, always_include_hours=hours, decimal_marker=marker) == expected
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_format_timestamp_rejects_non_finite(bad):
+    with pytest.raises(ValueError):
+        format_timestamp(bad)
+
+
+def test_srt():
+    assert to_srt(make_result()) == (
+        "1\n00:00:00,000 --> 00:00:02,500\nHello there.\n\n"
+        "2\n00:01:00,000 --> 01:01:01,002\nA -> B\twith tab.\n")
+
+
+def test_vtt():
+    assert to_vtt(make_result()) == (
+        "WEBVTT\n\n"
+        "00:00.000 --> 00:02.500\nHello there.\n\n"
+        "01:00.000 --> 01:01:01.002\nA -> B\twith tab.\n")
+
+
+def test_tsv_txt_json():
+    r = make_result()
+    assert to_tsv(r) == "start\tend\ttext\n0\t2500\tHello there.\n60000\t3661002\tA --> B with tab.\n"
+    assert to_txt(r) == "Hello there.\nA --> B\twith tab.\n"
+    assert json.loads(to_json(r)) == r.to_dict()
+    assert json.loads(to_json(r))["segments"][1]["seek"] == 3000
+
+
+def test_empty_transcripts_format_cleanly():
+    r = make_result(segments=[])
+    assert to_srt(r) == "" and to_txt(r) == "" and to_vtt(r) == "WEBVTT\n"
+    assert to_tsv(r) == "start\tend\ttext\n"
+
+
+def test_non_ascii_text_is_written_as_is():
+    r = make_result([Segment(id=0, seek=0, start=0, end=1, text=" Grüße, 你好")])
+    assert "Grüße, 你好" in to_json(r) and "Grüße, 你好" in to_srt(r)
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument parsing
+
+
+def test_parser_defaults_and_flags():
+    p = cli.build_parser()
+    a = p.parse_args(["transcribe", "x.wav"])
+    assert (a.model, a.language, a.task, a.output_format, a.output_dir) == ("tiny.en", None, "transcribe", None, None)
+    assert (a.device, a.compute_type, a.threads, a.beam_size, a.temperature) == ("auto", "auto", 0, 1, 0.0)
+    assert a.condition_on_previous_text is True and a.without_timestamps is False
+    a = p.parse_args(["transcribe", "a.wav", "b.flac", "--model", "base", "--language", "de", "--task", "translate",
+                      "-f", "srt", "-o", "out", "--device", "cpu", "--compute-type", "bfloat16", "--threads", "2",
+                      "--beam-size", "5", "--temperature", "0.4", "--no-condition-on-previous-text",
+                      "--without-timestamps"])
+    assert a.files == ["a.wav", "b.flac"] and a.model == "base" and a.task == "translate"
+    assert (a.output_format, a.output_dir, a.compute_type, a.threads, a.beam_size) == ("srt", "out", "bfloat16", 2, 5)
+    assert a.temperature == 0.4 and a.condition_on_previous_text is False and a.without_timestamps is True
+
+
+@pytest.mark.parametrize("argv", [
+    [], ["transcribe"], ["frobnicate", "x.wav"], ["transcribe", "x.wav", "--beam-size", "0"],
+    ["transcribe", "x.wav", "--beam-size", "two"], ["transcribe", "x.wav", "--temperature", "-1"],
+    ["transcribe", "x.wav", "--temperature", "nan"], ["transcribe", "x.wav", "--threads", "-2"],
+    ["transcribe", "x.wav", "--device", "gpu"], ["transcribe", "x.wav", "--output-format", "docx"],
+    ["transcribe", "x.wav", "--bogus"],
+])
+def test_usage_errors_exit_2(argv, capsys, fake):
+    code, out, err = run(argv, capsys)
+    assert code == 2 and "usage:" in err
+    assert fake.instances == []
+
+
+def test_help(capsys):
+    code, out, _ = run(["--help"], capsys)
+    assert code == 0 and "transcribe" in out
+    code, out, _ = run(["transcribe", "--help"], capsys)
+    assert code == 0 and "--output-format" in out and "--no-condition-on-previous-text" in out
+
+
+def test_python_dash_m(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(Path(cli.__file__).resolve().parents[1]))
+    proc = subprocess.run([sys.executable, "-m", "speechcore", "transcribe", "--help"], capture_output=True,
+                          text=True, env=env, timeout=60)
+    assert proc.returncode == 0 and "usage: speechcore transcribe" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "speechcore"], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Running over the fake model
+
+
+def test_prints_to_stdout(fake, wavs, capsys):
+    code, out, err = run(["transcribe", wavs[0]], capsys)
+    assert (code, out, err) == (0, "1.0 seconds.\n", "")
+    code, out, _ = run(["transcribe", *wavs], capsys)
+    assert code == 0
+    assert out == f"==> {wavs[0]} <==\n1.0 seconds.\n\n==> {wavs[1]} <==\n2.0 seconds.\n"
+
+
+def test_options_reach_the_model(fake, wavs, capsys):
+    code, _, _ = run(["transcribe", wavs[0], "--language", "German", "--task", "translate", "--beam-size", "3",
+                      "--temperature", "0.2", "--no-condition-on-previous-text", "--without-timestamps",
+                      "--device", "cpu", "--compute-type", "float32", "--threads", "2"], capsys)
+    assert code == 0
+    (m,) = fake.instances
+    assert m.args[1:] == ("cpu", "float32", 2)
+    shape, rate, options = m.calls[0]
+    assert shape == (SR,) and rate == SR
+    assert (options["language"], options["task"], options["beam_size"], options["temperature"]) == ("de", "translate", 3, 0.2)
+    assert options["condition_on_previous_text"] is False and options["without_timestamps"] is True
+
+
+def test_writes_all_formats(fake, wavs, tmp_path, capsys):
+    out_dir = tmp_path / "out" / "nested"
+    code, out, err = run(["transcribe", *wavs, "--output-dir", str(out_dir)], capsys)
+    assert code == 0 and out == "" and err == ""
+    names = sorted(p.name for p in out_dir.iterdir())
+    assert names == sorted(f"{stem}.{ext}" for stem in ("one", "two") for ext in ("txt", "srt", "vtt", "json", "tsv"))
+    assert (out_dir / "two.srt").read_text() == "1\n00:00:00,000 --> 00:00:02,000\n2.0 seconds.\n"
+    assert (out_dir / "two.vtt").read_text() == "WEBVTT\n\n00:00.000 --> 00:02.000\n2.0 seconds.\n"
+    assert (out_dir / "one.tsv").read_text() == "start\tend\ttext\n0\t1000\t1.0 seconds.\n"
+    assert (out_dir / "one.txt").read_text() == "1.0 seconds.\n"
+    d = json.loads((out_dir / "one.json").read_text())
+    assert d["text"] == " 1.0 seconds." and d["duration"] == 1.0 and d["segments"][0]["end"] == 1.0
+
+
+def test_output_format_alone_writes_to_the_current_directory(fake, wavs, tmp_path, monkeypatch, capsys):
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    code, _, _ = run(["transcribe", wavs[1], "-f", "vtt"], capsys)
+    assert code == 0 and sorted(os.listdir(work)) == ["two.vtt"]
+
+
+def test_bad_files_are_reported_and_the_rest_processed(fake, wavs, tmp_path, capsys):
+    (tmp_path / "junk.wav").write_text("not audio at all\n" * 10)
+    missing = str(tmp_path / "missing.wav")
+    code, out, err = run(["transcribe", missing, wavs[0], str(tmp_path / "junk.wav"), str(tmp_path), wavs[1]], capsys)
+    assert code == 1
+    assert "1.0 seconds." in out and "2.0 seconds." in out
+    lines = err.strip().splitlines()
+    assert len(lines) == 3 and "Traceback" not in err
+    assert lines[0].startswith(f"speechcore: {missing}: audio file not found")
+    assert "junk.wav" in lines[1] and "cannot decode" in lines[1]
+    assert "directory" in lines[2]
+    assert len(fake.instances[0].calls) == 2
+
+
+def test_bad_option_values_are_usage_errors_before_loading(fake, wavs, capsys):
+    code, _, err = run(["transcribe", wavs[0], "--language", "klingon"], capsys)
+    assert code == 2 and "unknown language 'klingon'" in err
+    assert fake.instances == []
+
+
+def test_model_load_failure(fake, wavs, capsys):
+    code, out, err = run(["transcribe", wavs[0], "--model", "huge-v9"], capsys)
+    assert code == 1 and out == "" and "cannot load model huge-v9" in err and "tiny.en" in err
+
+
+def test_colliding_output_names_are_refused(fake, wavs, tmp_path, capsys):
+    other = tmp_path / "sub"
+    other.mkdir()
+    sf.write(other / "one.wav", np.zeros(SR, np.float32), SR)
+    code, _, err = run(["transcribe", wavs[0], str(other / "one.wav"), "-o", str(tmp_path / "o")], capsys)
+    assert code == 2 and "one.*" in err and fake.instances == []
+
+
+def test_unwritable_output_dir(fake, wavs, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    code, _, err = run(["transcribe", wavs[0], "-o", str(tmp_path / "afile" / "sub")], capsys)
+    assert code == 1 and "cannot create output directory" in err
+
+
+def test_keyboard_interrupt_exits_130_quietly(fake, wavs, capsys):
+    fake.interrupt = True
+    code, out, err = run(["transcribe", *wavs], capsys)
+    assert code == 130 and err == "speechcore: interrupted\n" and out == ""
+
+
+def test_stdin_input(fake, monkeypatch, capsys):
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(SR // 2, np.float32), 8000, format="FLAC")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(buf.getvalue())))
+    code, out, _ = run(["transcribe", "-"], capsys)
+    assert code == 0 and out == "1.0 seconds.\n"
