@@ -49,7 +49,7 @@ def main():
     import speechcore
     from speechcore import models
 
-    model_dir = str(models.resolve(args.model))
+    model_dir = str(models.resolve_model(args.model))
     systems = {
         "speechcore fp32": speechcore.load(model_dir, device="cpu", threads=args.threads),
         "faster-whisper fp32": faster_whisper.WhisperModel(model_dir, device="cpu", compute_type="float32",

@@ -98,7 +98,7 @@ def _model_dir(name: str) -> Path:
     from speechcore import models
 
     try:
-        return Path(models.resolve(name))
+        return Path(models.resolve_model(name))
     except Exception as e:  # noqa: BLE001 - any resolution failure means "not installed here"
         pytest.skip(f"model {name!r} not available: {e}")
 

@@ -249,7 +249,7 @@ def test_option_defaults_and_native_dict():
     assert (o.condition_on_previous_text, o.without_timestamps, o.max_initial_timestamp) == (True, False, 1.0)
     assert (o.suppress_blank, o.suppress_tokens, o.initial_prompt, o.max_new_tokens) == (True, [-1], None, None)
     assert (o.compression_ratio_threshold, o.log_prob_threshold, o.no_speech_threshold) == (2.4, -1.0, 0.6)
-    assert o.prompt_reset_on_temperature is True
+    assert o.prompt_reset_on_temperature == 0.5
     native = o.to_native()
     assert set(native) <= CONTRACT_KEYS
     assert set(native) == CONTRACT_KEYS - {"language", "initial_prompt", "max_new_tokens"}
@@ -350,7 +350,7 @@ def test_transcribe_builds_results_and_native_options(fake_native):
         "condition_on_previous_text": True, "without_timestamps": True, "max_initial_timestamp": 1.0,
         "suppress_blank": True, "suppress_tokens": [5, 6], "initial_prompt": "Hi.",
         "compression_ratio_threshold": 2.4, "log_prob_threshold": -1.0, "no_speech_threshold": math.inf,
-        "prompt_reset_on_temperature": True,
+        "prompt_reset_on_temperature": 0.5,
     }
     assert isinstance(t, speechcore.Transcription)
     assert t.text == NATIVE_RESULT["text"] and t.language == "en" and t.duration == 3.5

@@ -84,7 +84,7 @@ class Model:
         compression_ratio_threshold: Optional[float] = 2.4,
         log_prob_threshold: Optional[float] = -1.0,
         no_speech_threshold: Optional[float] = 0.6,
-        prompt_reset_on_temperature: bool = True,
+        prompt_reset_on_temperature: float = 0.5,
         **kwargs: Any,
     ) -> Transcription:
         """Transcribes (or translates to English) speech of any length.
@@ -116,7 +116,7 @@ class Model:
                 above this and the log probability is below `log_prob_threshold`; None
                 disables. Default 0.6.
             prompt_reset_on_temperature: stop prompting with previous text after a window
-                decoded at temperature > 0.5. Default True.
+                decoded at a temperature above this. Default 0.5.
             **kwargs: nothing else is accepted: an unknown keyword raises InvalidArgumentError
                 naming it.
 

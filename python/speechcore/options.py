@@ -41,8 +41,8 @@ class TranscribeOptions:
         no_speech_threshold: a window whose no-speech probability is above this (and whose
             log probability is below `log_prob_threshold`) is skipped as silence; None
             disables it. Default 0.6.
-        prompt_reset_on_temperature: drop the previous-text prompt after a window that needed
-            a temperature above 0.5. Default True.
+        prompt_reset_on_temperature: drop the previous-text prompt after a window decoded at
+            a temperature above this (as faster-whisper). Default 0.5.
     """
 
     language: Optional[str] = None
@@ -59,7 +59,7 @@ class TranscribeOptions:
     compression_ratio_threshold: Optional[float] = 2.4
     log_prob_threshold: Optional[float] = -1.0
     no_speech_threshold: Optional[float] = 0.6
-    prompt_reset_on_temperature: bool = True
+    prompt_reset_on_temperature: float = 0.5
 
     def __post_init__(self) -> None:
         self.validate()
@@ -95,8 +95,9 @@ class TranscribeOptions:
         self.beam_size = _int("beam_size", self.beam_size, minimum=1)
         self.temperature = _float("temperature", self.temperature, minimum=0.0)
         self.max_initial_timestamp = _float("max_initial_timestamp", self.max_initial_timestamp, minimum=0.0)
-        for name in ("condition_on_previous_text", "without_timestamps", "suppress_blank",
-                     "prompt_reset_on_temperature"):
+        self.prompt_reset_on_temperature = _float("prompt_reset_on_temperature",
+                                                  self.prompt_reset_on_temperature, minimum=0.0)
+        for name in ("condition_on_previous_text", "without_timestamps", "suppress_blank"):
             setattr(self, name, _bool(name, getattr(self, name)))
         self.suppress_tokens = _token_list("suppress_tokens", self.suppress_tokens)
         if self.initial_prompt is not None and not isinstance(self.initial_prompt, str):

@@ -5,9 +5,9 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <optional>
 #include <sstream>
 
-#include "core/convert.h"
 #include "core/status.h"
 #include "io/checkpoint.h"
 #include "io/json.h"
@@ -52,7 +52,7 @@ class SpecChecker {
     throw Error(ErrorCode::kInvalidModel, os.str());
   }
 
-  Tensor f32(const std::string& name) const { return core::to_float32(reader_.get(name)); }
+  Tensor f32(const std::string& name) const { return reader_.get_float32(name); }
 
  private:
   const io::CheckpointReader& reader_;
@@ -76,17 +76,9 @@ Tensor cat0(const std::vector<Tensor>& parts) {
 }
 
 int64_t read_scalar_int(const io::CheckpointReader& r, const std::string& name) {
-  const Tensor t = r.get(name);
-  SC_CHECK(t.numel() == 1, ErrorCode::kInvalidModel, "scalar '", name, "' has shape ", shape_str(t.shape()));
-  switch (t.dtype()) {
-    case DType::kInt8: return *t.data<int8_t>();
-    case DType::kUInt8: return *t.data<uint8_t>();
-    case DType::kInt16: return *t.data<int16_t>();
-    case DType::kInt32: return *t.data<int32_t>();
-    case DType::kFloat32: return static_cast<int64_t>(*t.data<float>());
-    default: break;
-  }
-  throw_error(ErrorCode::kInvalidModel, "scalar '", name, "' has unexpected dtype ", dtype_name(t.dtype()));
+  const std::optional<int64_t> v = r.scalar_int(name);
+  SC_CHECK(v.has_value(), ErrorCode::kInvalidModel, r.path(), ": missing scalar '", name, "'");
+  return *v;
 }
 
 std::vector<int> int_list(const io::JsonValue* v) {
