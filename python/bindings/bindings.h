@@ -10,5 +10,6 @@ void register_core(pybind11::module_& m);
 void register_model(pybind11::module_& m);
 void register_ops(pybind11::module_& m);
 void register_checkpoint(pybind11::module_& m);
+void register_tokenizer(pybind11::module_& m);
 
 }  // namespace speechcore::bindings

@@ -30,7 +30,11 @@ void register_errors(py::module_& m) {
     } catch (const Error& e) {
       py::object errors = py::module_::import("speechcore.errors");
       py::object cls = errors.attr(python_class_for(e.code()));
-      PyErr_SetObject(cls.ptr(), py::str(e.what()).ptr());
+      // Messages may quote bytes from a corrupt file: decode leniently.
+      const std::string msg = e.what();
+      py::object text = py::reinterpret_steal<py::object>(
+          PyUnicode_DecodeUTF8(msg.data(), static_cast<Py_ssize_t>(msg.size()), "replace"));
+      PyErr_SetObject(cls.ptr(), text.ptr());
     } catch (const std::bad_alloc& e) {
       py::object errors = py::module_::import("speechcore.errors");
       PyErr_SetString(errors.attr("OutOfMemoryError").ptr(), "out of memory");

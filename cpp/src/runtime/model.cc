@@ -53,9 +53,8 @@ std::shared_ptr<Model> Model::load(const std::string& model_dir, const LoadOptio
 
   auto weights = models::whisper::load_whisper_weights(dir);
   std::shared_ptr<const io::Tokenizer> tokenizer = io::Tokenizer::from_file(tok_path);
-  SC_CHECK(tokenizer->vocab_size() <= weights.config.vocab_size && tokenizer->timestamp_begin() > 0 &&
-               tokenizer->timestamp_begin() < weights.config.vocab_size,
-           ErrorCode::kInvalidModel, dir, ": tokenizer.json (", tokenizer->vocab_size(),
+  SC_CHECK(tokenizer->model_vocab_size() == weights.config.vocab_size,
+           ErrorCode::kInvalidModel, dir, ": tokenizer.json (", tokenizer->model_vocab_size(),
            " tokens) does not match the model's vocabulary (", weights.config.vocab_size, ")");
 
   ops::set_blas_threads(threads);
