@@ -7,5 +7,6 @@ namespace speechcore::bindings {
 
 void register_errors(pybind11::module_& m);
 void register_core(pybind11::module_& m);
+void register_audio(pybind11::module_& m);
 
 }  // namespace speechcore::bindings

@@ -5,4 +5,5 @@ PYBIND11_MODULE(_C, m) {
   m.attr("__version__") = "0.1.0";
   speechcore::bindings::register_errors(m);
   speechcore::bindings::register_core(m);
+  speechcore::bindings::register_audio(m);
 }
