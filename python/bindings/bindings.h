@@ -11,5 +11,6 @@ void register_model(pybind11::module_& m);
 void register_ops(pybind11::module_& m);
 void register_checkpoint(pybind11::module_& m);
 void register_tokenizer(pybind11::module_& m);
+void register_audio(pybind11::module_& m);
 
 }  // namespace speechcore::bindings

@@ -9,4 +9,5 @@ PYBIND11_MODULE(_C, m) {
   speechcore::bindings::register_ops(m);
   speechcore::bindings::register_checkpoint(m);
   speechcore::bindings::register_tokenizer(m);
+  speechcore::bindings::register_audio(m);
 }
