@@ -62,6 +62,59 @@ bool checked_nbytes(const Shape& shape, DType dtype, size_t* nbytes) {
   return true;
 }
 
+bool is_valid_utf8(const std::string& s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const size_t n = s.size();
+  size_t i = 0;
+  while (i < n) {
+    const unsigned char c = p[i];
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    size_t len;
+    uint32_t cp;
+    if (c >= 0xc2 && c <= 0xdf) {
+      len = 2;
+      cp = c & 0x1fu;
+    } else if (c >= 0xe0 && c <= 0xef) {
+      len = 3;
+      cp = c & 0x0fu;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      len = 4;
+      cp = c & 0x07u;
+    } else {
+      return false;  // continuation byte, overlong lead (0xc0/0xc1) or beyond U+10FFFF
+    }
+    if (n - i < len) return false;
+    for (size_t k = 1; k < len; ++k) {
+      if ((p[i + k] & 0xc0u) != 0x80u) return false;
+      cp = (cp << 6) | (p[i + k] & 0x3fu);
+    }
+    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+      return false;
+    i += len;
+  }
+  return true;
+}
+
+std::string escape_bytes(const std::string& s) {
+  static const char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(s.size());
+  for (unsigned char c : s) {
+    if (c >= 0x20 && c < 0x7f) {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out += "\\x";
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 15]);
+    }
+  }
+  return out;
+}
+
 size_t MappedCheckpoint::add_file(std::shared_ptr<MappedFile> file) {
   files_.push_back(std::move(file));
   return files_.size() - 1;
@@ -174,7 +227,7 @@ std::unique_ptr<CheckpointReader> open_checkpoint(const std::string& path) {
   if (is_directory(path)) {
     for (const char* name : {"model.bin", "model.safetensors.index.json", "model.safetensors"}) {
       const std::string candidate = join_path(path, name);
-      if (path_exists(candidate)) return open_checkpoint(candidate);
+      if (path_exists(candidate) && !is_directory(candidate)) return open_checkpoint(candidate);
     }
     throw_error(ErrorCode::kNotFound, path,
                 ": no model.bin, model.safetensors.index.json or model.safetensors in this directory");

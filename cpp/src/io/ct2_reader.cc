@@ -19,10 +19,10 @@
 // Versions 1-3 stored an item size instead of a dtype (16-bit data was always read as int16)
 // and predate Whisper support; they are refused, as are versions newer than 6.
 //
-// Decisions: variable names must be non-empty and NUL-free; rank is at most 8; duplicate
-// names, aliases to missing variables and an alias reusing a name are errors; bytes after the
-// alias table are an error (a correctly written file has none, and trailing bytes usually
-// mean a bad concatenation or a different file appended).
+// Decisions: strings must be valid UTF-8; variable names must be non-empty and NUL-free;
+// rank is at most 8; duplicate names, aliases to missing variables and an alias reusing a
+// name are errors; bytes after the alias table are an error (a correctly written file has
+// none, and trailing bytes usually mean a bad concatenation or a different file appended).
 #include <cstring>
 #include <memory>
 #include <string>
@@ -84,6 +84,9 @@ class ByteCursor {
     if (s.find('\0') != std::string::npos)
       throw_error(ErrorCode::kInvalidModel, path_, ": ", what, " at offset ", at,
                   " contains a NUL byte");
+    if (!is_valid_utf8(s))
+      throw_error(ErrorCode::kInvalidModel, path_, ": ", what, " at offset ", at,
+                  " is not valid UTF-8 (\"", escape_bytes(s), "\")");
     if (!allow_empty && s.empty())
       throw_error(ErrorCode::kInvalidModel, path_, ": ", what, " at offset ", at, " is empty");
     return s;

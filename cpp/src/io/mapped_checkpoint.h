@@ -66,6 +66,12 @@ class MappedCheckpoint final : public CheckpointReader {
   std::map<std::string, std::string> metadata_;
 };
 
+// Strict UTF-8 (no overlongs, surrogates or code points above U+10FFFF). Names and metadata
+// must be valid: they become Python str objects and appear in error messages.
+bool is_valid_utf8(const std::string& s);
+// `s` with bytes outside printable ASCII written as \xNN, for quoting untrusted text in messages.
+std::string escape_bytes(const std::string& s);
+
 // Number of bytes of a tensor of `shape` and `dtype`; false when it overflows size_t or a
 // dimension is negative.
 bool checked_nbytes(const Shape& shape, DType dtype, size_t* nbytes);

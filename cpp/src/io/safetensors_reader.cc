@@ -68,7 +68,8 @@ JsonValue parse_header(const std::string& text, const std::string& path, const c
   try {
     return parse_json(text, path);
   } catch (const Error& e) {
-    throw_error(ErrorCode::kInvalidModel, path, ": ", what, " is not valid JSON: ", e.what());
+    throw_error(ErrorCode::kInvalidModel, path, ": ", what, " is not valid JSON: ",
+                escape_bytes(e.what()));
   }
 }
 
@@ -105,13 +106,17 @@ void read_safetensors_file(MappedCheckpoint& reader, const std::string& path,
       SC_CHECK(entry.is_object(), ErrorCode::kInvalidModel, path, ": __metadata__ is not an object");
       for (const auto& [key, value] : entry.as_object()) {
         SC_CHECK(value.is_string(), ErrorCode::kInvalidModel, path, ": __metadata__ value of '",
-                 key, "' is not a string");
+                 escape_bytes(key), "' is not a string");
+        SC_CHECK(is_valid_utf8(key) && is_valid_utf8(value.as_string()), ErrorCode::kInvalidModel,
+                 path, ": __metadata__ entry '", escape_bytes(key), "' is not valid UTF-8");
         reader.mutable_metadata().emplace(key, value.as_string());
       }
       continue;
     }
-    const std::string t = "tensor '" + name + "'";
     SC_CHECK(!name.empty(), ErrorCode::kInvalidModel, path, ": a tensor has an empty name");
+    SC_CHECK(is_valid_utf8(name), ErrorCode::kInvalidModel, path, ": tensor name \"",
+             escape_bytes(name), "\" is not valid UTF-8");
+    const std::string t = "tensor '" + name + "'";
     SC_CHECK(entry.is_object(), ErrorCode::kInvalidModel, path, ": ", t, " is not a JSON object");
     const JsonValue* dtype = entry.find("dtype");
     const JsonValue* shape = entry.find("shape");
@@ -125,7 +130,7 @@ void read_safetensors_file(MappedCheckpoint& reader, const std::string& path,
     Pending p;
     p.info.name = name;
     SC_CHECK(dtype_from_name(dtype->as_string(), &p.info.dtype), ErrorCode::kInvalidModel, path,
-             ": ", t, " has dtype \"", dtype->as_string(),
+             ": ", t, " has dtype \"", escape_bytes(dtype->as_string()),
              "\", which is not supported (supported: F32, F16, BF16, I32, I16, I8, U8)");
     for (const JsonValue& d : shape->as_array()) {
       int64_t dim = 0;
@@ -152,7 +157,7 @@ void read_safetensors_file(MappedCheckpoint& reader, const std::string& path,
       SC_CHECK(it != expected->end(), ErrorCode::kInvalidModel, path, ": ", t,
                " is not listed in the index's weight_map");
       SC_CHECK(it->second == shard_name, ErrorCode::kInvalidModel, path, ": ", t,
-               " is in this shard but the index's weight_map says '", it->second, "'");
+               " is in this shard but the index's weight_map says '", escape_bytes(it->second), "'");
     }
     p.begin = static_cast<size_t>(begin);
     p.end = static_cast<size_t>(end);
@@ -197,8 +202,10 @@ std::unique_ptr<CheckpointReader> open_index(const std::string& index_path) {
   std::vector<std::string> shards;
   std::set<std::string> seen;
   for (const auto& [name, shard] : weight_map->as_object()) {
-    SC_CHECK(shard.is_string(), ErrorCode::kInvalidModel, index_path, ": weight_map entry '", name,
-             "' is not a file name");
+    SC_CHECK(is_valid_utf8(name), ErrorCode::kInvalidModel, index_path, ": weight_map name \"",
+             escape_bytes(name), "\" is not valid UTF-8");
+    SC_CHECK(shard.is_string() && is_valid_utf8(shard.as_string()), ErrorCode::kInvalidModel,
+             index_path, ": weight_map entry '", name, "' is not a file name");
     const std::string& s = shard.as_string();
     SC_CHECK(!s.empty() && s[0] != '/' && s.find("..") == std::string::npos,
              ErrorCode::kInvalidModel, index_path, ": weight_map entry '", name,
@@ -211,7 +218,9 @@ std::unique_ptr<CheckpointReader> open_index(const std::string& index_path) {
   auto reader = std::make_unique<MappedCheckpoint>("safetensors", index_path);
   if (const JsonValue* meta = root.find("metadata"); meta && meta->is_object()) {
     for (const auto& [key, value] : meta->as_object()) {
-      if (value.is_string()) reader->mutable_metadata().emplace(key, value.as_string());
+      if (!is_valid_utf8(key)) continue;
+      if (value.is_string() && is_valid_utf8(value.as_string()))
+        reader->mutable_metadata().emplace(key, value.as_string());
       // Numbers such as "total_size" are kept as decimal strings; other values are ignored.
       int64_t n = 0;
       if (json_uint(value, &n)) reader->mutable_metadata().emplace(key, std::to_string(n));
