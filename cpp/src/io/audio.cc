@@ -110,8 +110,8 @@ Tensor log_mel_spectrogram(const float* samples, size_t num_samples, const MelOp
   // STFT frames over the centred signal; faster-whisper drops the last one.
   const int64_t n_frames = padded >= n_fft ? (padded - n_fft) / hop : 0;
   SC_CHECK(length >= 1 && n_frames >= 1, ErrorCode::kInvalidAudio, "log_mel_spectrogram: ",
-           num_samples, " samples + ", options.padding, " padding are too short for one frame (",
-           "need at least ", hop, " in total)");
+           num_samples, " samples + ", options.padding,
+           " padding are too short for one frame (hop_length ", hop, ")");
 
   const std::vector<float> window = hann_window(n_fft);
   const std::vector<float> filters = mel_filters(options.sample_rate, n_fft, n_mels);

@@ -121,7 +121,8 @@ void convert(const Format& f, const uint8_t* src, size_t count, float* dst) {
     case 3:
       for (size_t i = 0; i < count; ++i) {
         const uint8_t* p = src + 3 * i;
-        const uint32_t u = (static_cast<uint32_t>(p[0]) << 8) | (static_cast<uint32_t>(p[1]) << 16) |
+        const uint32_t u = (static_cast<uint32_t>(p[0]) << 8) |
+                           (static_cast<uint32_t>(p[1]) << 16) |
                            (static_cast<uint32_t>(p[2]) << 24);
         dst[i] = static_cast<float>(static_cast<int32_t>(u) / 2147483648.0);
       }
@@ -154,10 +155,14 @@ AudioBuffer read_wav(const std::string& path) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) {
     const int err = errno;
-    if (err == ENOENT || err == ENOTDIR) throw_error(ErrorCode::kNotFound, "audio file not found: ", path);
-    throw_error(ErrorCode::kInvalidAudio, "cannot access audio file ", path, ": ", std::strerror(err));
+    if (err == ENOENT || err == ENOTDIR) {
+      throw_error(ErrorCode::kNotFound, "audio file not found: ", path);
+    }
+    throw_error(ErrorCode::kInvalidAudio, "cannot access audio file ", path, ": ",
+                std::strerror(err));
   }
-  SC_CHECK(!S_ISDIR(st.st_mode), ErrorCode::kInvalidAudio, path, " is a directory, not a WAV file");
+  SC_CHECK(!S_ISDIR(st.st_mode), ErrorCode::kInvalidAudio, path,
+           " is a directory, not a WAV file");
   InputFile file(std::fopen(path.c_str(), "rb"));
   if (file.get() == nullptr) {
     throw_error(ErrorCode::kInvalidAudio, "cannot open audio file ", path, ": ",
@@ -186,18 +191,19 @@ AudioBuffer read_wav(const std::string& path) {
     uint8_t chunk[8];
     const size_t n = std::fread(chunk, 1, sizeof(chunk), f);
     SC_CHECK(n == sizeof(chunk), ErrorCode::kInvalidAudio, path,
-             n == 0 ? ": WAV file has no data chunk" : ": WAV file is truncated inside a chunk header");
+             n == 0 ? ": WAV file has no data chunk"
+                    : ": WAV file is truncated inside a chunk header");
     pos += 8;
     const std::string id(reinterpret_cast<const char*>(chunk), 4);
     const uint32_t size = le32(chunk + 4);
 
     if (id == "fmt ") {
-      SC_CHECK(size <= 4096, ErrorCode::kInvalidAudio, path, ": WAV fmt chunk is implausibly large (",
-               size, " bytes)");
+      SC_CHECK(size <= 4096, ErrorCode::kInvalidAudio, path,
+               ": WAV fmt chunk is implausibly large (", size, " bytes)");
       std::vector<uint8_t> body(size + (size & 1));
       const size_t r = std::fread(body.data(), 1, body.size(), f);
-      SC_CHECK(r >= size, ErrorCode::kInvalidAudio, path, ": WAV file is truncated in the fmt chunk (",
-               r, " of ", size, " bytes)");
+      SC_CHECK(r >= size, ErrorCode::kInvalidAudio, path,
+               ": WAV file is truncated in the fmt chunk (", r, " of ", size, " bytes)");
       format = parse_fmt(path, body.data(), size);
       have_format = true;
       pos += static_cast<int64_t>(body.size());
@@ -208,13 +214,14 @@ AudioBuffer read_wav(const std::string& path) {
       SC_CHECK(!sized || pos + static_cast<int64_t>(size) <= file_size, ErrorCode::kInvalidAudio,
                path, ": WAV file is truncated: chunk '", id, "' declares ", size,
                " bytes but the file ends first (and no data chunk was found)");
-      SC_CHECK(std::fseek(f, static_cast<long>(skip), SEEK_CUR) == 0, ErrorCode::kInvalidAudio, path,
-               ": cannot seek past chunk '", id, "'");
+      SC_CHECK(std::fseek(f, static_cast<long>(skip), SEEK_CUR) == 0, ErrorCode::kInvalidAudio,
+               path, ": cannot seek past chunk '", id, "'");
       pos += skip;
       continue;
     }
 
-    SC_CHECK(have_format, ErrorCode::kInvalidAudio, path, ": WAV data chunk comes before the fmt chunk");
+    SC_CHECK(have_format, ErrorCode::kInvalidAudio, path,
+             ": WAV data chunk comes before the fmt chunk");
     const bool streaming = size == 0 || size == kStreamingSize;
     int64_t bytes = size;
     if (sized) {
