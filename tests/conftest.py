@@ -35,6 +35,7 @@ def _pocketsphinx_dir() -> Path | None:
     if shutil.which("apt-get") is None or shutil.which("dpkg") is None:
         return None
     target = CACHE / "pocketsphinx"
+    target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         try:
             subprocess.run(["apt-get", "download", "pocketsphinx-testdata"], cwd=tmp, check=True,

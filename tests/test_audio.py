@@ -19,10 +19,11 @@ from speechcore.errors import AudioError, InvalidArgumentError, NotFoundError
 FeatureExtractor = pytest.importorskip("faster_whisper.feature_extractor").FeatureExtractor
 sf = pytest.importorskip("soundfile")
 
-# Real speech (16 kHz mono WAV) from the pocketsphinx test data; tests that need it skip
-# when it is not there. SPEECHCORE_TEST_SPEECH_DIR overrides the location.
-SPEECH_DIR = os.environ.get(
-    "SPEECHCORE_TEST_SPEECH_DIR", "/tmp/psdata/usr/share/pocketsphinx/test/data")
+# Real speech (16 kHz mono WAV) from Debian's pocketsphinx-testdata, found or fetched once by
+# conftest (SPEECHCORE_TESTDATA overrides the location); tests that need it skip without it.
+from conftest import _pocketsphinx_dir  # noqa: E402
+
+SPEECH_DIR = str(_pocketsphinx_dir() or "/nonexistent")
 
 # faster-whisper's features are float32 end to end (numpy's pocketfft runs float32 for
 # float32 input); ours run the FFT and mel sums in double. Measured max difference on

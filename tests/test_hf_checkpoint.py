@@ -23,9 +23,10 @@ def _features(audio: np.ndarray, n_mels: int) -> np.ndarray:
     return np.pad(mel, ((0, 0), (0, 3000 - mel.shape[1])))
 
 
-def _hf_greedy(model, features: np.ndarray, prompt: list[int], max_new_tokens: int, eot: int) -> list[int]:
+def _hf_greedy(model, features: np.ndarray, prompt: list[int], max_new_tokens: int, eot: int,
+               suppress: list[int]) -> list[int]:
     """Greedy decoding with transformers' model (its encoder, its decoder with its KV cache),
-    argmax at every step, no logits processors (no suppression, no timestamps)."""
+    argmax at every step; the only logits rule is `suppress` (the timestamp tokens)."""
     with torch.no_grad():
         enc = model.get_encoder()(torch.from_numpy(features)[None])
         ids = torch.tensor([prompt])
@@ -35,7 +36,9 @@ def _hf_greedy(model, features: np.ndarray, prompt: list[int], max_new_tokens: i
             r = model(encoder_outputs=enc, decoder_input_ids=ids if past is None else ids[:, -1:],
                       past_key_values=past, use_cache=True)
             past = r.past_key_values
-            nxt = int(r.logits[0, -1].argmax())
+            logits = r.logits[0, -1].clone()
+            logits[suppress] = -float("inf")
+            nxt = int(logits.argmax())
             if nxt == eot:
                 break
             out.append(nxt)
@@ -55,8 +58,13 @@ def _compare(tmp_path, hf_model, tokenizer_json, audio, max_new_tokens=40):
     assert ours.info["format"] == "transformers"
     tok = _C.Tokenizer.from_file(str(tokenizer_json))
     prompt = [tok.sot, tok.no_timestamps]
-    want = _hf_greedy(hf_model, _features(audio, hf_model.config.num_mel_bins), prompt, max_new_tokens, tok.eot)
-    got = ours.transcribe(audio, sample_rate=16000, language="en", without_timestamps=True, suppress_tokens=[],
+    # no timestamp tokens: the window's tokens then form one segment we can compare whole
+    timestamps = list(range(tok.timestamp_begin, hf_model.config.vocab_size))
+    # our transcribe always adds the task/start tokens to the suppressed ones (as faster-whisper)
+    specials = [tok.transcribe, tok.translate, tok.sot, tok.sot_prev, tok.sot_lm, tok.no_speech]
+    want = _hf_greedy(hf_model, _features(audio, hf_model.config.num_mel_bins), prompt, max_new_tokens, tok.eot,
+                      timestamps + specials)
+    got = ours.transcribe(audio, sample_rate=16000, language="en", without_timestamps=True, suppress_tokens=timestamps,
                           suppress_blank=False, max_new_tokens=max_new_tokens, no_speech_threshold=None,
                           condition_on_previous_text=False)
     got_tokens = [t for s in got.segments for t in s.tokens]
