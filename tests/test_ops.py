@@ -45,7 +45,8 @@ def test_gelu_exact(n):
 @pytest.mark.parametrize("rows,cols", [(1, 1), (7, 83), (83, 1500)])
 def test_softmax(rows, cols):
     x = rand(rows, cols) * 10
-    x[0, 0] = -np.inf
+    if cols > 1:
+        x[0, 0] = -np.inf  # a masked entry
     e = np.exp(x - x.max(-1, keepdims=True))
     ref = e / e.sum(-1, keepdims=True)
     np.testing.assert_allclose(_C.ops.softmax(x), ref, rtol=1e-5, atol=1e-7)
