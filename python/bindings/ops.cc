@@ -67,7 +67,7 @@ void register_ops(py::module_& m) {
          "attention: q [tq, h*d], k/v [tk, h*d]");
     const int64_t tq = q.shape(0), tk = k.shape(0), hd = q.shape(1);
     Array out({tq, hd});
-    std::vector<float> scratch(static_cast<size_t>(tq * tk));
+    std::vector<float> scratch(static_cast<size_t>(ops::attention_scratch_floats(ctx(), tq, tk, heads)));
     ops::attention(ctx(), q.data(), hd, k.data(), hd, v.data(), hd, out.mutable_data(), tq, tk, heads,
                    static_cast<int>(hd / heads), causal_offset, scratch.data());
     return out;

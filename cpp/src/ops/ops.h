@@ -39,6 +39,9 @@ void softmax(const Context& ctx, float* x, int64_t rows, int64_t cols);
 // Numerically stable log-softmax of one row, in place. x: [n]
 void log_softmax(float* x, int64_t n);
 
+// log(sum(exp(x))) of one row, vectorized; -inf for an all -inf row. x: [n]
+float logsumexp(const float* x, int64_t n);
+
 // y += x. x, y: [n]
 void add(const Context& ctx, const float* x, float* y, int64_t n);
 
@@ -46,7 +49,9 @@ void add(const Context& ctx, const float* x, float* y, int64_t n);
 // q: [tq, heads * head_dim] with row stride ldq; k, v: [tk, heads * head_dim] with row strides
 // ldk, ldv; out: [tq, heads * head_dim] (row stride heads * head_dim).
 // causal_offset >= 0 masks key j for query i when j > i + causal_offset (the query's absolute
-// position); -1 means no mask. scratch: at least tq * tk floats.
+// position); -1 means no mask. scratch: attention_scratch_floats(ctx, tq, tk, heads) floats.
+constexpr int64_t kAttentionRowSplit = 16;  // from this many queries on, rows are split over threads
+int64_t attention_scratch_floats(const Context& ctx, int64_t tq, int64_t tk, int heads);
 void attention(const Context& ctx, const float* q, int64_t ldq, const float* k, int64_t ldk,
                const float* v, int64_t ldv, float* out, int64_t tq, int64_t tk, int heads,
                int head_dim, int64_t causal_offset, float* scratch);

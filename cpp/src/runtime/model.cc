@@ -57,7 +57,7 @@ std::shared_ptr<Model> Model::load(const std::string& model_dir, const LoadOptio
            ErrorCode::kInvalidModel, dir, ": tokenizer.json (", tokenizer->model_vocab_size(),
            " tokens) does not match the model's vocabulary (", weights.config.vocab_size, ")");
 
-  ops::set_blas_threads(threads);
+  ops::set_blas_threads(1);  // our thread pool splits the products (ops::linear)
   auto impl = std::make_unique<Impl>();
   ModelInfo& info = impl->info;
   info.architecture = "whisper";

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "core/status.h"
+#include "ops/ops.h"
 
 namespace speechcore::runtime {
 
@@ -15,14 +16,6 @@ void disable_range(float* logits, int begin, int end) {  // [begin, end)
   for (int i = std::max(begin, 0); i < end; ++i) logits[i] = kNegInf;
 }
 
-double logsumexp(const float* x, int n) {
-  float mx = kNegInf;
-  for (int i = 0; i < n; ++i) mx = std::max(mx, x[i]);
-  if (mx == kNegInf) return kNegInf;
-  double s = 0.0;
-  for (int i = 0; i < n; ++i) s += std::exp(static_cast<double>(x[i] - mx));
-  return mx + std::log(s);
-}
 }  // namespace
 
 void apply_whisper_logits_rules(float* logits, int vocab, int step, const std::vector<int>& generated,
@@ -63,10 +56,10 @@ void apply_whisper_logits_rules(float* logits, int vocab, int step, const std::v
   }
   if (check_timestamp_mass) {
     // When the total probability of timestamps beats every single text token, sample a timestamp.
-    const double lse_all = logsumexp(logits, vocab);
+    const double lse_all = ops::logsumexp(logits, vocab);
     float max_text = kNegInf;
     for (int i = 0; i < tb; ++i) max_text = std::max(max_text, logits[i]);
-    const double ts_logprob = logsumexp(logits + tb, te - tb + 1) - lse_all;
+    const double ts_logprob = ops::logsumexp(logits + tb, te - tb + 1) - lse_all;
     const double text_logprob = static_cast<double>(max_text) - lse_all;
     if (ts_logprob > text_logprob) disable_range(logits, 0, tb);
   }
@@ -96,7 +89,7 @@ WindowResult decode_window_greedy(const models::whisper::WhisperModel& model,
   WindowResult result;
   {  // no-speech probability: softmax of the raw logits at the start-of-transcript position
     const float* l = logits.data();
-    const double lse = logsumexp(l, vocab);
+    const double lse = ops::logsumexp(l, vocab);
     result.no_speech_prob = sp.no_speech >= 0 ? static_cast<float>(std::exp(l[sp.no_speech] - lse)) : 0.0f;
   }
   float* step_logits = logits.data() + (rows.size() - 1) * vocab;
@@ -105,7 +98,7 @@ WindowResult decode_window_greedy(const models::whisper::WhisperModel& model,
   for (int step = 0; step < max_new; ++step) {
     apply_whisper_logits_rules(step_logits, vocab, step, out, timestamps, sp, o);
     // log-softmax and greedy choice (first index among equal maxima)
-    const double lse = logsumexp(step_logits, vocab);
+    const double lse = ops::logsumexp(step_logits, vocab);
     int best = 0;
     for (int i = 1; i < vocab; ++i)
       if (step_logits[i] > step_logits[best]) best = i;

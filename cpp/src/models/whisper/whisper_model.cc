@@ -45,7 +45,7 @@ CrossKV WhisperModel::encode(const float* mel) const {
   Tensor qkv = buffer(t, 3 * d);
   Tensor att = buffer(t, d);
   Tensor ff = buffer(t, 4 * d);
-  Tensor scores = buffer(t, t);
+  Tensor scores = Tensor::empty({ops::attention_scratch_floats(cx, t, t, heads)}, DType::kFloat32);
   float* X = x.data<float>();
   for (const EncoderLayer& L : weights_.enc_layers) {
     const AttentionWeights& A = L.self_attn;
@@ -107,7 +107,9 @@ void WhisperModel::decode(DecoderState& state, const CrossKV& cross, const int* 
   Tensor qkv = buffer(n, 3 * d);
   Tensor att = buffer(n, d);
   Tensor ff = buffer(n, 4 * d);
-  Tensor scores = buffer(n, std::max<int64_t>(p0 + n, t_enc));
+  Tensor scores = Tensor::empty({std::max(ops::attention_scratch_floats(cx, n, p0 + n, heads),
+                                          ops::attention_scratch_floats(cx, n, t_enc, heads))},
+                                 DType::kFloat32);
 
   for (size_t li = 0; li < weights_.dec_layers.size(); ++li) {
     const DecoderLayer& L = weights_.dec_layers[li];
