@@ -94,6 +94,13 @@ def test_conv1d(c_in, t, c_out, stride):
     np.testing.assert_allclose(_C.ops.conv1d(x, w, b, stride, 1), ref, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("vocab,d,n", [(1, 1, 1), (51864, 384, 7), (83, 1500, 83)])
+def test_embedding(vocab, d, n):
+    table, pos = rand(vocab, d), rand(n, d)
+    ids = rng.integers(0, vocab, n).astype(np.int32)
+    np.testing.assert_array_equal(_C.ops.embedding(table, ids, pos), table[ids] + pos)
+
+
 def test_ops_reject_bad_shapes():
     import speechcore
 
@@ -101,3 +108,5 @@ def test_ops_reject_bad_shapes():
         _C.ops.linear(rand(3, 4), rand(5, 6), None)
     with pytest.raises(speechcore.InvalidArgumentError):
         _C.ops.attention(rand(3, 10), rand(4, 10), rand(4, 10), 3, -1)
+    with pytest.raises(speechcore.InvalidArgumentError):
+        _C.ops.embedding(rand(5, 4), np.array([5], np.int32), rand(1, 4))

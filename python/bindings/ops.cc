@@ -72,6 +72,16 @@ void register_ops(py::module_& m) {
                    static_cast<int>(hd / heads), causal_offset, scratch.data());
     return out;
   }, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("heads"), py::arg("causal_offset") = -1);
+  o.def("embedding", [](Array table, py::array_t<int, py::array::c_style | py::array::forcecast> ids, Array pos) {
+    need(table.ndim() == 2 && ids.ndim() == 1 && pos.ndim() == 2 && pos.shape(0) == ids.shape(0) &&
+             pos.shape(1) == table.shape(1),
+         "embedding: table [vocab, d], ids [n], pos [n, d]");
+    for (py::ssize_t i = 0; i < ids.shape(0); ++i)
+      need(ids.data()[i] >= 0 && ids.data()[i] < table.shape(0), "embedding: id out of range");
+    Array out({ids.shape(0), table.shape(1)});
+    ops::embedding(table.data(), ids.data(), ids.shape(0), table.shape(1), pos.data(), out.mutable_data());
+    return out;
+  });
   o.def("conv1d", [](Array x, Array w, Array b, int stride, int pad) {
     // x: [c_in, t_in] (channel-major), w: [c_out, c_in, kw] -> [t_out, c_out]
     need(x.ndim() == 2 && w.ndim() == 3 && w.shape(1) == x.shape(0) && b.size() == w.shape(0) && stride > 0 &&

@@ -45,6 +45,10 @@ float logsumexp(const float* x, int64_t n);
 // y += x. x, y: [n]
 void add(const Context& ctx, const float* x, float* y, int64_t n);
 
+// Token embedding plus positional embedding: out[i] = table[ids[i]] + pos[i].
+// table: [vocab, d], ids: [n] (checked by the caller), pos: [n, d], out: [n, d]
+void embedding(const float* table, const int* ids, int64_t n, int64_t d, const float* pos, float* out);
+
 // Multi-head scaled dot-product attention.
 // q: [tq, heads * head_dim] with row stride ldq; k, v: [tk, heads * head_dim] with row strides
 // ldk, ldv; out: [tq, heads * head_dim] (row stride heads * head_dim).

@@ -219,6 +219,15 @@ float logsumexp(const float* x, int64_t n) {
   return m + std::log(exp_shift_sum(tmp.data(), n, m));
 }
 
+void embedding(const float* table, const int* ids, int64_t n, int64_t d, const float* pos, float* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float* e = table + static_cast<int64_t>(ids[i]) * d;
+    const float* p = pos + i * d;
+    float* o = out + i * d;
+    for (int64_t j = 0; j < d; ++j) o[j] = e[j] + p[j];
+  }
+}
+
 void add(const Context& ctx, const float* x, float* y, int64_t n) {
   parallel_rows(ctx, n, 1, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) y[i] += x[i];

@@ -21,31 +21,33 @@ CrossKV WhisperModel::encode(const float* mel) const {
   const int64_t d = c.d_model, t_in = n_frames(), t = c.n_audio_ctx;
   const int heads = c.encoder_heads, hd = c.d_model / c.encoder_heads;
 
+  // Activations live in one arena released on return; only the cross K/V outlive the call.
+  core::Workspace ws(core::default_allocator(Device::kCPU));
+  auto scratch = [&](int64_t rows, int64_t cols) { return ws.tensor({rows, cols}, DType::kFloat32); };
   // Conv stem: [n_mels, 3000] -> [3000, d] -> [1500, d], GELU after each conv.
-  Tensor h1 = buffer(t_in, d);
+  Tensor h1 = scratch(t_in, d);
   {
-    Tensor col = buffer(t_in, c.n_mels * 3);
+    Tensor col = scratch(t_in, c.n_mels * 3);
     ops::conv1d(cx, mel, c.n_mels, t_in, /*cstride=*/t_in, /*tstride=*/1, weights_.conv1_w.data<float>(),
                 weights_.conv1_b.data<float>(), d, 3, 1, 1, h1.data<float>(), col.data<float>());
   }
   ops::gelu(cx, h1.data<float>(), h1.numel());
   const int64_t t2 = ops::conv1d_output_length(t_in, 3, 2, 1);
   SC_ASSERT(t2 == t);
-  Tensor x = buffer(t, d);
+  Tensor x = scratch(t, d);
   {
-    Tensor col = buffer(t, d * 3);
+    Tensor col = scratch(t, d * 3);
     ops::conv1d(cx, h1.data<float>(), d, t_in, /*cstride=*/1, /*tstride=*/d, weights_.conv2_w.data<float>(),
                 weights_.conv2_b.data<float>(), d, 3, 2, 1, x.data<float>(), col.data<float>());
   }
-  h1 = Tensor();
   ops::gelu(cx, x.data<float>(), x.numel());
   ops::add(cx, weights_.enc_pos.data<float>(), x.data<float>(), t * d);
 
-  Tensor h = buffer(t, d);
-  Tensor qkv = buffer(t, 3 * d);
-  Tensor att = buffer(t, d);
-  Tensor ff = buffer(t, 4 * d);
-  Tensor scores = Tensor::empty({ops::attention_scratch_floats(cx, t, t, heads)}, DType::kFloat32);
+  Tensor h = scratch(t, d);
+  Tensor qkv = scratch(t, 3 * d);
+  Tensor att = scratch(t, d);
+  Tensor ff = scratch(t, 4 * d);
+  Tensor scores = scratch(ops::attention_scratch_floats(cx, t, t, heads), 1);
   float* X = x.data<float>();
   for (const EncoderLayer& L : weights_.enc_layers) {
     const AttentionWeights& A = L.self_attn;
@@ -81,6 +83,7 @@ DecoderState WhisperModel::new_state() const {
     s.k.push_back(buffer(c.n_text_ctx, c.d_model));
     s.v.push_back(buffer(c.n_text_ctx, c.d_model));
   }
+  s.workspace = std::make_unique<core::Workspace>(core::default_allocator(Device::kCPU));
   return s;
 }
 
@@ -94,22 +97,21 @@ void WhisperModel::decode(DecoderState& state, const CrossKV& cross, const int* 
            " tokens exceeds the model's ", c.n_text_ctx, " positions");
   SC_ASSERT(cross.kv.size() == weights_.dec_layers.size());
 
-  Tensor x = buffer(n, d);
-  float* X = x.data<float>();
-  for (int i = 0; i < n; ++i) {
+  for (int i = 0; i < n; ++i)
     SC_CHECK(tokens[i] >= 0 && tokens[i] < c.vocab_size, ErrorCode::kInvalidArgument, "token id ", tokens[i],
              " is outside the vocabulary (", c.vocab_size, ")");
-    const float* e = weights_.tok_emb.data<float>() + static_cast<int64_t>(tokens[i]) * d;
-    const float* p = weights_.dec_pos.data<float>() + (p0 + i) * d;
-    for (int64_t j = 0; j < d; ++j) X[i * d + j] = e[j] + p[j];
-  }
-  Tensor h = buffer(n, d);
-  Tensor qkv = buffer(n, 3 * d);
-  Tensor att = buffer(n, d);
-  Tensor ff = buffer(n, 4 * d);
-  Tensor scores = Tensor::empty({std::max(ops::attention_scratch_floats(cx, n, p0 + n, heads),
-                                          ops::attention_scratch_floats(cx, n, t_enc, heads))},
-                                 DType::kFloat32);
+  core::Workspace& ws = *state.workspace;
+  ws.reset();
+  auto scratch = [&](int64_t rows, int64_t cols) { return ws.tensor({rows, cols}, DType::kFloat32); };
+  Tensor x = scratch(n, d);
+  float* X = x.data<float>();
+  ops::embedding(weights_.tok_emb.data<float>(), tokens, n, d, weights_.dec_pos.data<float>() + p0 * d, X);
+  Tensor h = scratch(n, d);
+  Tensor qkv = scratch(n, 3 * d);
+  Tensor att = scratch(n, d);
+  Tensor ff = scratch(n, 4 * d);
+  Tensor scores = scratch(std::max(ops::attention_scratch_floats(cx, n, p0 + n, heads),
+                                   ops::attention_scratch_floats(cx, n, t_enc, heads)), 1);
 
   for (size_t li = 0; li < weights_.dec_layers.size(); ++li) {
     const DecoderLayer& L = weights_.dec_layers[li];
@@ -145,7 +147,7 @@ void WhisperModel::decode(DecoderState& state, const CrossKV& cross, const int* 
 
   if (logit_rows.empty()) return;
   const int64_t m = static_cast<int64_t>(logit_rows.size());
-  Tensor rows = buffer(m, d);
+  Tensor rows = scratch(m, d);
   for (int64_t r = 0; r < m; ++r) {
     SC_ASSERT(logit_rows[r] >= 0 && logit_rows[r] < n);
     ops::layer_norm(cx, X + logit_rows[r] * d, weights_.dec_ln_gamma.data<float>(), weights_.dec_ln_beta.data<float>(),

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/thread_pool.h"
+#include "core/workspace.h"
 #include "models/whisper/whisper_weights.h"
 #include "ops/ops.h"
 
@@ -22,6 +23,9 @@ struct CrossKV {
 struct DecoderState {
   std::vector<Tensor> k, v;  // per decoder layer: [n_text_ctx, d_model]
   int length = 0;            // positions filled
+  // Per-step scratch (activations of one decode() call), reset at every step: after the first
+  // steps it holds the high-water mark and a step allocates nothing.
+  std::unique_ptr<core::Workspace> workspace;
 };
 
 class WhisperModel {
