@@ -13,4 +13,7 @@ void register_checkpoint(pybind11::module_& m);
 void register_tokenizer(pybind11::module_& m);
 void register_audio(pybind11::module_& m);
 
+#ifdef SPEECHCORE_WITH_CUDA
+#endif
+
 }  // namespace speechcore::bindings

@@ -5,6 +5,9 @@
 #include "bindings.h"
 #include "core/allocator.h"
 #include "core/thread_pool.h"
+#ifdef SPEECHCORE_WITH_CUDA
+#include "speechcore_cuda/common.h"
+#endif
 
 namespace py = pybind11;
 
@@ -25,6 +28,20 @@ void register_core(py::module_& m) {
   m.def("host_memory_clear_cache", [] { core::default_allocator(Device::kCPU).clear_cache(); },
         "Returns cached host blocks to the system.");
   m.def("hardware_threads", &core::ThreadPool::hardware_threads);
+  m.def("cuda_built", [] {
+#ifdef SPEECHCORE_WITH_CUDA
+    return true;
+#else
+    return false;
+#endif
+  }, "Whether this build has the CUDA backend.");
+  m.def("cuda_available", [] {
+#ifdef SPEECHCORE_WITH_CUDA
+    return cuda::device_count() > 0;
+#else
+    return false;
+#endif
+  }, "Whether the CUDA backend is built and a GPU is usable.");
 }
 
 }  // namespace speechcore::bindings

@@ -10,4 +10,8 @@ PYBIND11_MODULE(_C, m) {
   speechcore::bindings::register_checkpoint(m);
   speechcore::bindings::register_tokenizer(m);
   speechcore::bindings::register_audio(m);
+#ifdef SPEECHCORE_WITH_CUDA
+  // CUDA kernel test hooks: submodule _C.cuda_ops (one register_* per *_cuda.cc file)
+  pybind11::module_ cuda_ops = m.def_submodule("cuda_ops", "CUDA kernels (test hooks)");
+#endif
 }
