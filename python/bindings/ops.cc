@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "bindings.h"
+#include "core/half.h"
 #include "core/status.h"
 #include "ops/ops.h"
 
@@ -27,6 +28,19 @@ void need(bool cond, const char* what) {
 
 void register_ops(py::module_& m) {
   py::module_ o = m.def_submodule("ops", "CPU kernels (test hooks)");
+  o.def("round_to_dtype", [](Array x, const std::string& dtype) {
+    // What a value becomes when stored as float16/bfloat16 (round to nearest even), as float32.
+    Array y(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+    float* out = y.mutable_data();
+    for (py::ssize_t i = 0; i < x.size(); ++i) {
+      const float v = x.data()[i];
+      if (dtype == "float32") out[i] = v;
+      else if (dtype == "float16") out[i] = core::half_to_float(core::float_to_half(v));
+      else if (dtype == "bfloat16") out[i] = core::bf16_to_float(core::float_to_bf16(v));
+      else throw_error(ErrorCode::kInvalidArgument, "unknown dtype '", dtype, "'");
+    }
+    return y;
+  }, py::arg("x"), py::arg("dtype"));
   o.def("linear", [](Array x, Array w, py::object b) {
     need(x.ndim() == 2 && w.ndim() == 2 && x.shape(1) == w.shape(1), "linear: x [m,k], w [n,k]");
     const int64_t m = x.shape(0), n = w.shape(0), k = x.shape(1);

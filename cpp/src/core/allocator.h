@@ -32,27 +32,41 @@ class Allocator {
   virtual Device device() const = 0;
 };
 
-// Caching pool for host memory, 64-byte aligned. Sizes are rounded to a size class
-// (powers of two up to 1 MiB, then multiples of 1 MiB) and freed blocks are cached per class,
-// up to `max_cached_bytes` in total.
-class HostCachingAllocator final : public Allocator {
+// Caching pool over a raw allocator (host aligned_alloc, or cudaMalloc). Sizes are rounded to
+// a size class (powers of two up to 1 MiB, then multiples of 1 MiB) and freed blocks are
+// cached per class, up to `max_cached_bytes` in total; when the raw allocator fails, the cache
+// is released and the allocation retried once before kOutOfMemory.
+class CachingAllocator : public Allocator {
  public:
-  explicit HostCachingAllocator(size_t max_cached_bytes = size_t(2) << 30);
-  ~HostCachingAllocator() override;
+  using RawAllocate = void* (*)(size_t bytes);  // nullptr on failure
+  using RawFree = void (*)(void* ptr);
+  CachingAllocator(Device device, RawAllocate raw_allocate, RawFree raw_free, size_t max_cached_bytes);
+  ~CachingAllocator() override;
   void* allocate(size_t bytes) override;
   void free(void* ptr) override;
   void clear_cache() override;
   AllocatorStats stats() const override;
-  Device device() const override { return Device::kCPU; }
+  Device device() const override { return device_; }
 
   static size_t size_class(size_t bytes);
 
  private:
+  void release_cache_locked();
+
+  Device device_;
+  RawAllocate raw_allocate_;
+  RawFree raw_free_;
   mutable std::mutex mutex_;
   size_t max_cached_bytes_;
   std::map<size_t, std::vector<void*>> cache_;  // size class -> free blocks
   std::map<void*, size_t> live_;                // block -> size class
   AllocatorStats stats_;
+};
+
+// Host memory, 64-byte aligned.
+class HostCachingAllocator final : public CachingAllocator {
+ public:
+  explicit HostCachingAllocator(size_t max_cached_bytes = size_t(2) << 30);
 };
 
 // The process-wide allocator for a device (CPU only in this build).
