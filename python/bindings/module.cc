@@ -14,5 +14,6 @@ PYBIND11_MODULE(_C, m) {
   // CUDA kernel test hooks: submodule _C.cuda_ops (one register_* per *_cuda.cc file)
   pybind11::module_ cuda_ops = m.def_submodule("cuda_ops", "CUDA kernels (test hooks)");
   speechcore::bindings::register_cuda_gemm(cuda_ops);
+  speechcore::bindings::register_cuda_attention(cuda_ops);
 #endif
 }

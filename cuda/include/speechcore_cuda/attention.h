@@ -1,0 +1,63 @@
+// Multi-head scaled dot-product attention on CUDA: the device twin of ops::attention
+// (cpp/src/ops/ops.h) with a batch dimension.
+//
+// Per sequence b and head h: out = softmax(scale * q k^T [+ causal mask]) v, scale = 1/sqrt(head_dim),
+// accumulated in float32. Element (row i, column c) of sequence b lives at
+//   q[b * q_batch_stride + i * ldq + c]   (likewise k/ldk, v/ldv, out/ldo; strides in elements)
+// and head h occupies columns [h * head_dim, (h + 1) * head_dim), so fused QKV [t, 3d] or cross KV
+// [t, 2d] buffers work without copies (q = qkv, k = qkv + d, v = qkv + 2d, ldq = ldk = ldv = 3d).
+// A batch stride of 0 shares one buffer between all sequences (e.g. cross K/V of beams).
+//
+// Requirements (checked here, kInvalidArgument otherwise): pointers 16-byte aligned; row and batch
+// strides multiples of 16 / sizeof(element) (8 for float16/bfloat16, 4 for float32); row strides
+// >= heads * head_dim; batch strides >= 0. head_dim must be 64 or 128 (kUnsupported otherwise).
+// Launchers only enqueue work on `stream`; they never allocate or synchronize.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "speechcore_cuda/common.h"
+
+namespace speechcore::cuda {
+
+// Prompt / encoder attention: `batch` sequences of tq queries against tk keys (tk >= 1).
+// causal_offset >= 0 masks key j for query i when j > i + causal_offset (the query's absolute
+// position in the key sequence); -1 = no mask. Flash-attention style (online softmax, K/V tiles in
+// shared memory, tensor cores for float16/bfloat16, FFMA for float32); no tq x tk scores in memory.
+// batch == 0 or tq == 0 is a no-op.
+void attention_prefill(DataType dtype, const void* q, int64_t ldq, int64_t q_batch_stride,
+                       const void* k, int64_t ldk, int64_t k_batch_stride,
+                       const void* v, int64_t ldv, int64_t v_batch_stride,
+                       void* out, int64_t ldo, int64_t out_batch_stride,
+                       int batch, int64_t tq, int64_t tk, int heads, int head_dim,
+                       int64_t causal_offset, cudaStream_t stream);
+
+// Bytes of scratch attention_decode needs for these sizes (0 when it needs none). Depends only on
+// the arguments (not on the device or dtype), so it can size a workspace once.
+size_t attention_decode_scratch_bytes(int batch, int heads, int head_dim, int64_t max_kv_len);
+
+// Single-query attention (one decoder step): sequence b's query row is q + b * q_batch_stride
+// (ldq/ldo are validated but only one row is read/written per sequence), and it attends to its
+// first kv_lengths[b] keys (device array of `batch` int32; all of them visible: a self-attention
+// KV cache holds only the past), e.g. kv_lengths[b] = 1500 for cross-attention.
+// kv_lengths[b] is clamped to [0, max_kv_len] on the device; a sequence with 0 keys gets zeros.
+// Split-K (flash-decoding) across blocks when batch * heads is small; `scratch` must hold
+// attention_decode_scratch_bytes(batch, heads, head_dim, max_kv_len) bytes (16-byte aligned; may
+// be null when that is 0) and must not be shared with work running concurrently on other streams.
+void attention_decode(DataType dtype, const void* q, int64_t ldq, int64_t q_batch_stride,
+                      const void* k, int64_t ldk, int64_t k_batch_stride,
+                      const void* v, int64_t ldv, int64_t v_batch_stride,
+                      void* out, int64_t ldo, int64_t out_batch_stride,
+                      const int32_t* kv_lengths, int batch, int heads, int head_dim,
+                      int64_t max_kv_len, void* scratch, cudaStream_t stream);
+
+// How attention_decode splits the keys (exposed for tests and workspace planning): `splits`
+// blocks per (sequence, head), each handling `chunk` consecutive keys.
+struct AttentionDecodeSplit {
+  int splits;
+  int64_t chunk;
+};
+AttentionDecodeSplit attention_decode_split(int batch, int heads, int64_t max_kv_len);
+
+}  // namespace speechcore::cuda

@@ -1,0 +1,630 @@
+// Internal: attention kernels (included by attention_*.cu only). Launch wrappers are explicitly
+// instantiated per element type in separate translation units; attention.cu validates arguments
+// and dispatches.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "attention_internal.h"
+#include "speechcore_cuda/common.h"
+
+namespace speechcore::cuda::attn {
+
+// ---------------------------------------------------------------------------------------------
+// Small device helpers
+// ---------------------------------------------------------------------------------------------
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16-byte async copy global -> shared; src_bytes = 0 writes 16 zero bytes (no global read).
+__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, bool valid) {
+  const int src_bytes = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(smem)), "l"(gmem),
+               "r"(src_bytes)
+               : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_u32(smem)));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* smem) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_u32(smem)));
+}
+
+// D(16x8, f32) += A(16x16, row) * B(16x8, col), A/B in T (half or bf16).
+template <typename T> __device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                                              uint32_t b1);
+template <> __device__ __forceinline__ void mma_16816<__half>(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                                             uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+template <> __device__ __forceinline__ void mma_16816<__nv_bfloat16>(float (&d)[4], const uint32_t (&a)[4],
+                                                                    uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Two floats -> packed pair of T (first in the low 16 bits = lower column index).
+template <typename T> __device__ __forceinline__ uint32_t pack2(float lo, float hi);
+template <> __device__ __forceinline__ uint32_t pack2<__half>(float lo, float hi) {
+  __half2 h = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&h);
+}
+template <> __device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float lo, float hi) {
+  __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&h);
+}
+
+template <typename T> __device__ __forceinline__ float to_f32(T x);
+template <> __device__ __forceinline__ float to_f32<float>(float x) { return x; }
+template <> __device__ __forceinline__ float to_f32<__half>(__half x) { return __half2float(x); }
+template <> __device__ __forceinline__ float to_f32<__nv_bfloat16>(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+template <typename T> __device__ __forceinline__ T from_f32(float x);
+template <> __device__ __forceinline__ float from_f32<float>(float x) { return x; }
+template <> __device__ __forceinline__ __half from_f32<__half>(float x) { return __float2half_rn(x); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+
+// 16 bytes of T -> 16 / sizeof(T) floats.
+template <typename T> __device__ __forceinline__ void unpack16(const uint4& u, float* f);
+template <> __device__ __forceinline__ void unpack16<float>(const uint4& u, float* f) {
+  f[0] = __uint_as_float(u.x); f[1] = __uint_as_float(u.y); f[2] = __uint_as_float(u.z); f[3] = __uint_as_float(u.w);
+}
+template <> __device__ __forceinline__ void unpack16<__half>(const uint4& u, float* f) {
+  const __half2* h = reinterpret_cast<const __half2*>(&u);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 t = __half22float2(h[i]);
+    f[2 * i] = t.x;
+    f[2 * i + 1] = t.y;
+  }
+}
+template <> __device__ __forceinline__ void unpack16<__nv_bfloat16>(const uint4& u, float* f) {
+  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 t = __bfloat1622float2(h[i]);
+    f[2 * i] = t.x;
+    f[2 * i + 1] = t.y;
+  }
+}
+
+// Keys a block of queries [m0, m0 + rows) needs: all tk, or fewer under a causal mask
+// (query i sees keys j <= i + causal). rows_valid >= 1 so the result is >= 1.
+__device__ __forceinline__ int prefill_kv_end(int tk, int causal, int m0, int rows_valid) {
+  if (causal < 0) return tk;
+  const int64_t last = static_cast<int64_t>(m0) + rows_valid - 1 + causal + 1;
+  return last < tk ? static_cast<int>(last) : tk;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prefill, float16 / bfloat16: flash-attention-2 style with mma.sync m16n8k16.
+// Block = 4 warps, 64 queries (16 per warp), key tiles of 64 double-buffered in shared memory via
+// cp.async. Grid (ceil(tq / 64), heads, batch).
+// ---------------------------------------------------------------------------------------------
+constexpr int kMmaWarps = 4;
+constexpr int kMmaThreads = 32 * kMmaWarps;
+constexpr int kMmaBlockM = 16 * kMmaWarps;
+constexpr int kMmaBlockN = 64;
+
+template <int D> constexpr int mma_smem_stride() { return D + 8; }  // +16 B per row: ldmatrix conflict-free
+template <int D> constexpr size_t mma_smem_bytes() {
+  return static_cast<size_t>(kMmaBlockM + 4 * kMmaBlockN) * mma_smem_stride<D>() * 2;  // Q + 2 x (K, V)
+}
+
+// rows x D tile from global (row r at g + r * ld) into shared (row stride STRIDE); rows with
+// index >= rows_valid are zero-filled (their global address is never read).
+template <int D, int ROWS>
+__device__ __forceinline__ void mma_load_tile(void* smem, const void* gmem, int64_t ld, int rows_valid, int tid) {
+  constexpr int kChunksPerRow = D / 8;  // 16-byte chunks of 8 elements
+  constexpr int kStride = mma_smem_stride<D>();
+  const uint16_t* g = static_cast<const uint16_t*>(gmem);
+  uint16_t* s = static_cast<uint16_t*>(smem);
+  static_assert((ROWS * kChunksPerRow) % kMmaThreads == 0, "tile chunks must split evenly over the block");
+#pragma unroll
+  for (int it = 0; it < ROWS * kChunksPerRow / kMmaThreads; ++it) {
+    const int c = it * kMmaThreads + tid;
+    const int r = c / kChunksPerRow;
+    const int cc = c % kChunksPerRow;
+    const bool valid = r < rows_valid;
+    const uint16_t* src = g + static_cast<int64_t>(valid ? r : 0) * ld + cc * 8;
+    cp_async_16(s + r * kStride + cc * 8, src, valid);
+  }
+}
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kMmaThreads) prefill_mma_kernel(const PrefillParams p) {
+  constexpr int BM = kMmaBlockM, BN = kMmaBlockN, S = mma_smem_stride<D>();
+  constexpr int kNT = BN / 8;   // key n-tiles of 8 per key tile (S accumulators)
+  constexpr int kDT = D / 8;    // dim n-tiles of 8 (O accumulators)
+  constexpr int kKS = D / 16;   // k-steps over head_dim for Q K^T
+  static_assert(kKS % 2 == 0 && kDT % 2 == 0 && BN % 16 == 0, "tile shapes");
+
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  T* sQ = reinterpret_cast<T*>(smem_raw);
+  T* sK = sQ + BM * S;       // [2][BN][S]
+  T* sV = sK + 2 * BN * S;   // [2][BN][S]
+
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int g = lane / 4, tig = lane % 4;  // mma fragment group / thread-in-group
+  const int m0 = blockIdx.x * BM;
+  const int h = blockIdx.y, b = blockIdx.z;
+
+  const T* q = static_cast<const T*>(p.q) + b * p.q_bs + static_cast<int64_t>(h) * D;
+  const T* k = static_cast<const T*>(p.k) + b * p.k_bs + static_cast<int64_t>(h) * D;
+  const T* v = static_cast<const T*>(p.v) + b * p.v_bs + static_cast<int64_t>(h) * D;
+  T* out = static_cast<T*>(p.out) + b * p.o_bs + static_cast<int64_t>(h) * D;
+
+  const int rows_valid = min(BM, p.tq - m0);
+  const int kv_end = prefill_kv_end(p.tk, p.causal, m0, rows_valid);
+  const int n_tiles = (kv_end + BN - 1) / BN;
+
+  // Group 0: Q tile; group 1: K/V tile 0.
+  mma_load_tile<D, BM>(sQ, q + static_cast<int64_t>(m0) * p.ldq, p.ldq, rows_valid, tid);
+  cp_async_commit();
+  mma_load_tile<D, BN>(sK, k, p.ldk, kv_end, tid);
+  mma_load_tile<D, BN>(sV, v, p.ldv, kv_end, tid);
+  cp_async_commit();
+  cp_async_wait<1>();
+  __syncthreads();
+
+  uint32_t qf[kKS][4];  // this warp's 16 query rows as A fragments
+#pragma unroll
+  for (int kk = 0; kk < kKS; ++kk)
+    ldmatrix_x4(qf[kk], sQ + (warp * 16 + (lane % 16)) * S + kk * 16 + (lane / 16) * 8);
+
+  float o[kDT][4];
+#pragma unroll
+  for (int j = 0; j < kDT; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+  float m_run[2] = {-INFINITY, -INFINITY};  // rows g, g + 8 (log2 domain, scaled)
+  float l_run[2] = {0.f, 0.f};              // this thread's partial row sums
+  const int row_a = m0 + warp * 16 + g;      // absolute query rows of c0/c1 and c2/c3
+  const int row_b = row_a + 8;
+
+  for (int t = 0; t < n_tiles; ++t) {
+    const int st = t & 1;
+    if (t + 1 < n_tiles) {  // prefetch the next tile into the other stage (freed at the end of t-1)
+      const int n1 = (t + 1) * BN;
+      mma_load_tile<D, BN>(sK + (st ^ 1) * BN * S, k + static_cast<int64_t>(n1) * p.ldk, p.ldk, kv_end - n1, tid);
+      mma_load_tile<D, BN>(sV + (st ^ 1) * BN * S, v + static_cast<int64_t>(n1) * p.ldv, p.ldv, kv_end - n1, tid);
+    }
+    cp_async_commit();  // possibly empty group keeps the wait count uniform
+    cp_async_wait<1>();
+    __syncthreads();
+
+    const T* sKt = sK + st * BN * S;
+    const T* sVt = sV + st * BN * S;
+    const int n0 = t * BN;
+
+    // S = Q K^T (16 x 64 per warp)
+    float s[kNT][4];
+#pragma unroll
+    for (int j = 0; j < kNT; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < kKS; kk += 2) {
+#pragma unroll
+      for (int j = 0; j < kNT; ++j) {
+        uint32_t bf[4];
+        ldmatrix_x4(bf, sKt + (j * 8 + (lane % 8)) * S + kk * 16 + (lane / 8) * 8);
+        mma_16816<T>(s[j], qf[kk], bf[0], bf[1]);
+        mma_16816<T>(s[j], qf[kk + 1], bf[2], bf[3]);
+      }
+    }
+
+    // Scale into the log2 domain; mask keys past kv_end (tail / zero-filled rows) and causal ones.
+    const bool need_mask = (n0 + BN > kv_end) || (p.causal >= 0 && n0 + BN - 1 > m0 + warp * 16 + p.causal);
+#pragma unroll
+    for (int j = 0; j < kNT; ++j) {
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        float x = s[j][c] * p.scale_log2;
+        if (need_mask) {
+          const int key = n0 + j * 8 + tig * 2 + (c & 1);
+          const int row = c < 2 ? row_a : row_b;
+          if (key >= kv_end || (p.causal >= 0 && key > row + p.causal)) x = -INFINITY;
+        }
+        s[j][c] = x;
+      }
+    }
+
+    // Online softmax: new row maxima over the quad (4 threads share a row).
+    float mx[2] = {m_run[0], m_run[1]};
+#pragma unroll
+    for (int j = 0; j < kNT; ++j) {
+      mx[0] = fmaxf(mx[0], fmaxf(s[j][0], s[j][1]));
+      mx[1] = fmaxf(mx[1], fmaxf(s[j][2], s[j][3]));
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+    }
+    float alpha[2], m_use[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      m_use[r] = mx[r] == -INFINITY ? 0.f : mx[r];  // a row with nothing visible yet: keep zeros
+      alpha[r] = exp2f(m_run[r] - m_use[r]);        // exp2(-inf) = 0 on the first tile
+      m_run[r] = mx[r];
+      l_run[r] *= alpha[r];
+    }
+#pragma unroll
+    for (int j = 0; j < kNT; ++j) {
+      s[j][0] = exp2f(s[j][0] - m_use[0]);
+      s[j][1] = exp2f(s[j][1] - m_use[0]);
+      s[j][2] = exp2f(s[j][2] - m_use[1]);
+      s[j][3] = exp2f(s[j][3] - m_use[1]);
+      l_run[0] += s[j][0] + s[j][1];
+      l_run[1] += s[j][2] + s[j][3];
+    }
+#pragma unroll
+    for (int j = 0; j < kDT; ++j) {
+      o[j][0] *= alpha[0];
+      o[j][1] *= alpha[0];
+      o[j][2] *= alpha[1];
+      o[j][3] *= alpha[1];
+    }
+
+    // O += P V: the S accumulator layout of key n-tiles (2kk, 2kk+1) is the A layout of k-step kk.
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk) {
+      uint32_t pa[4];
+      pa[0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
+      pa[1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
+      pa[2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+      pa[3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+      for (int j = 0; j < kDT; j += 2) {
+        uint32_t bf[4];
+        ldmatrix_x4_trans(bf, sVt + (kk * 16 + (lane % 8) + ((lane / 8) & 1) * 8) * S + (j + lane / 16) * 8);
+        mma_16816<T>(o[j], pa, bf[0], bf[1]);
+        mma_16816<T>(o[j + 1], pa, bf[2], bf[3]);
+      }
+    }
+    __syncthreads();  // everyone is done with stage st before iteration t+1 refills it
+  }
+
+  // Row sums over the quad, normalize, store pairs.
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l_run[r] += __shfl_xor_sync(0xffffffffu, l_run[r], 1);
+    l_run[r] += __shfl_xor_sync(0xffffffffu, l_run[r], 2);
+  }
+  const float inv_a = l_run[0] > 0.f ? 1.f / l_run[0] : 0.f;
+  const float inv_b = l_run[1] > 0.f ? 1.f / l_run[1] : 0.f;
+#pragma unroll
+  for (int j = 0; j < kDT; ++j) {
+    const int col = j * 8 + tig * 2;
+    if (row_a < p.tq)
+      *reinterpret_cast<uint32_t*>(out + static_cast<int64_t>(row_a) * p.ldo + col) =
+          pack2<T>(o[j][0] * inv_a, o[j][1] * inv_a);
+    if (row_b < p.tq)
+      *reinterpret_cast<uint32_t*>(out + static_cast<int64_t>(row_b) * p.ldo + col) =
+          pack2<T>(o[j][2] * inv_b, o[j][3] * inv_b);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prefill, float32 (parity path): FFMA. Block = 4 warps, 32 queries (8 per warp), key tiles of
+// 32 (one key per lane for the scores; one output dim per lane and 32-dim step for P V).
+// Grid (ceil(tq / 32), heads, batch).
+// ---------------------------------------------------------------------------------------------
+constexpr int kF32Threads = 128;
+constexpr int kF32RowsPerWarp = 8;
+constexpr int kF32BlockM = 4 * kF32RowsPerWarp;
+constexpr int kF32BlockN = 32;
+
+template <int D> constexpr size_t f32_smem_bytes() {
+  // sQ [BM][D], sK [BN][D + 1] (padded: lanes read different rows), sV [BN][D], sP [4][8][32]
+  return sizeof(float) * (static_cast<size_t>(kF32BlockM) * D + kF32BlockN * (D + 1) + kF32BlockN * D +
+                          4 * kF32RowsPerWarp * 32);
+}
+
+template <int D>
+__global__ void __launch_bounds__(kF32Threads) prefill_f32_kernel(const PrefillParams p) {
+  constexpr int BM = kF32BlockM, BN = kF32BlockN, R = kF32RowsPerWarp, KS = D + 1;
+  constexpr int kDPL = D / 32;  // output dims per lane
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  float* sQ = reinterpret_cast<float*>(smem_raw);
+  float* sK = sQ + BM * D;
+  float* sV = sK + BN * KS;
+  float* sP = sV + BN * D;
+
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int m0 = blockIdx.x * BM;
+  const int h = blockIdx.y, b = blockIdx.z;
+  const float* q = static_cast<const float*>(p.q) + b * p.q_bs + static_cast<int64_t>(h) * D;
+  const float* k = static_cast<const float*>(p.k) + b * p.k_bs + static_cast<int64_t>(h) * D;
+  const float* v = static_cast<const float*>(p.v) + b * p.v_bs + static_cast<int64_t>(h) * D;
+  float* out = static_cast<float*>(p.out) + b * p.o_bs + static_cast<int64_t>(h) * D;
+
+  const int rows_valid = min(BM, p.tq - m0);
+  const int kv_end = prefill_kv_end(p.tk, p.causal, m0, rows_valid);
+  const int n_tiles = (kv_end + BN - 1) / BN;
+
+  for (int e = tid; e < BM * D; e += kF32Threads) {
+    const int r = e / D, c = e % D;
+    sQ[e] = r < rows_valid ? q[static_cast<int64_t>(m0 + r) * p.ldq + c] : 0.f;
+  }
+
+  float o[R][kDPL];
+  float m_run[R], l_part[R];  // l_part: this lane's share of the row sum (its keys)
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    m_run[r] = -INFINITY;
+    l_part[r] = 0.f;
+#pragma unroll
+    for (int i = 0; i < kDPL; ++i) o[r][i] = 0.f;
+  }
+  float* sPw = sP + warp * R * 32;
+
+  for (int t = 0; t < n_tiles; ++t) {
+    const int n0 = t * BN;
+    __syncthreads();  // previous tile fully consumed (and sQ written, on t == 0)
+    for (int e = tid; e < BN * D; e += kF32Threads) {
+      const int r = e / D, c = e % D;
+      const bool valid = n0 + r < kv_end;
+      sK[r * KS + c] = valid ? k[static_cast<int64_t>(n0 + r) * p.ldk + c] : 0.f;
+      sV[r * D + c] = valid ? v[static_cast<int64_t>(n0 + r) * p.ldv + c] : 0.f;
+    }
+    __syncthreads();
+
+    float s[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) s[r] = 0.f;
+    const float* qw = sQ + warp * R * D;
+#pragma unroll 8
+    for (int c = 0; c < D; ++c) {
+      const float kc = sK[lane * KS + c];
+#pragma unroll
+      for (int r = 0; r < R; ++r) s[r] = fmaf(qw[r * D + c], kc, s[r]);
+    }
+    const int key = n0 + lane;
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const int row = m0 + warp * R + r;
+      float x = s[r] * p.scale_log2;
+      if (key >= kv_end || (p.causal >= 0 && key > row + p.causal)) x = -INFINITY;
+      float mx = x;
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+      mx = fmaxf(mx, m_run[r]);
+      const float m_use = mx == -INFINITY ? 0.f : mx;
+      const float alpha = exp2f(m_run[r] - m_use);
+      m_run[r] = mx;
+      const float pr = exp2f(x - m_use);
+      l_part[r] = l_part[r] * alpha + pr;
+      sPw[r * 32 + lane] = pr;
+#pragma unroll
+      for (int i = 0; i < kDPL; ++i) o[r][i] *= alpha;
+    }
+    __syncwarp();
+#pragma unroll 4
+    for (int j = 0; j < BN; ++j) {
+      float vj[kDPL];
+#pragma unroll
+      for (int i = 0; i < kDPL; ++i) vj[i] = sV[j * D + lane + 32 * i];
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const float pj = sPw[r * 32 + j];
+#pragma unroll
+        for (int i = 0; i < kDPL; ++i) o[r][i] = fmaf(pj, vj[i], o[r][i]);
+      }
+    }
+    __syncwarp();  // sPw is rewritten next tile
+  }
+
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    float l = l_part[r];
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) l += __shfl_xor_sync(0xffffffffu, l, off);
+    const int row = m0 + warp * R + r;
+    if (row < p.tq) {
+      const float inv = l > 0.f ? 1.f / l : 0.f;
+#pragma unroll
+      for (int i = 0; i < kDPL; ++i) out[static_cast<int64_t>(row) * p.ldo + lane + 32 * i] = o[r][i] * inv;
+    }
+  }
+}
+
+template <typename T, int D> void launch_prefill(const PrefillParams& p, int batch, int heads, cudaStream_t s) {
+  if constexpr (std::is_same_v<T, float>) {
+    constexpr size_t smem = f32_smem_bytes<D>();
+    if (smem > 48 * 1024)
+      SC_CUDA_CHECK(cudaFuncSetAttribute(prefill_f32_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(smem)));
+    const dim3 grid((p.tq + kF32BlockM - 1) / kF32BlockM, heads, batch);
+    prefill_f32_kernel<D><<<grid, kF32Threads, smem, s>>>(p);
+    SC_CUDA_CHECK_LAUNCH("attention_prefill (float32)");
+  } else {
+    constexpr size_t smem = mma_smem_bytes<D>();
+    if (smem > 48 * 1024)
+      SC_CUDA_CHECK(cudaFuncSetAttribute(prefill_mma_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(smem)));
+    const dim3 grid((p.tq + kMmaBlockM - 1) / kMmaBlockM, heads, batch);
+    prefill_mma_kernel<T, D><<<grid, kMmaThreads, smem, s>>>(p);
+    SC_CUDA_CHECK_LAUNCH("attention_prefill (tensor cores)");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decode (one query per sequence): flash-decoding. Grid (splits, heads, batch), 128 threads.
+// A key row of D elements is read by TPK = D / VEC threads with 16-byte loads; the block streams
+// GROUPS = 128 / TPK keys at a time (x kUnroll loads in flight per thread), each thread group
+// keeps its own online-softmax state, merged through shared memory at the end. With splits > 1
+// the block writes unnormalized partials; decode_combine_kernel merges them.
+// ---------------------------------------------------------------------------------------------
+constexpr int kDecThreads = 128;
+constexpr int kDecUnroll = 4;
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams p) {
+  constexpr int VEC = 16 / sizeof(T);
+  constexpr int TPK = D / VEC;
+  constexpr int GROUPS = kDecThreads / TPK;
+  static_assert(TPK >= 1 && TPK <= 32 && (TPK & (TPK - 1)) == 0, "threads per key must divide a warp");
+  __shared__ float s_m[GROUPS], s_l[GROUPS];
+  __shared__ float s_o[GROUPS][D];
+
+  const int tid = threadIdx.x, grp = tid / TPK, sub = tid % TPK;
+  const int split = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  int len = p.kv_lengths[b];
+  len = len < 0 ? 0 : (len > p.max_kv_len ? p.max_kv_len : len);
+  const int k_begin = split * p.chunk;
+  const int k_end = min(k_begin + p.chunk, len);
+
+  const T* q = static_cast<const T*>(p.q) + b * p.q_bs + static_cast<int64_t>(h) * D + sub * VEC;
+  const T* k = static_cast<const T*>(p.k) + b * p.k_bs + static_cast<int64_t>(h) * D + sub * VEC;
+  const T* v = static_cast<const T*>(p.v) + b * p.v_bs + static_cast<int64_t>(h) * D + sub * VEC;
+
+  float qf[VEC];
+  unpack16<T>(__ldg(reinterpret_cast<const uint4*>(q)), qf);
+#pragma unroll
+  for (int i = 0; i < VEC; ++i) qf[i] *= p.scale_log2;
+
+  float m_run = -INFINITY, l_run = 0.f, o[VEC];
+#pragma unroll
+  for (int i = 0; i < VEC; ++i) o[i] = 0.f;
+
+  // Uniform trip count for all threads (the shuffles below need the whole warp).
+  for (int base = k_begin; base < k_end; base += GROUPS * kDecUnroll) {
+    uint4 kr[kDecUnroll], vr[kDecUnroll];
+#pragma unroll
+    for (int u = 0; u < kDecUnroll; ++u) {
+      const int j = base + u * GROUPS + grp;
+      if (j < k_end) {
+        kr[u] = __ldg(reinterpret_cast<const uint4*>(k + static_cast<int64_t>(j) * p.ldk));
+        vr[u] = __ldg(reinterpret_cast<const uint4*>(v + static_cast<int64_t>(j) * p.ldv));
+      } else {
+        kr[u] = make_uint4(0, 0, 0, 0);
+        vr[u] = make_uint4(0, 0, 0, 0);
+      }
+    }
+    float sc[kDecUnroll];
+#pragma unroll
+    for (int u = 0; u < kDecUnroll; ++u) {
+      float kf[VEC];
+      unpack16<T>(kr[u], kf);
+      float d = 0.f;
+#pragma unroll
+      for (int i = 0; i < VEC; ++i) d = fmaf(qf[i], kf[i], d);
+#pragma unroll
+      for (int off = TPK / 2; off > 0; off >>= 1) d += __shfl_xor_sync(0xffffffffu, d, off);
+      sc[u] = (base + u * GROUPS + grp < k_end) ? d : -INFINITY;
+    }
+    float mx = m_run;
+#pragma unroll
+    for (int u = 0; u < kDecUnroll; ++u) mx = fmaxf(mx, sc[u]);
+    const float m_use = mx == -INFINITY ? 0.f : mx;
+    const float alpha = exp2f(m_run - m_use);
+    m_run = mx;
+    l_run *= alpha;
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) o[i] *= alpha;
+#pragma unroll
+    for (int u = 0; u < kDecUnroll; ++u) {
+      const float pu = exp2f(sc[u] - m_use);
+      l_run += pu;
+      float vf[VEC];
+      unpack16<T>(vr[u], vf);
+#pragma unroll
+      for (int i = 0; i < VEC; ++i) o[i] = fmaf(pu, vf[i], o[i]);
+    }
+  }
+
+  if (sub == 0) {
+    s_m[grp] = m_run;
+    s_l[grp] = l_run;
+  }
+#pragma unroll
+  for (int i = 0; i < VEC; ++i) s_o[grp][sub * VEC + i] = o[i];
+  __syncthreads();
+
+  float M = -INFINITY;
+#pragma unroll
+  for (int gi = 0; gi < GROUPS; ++gi) M = fmaxf(M, s_m[gi]);
+  float L = 0.f;
+  if (M != -INFINITY) {
+#pragma unroll
+    for (int gi = 0; gi < GROUPS; ++gi) L += exp2f(s_m[gi] - M) * s_l[gi];
+  }
+  const int64_t bh = static_cast<int64_t>(b) * gridDim.y + h;
+  for (int d = tid; d < D; d += kDecThreads) {
+    float acc = 0.f;
+    if (M != -INFINITY) {
+#pragma unroll
+      for (int gi = 0; gi < GROUPS; ++gi) acc = fmaf(exp2f(s_m[gi] - M), s_o[gi][d], acc);
+    }
+    if (p.splits == 1) {
+      T* out = static_cast<T*>(p.out) + b * p.o_bs + static_cast<int64_t>(h) * D;
+      out[d] = from_f32<T>(L > 0.f ? acc / L : 0.f);
+    } else {
+      p.partial_o[(bh * p.splits + split) * D + d] = acc;
+    }
+  }
+  if (p.splits > 1 && tid == 0) {
+    p.partial_ml[(bh * p.splits + split) * 2] = M;
+    p.partial_ml[(bh * p.splits + split) * 2 + 1] = L;
+  }
+}
+
+// Merge the splits of one (sequence, head): grid (heads, batch), D threads.
+template <typename T, int D>
+__global__ void __launch_bounds__(D) decode_combine_kernel(const DecodeParams p) {
+  const int h = blockIdx.x, b = blockIdx.y, d = threadIdx.x;
+  const int64_t bh = static_cast<int64_t>(b) * gridDim.x + h;
+  const float* ml = p.partial_ml + bh * p.splits * 2;
+  const float* po = p.partial_o + bh * p.splits * D;
+  float M = -INFINITY;
+  for (int s = 0; s < p.splits; ++s) M = fmaxf(M, ml[2 * s]);
+  float L = 0.f, acc = 0.f;
+  if (M != -INFINITY) {
+    for (int s = 0; s < p.splits; ++s) {
+      const float w = exp2f(ml[2 * s] - M);  // 0 for empty splits (max -inf)
+      L = fmaf(w, ml[2 * s + 1], L);
+      acc = fmaf(w, po[static_cast<int64_t>(s) * D + d], acc);
+    }
+  }
+  T* out = static_cast<T*>(p.out) + b * p.o_bs + static_cast<int64_t>(h) * D;
+  out[d] = from_f32<T>(L > 0.f ? acc / L : 0.f);
+}
+
+template <typename T, int D> void launch_decode(const DecodeParams& p, int batch, int heads, cudaStream_t s) {
+  decode_kernel<T, D><<<dim3(p.splits, heads, batch), kDecThreads, 0, s>>>(p);
+  SC_CUDA_CHECK_LAUNCH("attention_decode");
+  if (p.splits > 1) {
+    decode_combine_kernel<T, D><<<dim3(heads, batch), D, 0, s>>>(p);
+    SC_CUDA_CHECK_LAUNCH("attention_decode (combine)");
+  }
+}
+
+}  // namespace speechcore::cuda::attn
+
+// Explicit instantiations of both launchers for one element type and both head sizes.
+#define SC_ATTENTION_INSTANTIATE_PREFILL(T)                                                                  \
+  template void speechcore::cuda::attn::launch_prefill<T, 64>(const PrefillParams&, int, int, cudaStream_t);  \
+  template void speechcore::cuda::attn::launch_prefill<T, 128>(const PrefillParams&, int, int, cudaStream_t);
+#define SC_ATTENTION_INSTANTIATE_DECODE(T)                                                                   \
+  template void speechcore::cuda::attn::launch_decode<T, 64>(const DecodeParams&, int, int, cudaStream_t);    \
+  template void speechcore::cuda::attn::launch_decode<T, 128>(const DecodeParams&, int, int, cudaStream_t);

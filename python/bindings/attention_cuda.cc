@@ -1,0 +1,197 @@
+// Test hooks for the CUDA attention kernels (submodule _C.cuda_ops): numpy float32 buffers go to
+// the device in the chosen dtype, outputs come back whole (poisoned first, so unwritten elements
+// and writes outside the heads' columns show). Not part of the public SDK.
+#include <cuda_runtime_api.h>
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <string>
+#include <vector>
+
+#include "bindings.h"
+#include "core/status.h"
+#include "cuda_testing.h"
+#include "speechcore_cuda/attention.h"
+
+namespace py = pybind11;
+
+namespace speechcore::bindings {
+
+namespace {
+using cudatest::DeviceBuffer;
+using cudatest::FloatArray;
+using cudatest::IntArray;
+
+void need(bool cond, const std::string& what) {
+  if (!cond) throw_error(ErrorCode::kInvalidArgument, what);
+}
+
+// A [batch, rows, ld] (or [rows, ld] = batch 1) float32 buffer on the device; `same` reuses the
+// device copy of an earlier operand backed by the same numpy memory (fused QKV / KV buffers).
+struct Operand {
+  const DeviceBuffer* buf;
+  int64_t batch, rows, ld;
+};
+
+Operand describe(const FloatArray& a, const DeviceBuffer& buf, const char* name) {
+  need(a.ndim() == 2 || a.ndim() == 3, std::string(name) + ": expected [batch, rows, ld] or [rows, ld]");
+  if (a.ndim() == 2) return Operand{&buf, 1, a.shape(0), a.shape(1)};
+  return Operand{&buf, a.shape(0), a.shape(1), a.shape(2)};
+}
+
+const void* at(const Operand& o, int64_t col, cuda::DataType t) {
+  return static_cast<const char*>(o.buf->get()) + col * static_cast<int64_t>(cuda::data_type_size(t));
+}
+
+// Uploads q, k, v, sharing device buffers between operands that are the same numpy memory.
+struct Uploaded {
+  DeviceBuffer qb, kb, vb;
+  const DeviceBuffer *q, *k, *v;
+};
+void upload_qkv(Uploaded& u, const FloatArray& q, const FloatArray& k, const FloatArray& v, cuda::DataType t) {
+  u.qb = cudatest::upload(q, t);
+  u.q = &u.qb;
+  if (k.data() == q.data() && k.size() == q.size()) {
+    u.k = &u.qb;
+  } else {
+    u.kb = cudatest::upload(k, t);
+    u.k = &u.kb;
+  }
+  if (v.data() == q.data() && v.size() == q.size()) {
+    u.v = &u.qb;
+  } else if (v.data() == k.data() && v.size() == k.size()) {
+    u.v = u.k;
+  } else {
+    u.vb = cudatest::upload(v, t);
+    u.v = &u.vb;
+  }
+}
+
+int64_t batch_stride(const Operand& o, int64_t batch, const char* name) {
+  need(o.batch == batch || o.batch == 1, std::string(name) + ": batch must match q or be 1 (shared)");
+  return o.batch == 1 && batch > 1 ? 0 : o.rows * o.ld;
+}
+
+void fill_device(DeviceBuffer& b, int pattern) {
+  if (b.bytes() > 0) SC_CUDA_CHECK(cudaMemset(b.get(), pattern, b.bytes()));
+}
+}  // namespace
+
+void register_cuda_attention(py::module_& m) {
+  m.def(
+      "attention_prefill",
+      [](FloatArray q, FloatArray k, FloatArray v, int heads, int head_dim, int64_t causal_offset,
+         const std::string& dtype, int64_t q_col, int64_t k_col, int64_t v_col, py::object out_ld_obj,
+         py::object tk_obj) {
+        const cuda::DataType t = cudatest::parse_dtype(dtype);
+        Uploaded u;
+        upload_qkv(u, q, k, v, t);
+        const Operand oq = describe(q, *u.q, "q"), ok = describe(k, *u.k, "k"), ov = describe(v, *u.v, "v");
+        const int64_t batch = oq.batch, tq = oq.rows;
+        need(ok.rows == ov.rows, "k and v must have the same number of rows");
+        const int64_t tk = tk_obj.is_none() ? ok.rows : tk_obj.cast<int64_t>();
+        need(tk <= ok.rows, "tk exceeds the rows of k/v");
+        const int64_t width = static_cast<int64_t>(heads) * head_dim;
+        need(q_col >= 0 && k_col >= 0 && v_col >= 0 && q_col + width <= oq.ld && k_col + width <= ok.ld &&
+                 v_col + width <= ov.ld,
+             "column offsets + heads * head_dim must fit the row length");
+        const int64_t out_ld = out_ld_obj.is_none() ? width : out_ld_obj.cast<int64_t>();
+        need(out_ld >= width, "out_ld < heads * head_dim");
+        DeviceBuffer out = cudatest::poisoned(static_cast<size_t>(batch * tq * out_ld), t);
+        cuda::attention_prefill(t, at(oq, q_col, t), oq.ld, oq.rows * oq.ld, at(ok, k_col, t), ok.ld,
+                                batch_stride(ok, batch, "k"), at(ov, v_col, t), ov.ld, batch_stride(ov, batch, "v"),
+                                out.get(), out_ld, tq * out_ld, static_cast<int>(batch), tq, tk, heads, head_dim,
+                                causal_offset, nullptr);
+        return cudatest::download(out, {batch, tq, out_ld}, t);
+      },
+      py::arg("q"), py::arg("k"), py::arg("v"), py::arg("heads"), py::arg("head_dim") = 64,
+      py::arg("causal_offset") = -1, py::arg("dtype") = "float32", py::arg("q_col") = 0, py::arg("k_col") = 0,
+      py::arg("v_col") = 0, py::arg("out_ld") = py::none(), py::arg("tk") = py::none(),
+      "q [batch, tq, ldq], k/v [batch or 1, rows, ld] (float32 numpy, converted to dtype); head h of q at "
+      "column q_col + h * head_dim (likewise k_col, v_col); tk defaults to the rows of k. Returns the whole "
+      "poisoned-then-written output [batch, tq, out_ld] as float32.");
+
+  m.def(
+      "attention_decode",
+      [](FloatArray q, FloatArray k, FloatArray v, IntArray kv_lengths, int heads, int head_dim,
+         const std::string& dtype, int64_t q_col, int64_t k_col, int64_t v_col, py::object out_ld_obj) {
+        const cuda::DataType t = cudatest::parse_dtype(dtype);
+        need(q.ndim() == 2, "q: expected [batch, ldq]");
+        need(k.ndim() == 3 && v.ndim() == 3, "k/v: expected [batch or 1, max_kv_len, ld]");
+        Uploaded u;
+        upload_qkv(u, q, k, v, t);
+        const int64_t batch = q.shape(0), ldq = q.shape(1);
+        const Operand ok = describe(k, *u.k, "k"), ov = describe(v, *u.v, "v");
+        need(ok.rows == ov.rows, "k and v must have the same number of rows");
+        need(kv_lengths.ndim() == 1 && kv_lengths.shape(0) == batch, "kv_lengths: expected [batch] int32");
+        const int64_t width = static_cast<int64_t>(heads) * head_dim;
+        need(q_col >= 0 && k_col >= 0 && v_col >= 0 && q_col + width <= ldq && k_col + width <= ok.ld &&
+                 v_col + width <= ov.ld,
+             "column offsets + heads * head_dim must fit the row length");
+        const int64_t out_ld = out_ld_obj.is_none() ? width : out_ld_obj.cast<int64_t>();
+        need(out_ld >= width, "out_ld < heads * head_dim");
+        DeviceBuffer lens = cudatest::upload_ints(kv_lengths);
+        DeviceBuffer out = cudatest::poisoned(static_cast<size_t>(batch * out_ld), t);
+        const size_t scratch_bytes =
+            cuda::attention_decode_scratch_bytes(static_cast<int>(batch), heads, head_dim, ok.rows);
+        DeviceBuffer scratch(scratch_bytes);
+        fill_device(scratch, 0xFF);  // NaN: partials a split fails to write would show
+        const Operand oq{u.q, 1, batch, ldq};
+        cuda::attention_decode(t, at(oq, q_col, t), ldq, ldq, at(ok, k_col, t), ok.ld, batch_stride(ok, batch, "k"),
+                               at(ov, v_col, t), ov.ld, batch_stride(ov, batch, "v"), out.get(), out_ld, out_ld,
+                               lens.as<int32_t>(), static_cast<int>(batch), heads, head_dim, ok.rows,
+                               scratch.get(), nullptr);
+        return cudatest::download(out, {batch, out_ld}, t);
+      },
+      py::arg("q"), py::arg("k"), py::arg("v"), py::arg("kv_lengths"), py::arg("heads"), py::arg("head_dim") = 64,
+      py::arg("dtype") = "float32", py::arg("q_col") = 0, py::arg("k_col") = 0, py::arg("v_col") = 0,
+      py::arg("out_ld") = py::none(),
+      "q [batch, ldq] (one query row per sequence), k/v [batch or 1, max_kv_len, ld], kv_lengths int32 "
+      "[batch]. Returns the whole poisoned-then-written output [batch, out_ld] as float32.");
+
+  m.def(
+      "attention_decode_split",
+      [](int batch, int heads, int64_t max_kv_len) {
+        const cuda::AttentionDecodeSplit s = cuda::attention_decode_split(batch, heads, max_kv_len);
+        return py::make_tuple(s.splits, s.chunk);
+      },
+      py::arg("batch"), py::arg("heads"), py::arg("max_kv_len"), "(splits, chunk) attention_decode uses");
+  m.def("attention_decode_scratch_bytes", &cuda::attention_decode_scratch_bytes, py::arg("batch"),
+        py::arg("heads"), py::arg("head_dim"), py::arg("max_kv_len"));
+
+  m.def(
+      "attention_prefill_benchmark",
+      [](int batch, int64_t t, int heads, int head_dim, int64_t causal_offset, const std::string& dtype,
+         int iters) {
+        // Encoder-style fused QKV [batch, t, 3 * heads * head_dim] -> out [batch, t, heads * head_dim];
+        // inputs are a constant byte pattern (timing only). Returns milliseconds per call.
+        const cuda::DataType ty = cudatest::parse_dtype(dtype);
+        need(iters >= 1, "iters >= 1");
+        const int64_t d = static_cast<int64_t>(heads) * head_dim, es = cuda::data_type_size(ty);
+        DeviceBuffer qkv(static_cast<size_t>(batch * t * 3 * d * es)), out(static_cast<size_t>(batch * t * d * es));
+        fill_device(qkv, 0x3C);
+        const char* base = static_cast<const char*>(qkv.get());
+        auto call = [&] {
+          cuda::attention_prefill(ty, base, 3 * d, t * 3 * d, base + d * es, 3 * d, t * 3 * d, base + 2 * d * es,
+                                  3 * d, t * 3 * d, out.get(), d, t * d, batch, t, t, heads, head_dim, causal_offset,
+                                  nullptr);
+        };
+        call();  // warm-up
+        cudaEvent_t e0, e1;
+        SC_CUDA_CHECK(cudaEventCreate(&e0));
+        SC_CUDA_CHECK(cudaEventCreate(&e1));
+        SC_CUDA_CHECK(cudaEventRecord(e0));
+        for (int i = 0; i < iters; ++i) call();
+        SC_CUDA_CHECK(cudaEventRecord(e1));
+        SC_CUDA_CHECK(cudaEventSynchronize(e1));
+        float ms = 0.f;
+        SC_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+        cudaEventDestroy(e0);
+        cudaEventDestroy(e1);
+        return ms / iters;
+      },
+      py::arg("batch"), py::arg("t"), py::arg("heads"), py::arg("head_dim") = 64, py::arg("causal_offset") = -1,
+      py::arg("dtype") = "bfloat16", py::arg("iters") = 10);
+}
+
+}  // namespace speechcore::bindings

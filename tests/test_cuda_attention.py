@@ -1,0 +1,348 @@
+"""CUDA attention kernels (_C.cuda_ops.attention_prefill / attention_decode) against the CPU twin
+_C.ops.attention and a float64 numpy reference, in float32, float16 and bfloat16.
+
+Inputs are rounded to the device dtype first, so references see exactly what the kernel sees.
+Outputs come back whole after being poisoned (NaN): padding columns must stay NaN, every head's
+column must be written. Rows of K/V past the visible keys and padding columns of the inputs are
+NaN too, so a kernel that reads what it must not read produces NaN.
+"""
+
+import zlib
+
+import numpy as np
+import pytest
+
+from speechcore import _C
+
+pytestmark = pytest.mark.cuda
+
+DTYPES = ["float32", "float16", "bfloat16"]
+# relative error norm ||out - ref|| / ||ref||
+TOL = {"float32": 1e-5, "float16": 1e-2, "bfloat16": 4e-2}
+
+
+def rng_for(*key):
+    return np.random.default_rng(zlib.crc32(repr(key).encode()))
+
+
+def round_to(x, dtype):
+    """float32 array -> float32 array holding the nearest dtype values (NaN stays NaN)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if dtype == "float32":
+        return x
+    if dtype == "float16":
+        return x.astype(np.float16).astype(np.float32)
+    u = x.view(np.uint32).astype(np.uint64)
+    u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000  # round to nearest even
+    r = u.astype(np.uint32).view(np.float32)
+    return np.where(np.isnan(x), np.float32(np.nan), r).astype(np.float32)
+
+
+def ref64(q, k, v, heads, d, causal):
+    """q [tq, heads*d], k/v [tk, heads*d] -> float64 [tq, heads*d] (ops.h semantics)."""
+    tq, tk = q.shape[0], k.shape[0]
+    out = np.empty((tq, heads * d))
+    for h in range(heads):
+        sl = slice(h * d, (h + 1) * d)
+        s = q[:, sl].astype(np.float64) @ k[:, sl].astype(np.float64).T / np.sqrt(d)
+        if causal >= 0:
+            s = np.where(np.arange(tk)[None, :] > np.arange(tq)[:, None] + causal, -np.inf, s)
+        s = np.exp(s - s.max(-1, keepdims=True))
+        s /= s.sum(-1, keepdims=True)
+        out[:, sl] = s @ v[:, sl].astype(np.float64)
+    return out
+
+
+def relerr(got, ref):
+    return np.linalg.norm(got.astype(np.float64) - ref) / np.linalg.norm(ref)
+
+
+def check(got, ref, tol, what):
+    assert np.isfinite(got).all(), f"{what}: non-finite output (unwritten or read past the data)"
+    err = relerr(got, ref)
+    assert err <= tol, f"{what}: relative error {err:.3g} > {tol}"
+
+
+def randn(rng, *shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+# --- prefill -------------------------------------------------------------------------------------
+
+def make_prefill(rng, batch, tq, tk, heads, d, layout, dtype, qk_scale=1.0):
+    """Device-layout buffers + column offsets, and per-sequence contiguous (rounded) q, k, v."""
+    hd = heads * d
+    extra_rows = 0
+    out_ld = hd
+    if layout == "fused":  # self-attention on a fused QKV projection [t, 3d]
+        assert tq == tk
+        qkv = randn(rng, batch, tq, 3 * hd)
+        qkv[..., :2 * hd] *= qk_scale
+        qb = kb = vb = round_to(qkv, dtype)
+        cols = (0, hd, 2 * hd)
+    elif layout == "crosskv":  # cross-attention on a fused KV projection [tk, 2d]
+        qb = round_to(randn(rng, batch, tq, hd) * qk_scale, dtype)
+        kv = randn(rng, batch, tk, 2 * hd)
+        kv[..., :hd] *= qk_scale
+        kb = vb = round_to(kv, dtype)
+        cols = (0, 0, hd)
+    elif layout == "shared_kv":  # one K/V for all sequences (batch stride 0), e.g. beams
+        qb = round_to(randn(rng, batch, tq, hd) * qk_scale, dtype)
+        kb = round_to(randn(rng, 1, tk, hd) * qk_scale, dtype)
+        vb = round_to(randn(rng, 1, tk, hd), dtype)
+        cols = (0, 0, 0)
+    elif layout == "padded":  # column offset 8, row padding, NaN in padding and in rows past tk
+        ld = hd + 16
+        extra_rows = 5
+        qb = np.full((batch, tq, ld), np.nan, np.float32)
+        kb = np.full((batch, tk + extra_rows, ld), np.nan, np.float32)
+        vb = np.full((batch, tk + extra_rows, ld), np.nan, np.float32)
+        qb[..., 8:8 + hd] = randn(rng, batch, tq, hd) * qk_scale
+        kb[:, :tk, 8:8 + hd] = randn(rng, batch, tk, hd) * qk_scale
+        vb[:, :tk, 8:8 + hd] = randn(rng, batch, tk, hd)
+        qb, kb, vb = round_to(qb, dtype), round_to(kb, dtype), round_to(vb, dtype)
+        cols = (8, 8, 8)
+        out_ld = hd + 8
+    else:
+        assert layout == "plain"
+        qb = round_to(randn(rng, batch, tq, hd) * qk_scale, dtype)
+        kb = round_to(randn(rng, batch, tk, hd) * qk_scale, dtype)
+        vb = round_to(randn(rng, batch, tk, hd), dtype)
+        cols = (0, 0, 0)
+    seqs = []
+    for b in range(batch):
+        kb_b, vb_b = kb[min(b, kb.shape[0] - 1)], vb[min(b, vb.shape[0] - 1)]
+        seqs.append((np.ascontiguousarray(qb[b, :, cols[0]:cols[0] + hd]),
+                     np.ascontiguousarray(kb_b[:tk, cols[1]:cols[1] + hd]),
+                     np.ascontiguousarray(vb_b[:tk, cols[2]:cols[2] + hd])))
+    return (qb, kb, vb, cols, out_ld, tk if extra_rows else None), seqs
+
+
+def run_prefill(bufs, heads, d, causal, dtype):
+    qb, kb, vb, cols, out_ld, tk = bufs
+    return _C.cuda_ops.attention_prefill(qb, kb, vb, heads, d, causal, dtype, cols[0], cols[1], cols[2],
+                                         out_ld, tk)
+
+
+def check_prefill(out, seqs, heads, d, causal, dtype, tol=None, twin=True):
+    hd = heads * d
+    tol = TOL[dtype] if tol is None else tol
+    assert np.isnan(out[..., hd:]).all(), "wrote outside the heads' columns"
+    for b, (q, k, v) in enumerate(seqs):
+        got = out[b, :, :hd]
+        check(got, ref64(q, k, v, heads, d, causal), tol, f"seq {b} vs float64")
+        if twin:
+            check(got, _C.ops.attention(q, k, v, heads, causal).astype(np.float64), tol, f"seq {b} vs CPU twin")
+
+
+PREFILL_CASES = [
+    # batch, tq, tk, heads, head_dim, causal_offset, layout
+    (1, 1, 1, 1, 64, -1, "plain"),
+    (3, 7, 7, 6, 64, 0, "fused"),            # decoder prompts, batched
+    (1, 83, 83, 6, 64, 5, "fused"),
+    (3, 83, 88, 6, 64, 5, "padded"),         # prompt after 5 cached positions
+    (1, 7, 12, 6, 64, 11, "plain"),          # offset that masks nothing
+    (1, 1500, 1500, 6, 64, -1, "fused"),     # encoder self-attention (tiny/base)
+    (1, 1501, 1501, 1, 64, 0, "plain"),      # long causal, tails on both axes
+    (3, 7, 1500, 20, 64, -1, "crosskv"),     # cross-attention of prompts
+    (3, 83, 1501, 6, 64, -1, "shared_kv"),
+    (1, 1, 1500, 20, 64, 0, "plain"),        # only the first key visible
+    (3, 224, 224, 20, 64, 0, "fused"),
+    (1, 83, 1501, 2, 128, 0, "padded"),      # head_dim 128
+    (3, 83, 83, 1, 128, -1, "fused"),
+    (3, 1, 7, 1, 128, -1, "crosskv"),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch,tq,tk,heads,d,causal,layout", PREFILL_CASES)
+def test_prefill(batch, tq, tk, heads, d, causal, layout, dtype):
+    rng = rng_for("prefill", batch, tq, tk, heads, d, causal, layout, dtype)
+    bufs, seqs = make_prefill(rng, batch, tq, tk, heads, d, layout, dtype)
+    out = run_prefill(bufs, heads, d, causal, dtype)
+    assert out.shape == (batch, tq, bufs[4])
+    check_prefill(out, seqs, heads, d, causal, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_prefill_first_key_only(dtype):
+    # causal offset 0: query 0 sees key 0 only, so its output is exactly v[0] (any dtype).
+    rng = rng_for("first", dtype)
+    bufs, seqs = make_prefill(rng, 3, 83, 1501, 6, 64, "plain", dtype)
+    out = run_prefill(bufs, 6, 64, 0, dtype)
+    for b, (q, k, v) in enumerate(seqs):
+        np.testing.assert_array_equal(out[b, 0], v[0])
+    check_prefill(out, seqs, 6, 64, 0, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch,tq,tk,heads,causal,layout", [
+    (3, 83, 1501, 6, -1, "crosskv"), (1, 130, 130, 2, 0, "fused"), (1, 1500, 1500, 1, -1, "plain")])
+def test_prefill_large_logits(batch, tq, tk, heads, causal, layout, dtype):
+    # q, k x 30: logits of magnitude ~1e3, the running max changes across key tiles and most
+    # exponentials underflow; the online-softmax rescaling must stay exact.
+    # float32 tolerance 1e-4: with logits ~1e3 the float32 rounding of the dot products alone
+    # (~1e-4 absolute) moves softmax weights by ~1e-4 relative, in the CPU twin as much as here.
+    rng = rng_for("large", batch, tq, tk, heads, causal, layout, dtype)
+    bufs, seqs = make_prefill(rng, batch, tq, tk, heads, 64, layout, dtype, qk_scale=30.0)
+    out = run_prefill(bufs, heads, 64, causal, dtype)
+    check_prefill(out, seqs, heads, 64, causal, dtype, tol=max(TOL[dtype], 1e-4))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_prefill_rising_logits(dtype):
+    # Logits grow with the key index, so every key tile raises the running maximum (rescaling on
+    # every tile); the growth is small per key so many keys keep weight.
+    tq, tk, heads, d = 7, 1501, 2, 64
+    hd = heads * d
+    rng = rng_for("rising", dtype)
+    q = round_to(np.ones((1, tq, hd), np.float32) + 0.1 * randn(rng, 1, tq, hd), dtype)
+    ramp = (np.arange(tk, dtype=np.float32) / tk * 40.0)[:, None]
+    k = round_to((ramp * np.ones((1, hd), np.float32) / 8.0)[None] + 0.1 * randn(rng, 1, tk, hd), dtype)
+    v = round_to(randn(rng, 1, tk, hd), dtype)
+    out = _C.cuda_ops.attention_prefill(q, k, v, heads, d, -1, dtype)
+    check_prefill(out, [(q[0], k[0], v[0])], heads, d, -1, dtype, tol=max(TOL[dtype], 1e-4))
+
+
+def test_prefill_rejects_bad_arguments():
+    import speechcore
+
+    q = np.zeros((1, 4, 128), np.float32)
+    with pytest.raises(speechcore.UnsupportedError):
+        _C.cuda_ops.attention_prefill(q, q, q, 4, 32)  # head_dim 32 is not instantiated
+    with pytest.raises(speechcore.InvalidArgumentError):  # misaligned column offset for bf16
+        _C.cuda_ops.attention_prefill(np.zeros((1, 4, 72), np.float32), q, q, 1, 64, -1, "bfloat16", 4)
+    with pytest.raises(speechcore.InvalidArgumentError):  # row stride not a multiple of 8 halves
+        _C.cuda_ops.attention_prefill(np.zeros((1, 4, 66), np.float32), q, q, 1, 64, -1, "float16")
+    with pytest.raises(speechcore.InvalidArgumentError):  # no keys
+        _C.cuda_ops.attention_prefill(q, q, q, 2, 64, -1, "float32", tk=0)
+    with pytest.raises(speechcore.InvalidArgumentError):
+        _C.cuda_ops.attention_prefill(q, q, q, 2, 64, -2)
+
+
+# --- decode --------------------------------------------------------------------------------------
+
+def make_decode(rng, batch, lengths, max_len, heads, d, layout, dtype, qk_scale=1.0):
+    hd = heads * d
+    # q: one row of a fused QKV projection per sequence [batch, 3d]
+    qb = randn(rng, batch, 3 * hd)
+    qb[:, :hd] *= qk_scale
+    qb = round_to(qb, dtype)
+    if layout == "self":  # fused KV cache [batch, max_len, 2d]; rows past the length are NaN
+        kv = randn(rng, batch, max_len, 2 * hd)
+        kv[..., :hd] *= qk_scale
+        for b, n in enumerate(lengths):
+            kv[b, n:] = np.nan
+        kb = vb = round_to(kv, dtype)
+        cols = (0, 0, hd)
+    elif layout == "cross":
+        kb = round_to(randn(rng, batch, max_len, hd) * qk_scale, dtype)
+        vb = round_to(randn(rng, batch, max_len, hd), dtype)
+        cols = (0, 0, 0)
+    else:
+        assert layout == "cross_shared"  # one fused cross KV [1, max_len, 2d] for all beams
+        kv = randn(rng, 1, max_len, 2 * hd)
+        kv[..., :hd] *= qk_scale
+        kb = vb = round_to(kv, dtype)
+        cols = (0, 0, hd)
+    seqs = []
+    for b, n in enumerate(lengths):
+        kb_b, vb_b = kb[min(b, kb.shape[0] - 1)], vb[min(b, vb.shape[0] - 1)]
+        seqs.append((np.ascontiguousarray(qb[b:b + 1, :hd]), np.ascontiguousarray(kb_b[:n, cols[1]:cols[1] + hd]),
+                     np.ascontiguousarray(vb_b[:n, cols[2]:cols[2] + hd])))
+    return (qb, kb, vb, cols), seqs
+
+
+def run_decode(bufs, lengths, heads, d, dtype, out_ld):
+    qb, kb, vb, cols = bufs
+    return _C.cuda_ops.attention_decode(qb, kb, vb, np.asarray(lengths, np.int32), heads, d, dtype, cols[0],
+                                        cols[1], cols[2], out_ld)
+
+
+def check_decode(out, seqs, heads, d, dtype, tol=None):
+    hd = heads * d
+    tol = TOL[dtype] if tol is None else tol
+    assert np.isnan(out[:, hd:]).all(), "wrote outside the heads' columns"
+    for b, (q, k, v) in enumerate(seqs):
+        got = out[b:b + 1, :hd]
+        check(got, ref64(q, k, v, heads, d, -1), tol, f"seq {b} (keys {k.shape[0]}) vs float64")
+        check(got, _C.ops.attention(q, k, v, heads, -1).astype(np.float64), tol, f"seq {b} vs CPU twin")
+
+
+DECODE_CASES = [
+    # batch, lengths, max_len, heads, head_dim, layout
+    (1, [1], 1, 1, 64, "self"),
+    (3, [1, 17, 448], 448, 6, 64, "self"),         # ragged self-attention KV cache
+    (3, [448, 1, 17], 448, 20, 64, "self"),
+    (8, [1, 5, 17, 33, 64, 65, 99, 100], 100, 6, 64, "self"),  # no split (batch * heads large enough)
+    (1, [1500], 1500, 6, 64, "cross"),             # split-K across many blocks
+    (3, [1500, 1500, 1500], 1500, 20, 64, "cross_shared"),
+    (16, [1500] * 16, 1500, 20, 64, "cross"),      # large-v3 beams: few splits
+    (3, [1, 17, 448], 448, 2, 128, "self"),        # head_dim 128
+    (1, [1500], 1500, 1, 128, "cross"),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch,lengths,max_len,heads,d,layout", DECODE_CASES)
+def test_decode(batch, lengths, max_len, heads, d, layout, dtype):
+    rng = rng_for("decode", batch, tuple(lengths), max_len, heads, d, layout, dtype)
+    bufs, seqs = make_decode(rng, batch, lengths, max_len, heads, d, layout, dtype)
+    out = run_decode(bufs, lengths, heads, d, dtype, heads * d + 8)
+    assert out.shape == (batch, heads * d + 8)
+    check_decode(out, seqs, heads, d, dtype)
+
+
+def test_decode_split_policy():
+    # The cases above cover both paths: one block per (sequence, head), and split-K.
+    assert _C.cuda_ops.attention_decode_split(8, 6, 100)[0] == 1
+    assert _C.cuda_ops.attention_decode_scratch_bytes(8, 6, 64, 100) == 0
+    for batch, heads, n in [(1, 6, 1500), (3, 20, 1500), (16, 20, 1500), (3, 6, 448), (1, 1, 1500)]:
+        splits, chunk = _C.cuda_ops.attention_decode_split(batch, heads, n)
+        assert splits > 1, (batch, heads, n)
+        assert (splits - 1) * chunk < n <= splits * chunk  # no empty split, all keys covered
+        assert _C.cuda_ops.attention_decode_scratch_bytes(batch, heads, 64, n) == 4 * batch * heads * splits * 66
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch,lengths,max_len,heads,layout", [
+    (1, [1500], 1500, 6, "cross"), (3, [1, 17, 448], 448, 6, "self")])
+def test_decode_large_logits(batch, lengths, max_len, heads, layout, dtype):
+    # See test_prefill_large_logits (float32 tolerance 1e-4 for the same reason).
+    rng = rng_for("decode-large", batch, tuple(lengths), heads, layout, dtype)
+    bufs, seqs = make_decode(rng, batch, lengths, max_len, heads, 64, layout, dtype, qk_scale=30.0)
+    out = run_decode(bufs, lengths, heads, 64, dtype, None)
+    check_decode(out, seqs, heads, 64, dtype, tol=max(TOL[dtype], 1e-4))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_decode_first_key_only_and_empty(dtype):
+    # length 1: the output is v[0] exactly; length 0 (clamped): zeros; lengths past max clamp.
+    rng = rng_for("decode-edge", dtype)
+    heads, d, max_len = 6, 64, 1500
+    bufs, seqs = make_decode(rng, 3, [1, 0, 1500], max_len, heads, d, "cross", dtype)
+    out = run_decode(bufs, [1, 0, 99999], heads, d, dtype, None)
+    np.testing.assert_array_equal(out[0], seqs[0][2][0])
+    np.testing.assert_array_equal(out[1], np.zeros(heads * d, np.float32))
+    check_decode(out[2:], seqs[2:], heads, d, dtype)
+
+
+def test_decode_rejects_bad_arguments():
+    import speechcore
+
+    q = np.zeros((2, 128), np.float32)
+    kv = np.zeros((2, 5, 128), np.float32)
+    lens = np.array([5, 5], np.int32)
+    with pytest.raises(speechcore.UnsupportedError):
+        _C.cuda_ops.attention_decode(q, kv, kv, lens, 1, 96)
+    with pytest.raises(speechcore.InvalidArgumentError):
+        _C.cuda_ops.attention_decode(q, kv, kv, lens, 1, 64, "float16", 4)
+
+
+# --- speed ---------------------------------------------------------------------------------------
+
+def test_prefill_speed_large_v3_encoder():
+    # large-v3 encoder self-attention: batch 16, 20 heads, 1500 x 1500, head_dim 64, bf16.
+    ms = _C.cuda_ops.attention_prefill_benchmark(16, 1500, 20, 64, -1, "bfloat16", 10)
+    print(f"attention_prefill large-v3 encoder bf16: {ms:.3f} ms")
+    assert ms < 10.0
