@@ -8,8 +8,10 @@
 // Numerics: the 400-point DFT (direct, twiddles in shared memory) and the mel sums run in
 // float64 as on the CPU (where an FFT is used), so the two differ by summation order only
 // (~1e-15 relative) plus float32 log10 rounding (a few ulp): ~1e-6 absolute by design, tested
-// at 1e-4. (Float64 costs ~30 us per 30 s of audio on an H200; a float32 DFT would put errors
-// of ~1e-4 on bins 70-80 dB below a loud frame's peak.)
+// at 1e-4. A numpy emulation of this algorithm matched the CPU output bit for bit on the test
+// signals; the same emulation with a float32 DFT differed by up to 4e-5 (a loud tone over
+// quiet noise: bins 60-80 dB below the peak). Float64 costs ~0.5 GFLOP per 30 s of audio,
+// tens of microseconds on an H200 (half-rate fp64).
 #pragma once
 
 #include <cuda_runtime_api.h>
