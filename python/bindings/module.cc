@@ -13,5 +13,6 @@ PYBIND11_MODULE(_C, m) {
 #ifdef SPEECHCORE_WITH_CUDA
   // CUDA kernel test hooks: submodule _C.cuda_ops (one register_* per *_cuda.cc file)
   pybind11::module_ cuda_ops = m.def_submodule("cuda_ops", "CUDA kernels (test hooks)");
+  speechcore::bindings::register_cuda_kernels(cuda_ops);
 #endif
 }
