@@ -16,6 +16,7 @@ void register_audio(pybind11::module_& m);
 #ifdef SPEECHCORE_WITH_CUDA
 void register_cuda_gemm(pybind11::module_& m);
 void register_cuda_attention(pybind11::module_& m);
+void register_cuda_kernels(pybind11::module_& m);
 #endif
 
 }  // namespace speechcore::bindings

@@ -15,5 +15,6 @@ PYBIND11_MODULE(_C, m) {
   pybind11::module_ cuda_ops = m.def_submodule("cuda_ops", "CUDA kernels (test hooks)");
   speechcore::bindings::register_cuda_gemm(cuda_ops);
   speechcore::bindings::register_cuda_attention(cuda_ops);
+  speechcore::bindings::register_cuda_kernels(cuda_ops);
 #endif
 }

@@ -2,6 +2,7 @@
 // numpy/torch references. Not part of the public SDK.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <vector>
 
@@ -9,6 +10,7 @@
 #include "core/half.h"
 #include "core/status.h"
 #include "ops/ops.h"
+#include "runtime/whisper_decoding.h"
 
 namespace py = pybind11;
 using Array = py::array_t<float, py::array::c_style | py::array::forcecast>;
@@ -111,6 +113,37 @@ void register_ops(py::module_& m) {
                 col.data());
     return y;
   });
+  o.def(
+      "whisper_logits_rules",
+      [](Array logits, std::vector<int> generated, int step, bool timestamps, int eot, int no_timestamps,
+         int timestamp_begin, int timestamp_end, std::vector<int> suppress, std::vector<int> suppress_begin,
+         int max_initial_timestamp_index) {
+        // runtime::apply_whisper_logits_rules on one row of logits; returns the masked copy.
+        need(logits.ndim() == 1, "whisper_logits_rules: logits [vocab]");
+        const int vocab = static_cast<int>(logits.shape(0));
+        need(step >= 0 && static_cast<size_t>(step) <= generated.size(), "whisper_logits_rules: step > len(generated)");
+        if (timestamps)
+          need(eot >= 0 && eot < timestamp_begin && timestamp_begin <= timestamp_end && timestamp_end < vocab &&
+                   no_timestamps >= 0 && no_timestamps < vocab,
+               "whisper_logits_rules: need 0 <= eot < timestamp_begin <= timestamp_end < vocab, no_timestamps < vocab");
+        runtime::WhisperSpecialTokens sp;
+        sp.eot = eot;
+        sp.no_timestamps = no_timestamps;
+        sp.timestamp_begin = timestamp_begin;
+        sp.timestamp_end = timestamp_end;
+        runtime::WindowOptions wo;
+        wo.suppress_tokens = std::move(suppress);
+        wo.suppress_tokens_begin = std::move(suppress_begin);
+        wo.max_initial_timestamp_index = max_initial_timestamp_index;
+        generated.resize(static_cast<size_t>(step));
+        Array y(vocab);
+        std::copy(logits.data(), logits.data() + vocab, y.mutable_data());
+        runtime::apply_whisper_logits_rules(y.mutable_data(), vocab, step, generated, timestamps, sp, wo);
+        return y;
+      },
+      py::arg("logits"), py::arg("generated"), py::arg("step"), py::arg("timestamps"), py::arg("eot"),
+      py::arg("no_timestamps"), py::arg("timestamp_begin"), py::arg("timestamp_end"), py::arg("suppress"),
+      py::arg("suppress_begin"), py::arg("max_initial_timestamp_index") = 50);
 }
 
 }  // namespace speechcore::bindings
