@@ -43,7 +43,7 @@ struct Plan {
   }
 };
 
-using PlanKey = std::tuple<int, int64_t, int64_t, int64_t, bool, bool>;  // dt, m, n, k, bias, accumulate
+using PlanKey = std::tuple<int, int64_t, int64_t, int64_t, bool, bool, bool>;  // dt, m, n, k, bias, accumulate, f32 out
 
 }  // namespace
 
@@ -56,8 +56,8 @@ struct GemmRunner::Impl {
 
   // Row-major y[m,n] = x[m,k] w[n,k]^T is column-major y^T[n,m] = w^T... : with cuBLAS's
   // column-major view, A = w as [k, n] (op T) gives n x k, B = x as [k, m] (op N), C = y as [n, m].
-  Plan& plan(DataType dt, int64_t m, int64_t n, int64_t k, bool bias, bool accumulate) {
-    const PlanKey key{static_cast<int>(dt), m, n, k, bias, accumulate};
+  Plan& plan(DataType dt, int64_t m, int64_t n, int64_t k, bool bias, bool accumulate, bool f32_out = false) {
+    const PlanKey key{static_cast<int>(dt), m, n, k, bias, accumulate, f32_out};
     auto it = plans.find(key);
     if (it != plans.end()) return *it->second;
     auto p = std::make_unique<Plan>();
@@ -74,7 +74,8 @@ struct GemmRunner::Impl {
     }
     SC_LT_CHECK(cublasLtMatrixLayoutCreate(&p->a, t, static_cast<uint64_t>(k), static_cast<uint64_t>(n), k));
     SC_LT_CHECK(cublasLtMatrixLayoutCreate(&p->b, t, static_cast<uint64_t>(k), static_cast<uint64_t>(m), k));
-    SC_LT_CHECK(cublasLtMatrixLayoutCreate(&p->c, t, static_cast<uint64_t>(n), static_cast<uint64_t>(m), n));
+    SC_LT_CHECK(cublasLtMatrixLayoutCreate(&p->c, f32_out ? CUDA_R_32F : t, static_cast<uint64_t>(n),
+                                           static_cast<uint64_t>(m), n));
     cublasLtMatmulPreference_t pref = nullptr;
     SC_LT_CHECK(cublasLtMatmulPreferenceCreate(&pref));
     SC_LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
@@ -123,6 +124,17 @@ void GemmRunner::linear(DataType dt, const void* x, const void* w, const void* b
   if (bias != nullptr)
     SC_LT_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+  SC_LT_CHECK(cublasLtMatmul(impl_->handle, p.op, &alpha, w, p.a, x, p.b, &beta, y, p.c, y, p.c, &p.algo,
+                             impl_->workspace, impl_->workspace_bytes, stream));
+}
+
+void GemmRunner::linear_f32_out(DataType dt, const void* x, const void* w, float* y, int64_t m, int64_t n, int64_t k,
+                                cudaStream_t stream) {
+  if (m <= 0 || n <= 0 || k <= 0)
+    throw Error(ErrorCode::kInvalidArgument, "linear_f32_out: empty product");
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  Plan& p = impl_->plan(dt, m, n, k, false, false, true);
+  const float alpha = 1.0f, beta = 0.0f;
   SC_LT_CHECK(cublasLtMatmul(impl_->handle, p.op, &alpha, w, p.a, x, p.b, &beta, y, p.c, y, p.c, &p.algo,
                              impl_->workspace, impl_->workspace_bytes, stream));
 }

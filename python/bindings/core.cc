@@ -27,6 +27,19 @@ void register_core(py::module_& m) {
   }, "Statistics of the host caching allocator.");
   m.def("host_memory_clear_cache", [] { core::default_allocator(Device::kCPU).clear_cache(); },
         "Returns cached host blocks to the system.");
+#ifdef SPEECHCORE_WITH_CUDA
+  m.def("cuda_memory_stats", [] {
+    const auto s = core::default_allocator(Device::kCUDA).stats();
+    py::dict d;
+    d["bytes_in_use"] = s.bytes_in_use;
+    d["peak_bytes_in_use"] = s.peak_bytes_in_use;
+    d["bytes_cached"] = s.bytes_cached;
+    d["num_allocs"] = s.num_allocs;
+    d["num_cache_hits"] = s.num_cache_hits;
+    d["num_system_allocs"] = s.num_system_allocs;
+    return d;
+  }, "Statistics of the CUDA caching allocator (weights, caches and activations).");
+#endif
   m.def("hardware_threads", &core::ThreadPool::hardware_threads);
   m.def("cuda_built", [] {
 #ifdef SPEECHCORE_WITH_CUDA

@@ -126,7 +126,24 @@ void register_model(py::module_& m) {
             }
             return to_dict(t);
           },
-          py::arg("audio"), py::arg("sample_rate"), py::arg("options") = py::dict());
+          py::arg("audio"), py::arg("sample_rate"), py::arg("options") = py::dict())
+      .def(
+          "prompt_logits",
+          [](const Model& self, py::array_t<float, py::array::c_style | py::array::forcecast> mel,
+             const std::vector<int>& prompt) {
+            const ModelInfo& info = self.info();
+            if (mel.ndim() != 2 || mel.shape(0) != info.n_mels || mel.shape(1) != 3000)
+              throw_error(ErrorCode::kInvalidArgument, "mel must have shape (", info.n_mels, ", 3000)");
+            for (int t : prompt)
+              if (t < 0 || t >= info.vocab_size) throw_error(ErrorCode::kInvalidArgument, "token ", t, " out of range");
+            std::vector<float> out;
+            {
+              py::gil_scoped_release release;
+              out = self.prompt_logits(mel.data(), prompt);
+            }
+            return py::array_t<float>(static_cast<py::ssize_t>(out.size()), out.data());
+          },
+          py::arg("mel"), py::arg("prompt"), "Raw logits after `prompt` for one window of features (diagnostics).");
 }
 
 }  // namespace speechcore::bindings

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "speechcore/options.h"
 #include "speechcore/results.h"
@@ -40,6 +41,10 @@ class Model {
                            const TranscribeOptions& options = TranscribeOptions{}) const;
 
   const ModelInfo& info() const;
+
+  // Diagnostics: the raw float32 logits [vocab] after `prompt` for one 30 s window of log-mel
+  // features mel: [n_mels, 3000]. Used to compare backends (CPU, CUDA) on identical inputs.
+  std::vector<float> prompt_logits(const float* mel, const std::vector<int>& prompt) const;
 
   struct Impl;
   explicit Model(std::unique_ptr<Impl> impl);

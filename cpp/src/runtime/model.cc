@@ -31,13 +31,21 @@ std::shared_ptr<Model> Model::load(const std::string& model_dir, const LoadOptio
   const std::string& dev = options.device;
   SC_CHECK(dev == "auto" || dev == "cpu" || dev == "cuda", ErrorCode::kInvalidArgument, "unknown device '", dev,
            "' (expected 'auto', 'cpu' or 'cuda')");
+#ifdef SPEECHCORE_WITH_CUDA
+  const bool use_cuda = dev == "cuda" || (dev == "auto" && runtime::cuda_device_available());
+  SC_CHECK(!(dev == "cuda" && !runtime::cuda_device_available()), ErrorCode::kUnsupported,
+           "device='cuda' is not available: no usable CUDA GPU was found");
+#else
+  const bool use_cuda = false;
   SC_CHECK(dev != "cuda", ErrorCode::kUnsupported,
            "device='cuda' is not available: this build of speechcore has no CUDA backend");
+#endif
   const std::string& ct = options.compute_type;
   SC_CHECK(ct == "auto" || ct == "float32" || ct == "float16" || ct == "bfloat16" || ct == "int8",
            ErrorCode::kInvalidArgument, "unknown compute_type '", ct,
            "' (expected 'auto', 'float32', 'float16', 'bfloat16' or 'int8')");
-  SC_CHECK(ct == "auto" || ct == "float32", ErrorCode::kUnsupported, "compute_type='", ct,
+  SC_CHECK(ct != "int8", ErrorCode::kUnsupported, "compute_type='int8' is not implemented yet");
+  SC_CHECK(use_cuda || ct == "auto" || ct == "float32", ErrorCode::kUnsupported, "compute_type='", ct,
            "' is not supported on the CPU; use 'float32' (or 'auto')");
   SC_CHECK(options.threads >= 0, ErrorCode::kInvalidArgument, "threads must be >= 0, got ", options.threads);
   const int threads = options.threads == 0 ? core::ThreadPool::hardware_threads() : options.threads;
@@ -69,12 +77,23 @@ std::shared_ptr<Model> Model::load(const std::string& model_dir, const LoadOptio
   info.encoder_layers = weights.config.encoder_layers;
   info.decoder_layers = weights.config.decoder_layers;
   info.vocab_size = weights.config.vocab_size;
-  info.device = "cpu";
-  info.compute_type = "float32";
-  info.weight_bytes = weights.bytes();
-  impl->whisper = std::make_shared<models::whisper::WhisperModel>(std::move(weights), threads);
-  impl->transcriber = std::make_unique<runtime::WhisperTranscriber>(impl->whisper, tokenizer);
+  std::unique_ptr<runtime::WindowRunner> runner;
+#ifdef SPEECHCORE_WITH_CUDA
+  if (use_cuda) runner = runtime::make_cuda_window_runner(weights, ct, &info.weight_bytes);
+#endif
+  if (!runner) {
+    info.weight_bytes = weights.bytes();
+    impl->whisper = std::make_shared<models::whisper::WhisperModel>(std::move(weights), threads);
+    runner = runtime::make_cpu_window_runner(impl->whisper);
+  }
+  info.device = runner->device();
+  info.compute_type = runner->compute_type();
+  impl->transcriber = std::make_unique<runtime::WhisperTranscriber>(std::move(runner), tokenizer);
   return std::make_shared<Model>(std::move(impl));
+}
+
+std::vector<float> Model::prompt_logits(const float* mel, const std::vector<int>& prompt) const {
+  return impl_->transcriber->runner().prompt_logits(mel, prompt);
 }
 
 Transcription Model::transcribe(const float* pcm, size_t num_frames, int sample_rate, int channels,

@@ -41,25 +41,25 @@ float compression_ratio(const std::string& text) {
   return static_cast<float>(static_cast<double>(text.size()) / static_cast<double>(bound));
 }
 
-WhisperTranscriber::WhisperTranscriber(std::shared_ptr<const models::whisper::WhisperModel> model,
+WhisperTranscriber::WhisperTranscriber(std::unique_ptr<WindowRunner> runner,
                                        std::shared_ptr<const io::Tokenizer> tokenizer)
-    : model_(std::move(model)), tokenizer_(std::move(tokenizer)) {
+    : runner_(std::move(runner)), tokenizer_(std::move(tokenizer)) {
   const io::Tokenizer& t = *tokenizer_;
   special_.eot = t.eot();
   special_.sot = t.sot();
   special_.no_timestamps = t.no_timestamps();
   special_.no_speech = t.no_speech();
   special_.timestamp_begin = t.timestamp_begin();
-  special_.timestamp_end = model_->config().vocab_size - 1;
+  special_.timestamp_end = runner_->config().vocab_size - 1;
   SC_CHECK(special_.eot >= 0 && special_.sot >= 0 && special_.no_timestamps >= 0 &&
-               special_.timestamp_begin < model_->config().vocab_size,
+               special_.timestamp_begin < runner_->config().vocab_size,
            ErrorCode::kInvalidModel, "the tokenizer lacks Whisper's special tokens");
 }
 
 Transcription WhisperTranscriber::transcribe(const std::vector<float>& samples,
                                              const TranscribeOptions& opt) const {
   const io::Tokenizer& tok = *tokenizer_;
-  const models::whisper::WhisperModel& model = *model_;
+  const WindowRunner& model = *runner_;
   const auto& cfg = model.config();
 
   // ---- options -------------------------------------------------------------------
@@ -143,7 +143,6 @@ Transcription WhisperTranscriber::transcribe(const std::vector<float>& samples,
       std::memcpy(mel.data() + static_cast<size_t>(m) * window,
                   features.data<float>() + m * total_frames + seek, sizeof(float) * segment_size);
 
-    const models::whisper::CrossKV cross = model.encode(mel.data());
 
     std::vector<int> prompt;
     if (all_tokens.size() > prompt_reset_since) {
@@ -162,7 +161,7 @@ Transcription WhisperTranscriber::transcribe(const std::vector<float>& samples,
                " tokens) plus max_new_tokens (", opt.max_new_tokens, ") exceeds the model's ", max_length,
                " positions");
     }
-    const WindowResult window_result = decode_window_greedy(model, cross, prompt, special_, wopt);
+    const WindowResult window_result = model.run(mel.data(), prompt, special_, wopt);
     const float temperature = 0.0f;
     const float cr = compression_ratio(strip(tok.decode(window_result.tokens)));
 

@@ -16,17 +16,17 @@ namespace speechcore::runtime {
 
 class WhisperTranscriber {
  public:
-  WhisperTranscriber(std::shared_ptr<const models::whisper::WhisperModel> model,
-                     std::shared_ptr<const io::Tokenizer> tokenizer);
+  WhisperTranscriber(std::unique_ptr<WindowRunner> runner, std::shared_ptr<const io::Tokenizer> tokenizer);
 
   // samples: mono 16 kHz float32.
   Transcription transcribe(const std::vector<float>& samples, const TranscribeOptions& options) const;
 
   const io::Tokenizer& tokenizer() const { return *tokenizer_; }
   const WhisperSpecialTokens& special_tokens() const { return special_; }
+  const WindowRunner& runner() const { return *runner_; }
 
  private:
-  std::shared_ptr<const models::whisper::WhisperModel> model_;
+  std::unique_ptr<WindowRunner> runner_;
   std::shared_ptr<const io::Tokenizer> tokenizer_;
   WhisperSpecialTokens special_;
 };

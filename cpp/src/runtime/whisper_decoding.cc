@@ -6,6 +6,7 @@
 
 #include "core/status.h"
 #include "ops/ops.h"
+#include "runtime/whisper_greedy.h"
 
 namespace speechcore::runtime {
 
@@ -65,52 +66,47 @@ void apply_whisper_logits_rules(float* logits, int vocab, int step, const std::v
   }
 }
 
-WindowResult decode_window_greedy(const models::whisper::WhisperModel& model,
-                                  const models::whisper::CrossKV& cross, const std::vector<int>& prompt,
-                                  const WhisperSpecialTokens& sp, const WindowOptions& o) {
-  const int vocab = model.config().vocab_size;
+PromptLayout prompt_layout(const std::vector<int>& prompt, const WhisperSpecialTokens& sp, const WindowOptions& o) {
+  PromptLayout layout;
   const auto sot_it = std::find(prompt.begin(), prompt.end(), sp.sot);
   SC_CHECK(sot_it != prompt.end(), ErrorCode::kInvalidArgument, "the prompt has no start-of-transcript token");
-  const int sot_index = static_cast<int>(sot_it - prompt.begin());
+  layout.sot_index = static_cast<int>(sot_it - prompt.begin());
   const int prompt_len = static_cast<int>(prompt.size());
   SC_CHECK(prompt_len < o.max_length, ErrorCode::kInvalidArgument, "the prompt (", prompt_len,
            " tokens) does not fit in the decoder's ", o.max_length, " positions");
-  const bool timestamps = prompt.back() != sp.no_timestamps;
+  layout.timestamps = prompt.back() != sp.no_timestamps;
   // CTranslate2 forwards all but the last prompt token, then decodes from the last one.
   const int start_step = prompt_len - 1;
-  const int max_new = std::min(o.max_length / 2, o.max_length - start_step);
+  layout.max_new = std::min(o.max_length / 2, o.max_length - start_step);
+  return layout;
+}
 
-  models::whisper::DecoderState state = model.new_state();
-  std::vector<float> logits(static_cast<size_t>(vocab) * 2);
-  std::vector<int> rows = {prompt_len - 1};
-  if (sot_index != prompt_len - 1) rows.insert(rows.begin(), sot_index);
-  model.decode(state, cross, prompt.data(), prompt_len, rows, logits.data());
+namespace {
 
-  WindowResult result;
-  {  // no-speech probability: softmax of the raw logits at the start-of-transcript position
-    const float* l = logits.data();
-    const double lse = ops::logsumexp(l, vocab);
-    result.no_speech_prob = sp.no_speech >= 0 ? static_cast<float>(std::exp(l[sp.no_speech] - lse)) : 0.0f;
+class CpuWindowRunner final : public WindowRunner {
+ public:
+  explicit CpuWindowRunner(std::shared_ptr<const models::whisper::WhisperModel> model) : model_(std::move(model)) {}
+  const models::whisper::WhisperConfig& config() const override { return model_->config(); }
+  WindowResult run(const float* mel, const std::vector<int>& prompt, const WhisperSpecialTokens& special,
+                   const WindowOptions& options) const override {
+    prompt_layout(prompt, special, options);  // reject a bad prompt before the encoder runs
+    const models::whisper::CrossKV cross = model_->encode(mel);
+    return decode_window_greedy(*model_, cross, prompt, special, options);
   }
-  float* step_logits = logits.data() + (rows.size() - 1) * vocab;
-
-  std::vector<int>& out = result.tokens;
-  for (int step = 0; step < max_new; ++step) {
-    apply_whisper_logits_rules(step_logits, vocab, step, out, timestamps, sp, o);
-    // log-softmax and greedy choice (first index among equal maxima)
-    const double lse = ops::logsumexp(step_logits, vocab);
-    int best = 0;
-    for (int i = 1; i < vocab; ++i)
-      if (step_logits[i] > step_logits[best]) best = i;
-    result.sum_logprob += static_cast<double>(static_cast<float>(step_logits[best] - lse));
-    if (best == sp.eot) break;
-    out.push_back(best);
-    if (step + 1 == max_new) break;
-    model.decode(state, cross, &best, 1, {0}, logits.data());
-    step_logits = logits.data();
+  std::string device() const override { return "cpu"; }
+  std::string compute_type() const override { return "float32"; }
+  std::vector<float> prompt_logits(const float* mel, const std::vector<int>& prompt) const override {
+    return runtime::prompt_logits(*model_, model_->encode(mel), prompt);
   }
-  result.avg_logprob = static_cast<float>(result.sum_logprob / (static_cast<double>(out.size()) + 1.0));
-  return result;
+
+ private:
+  std::shared_ptr<const models::whisper::WhisperModel> model_;
+};
+
+}  // namespace
+
+std::unique_ptr<WindowRunner> make_cpu_window_runner(std::shared_ptr<const models::whisper::WhisperModel> model) {
+  return std::make_unique<CpuWindowRunner>(std::move(model));
 }
 
 }  // namespace speechcore::runtime

@@ -3,6 +3,8 @@
 // CTranslate2's Whisper generate does.
 #pragma once
 
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "models/whisper/whisper_model.h"
@@ -33,11 +35,42 @@ struct WindowResult {
   float no_speech_prob = 0.0f; // P(<|nospeech|>) at the start-of-transcript position
 };
 
-// The prompt must contain the start-of-transcript token; decoding starts after its last token.
-// Timestamp rules apply unless the prompt ends with <|notimestamps|>.
-WindowResult decode_window_greedy(const models::whisper::WhisperModel& model,
-                                  const models::whisper::CrossKV& cross, const std::vector<int>& prompt,
-                                  const WhisperSpecialTokens& special, const WindowOptions& options);
+// Runs one 30 s window (encoder + greedy decoding) on some backend. Implementations are
+// immutable after construction and safe to call from several threads.
+class WindowRunner {
+ public:
+  virtual ~WindowRunner() = default;
+  virtual const models::whisper::WhisperConfig& config() const = 0;
+  int n_frames() const { return 2 * config().n_audio_ctx; }  // mel frames per window (3000)
+  // mel: [n_mels, n_frames()] host float32.
+  virtual WindowResult run(const float* mel, const std::vector<int>& prompt, const WhisperSpecialTokens& special,
+                           const WindowOptions& options) const = 0;
+  virtual std::string device() const = 0;
+  virtual std::string compute_type() const = 0;
+  // Raw float32 logits [vocab] at the last prompt position (tests compare backends with it).
+  virtual std::vector<float> prompt_logits(const float* mel, const std::vector<int>& prompt) const = 0;
+};
+
+// The CPU backend: models::whisper::WhisperModel.
+std::unique_ptr<WindowRunner> make_cpu_window_runner(std::shared_ptr<const models::whisper::WhisperModel> model);
+
+#ifdef SPEECHCORE_WITH_CUDA
+// The CUDA backend (window_runner_cuda.cc): weights uploaded in compute_type ("auto" = float16,
+// "float16", "bfloat16", "float32"); *weight_bytes receives the device bytes they take.
+std::unique_ptr<WindowRunner> make_cuda_window_runner(const models::whisper::WhisperWeights& weights,
+                                                      const std::string& compute_type, size_t* weight_bytes);
+bool cuda_device_available();
+#endif
+
+// Checks of a window's prompt shared by every backend: index of the start-of-transcript token,
+// whether timestamp rules apply, and the number of tokens that may be generated.
+struct PromptLayout {
+  int sot_index = 0;
+  bool timestamps = true;
+  int max_new = 0;
+};
+PromptLayout prompt_layout(const std::vector<int>& prompt, const WhisperSpecialTokens& special,
+                           const WindowOptions& options);
 
 // Applies the logits rules for decoding step `step` (0 = first generated token) given the
 // tokens generated so far. logits: [vocab] (modified in place: disallowed tokens -> -inf).

@@ -24,6 +24,10 @@ class GemmRunner {
   void linear(DataType dt, const void* x, const void* w, const void* bias, void* y, int64_t m, int64_t n,
               int64_t k, bool accumulate, cudaStream_t stream);
 
+  // The same product with a float32 output (logits of a float16/bfloat16 model), no bias.
+  void linear_f32_out(DataType dt, const void* x, const void* w, float* y, int64_t m, int64_t n, int64_t k,
+                      cudaStream_t stream);
+
   // Number of (shape, type) plans cached so far (each chosen once by cuBLASLt's heuristic).
   size_t cached_plans() const;
 

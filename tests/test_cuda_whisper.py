@@ -1,0 +1,130 @@
+"""Whisper on the GPU against the CPU path (the oracle), on seeded weights of tiny's shape made
+with transformers (the device machine has no model packages): float32 token-identical to the
+CPU; float16/bfloat16 agreeing on the start of every transcript."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import speechcore
+
+pytestmark = pytest.mark.cuda
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+
+def _tokenizer_json() -> Path:
+    for c in (os.environ.get("SPEECHCORE_TEST_TOKENIZER"),
+              Path(__file__).resolve().parent.parent / ".cache/tokenizer/tokenizer.json"):
+        if c and Path(c).is_file():
+            return Path(c)
+    try:
+        from speechcore import models
+
+        return Path(models.resolve_model("tiny.en")) / "tokenizer.json"
+    except Exception:  # noqa: BLE001
+        pytest.skip("no Whisper tokenizer.json available")
+
+
+@pytest.fixture(scope="module")
+def seeded_dir(tmp_path_factory):
+    torch.manual_seed(20261130)
+    cfg = transformers.WhisperConfig(vocab_size=51864, num_mel_bins=80, d_model=384, encoder_layers=4,
+                                     decoder_layers=4, encoder_attention_heads=6, decoder_attention_heads=6,
+                                     encoder_ffn_dim=1536, decoder_ffn_dim=1536)
+    model = transformers.WhisperForConditionalGeneration(cfg).eval()
+    with torch.no_grad():  # weights larger than the default init: decisive logits, no near-ties
+        for p in model.parameters():
+            p.mul_(6.0 if p.dim() > 1 else 1.0)
+    d = tmp_path_factory.mktemp("seeded_tiny")
+    model.save_pretrained(str(d), safe_serialization=True)
+    shutil.copy(_tokenizer_json(), d / "tokenizer.json")
+    return d
+
+
+def _tokens(result):
+    return [t for s in result.segments for t in s.tokens]
+
+
+OPTS = dict(language="en", without_timestamps=True, suppress_tokens=[], suppress_blank=False,
+            no_speech_threshold=None, condition_on_previous_text=False)
+
+
+def test_cuda_load_reports_device(seeded_dir):
+    m = speechcore.load(str(seeded_dir), device="cuda", compute_type="bfloat16")
+    assert m.info["device"] == "cuda" and m.info["compute_type"] == "bfloat16"
+    assert 0 < m.info["weight_bytes"] < 200e6
+
+
+def test_float32_gpu_matches_cpu(seeded_dir, speech_audio):
+    cpu = speechcore.load(str(seeded_dir), device="cpu", threads=4)
+    gpu = speechcore.load(str(seeded_dir), device="cuda", compute_type="float32")
+    for name, audio in speech_audio[:4]:
+        want = _tokens(cpu.transcribe(audio, **OPTS))
+        got = _tokens(gpu.transcribe(audio, **OPTS))
+        assert len(want) > 5, name
+        assert got == want, name
+
+
+@pytest.mark.parametrize("compute_type", ["float16", "bfloat16"])
+def test_half_precision_gpu_close_to_cpu(seeded_dir, speech_audio, compute_type):
+    cpu = speechcore.load(str(seeded_dir), device="cpu", threads=4)
+    gpu = speechcore.load(str(seeded_dir), device="cuda", compute_type=compute_type)
+    agree = 0
+    for name, audio in speech_audio[:4]:
+        want = _tokens(cpu.transcribe(audio, **OPTS))
+        got = _tokens(gpu.transcribe(audio, **OPTS))
+        agree += got[:5] == want[:5]
+    assert agree >= 3, agree
+
+
+def test_cuda_timestamps_and_longform(seeded_dir, longform_audio):
+    """The full default pipeline (timestamp rules, seeking, conditioning) runs on the GPU: the
+    first window equals the CPU's; later windows of these random weights choose among
+    near-equal timestamp logits (test_gpu_logits_match_cpu bounds the logits themselves), so
+    only their structure is checked here."""
+    cpu = speechcore.load(str(seeded_dir), device="cpu", threads=4)
+    gpu = speechcore.load(str(seeded_dir), device="cuda", compute_type="float32")
+    want = cpu.transcribe(longform_audio, language="en", max_new_tokens=40)
+    got = gpu.transcribe(longform_audio, language="en", max_new_tokens=40)
+    first = [s.tokens for s in want.segments if s.seek == 0]
+    assert first and [s.tokens for s in got.segments if s.seek == 0] == first
+    assert got.segments[-1].seek > 3000  # went past the first 30 s window
+    ends = [0.0]
+    for s in got.segments:
+        assert ends[-1] - 1e-9 <= s.start <= s.end <= got.duration + 30.0
+        ends.append(s.end)
+
+
+def test_no_device_memory_growth(seeded_dir, speech_audio):
+    gpu = speechcore.load(str(seeded_dir), device="cuda", compute_type="bfloat16")
+    audio = speech_audio[1][1]
+    gpu.transcribe(audio, **OPTS)
+    before = speechcore._C.cuda_memory_stats()["bytes_in_use"]
+    for _ in range(20):
+        gpu.transcribe(audio, **OPTS)
+    assert speechcore._C.cuda_memory_stats()["bytes_in_use"] == before
+
+
+@pytest.mark.parametrize("compute_type,tol", [("float32", 1e-4), ("bfloat16", 5e-2), ("float16", 2e-2)])
+def test_gpu_logits_match_cpu(seeded_dir, speech_audio, compute_type, tol):
+    """Logits after prompts of 1, 3, 70 and 200 tokens (prefill tiles, causal masking across
+    query blocks), relative error norm against the CPU float32 logits."""
+    from speechcore import _C
+
+    cpu = speechcore.load(str(seeded_dir), device="cpu", threads=4)._native
+    gpu = speechcore.load(str(seeded_dir), device="cuda", compute_type=compute_type)._native
+    mel = _C.log_mel_spectrogram(speech_audio[0][1], n_mels=80, padding=160)[:, :3000]
+    mel = np.pad(mel, ((0, 0), (0, 3000 - mel.shape[1])))
+    rng = np.random.default_rng(3)
+    for n in (1, 3, 70, 200):
+        prompt = [50257] + [int(t) for t in rng.integers(0, 50000, n - 1)]
+        want = cpu.prompt_logits(mel, prompt).astype(np.float64)
+        got = gpu.prompt_logits(mel, prompt)
+        err = np.linalg.norm(got - want) / np.linalg.norm(want)
+        assert err < tol, (n, err)
