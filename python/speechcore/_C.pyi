@@ -59,6 +59,9 @@ class Model:
         """audio: float32 C-contiguous, (frames,) or (frames, channels), any rate; options: the
         keys of speechcore.TranscribeOptions.to_native(). Mixes down, resamples to 16 kHz."""
         ...
+    def prompt_logits(self, mel: npt.NDArray[np.float32], prompt: List[int]) -> npt.NDArray[np.float32]:
+        """Raw float32 logits [vocab] after `prompt` for one window of features mel [n_mels, 3000]."""
+        ...
 
 class HostMemoryStats(TypedDict):
     bytes_in_use: int
@@ -78,6 +81,18 @@ def host_memory_clear_cache() -> None:
 
 def hardware_threads() -> int:
     """Number of hardware threads of this machine."""
+    ...
+
+def cuda_built() -> bool:
+    """Whether this build has the CUDA backend."""
+    ...
+
+def cuda_available() -> bool:
+    """Whether the CUDA backend is built and a GPU is usable."""
+    ...
+
+def cuda_memory_stats() -> HostMemoryStats:
+    """Statistics of the CUDA caching allocator (only in CUDA builds)."""
     ...
 
 
