@@ -231,3 +231,16 @@ def test_no_host_memory_growth(model, speech_audio):
     after = speechcore._C.host_memory_stats()
     assert after["bytes_in_use"] == before
     assert after["num_cache_hits"] > 0
+
+
+def test_mp3_and_flac_files(model, tmp_path, speech_audio):
+    """Compressed formats go through soundfile (libsndfile) and give the WAV's words."""
+    from test_whisper_parity import _edit_distance
+
+    _, audio = speech_audio[0]
+    want = model.transcribe(audio).text.lower().split()
+    for fmt, ext in (("MP3", "mp3"), ("FLAC", "flac")):
+        p = tmp_path / f"clip.{ext}"
+        sf.write(str(p), audio, 16000, format=fmt)
+        got = model.transcribe(str(p)).text.lower().split()
+        assert _edit_distance(got, want) <= 2, (fmt, got, want)
