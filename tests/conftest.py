@@ -25,6 +25,16 @@ LIBRIVOX_REFS = {
 }
 
 
+def edit_distance(a, b) -> int:
+    """Word-level Levenshtein distance (for WER)."""
+    d = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        prev, d[0] = d[0], i
+        for j, y in enumerate(b, 1):
+            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (x != y))
+    return d[len(b)]
+
+
 def _pocketsphinx_dir() -> Path | None:
     """The pocketsphinx test data directory, downloading the Debian package once if needed."""
     candidates = [os.environ.get("SPEECHCORE_TESTDATA"), CACHE / "pocketsphinx" / "usr/share/pocketsphinx/test/data",

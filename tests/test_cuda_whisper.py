@@ -128,3 +128,46 @@ def test_gpu_logits_match_cpu(seeded_dir, speech_audio, compute_type, tol):
         got = gpu.prompt_logits(mel, prompt)
         err = np.linalg.norm(got - want) / np.linalg.norm(want)
         assert err < tol, (n, err)
+
+
+@pytest.fixture(scope="module")
+def real_tiny_dir():
+    """The real tiny.en checkpoint: SPEECHCORE_TEST_TINY_DIR (the GPU machine, where it is
+    shipped in parts) or the installed package."""
+    d = os.environ.get("SPEECHCORE_TEST_TINY_DIR")
+    if d and (Path(d) / "model.bin").is_file():
+        return Path(d)
+    try:
+        from speechcore import models
+
+        return Path(models.resolve_model("tiny.en"))
+    except Exception as e:  # noqa: BLE001
+        pytest.skip(f"tiny.en not available: {e}")
+
+
+def test_real_tiny_gpu_float32_matches_cpu(real_tiny_dir, speech_audio, longform_audio):
+    """Real weights, the full default pipeline: GPU float32 gives the CPU's tokens and times on
+    every clip and on the 70 s long-form file."""
+    cpu = speechcore.load(str(real_tiny_dir), device="cpu", threads=8)
+    gpu = speechcore.load(str(real_tiny_dir), device="cuda", compute_type="float32")
+    for name, audio in speech_audio + [("long-form", longform_audio)]:
+        want = cpu.transcribe(audio)
+        got = gpu.transcribe(audio)
+        assert [(s.tokens, s.start, s.end) for s in got.segments] == \
+            [(s.tokens, s.start, s.end) for s in want.segments], name
+
+
+@pytest.mark.parametrize("compute_type", ["float16", "bfloat16"])
+def test_real_tiny_gpu_half_precision_wer(real_tiny_dir, speech_audio, compute_type):
+    """Reduced precision: word error rate against the float32 CPU transcripts under 5%."""
+    from conftest import edit_distance
+
+    cpu = speechcore.load(str(real_tiny_dir), device="cpu", threads=8)
+    gpu = speechcore.load(str(real_tiny_dir), device="cuda", compute_type=compute_type)
+    errors = words = 0
+    for _, audio in speech_audio:
+        want = cpu.transcribe(audio).text.lower().split()
+        got = gpu.transcribe(audio).text.lower().split()
+        errors += edit_distance(got, want)
+        words += len(want)
+    assert errors / words < 0.05, (errors, words)

@@ -96,7 +96,7 @@ def test_very_short_audio(model):
 @pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000])
 def test_other_rates_and_stereo(model, speech_audio, rate):
     """Audio at another rate, in stereo, decodes to (nearly) the words of the 16 kHz original."""
-    from test_whisper_parity import _edit_distance
+    from conftest import edit_distance
 
     _, audio = speech_audio[0]  # "and mister john dashwood had then leisure to consider ..."
     n = int(len(audio) * rate / 16000)
@@ -105,7 +105,7 @@ def test_other_rates_and_stereo(model, speech_audio, rate):
     want = model.transcribe(audio).text.lower().split()
     got = model.transcribe(stereo, sample_rate=rate).text.lower().split()
     assert len(want) > 15
-    assert _edit_distance(got, want) <= 2, (got, want)
+    assert edit_distance(got, want) <= 2, (got, want)
 
 
 # ---- options -----------------------------------------------------------------------------
@@ -235,7 +235,7 @@ def test_no_host_memory_growth(model, speech_audio):
 
 def test_mp3_and_flac_files(model, tmp_path, speech_audio):
     """Compressed formats go through soundfile (libsndfile) and give the WAV's words."""
-    from test_whisper_parity import _edit_distance
+    from conftest import edit_distance
 
     _, audio = speech_audio[0]
     want = model.transcribe(audio).text.lower().split()
@@ -243,4 +243,4 @@ def test_mp3_and_flac_files(model, tmp_path, speech_audio):
         p = tmp_path / f"clip.{ext}"
         sf.write(str(p), audio, 16000, format=fmt)
         got = model.transcribe(str(p)).text.lower().split()
-        assert _edit_distance(got, want) <= 2, (fmt, got, want)
+        assert edit_distance(got, want) <= 2, (fmt, got, want)

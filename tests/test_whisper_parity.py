@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import speechcore
+from conftest import edit_distance
 
 faster_whisper = pytest.importorskip("faster_whisper")
 
@@ -66,15 +67,7 @@ def test_transcripts_are_right(tiny_dir, testdata):
         text = model.transcribe(str(testdata / "librivox" / fname)).text
         hyp = "".join(c for c in text.lower() if c.isalnum() or c.isspace() or c == "'").replace("-", " ").split()
         r = ref.split()
-        errors += _edit_distance(hyp, r)
+        errors += edit_distance(hyp, r)
         words += len(r)
     assert errors / words < 0.15, errors / words
 
-
-def _edit_distance(a, b):
-    d = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        prev, d[0] = d[0], i
-        for j, y in enumerate(b, 1):
-            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (x != y))
-    return d[len(b)]
