@@ -146,17 +146,18 @@ def _real_dir(env: str, name: str) -> Path:
 @pytest.fixture(scope="module", params=["tiny.en", "base"])
 def real_dir(request):
     env = {"tiny.en": "SPEECHCORE_TEST_TINY_DIR", "base": "SPEECHCORE_TEST_BASE_DIR"}[request.param]
-    return _real_dir(env, request.param)
+    return request.param, _real_dir(env, request.param)
 
 
-def test_real_tiny_gpu_float32_matches_cpu(real_dir, speech_audio, longform_audio):
+def test_real_checkpoint_gpu_float32_matches_cpu(real_dir, speech_audio, longform_audio):
     """Real weights, the full default pipeline: GPU float32 gives the CPU's tokens and times on
     every clip (tiny.en and the multilingual base) and on the 70 s long-form file (tiny.en).
     base's long-form output diverged from the CPU in one window (at 28 s, 'clubs' tokens) on the
     H200 on 2026-11-30: open question in STATUS.md, so it is not asserted here yet."""
-    cpu = speechcore.load(str(real_dir), device="cpu", threads=8)
-    gpu = speechcore.load(str(real_dir), device="cuda", compute_type="float32")
-    longform = [("long-form", longform_audio)] if real_dir.name != "base" and "base" not in str(real_dir) else []
+    model, path = real_dir
+    cpu = speechcore.load(str(path), device="cpu", threads=8)
+    gpu = speechcore.load(str(path), device="cuda", compute_type="float32")
+    longform = [("long-form", longform_audio)] if model == "tiny.en" else []
     for name, audio in speech_audio + longform:
         want = cpu.transcribe(audio, language="en")
         got = gpu.transcribe(audio, language="en")
@@ -165,12 +166,13 @@ def test_real_tiny_gpu_float32_matches_cpu(real_dir, speech_audio, longform_audi
 
 
 @pytest.mark.parametrize("compute_type", ["float16", "bfloat16"])
-def test_real_tiny_gpu_half_precision_wer(real_dir, speech_audio, compute_type):
+def test_real_checkpoint_gpu_half_precision_wer(real_dir, speech_audio, compute_type):
     """Reduced precision: word error rate against the float32 CPU transcripts under 5%."""
     from conftest import edit_distance
 
-    cpu = speechcore.load(str(real_dir), device="cpu", threads=8)
-    gpu = speechcore.load(str(real_dir), device="cuda", compute_type=compute_type)
+    _, path = real_dir
+    cpu = speechcore.load(str(path), device="cpu", threads=8)
+    gpu = speechcore.load(str(path), device="cuda", compute_type=compute_type)
     errors = words = 0
     for _, audio in speech_audio:
         want = cpu.transcribe(audio, language="en").text.lower().split()

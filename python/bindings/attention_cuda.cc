@@ -22,10 +22,6 @@ using cudatest::DeviceBuffer;
 using cudatest::FloatArray;
 using cudatest::IntArray;
 
-void need(bool cond, const std::string& what) {
-  if (!cond) throw_error(ErrorCode::kInvalidArgument, what);
-}
-
 // A [batch, rows, ld] (or [rows, ld] = batch 1) float32 buffer on the device; `same` reuses the
 // device copy of an earlier operand backed by the same numpy memory (fused QKV / KV buffers).
 struct Operand {

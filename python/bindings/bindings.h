@@ -3,7 +3,16 @@
 
 #include <pybind11/pybind11.h>
 
+#include <string>
+
+#include "core/status.h"
+
 namespace speechcore::bindings {
+
+// Argument check of the test hooks: kInvalidArgument (InvalidArgumentError) with `what`.
+inline void need(bool cond, const std::string& what) {
+  if (!cond) throw_error(ErrorCode::kInvalidArgument, what);
+}
 
 void register_errors(pybind11::module_& m);
 void register_core(pybind11::module_& m);

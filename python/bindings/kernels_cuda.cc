@@ -39,10 +39,6 @@ cudaStream_t test_stream() {
 // wait for: finish them before launching.
 void uploads_done() { SC_CUDA_CHECK(cudaDeviceSynchronize()); }
 
-void need(bool cond, const char* what) {
-  if (!cond) throw_error(ErrorCode::kInvalidArgument, what);
-}
-
 // A device copy of `a` in type t, starting `offset` elements into its allocation.
 struct Placed {
   DeviceBuffer buf;

@@ -23,9 +23,6 @@ core::ThreadPool& pool() {
   return p;
 }
 ops::Context ctx() { return ops::Context{&pool()}; }
-void need(bool cond, const char* what) {
-  if (!cond) throw_error(ErrorCode::kInvalidArgument, what);
-}
 }  // namespace
 
 void register_ops(py::module_& m) {

@@ -23,8 +23,6 @@ int blas_threads();
 // x: [m, k], w: [n, k], bias: [n] or null, y: [m, n]
 void linear(const Context& ctx, const float* x, const float* w, const float* bias, float* y,
             int64_t m, int64_t n, int64_t k, bool accumulate = false);
-// Same with Tensors (checked): x [m, k], w [n, k], bias [n] (undefined = none) -> y [m, n].
-void linear(const Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y);
 
 // Layer normalization over the last dim: y = (x - mean) / sqrt(var + eps) * gamma + beta.
 // x, y: [rows, cols] (may alias), gamma, beta: [cols]
