@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One full GPU run on the H200 (device tool): install the carried wheels, build speechcore with
-# the CUDA backend, run the CUDA tests, then the GPU benchmarks named in $SC_BENCH (if any).
-# Logs and tables land in $OUT. Usage (from the repo root, with .whl carried):
-#   bash benchmarks/gpu_run.sh [pytest -k expression]
+# the CUDA backend, run the CUDA tests (unless SC_TESTS=0), then the GPU benchmarks in $SC_BENCH
+# (commands relative to benchmarks/, separated by ';'). Logs and tables land in $OUT.
+# Usage (from the repo root, with .whl, .cache/pocketsphinx and .cache/tokenizer carried):
+#   [SC_TESTS=0] [SC_BENCH="whisper_gpu.py --model large-v3"] bash benchmarks/gpu_run.sh [pytest -k expression]
 set -uo pipefail
 OUT="${OUT:-/tmp/sc-gpu-out}"
 mkdir -p "$OUT"
@@ -24,7 +25,15 @@ ln -sf /tmp/sc-build/python/_C*.so python/speechcore/
 
 python3 -c "import speechcore; print('cuda_built', speechcore._C.cuda_built(), 'cuda_available', speechcore._C.cuda_available())"
 sel="${1:-}"
-timeout 420 python3 -m pytest -q -m cuda ${sel:+-k "$sel"} tests/ -p no:cacheprovider 2>&1 | tee "$OUT/pytest_cuda.log" | tail -40
-for b in ${SC_BENCH:-}; do
-  timeout 300 python3 "benchmarks/$b" 2>&1 | tee "$OUT/${b%.py}.log" | tail -30
+if [ "${SC_TESTS:-1}" != 0 ]; then
+  timeout 480 python3 -m pytest -q -rA -m cuda ${sel:+-k "$sel"} tests/ -p no:cacheprovider 2>&1 | tee "$OUT/pytest_cuda.log" \
+    | grep -vE "^PASSED|^SKIPPED" | tail -40
+fi
+# SC_BENCH: benchmark commands separated by ';', e.g. "whisper_gpu.py --model large-v3;whisper_gpu.py --batches 1"
+IFS=';' read -ra benches <<< "${SC_BENCH:-}"
+i=0
+for b in "${benches[@]}"; do
+  [ -n "$b" ] || continue
+  i=$((i + 1))
+  timeout "${SC_BENCH_TIMEOUT:-540}" python3 benchmarks/$b 2>&1 | tee "$OUT/bench_$i.log" | grep -v "^\[transformers\]" | tail -30
 done

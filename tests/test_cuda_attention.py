@@ -346,3 +346,21 @@ def test_prefill_speed_large_v3_encoder():
     ms = _C.cuda_ops.attention_prefill_benchmark(16, 1500, 20, 64, -1, "bfloat16", 10)
     print(f"attention_prefill large-v3 encoder bf16: {ms:.3f} ms")
     assert ms < 10.0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_decode_kv_index(dtype):
+    """Rows reach their K/V through a slot map (finished sequences dropped, beams sharing K/V)."""
+    rng = rng_for("decode_kv_index", dtype)
+    heads, d, max_len, n_kv = 4, 64, 300, 5
+    hd = heads * d
+    kb = round_to(randn(rng, n_kv, max_len, hd), dtype)
+    vb = round_to(randn(rng, n_kv, max_len, hd), dtype)
+    index = np.array([3, 0, 3, 4, 1, 1], np.int32)  # repeats, skips sequence 2, any order
+    lengths = [5, 300, 17, 1, 128, 64]
+    qb = round_to(randn(rng, len(index), hd), dtype)
+    out = _C.cuda_ops.attention_decode(qb, kb, vb, np.asarray(lengths, np.int32), heads, d, dtype,
+                                       kv_index=index)
+    for b, (i, n) in enumerate(zip(index, lengths)):
+        check(out[b:b + 1, :hd], ref64(qb[b:b + 1], kb[i, :n], vb[i, :n], heads, d, -1), TOL[dtype],
+              f"row {b} -> kv {i} ({n} keys)")

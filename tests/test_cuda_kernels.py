@@ -558,3 +558,43 @@ def test_no_speech_prob():
     ref = np.array([np.exp(np.float64(l[NO_SPEECH]) - lse64(l)) for l in logits])
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-12)
     assert got[2] > 0.5
+
+
+@cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cols,ld_src,ld_dst", [(64, 192, 64), (7, 9, 11), (1280, 3840, 1280)])
+def test_copy_rows(dtype, cols, ld_src, ld_dst):
+    r = rng_for("copy_rows", cols, ld_src, ld_dst)
+    src = rounded(r.standard_normal((9, ld_src)), dtype)
+    dst = rounded(r.standard_normal((12, ld_dst)), dtype)
+    src_rows = np.array([8, 0, 3, 3], np.int32)  # gather, repeats allowed
+    dst_rows = np.array([11, 2, 5, 0], np.int32)  # scatter (KV-cache append)
+    for sr, dr in [(src_rows, dst_rows), (None, dst_rows), (src_rows, None), (None, None)]:
+        got = _C.cuda_ops.copy_rows(src, dst, sr, dr, 4, cols, dtype)
+        want = dst.copy()
+        s_idx = range(4) if sr is None else sr
+        d_idx = range(4) if dr is None else dr
+        for s_i, d_i in zip(s_idx, d_idx):
+            want[d_i, :cols] = src[s_i, :cols]
+        np.testing.assert_array_equal(got, want)
+
+
+@cuda
+def test_whisper_greedy_rows_and_append():
+    """Histories kept on the device in a slot-indexed table (rows map), the pick appended to it."""
+    logits, gens, steps = random_batch(21, 6, 30)
+    perm = np.array([4, 0, 7, 2, 5, 1], np.int32)
+    table = np.full((8, 40), -7, np.int32)
+    for b, g in enumerate(gens):
+        table[perm[b], :len(g)] = g
+    refs = run_rules_case(logits, gens, steps, gpu=False)
+    _, tok, lp, after = _C.cuda_ops.whisper_greedy_step(
+        logits, table, np.asarray(steps, np.int32), np.asarray(SUPPRESS, np.int32),
+        np.asarray(SUPPRESS_BEGIN, np.int32), EOT, NO_TS, TB, TE, 50, True, rows=perm, append=True)
+    want = table.copy()
+    for b in range(len(gens)):
+        best, ref_lp = greedy_ref(refs[b])
+        assert int(tok[b]) == best
+        assert abs(float(lp[b]) - ref_lp) <= 1e-5 + 1e-6 * abs(ref_lp)
+        want[perm[b], steps[b]] = best
+    np.testing.assert_array_equal(after, want)

@@ -34,6 +34,7 @@ struct DecodeParams {
   int64_t ldk, ldv;
   int64_t q_bs, k_bs, v_bs, o_bs;
   const int32_t* kv_lengths;
+  const int32_t* kv_index;  // null = identity
   int max_kv_len;
   int splits;          // blocks per (sequence, head) along the keys
   int chunk;           // keys per split

@@ -495,8 +495,9 @@ __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams 
   const int k_end = min(k_begin + p.chunk, len);
 
   const T* q = static_cast<const T*>(p.q) + b * p.q_bs + static_cast<int64_t>(h) * D + sub * VEC;
-  const T* k = static_cast<const T*>(p.k) + b * p.k_bs + static_cast<int64_t>(h) * D + sub * VEC;
-  const T* v = static_cast<const T*>(p.v) + b * p.v_bs + static_cast<int64_t>(h) * D + sub * VEC;
+  const int64_t kvb = p.kv_index ? p.kv_index[b] : b;
+  const T* k = static_cast<const T*>(p.k) + kvb * p.k_bs + static_cast<int64_t>(h) * D + sub * VEC;
+  const T* v = static_cast<const T*>(p.v) + kvb * p.v_bs + static_cast<int64_t>(h) * D + sub * VEC;
 
   float qf[VEC];
   unpack16<T>(__ldg(reinterpret_cast<const uint4*>(q)), qf);

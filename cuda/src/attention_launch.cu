@@ -141,7 +141,7 @@ void attention_decode(DataType dtype, const void* q, int64_t ldq, int64_t q_batc
                       const void* k, int64_t ldk, int64_t k_batch_stride,
                       const void* v, int64_t ldv, int64_t v_batch_stride,
                       void* out, int64_t ldo, int64_t out_batch_stride,
-                      const int32_t* kv_lengths, int batch, int heads, int head_dim,
+                      const int32_t* kv_lengths, const int32_t* kv_index, int batch, int heads, int head_dim,
                       int64_t max_kv_len, void* scratch, cudaStream_t stream) {
   const char* fn = "attention_decode";
   check_dtype(fn, dtype);
@@ -165,6 +165,7 @@ void attention_decode(DataType dtype, const void* q, int64_t ldq, int64_t q_batc
   p.ldk = ldk; p.ldv = ldv;
   p.q_bs = q_batch_stride; p.k_bs = k_batch_stride; p.v_bs = v_batch_stride; p.o_bs = out_batch_stride;
   p.kv_lengths = kv_lengths;
+  p.kv_index = kv_index;
   p.max_kv_len = static_cast<int>(max_kv_len);
   p.splits = sp.splits;
   p.chunk = static_cast<int>(sp.chunk);

@@ -31,6 +31,19 @@ __global__ void __launch_bounds__(128) embedding_kernel(const T* table, const in
   }
 }
 
+// One block per row; V elements per access.
+template <typename T, int V>
+__global__ void __launch_bounds__(128) copy_rows_kernel(const T* src, int64_t ld_src, const int32_t* src_rows, T* dst,
+                                                        int64_t ld_dst, const int32_t* dst_rows, int cols) {
+  const int64_t i = blockIdx.x;
+  const T* s = src + (src_rows ? static_cast<int64_t>(src_rows[i]) : i) * ld_src;
+  T* d = dst + (dst_rows ? static_cast<int64_t>(dst_rows[i]) : i) * ld_dst;
+  for (int a = threadIdx.x; a < cols / V; a += blockDim.x) {
+    if constexpr (V == 1) d[a] = s[a];
+    else store_pack(d + a * V, load_pack(s + a * V));
+  }
+}
+
 // One block per output row (b, t) of col; threads over its c_in * kw entries (coalesced writes).
 template <typename T>
 __global__ void __launch_bounds__(256) im2col_kernel(const T* x, int64_t t_in, int64_t cstride, int64_t tstride,
@@ -69,6 +82,32 @@ void embedding(DataType dt, const void* table, const int32_t* ids, const int32_t
     else embedding_kernel<T, 1><<<static_cast<unsigned>(n), threads, 0, stream>>>(tp, ids, positions, pp, op, static_cast<int>(d));
   });
   SC_CUDA_CHECK_LAUNCH("embedding");
+}
+
+void copy_rows(DataType dt, const void* src, int64_t ld_src, const int32_t* src_rows, void* dst, int64_t ld_dst,
+               const int32_t* dst_rows, int64_t n, int64_t cols, cudaStream_t stream) {
+  require(n >= 0 && n < (int64_t(1) << 31) && cols >= 1 && cols < (int64_t(1) << 31) && ld_src >= cols &&
+              ld_dst >= cols,
+          "copy_rows: need 0 <= n < 2^31, 1 <= cols <= ld_src, ld_dst, got n ", n, ", cols ", cols, ", ld_src ", ld_src,
+          ", ld_dst ", ld_dst);
+  if (n == 0) return;
+  require(src && dst, "copy_rows: null pointer");
+  dispatch_type(dt, [&](auto tag) {
+    using T = decltype(tag);
+    constexpr int V = Pack<T>::kSize;
+    const bool vec = cols % V == 0 && ld_src % V == 0 && ld_dst % V == 0 && aligned16(src) && aligned16(dst);
+    const int64_t nacc = vec ? cols / V : cols;
+    const int threads = static_cast<int>(std::min<int64_t>(128, ceil_div(nacc, 32) * 32));
+    const T* sp = static_cast<const T*>(src);
+    T* dp = static_cast<T*>(dst);
+    if (vec)
+      copy_rows_kernel<T, V><<<static_cast<unsigned>(n), threads, 0, stream>>>(sp, ld_src, src_rows, dp, ld_dst, dst_rows,
+                                                                               static_cast<int>(cols));
+    else
+      copy_rows_kernel<T, 1><<<static_cast<unsigned>(n), threads, 0, stream>>>(sp, ld_src, src_rows, dp, ld_dst, dst_rows,
+                                                                               static_cast<int>(cols));
+  });
+  SC_CUDA_CHECK_LAUNCH("copy_rows");
 }
 
 void im2col_conv1d(DataType dt, const void* x, int64_t c_in, int64_t t_in, int64_t x_cstride, int64_t x_tstride,

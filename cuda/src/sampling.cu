@@ -68,7 +68,8 @@ __device__ float block_lse(const float* l, int begin, int end, float m, float* r
 }
 
 __global__ void __launch_bounds__(kThreads) whisper_greedy_kernel(float* __restrict__ logits,
-                                                                  const int32_t* __restrict__ generated,
+                                                                  int32_t* __restrict__ generated,
+                                                                  const int32_t* __restrict__ rows, bool append,
                                                                   const int32_t* __restrict__ step,
                                                                   const int32_t* __restrict__ suppress, int n_suppress,
                                                                   const int32_t* __restrict__ suppress_begin,
@@ -81,7 +82,7 @@ __global__ void __launch_bounds__(kThreads) whisper_greedy_kernel(float* __restr
   const int b = blockIdx.x;
   const int tid = threadIdx.x;
   float* l = logits + static_cast<int64_t>(b) * vocab;
-  const int32_t* gen = generated + static_cast<int64_t>(b) * max_steps;
+  int32_t* gen = generated + static_cast<int64_t>(rows ? rows[b] : b) * max_steps;
   const int s = min(max(step[b], 0), max_steps);  // block-uniform: every branch below is too
 
   // 1. suppressed tokens
@@ -161,6 +162,7 @@ __global__ void __launch_bounds__(kThreads) whisper_greedy_kernel(float* __restr
   const float lse = block_lse(l, 0, vocab, best_v, red);
   if (tid == 0) {
     next_token[b] = best_i;
+    if (append && s < max_steps) gen[s] = best_i;
     token_logprob[b] = static_cast<float>(static_cast<double>(best_v) - static_cast<double>(lse));
   }
 }
@@ -178,8 +180,8 @@ __global__ void __launch_bounds__(kThreads) no_speech_kernel(const float* __rest
 
 }  // namespace
 
-void whisper_greedy_step(float* logits, const int32_t* generated, const int32_t* step, const int32_t* suppress,
-                         int n_suppress, const int32_t* suppress_begin, int n_suppress_begin,
+void whisper_greedy_step(float* logits, int32_t* generated, const int32_t* rows, bool append, const int32_t* step,
+                         const int32_t* suppress, int n_suppress, const int32_t* suppress_begin, int n_suppress_begin,
                          const WhisperRuleParams& p, int32_t* next_token, float* token_logprob, int batch, int vocab,
                          int max_steps, cudaStream_t stream) {
   require(batch >= 0 && vocab >= 1 && max_steps >= 0, "whisper_greedy_step: need batch >= 0, vocab >= 1, max_steps >= 0, got ",
@@ -197,7 +199,7 @@ void whisper_greedy_step(float* logits, const int32_t* generated, const int32_t*
   require(logits && step && next_token && token_logprob && (generated || max_steps == 0),
           "whisper_greedy_step: null pointer");
   whisper_greedy_kernel<<<static_cast<unsigned>(batch), kThreads, 0, stream>>>(
-      logits, generated, step, suppress, n_suppress, suppress_begin, n_suppress_begin, p, next_token, token_logprob,
+      logits, generated, rows, append, step, suppress, n_suppress, suppress_begin, n_suppress_begin, p, next_token, token_logprob,
       vocab, max_steps);
   SC_CUDA_CHECK_LAUNCH("whisper_greedy_step");
 }

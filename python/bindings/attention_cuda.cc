@@ -110,7 +110,8 @@ void register_cuda_attention(py::module_& m) {
   m.def(
       "attention_decode",
       [](FloatArray q, FloatArray k, FloatArray v, IntArray kv_lengths, int heads, int head_dim,
-         const std::string& dtype, int64_t q_col, int64_t k_col, int64_t v_col, py::object out_ld_obj) {
+         const std::string& dtype, int64_t q_col, int64_t k_col, int64_t v_col, py::object out_ld_obj,
+         py::object kv_index_obj) {
         const cuda::DataType t = cudatest::parse_dtype(dtype);
         need(q.ndim() == 2, "q: expected [batch, ldq]");
         need(k.ndim() == 3 && v.ndim() == 3, "k/v: expected [batch or 1, max_kv_len, ld]");
@@ -127,23 +128,37 @@ void register_cuda_attention(py::module_& m) {
         const int64_t out_ld = out_ld_obj.is_none() ? width : out_ld_obj.cast<int64_t>();
         need(out_ld >= width, "out_ld < heads * head_dim");
         DeviceBuffer lens = cudatest::upload_ints(kv_lengths);
+        DeviceBuffer index;
+        if (!kv_index_obj.is_none()) {
+          IntArray kv_index = kv_index_obj.cast<IntArray>();
+          need(kv_index.ndim() == 1 && kv_index.shape(0) == batch, "kv_index: expected [batch] int32");
+          for (py::ssize_t i = 0; i < kv_index.size(); ++i)
+            need(kv_index.data()[i] >= 0 && kv_index.data()[i] < k.shape(0) && kv_index.data()[i] < v.shape(0),
+                 "kv_index out of range");
+          index = cudatest::upload_ints(kv_index);
+        }
         DeviceBuffer out = cudatest::poisoned(static_cast<size_t>(batch * out_ld), t);
         const size_t scratch_bytes =
             cuda::attention_decode_scratch_bytes(static_cast<int>(batch), heads, head_dim, ok.rows);
         DeviceBuffer scratch(scratch_bytes);
         fill_device(scratch, 0xFF);  // NaN: partials a split fails to write would show
         const Operand oq{u.q, 1, batch, ldq};
-        cuda::attention_decode(t, at(oq, q_col, t), ldq, ldq, at(ok, k_col, t), ok.ld, batch_stride(ok, batch, "k"),
-                               at(ov, v_col, t), ov.ld, batch_stride(ov, batch, "v"), out.get(), out_ld, out_ld,
-                               lens.as<int32_t>(), static_cast<int>(batch), heads, head_dim, ok.rows,
+        // with a kv_index the K/V sequences are addressed through it: any count, full stride
+        const bool indexed = !kv_index_obj.is_none();
+        const int64_t k_bs = indexed ? ok.rows * ok.ld : batch_stride(ok, batch, "k");
+        const int64_t v_bs = indexed ? ov.rows * ov.ld : batch_stride(ov, batch, "v");
+        cuda::attention_decode(t, at(oq, q_col, t), ldq, ldq, at(ok, k_col, t), ok.ld, k_bs, at(ov, v_col, t), ov.ld,
+                               v_bs, out.get(), out_ld, out_ld,
+                               lens.as<int32_t>(), kv_index_obj.is_none() ? nullptr : index.as<int32_t>(),
+                               static_cast<int>(batch), heads, head_dim, ok.rows,
                                scratch.get(), nullptr);
         return cudatest::download(out, {batch, out_ld}, t);
       },
       py::arg("q"), py::arg("k"), py::arg("v"), py::arg("kv_lengths"), py::arg("heads"), py::arg("head_dim") = 64,
       py::arg("dtype") = "float32", py::arg("q_col") = 0, py::arg("k_col") = 0, py::arg("v_col") = 0,
-      py::arg("out_ld") = py::none(),
+      py::arg("out_ld") = py::none(), py::arg("kv_index") = py::none(),
       "q [batch, ldq] (one query row per sequence), k/v [batch or 1, max_kv_len, ld], kv_lengths int32 "
-      "[batch]. Returns the whole poisoned-then-written output [batch, out_ld] as float32.");
+      "[batch], kv_index int32 [batch] (K/V sequence of each row; None = identity). Returns the whole poisoned-then-written output [batch, out_ld] as float32.");
 
   m.def(
       "attention_decode_split",

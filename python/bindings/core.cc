@@ -34,6 +34,10 @@ void register_core(py::module_& m) {
 #ifdef SPEECHCORE_WITH_CUDA
   m.def("cuda_memory_stats", [] { return stats_dict(Device::kCUDA); },
         "Statistics of the CUDA caching allocator (weights, caches and activations).");
+  m.def("cuda_memory_reset_peak", [] { core::default_allocator(Device::kCUDA).reset_peak(); },
+        "Sets peak_bytes_in_use to the bytes in use now (to measure the peak of one phase).");
+  m.def("cuda_memory_clear_cache", [] { core::default_allocator(Device::kCUDA).clear_cache(); },
+        "Returns cached device blocks to the driver.");
 #endif
   m.def("hardware_threads", &core::ThreadPool::hardware_threads);
   m.def("cuda_built", [] {

@@ -156,6 +156,35 @@ void register_cuda_kernels(py::module_& m) {
       py::arg("offset") = 0);
 
   m.def(
+      "copy_rows",
+      [](FloatArray src, FloatArray dst, py::object src_rows_obj, py::object dst_rows_obj, int64_t n, int64_t cols,
+         const std::string& dtype) {
+        need(src.ndim() == 2 && dst.ndim() == 2 && cols >= 1 && cols <= src.shape(1) && cols <= dst.shape(1) && n >= 0,
+             "copy_rows: src [rows, ld_src], dst [rows, ld_dst], 1 <= cols <= both widths");
+        auto index = [&](const py::object& o, py::ssize_t limit, DeviceBuffer& buf) -> const int32_t* {
+          if (o.is_none()) {
+            need(n <= limit, "copy_rows: n exceeds the rows");
+            return nullptr;
+          }
+          IntArray a = o.cast<IntArray>();
+          need(a.ndim() == 1 && a.shape(0) == n, "copy_rows: index maps need n entries");
+          for (py::ssize_t i = 0; i < n; ++i) need(a.data()[i] >= 0 && a.data()[i] < limit, "copy_rows: index out of range");
+          buf = cudatest::upload_ints(a);
+          return buf.as<int32_t>();
+        };
+        const auto dt = cudatest::parse_dtype(dtype);
+        DeviceBuffer sr, dr;
+        const int32_t* srp = index(src_rows_obj, src.shape(0), sr);
+        const int32_t* drp = index(dst_rows_obj, dst.shape(0), dr);
+        Placed sd = place(src, dt, 0), dd = place(dst, dt, 0);
+        uploads_done();
+        cuda::copy_rows(dt, sd.ptr(), src.shape(1), srp, dd.ptr(), dst.shape(1), drp, n, cols, test_stream());
+        return fetch(dd, {dst.shape(0), dst.shape(1)});
+      },
+      py::arg("src"), py::arg("dst"), py::arg("src_rows"), py::arg("dst_rows"), py::arg("n"), py::arg("cols"),
+      py::arg("dtype") = "float32", "dst after dst[dst_rows[i], :cols] = src[src_rows[i], :cols] (None = identity)");
+
+  m.def(
       "im2col_conv1d",
       [](FloatArray x, int64_t c_in, int64_t t_in, int64_t x_cstride, int64_t x_tstride, int64_t batch,
          int64_t x_batch_stride, int kw, int stride, int pad, const std::string& dtype) {
@@ -218,10 +247,20 @@ void register_cuda_kernels(py::module_& m) {
   m.def(
       "whisper_greedy_step",
       [](FloatArray logits, IntArray generated, IntArray step, IntArray suppress, IntArray suppress_begin, int eot,
-         int no_timestamps, int timestamp_begin, int timestamp_end, int max_initial_timestamp_index, bool timestamps) {
-        need(logits.ndim() == 2 && generated.ndim() == 2 && generated.shape(0) == logits.shape(0) && step.ndim() == 1 &&
-                 step.shape(0) == logits.shape(0),
-             "whisper_greedy_step: logits [batch, vocab], generated [batch, max_steps], step [batch]");
+         int no_timestamps, int timestamp_begin, int timestamp_end, int max_initial_timestamp_index, bool timestamps,
+         py::object rows_obj, bool append) -> py::tuple {
+        need(logits.ndim() == 2 && generated.ndim() == 2 && step.ndim() == 1 && step.shape(0) == logits.shape(0),
+             "whisper_greedy_step: logits [batch, vocab], generated [rows, max_steps], step [batch]");
+        DeviceBuffer rowsd;
+        if (rows_obj.is_none()) {
+          need(generated.shape(0) == logits.shape(0), "whisper_greedy_step: generated needs one row per sequence");
+        } else {
+          IntArray rows = rows_obj.cast<IntArray>();
+          need(rows.ndim() == 1 && rows.shape(0) == logits.shape(0), "whisper_greedy_step: rows [batch]");
+          for (py::ssize_t b = 0; b < rows.size(); ++b)
+            need(rows.data()[b] >= 0 && rows.data()[b] < generated.shape(0), "whisper_greedy_step: row out of range");
+          rowsd = cudatest::upload_ints(rows);
+        }
         for (py::ssize_t b = 0; b < step.size(); ++b)
           need(step.data()[b] >= 0 && step.data()[b] <= generated.shape(1), "whisper_greedy_step: step out of range");
         const int batch = static_cast<int>(logits.shape(0)), vocab = static_cast<int>(logits.shape(1));
@@ -240,17 +279,23 @@ void register_cuda_kernels(py::module_& m) {
         p.max_initial_timestamp_index = max_initial_timestamp_index;
         p.timestamps = timestamps;
         uploads_done();
-        cuda::whisper_greedy_step(static_cast<float*>(ld.ptr()), gd.as<int32_t>(), sd.as<int32_t>(),
+        cuda::whisper_greedy_step(static_cast<float*>(ld.ptr()), gd.as<int32_t>(),
+                                  rows_obj.is_none() ? nullptr : rowsd.as<int32_t>(), append, sd.as<int32_t>(),
                                   supd.as<int32_t>(), static_cast<int>(suppress.size()), begd.as<int32_t>(),
                                   static_cast<int>(suppress_begin.size()), p, tok.as<int32_t>(),
                                   static_cast<float*>(lp.ptr()), batch, vocab, max_steps, test_stream());
         py::array_t<float> masked = fetch(ld, {batch, vocab});
+        if (append)
+          return py::make_tuple(masked, cudatest::download_ints(tok, {batch}), fetch(lp, {batch}),
+                                cudatest::download_ints(gd, {generated.shape(0), generated.shape(1)}));
         return py::make_tuple(masked, cudatest::download_ints(tok, {batch}), fetch(lp, {batch}));
       },
       py::arg("logits"), py::arg("generated"), py::arg("step"), py::arg("suppress"), py::arg("suppress_begin"),
       py::arg("eot"), py::arg("no_timestamps"), py::arg("timestamp_begin"), py::arg("timestamp_end"),
-      py::arg("max_initial_timestamp_index") = 50, py::arg("timestamps") = true,
-      "-> (masked logits [batch, vocab], next_token int32 [batch], token_logprob [batch])");
+      py::arg("max_initial_timestamp_index") = 50, py::arg("timestamps") = true, py::arg("rows") = py::none(),
+      py::arg("append") = false,
+      "-> (masked logits [batch, vocab], next_token int32 [batch], token_logprob [batch]); with append=True also "
+      "the generated table after the step. rows: int32 [batch], the generated row of each sequence.");
 
   m.def(
       "no_speech_prob",

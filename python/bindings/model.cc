@@ -4,6 +4,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <string>
+#include <vector>
+
 #include "bindings.h"
 #include "core/status.h"
 #include "speechcore/engine.h"
@@ -75,6 +78,25 @@ py::dict to_dict(const Transcription& t) {
   return out;
 }
 
+// The frames and channels of a float32 C-contiguous (frames,) or (frames, channels) array;
+// `what` names the argument in errors.
+AudioRef audio_ref(const py::handle& obj, int sample_rate, const std::string& what) {
+  if (!py::isinstance<py::array_t<float>>(obj))
+    throw_error(ErrorCode::kInvalidArgument, what, " must be a C-contiguous float32 numpy array");
+  const py::array audio = py::reinterpret_borrow<py::array>(obj);
+  if (!(audio.flags() & py::array::c_style))
+    throw_error(ErrorCode::kInvalidArgument, what, " must be a C-contiguous float32 numpy array");
+  if (audio.ndim() != 1 && audio.ndim() != 2)
+    throw_error(ErrorCode::kInvalidArgument, what, " must have shape (frames,) or (frames, channels), got ",
+                audio.ndim(), " dimensions");
+  AudioRef r;
+  r.pcm = static_cast<const float*>(audio.data());
+  r.num_frames = static_cast<size_t>(audio.shape(0));
+  r.channels = audio.ndim() == 2 ? static_cast<int>(audio.shape(1)) : 1;
+  r.sample_rate = sample_rate;
+  return r;
+}
+
 py::dict info_dict(const ModelInfo& i) {
   py::dict d;
   d["architecture"] = i.architecture;
@@ -110,23 +132,44 @@ void register_model(py::module_& m) {
       .def(
           "transcribe",
           [](const Model& self, const py::array& audio, int sample_rate, const py::dict& options) {
-            if (!py::isinstance<py::array_t<float>>(audio) || !(audio.flags() & py::array::c_style))
-              throw_error(ErrorCode::kInvalidArgument, "audio must be a C-contiguous float32 numpy array");
-            if (audio.ndim() != 1 && audio.ndim() != 2)
-              throw_error(ErrorCode::kInvalidArgument, "audio must have shape (frames,) or (frames, channels), got ",
-                          audio.ndim(), " dimensions");
-            const size_t frames = static_cast<size_t>(audio.shape(0));
-            const int channels = audio.ndim() == 2 ? static_cast<int>(audio.shape(1)) : 1;
+            const AudioRef a = audio_ref(audio, sample_rate, "audio");
             const TranscribeOptions opts = parse_options(options);
-            const float* data = static_cast<const float*>(audio.data());
             Transcription t;
             {
               py::gil_scoped_release release;
-              t = self.transcribe(data, frames, sample_rate, channels, opts);
+              t = self.transcribe(a.pcm, a.num_frames, a.sample_rate, a.channels, opts);
             }
             return to_dict(t);
           },
           py::arg("audio"), py::arg("sample_rate"), py::arg("options") = py::dict())
+      .def(
+          "transcribe_batch",
+          [](const Model& self, const py::list& audios, const std::vector<int>& sample_rates,
+             const py::dict& options, int max_batch) {
+            if (sample_rates.size() != audios.size())
+              throw_error(ErrorCode::kInvalidArgument, "sample_rates has ", sample_rates.size(),
+                          " entries for ", audios.size(), " audio arrays");
+            std::vector<py::object> keep;  // own references: the list may change while the GIL is released
+            std::vector<AudioRef> refs;
+            keep.reserve(audios.size());
+            refs.reserve(audios.size());
+            for (size_t i = 0; i < audios.size(); ++i) {
+              keep.push_back(py::reinterpret_borrow<py::object>(audios[i]));
+              refs.push_back(audio_ref(keep.back(), sample_rates[i], "audio item " + std::to_string(i)));
+            }
+            const TranscribeOptions opts = parse_options(options);
+            std::vector<Transcription> ts;
+            {
+              py::gil_scoped_release release;
+              ts = self.transcribe_batch(refs, opts, max_batch);
+            }
+            py::list out;
+            for (const Transcription& t : ts) out.append(to_dict(t));
+            return out;
+          },
+          py::arg("audios"), py::arg("sample_rates"), py::arg("options") = py::dict(), py::arg("max_batch") = 64,
+          "Transcribes many float32 arrays (each (frames,) or (frames, channels)) with one set of options; "
+          "windows of up to max_batch recordings run together. Returns one dict per array, in order.")
       .def(
           "prompt_logits",
           [](const Model& self, py::array_t<float, py::array::c_style | py::array::forcecast> mel,

@@ -59,6 +59,17 @@ class Model:
         """audio: float32 C-contiguous, (frames,) or (frames, channels), any rate; options: the
         keys of speechcore.TranscribeOptions.to_native(). Mixes down, resamples to 16 kHz."""
         ...
+    def transcribe_batch(
+        self,
+        audios: List[npt.NDArray[np.float32]],
+        sample_rates: List[int],
+        options: Dict[str, Any],
+        max_batch: int = 64,
+    ) -> List[NativeTranscription]:
+        """Like transcribe for each array (sample_rates[i] is the rate of audios[i]), with one set
+        of options; the windows of up to max_batch recordings run together. Results in input
+        order; errors about one array start with "audio item <index>: "."""
+        ...
     def prompt_logits(self, mel: npt.NDArray[np.float32], prompt: List[int]) -> npt.NDArray[np.float32]:
         """Raw float32 logits [vocab] after `prompt` for one window of features mel [n_mels, 3000]."""
         ...
@@ -93,6 +104,14 @@ def cuda_available() -> bool:
 
 def cuda_memory_stats() -> HostMemoryStats:
     """Statistics of the CUDA caching allocator (only in CUDA builds)."""
+    ...
+
+def cuda_memory_reset_peak() -> None:
+    """Sets the CUDA allocator's peak_bytes_in_use to the bytes in use now (CUDA builds only)."""
+    ...
+
+def cuda_memory_clear_cache() -> None:
+    """Returns the CUDA allocator's cached blocks to the driver (CUDA builds only)."""
     ...
 
 

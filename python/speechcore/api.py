@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import numbers
 import os
-from typing import Any, Dict, Iterable, Optional, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+
+import numpy as np
 
 from . import _C
 from .audio import AudioInput, load_audio
-from .errors import InvalidArgumentError, UnsupportedError
+from .errors import InvalidArgumentError, SpeechcoreError, UnsupportedError
 from .models import resolve_model
 from .options import TranscribeOptions
 from .results import Transcription
 
 DEVICES = ("auto", "cpu", "cuda")
 COMPUTE_TYPES = ("auto", "float32", "float16", "bfloat16")
+DEFAULT_BATCH_SIZE = 64  # recordings decoded together by Model.transcribe_batch
 
 
 def _native_model_class() -> Any:
@@ -128,7 +131,7 @@ class Model:
             InvalidArgumentError: a bad option or argument. NotFoundError: a missing audio file.
             AudioError: audio that cannot be decoded, is empty, or holds NaN/inf.
         """
-        options = TranscribeOptions.from_kwargs(
+        options = _transcribe_options(
             language=language,
             task=task,
             beam_size=beam_size,
@@ -137,7 +140,7 @@ class Model:
             without_timestamps=without_timestamps,
             max_initial_timestamp=max_initial_timestamp,
             suppress_blank=suppress_blank,
-            suppress_tokens=[-1] if suppress_tokens is None else suppress_tokens,
+            suppress_tokens=suppress_tokens,
             initial_prompt=initial_prompt,
             max_new_tokens=max_new_tokens,
             compression_ratio_threshold=compression_ratio_threshold,
@@ -149,6 +152,87 @@ class Model:
         samples, rate = load_audio(audio, sample_rate)
         result = self._native.transcribe(samples, rate, options.to_native())
         return Transcription.from_native(result)
+
+    def transcribe_batch(
+        self,
+        audios: Sequence[AudioInput],
+        *,
+        sample_rate: Union[None, int, Sequence[Optional[int]]] = None,
+        batch_size: Optional[int] = None,
+        **options: Any,
+    ) -> List[Transcription]:
+        """Transcribes many recordings with the same options, decoding their 30 s windows together.
+
+        Every recording advances through the long-form loop at once: each round decodes the next
+        window of up to `batch_size` unfinished recordings (taken in input order) as one batch
+        on the backend. Each result equals :meth:`transcribe` of that recording alone.
+
+        Args:
+            audios: a list (or other sequence) of audio inputs, each anything :meth:`transcribe`
+                accepts: a path, encoded bytes, a binary file object, or a numpy array of
+                samples ``(frames,)`` / ``(frames, channels)``, of any rate and channel count.
+            sample_rate: rate in Hz of the numpy arrays: one value for all items, or a sequence
+                with one entry (int or None) per item. Default None = 16000. Not used for files.
+            batch_size: most recordings whose windows are decoded together in one round; the
+                others wait for a later round. Default None = 64.
+            **options: the decoding options of :meth:`transcribe` (``language``, ``task``,
+                ``beam_size``, ``temperature``, ``condition_on_previous_text``,
+                ``without_timestamps``, ``max_initial_timestamp``, ``suppress_blank``,
+                ``suppress_tokens``, ``initial_prompt``, ``max_new_tokens``,
+                ``compression_ratio_threshold``, ``log_prob_threshold``, ``no_speech_threshold``,
+                ``prompt_reset_on_temperature``), same meanings and defaults, applied to every
+                item. An unknown keyword raises InvalidArgumentError naming it.
+
+        Returns:
+            a list of :class:`Transcription`, one per item, in input order (``[]`` for an empty
+            list).
+
+        Raises:
+            InvalidArgumentError: a bad option, `batch_size` or `sample_rate`, or an item of an
+                unsupported type. NotFoundError: a missing audio file. AudioError: an item that
+                cannot be decoded, is empty, or holds NaN/inf. An error about one item starts
+                with ``audio item <index>`` (and the path, for paths). Options are checked
+                before any audio is read, and every item is read before any decoding starts.
+        """
+        native_options = _transcribe_options(**options).to_native()
+        if batch_size is None:
+            batch_size = DEFAULT_BATCH_SIZE
+        elif isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise InvalidArgumentError(f"batch_size must be None or an integer >= 1, got {batch_size!r}")
+        if (isinstance(audios, (str, bytes, bytearray, memoryview, os.PathLike, np.ndarray))
+                or hasattr(audios, "read") or not isinstance(audios, Iterable)):
+            raise InvalidArgumentError(
+                f"audios must be a list of audio inputs (paths, bytes, file objects or numpy arrays), "
+                f"got {type(audios).__name__}; use transcribe() for one recording")
+        items = list(audios)
+        if isinstance(sample_rate, (list, tuple)):
+            if len(sample_rate) != len(items):
+                raise InvalidArgumentError(
+                    f"sample_rate has {len(sample_rate)} entries for {len(items)} audio items")
+            rates = list(sample_rate)
+        else:
+            rates = [sample_rate] * len(items)
+        if not items:
+            return []
+
+        samples, native_rates = [], []
+        for i, (item, rate) in enumerate(zip(items, rates)):
+            try:
+                data, native_rate = load_audio(item, rate)
+            except SpeechcoreError as e:
+                name = f" ({os.fsdecode(os.fspath(item))})" if isinstance(item, (str, os.PathLike)) else ""
+                raise type(e)(f"audio item {i}{name}: {e}") from None
+            samples.append(data)
+            native_rates.append(native_rate)
+        results = self._native.transcribe_batch(samples, native_rates, native_options, int(batch_size))
+        return [Transcription.from_native(r) for r in results]
+
+
+def _transcribe_options(suppress_tokens: Optional[Iterable[int]] = None, **kwargs: Any) -> TranscribeOptions:
+    """The checked options of a transcription from :meth:`Model.transcribe`'s keywords
+    (shared by transcribe and transcribe_batch); suppress_tokens=None means ``[-1]``."""
+    return TranscribeOptions.from_kwargs(
+        suppress_tokens=[-1] if suppress_tokens is None else suppress_tokens, **kwargs)
 
 
 def load(
@@ -175,4 +259,4 @@ def load(
     return Model(model, device=device, compute_type=compute_type, threads=threads)
 
 
-__all__ = ["load", "Model", "DEVICES", "COMPUTE_TYPES"]
+__all__ = ["load", "Model", "DEVICES", "COMPUTE_TYPES", "DEFAULT_BATCH_SIZE"]

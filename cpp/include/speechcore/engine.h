@@ -27,6 +27,15 @@ struct ModelInfo {
   size_t weight_bytes = 0;    // memory held by the weights
 };
 
+// One recording handed to Model::transcribe_batch, not copied: `num_frames` frames of
+// `channels` interleaved float samples at `sample_rate` Hz (valid for the call).
+struct AudioRef {
+  const float* pcm = nullptr;
+  size_t num_frames = 0;
+  int sample_rate = 16000;
+  int channels = 1;
+};
+
 class Model {
  public:
   // Loads a model directory (CTranslate2/faster-whisper or Hugging Face transformers format).
@@ -39,6 +48,17 @@ class Model {
   // `sample_rate` Hz (mixed down to mono and resampled to 16 kHz inside).
   Transcription transcribe(const float* pcm, size_t num_frames, int sample_rate, int channels,
                            const TranscribeOptions& options = TranscribeOptions{}) const;
+
+  // Transcribes many recordings with the same options; result i belongs to audio[i] and equals
+  // transcribe() of that recording alone. Every recording is checked and prepared (mono,
+  // 16 kHz) first; then all of them advance together through the long-form loop, the next
+  // 30 s window of up to `max_batch` unfinished recordings (in input order) running as one
+  // batch on the backend. An empty list returns an empty vector. Throws speechcore::Error for
+  // a bad option or max_batch < 1, and for a bad recording with a message that starts with
+  // "audio item <index>: ".
+  std::vector<Transcription> transcribe_batch(const std::vector<AudioRef>& audio,
+                                              const TranscribeOptions& options = TranscribeOptions{},
+                                              int max_batch = 64) const;
 
   const ModelInfo& info() const;
 

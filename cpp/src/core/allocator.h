@@ -28,6 +28,7 @@ class Allocator {
   virtual void* allocate(size_t bytes) = 0;
   virtual void free(void* ptr) = 0;
   virtual void clear_cache() = 0;
+  virtual void reset_peak() = 0;  // peak_bytes_in_use = bytes_in_use (to measure one phase)
   virtual AllocatorStats stats() const = 0;
   virtual Device device() const = 0;
 };
@@ -45,6 +46,7 @@ class CachingAllocator : public Allocator {
   void* allocate(size_t bytes) override;
   void free(void* ptr) override;
   void clear_cache() override;
+  void reset_peak() override;
   AllocatorStats stats() const override;
   Device device() const override { return device_; }
 

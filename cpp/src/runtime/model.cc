@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <string>
 
 #include "core/status.h"
 #include "core/thread_pool.h"
@@ -100,6 +101,22 @@ Transcription Model::transcribe(const float* pcm, size_t num_frames, int sample_
                                 const TranscribeOptions& options) const {
   const std::vector<float> audio = io::prepare_audio(pcm, num_frames, sample_rate, channels);
   return impl_->transcriber->transcribe(audio, options);
+}
+
+std::vector<Transcription> Model::transcribe_batch(const std::vector<AudioRef>& audio,
+                                                   const TranscribeOptions& options, int max_batch) const {
+  SC_CHECK(max_batch >= 1, ErrorCode::kInvalidArgument, "max_batch must be >= 1, got ", max_batch);
+  std::vector<std::vector<float>> prepared;
+  prepared.reserve(audio.size());
+  for (size_t i = 0; i < audio.size(); ++i) {
+    const AudioRef& a = audio[i];
+    try {
+      prepared.push_back(io::prepare_audio(a.pcm, a.num_frames, a.sample_rate, a.channels));
+    } catch (const Error& e) {
+      throw Error(e.code(), "audio item " + std::to_string(i) + ": " + e.what());
+    }
+  }
+  return impl_->transcriber->transcribe_batch(prepared, options, max_batch);
 }
 
 }  // namespace speechcore

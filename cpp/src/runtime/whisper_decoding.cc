@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "core/status.h"
+#include "io/audio.h"
 #include "ops/ops.h"
 #include "runtime/whisper_greedy.h"
 
@@ -79,6 +80,12 @@ PromptLayout prompt_layout(const std::vector<int>& prompt, const WhisperSpecialT
   const int start_step = prompt_len - 1;
   layout.max_new = std::min(o.max_length / 2, o.max_length - start_step);
   return layout;
+}
+
+Tensor WindowRunner::log_mel(const std::vector<float>& samples) const {
+  io::MelOptions mel_opt;
+  mel_opt.n_mels = config().n_mels;
+  return io::log_mel_spectrogram(samples.data(), samples.size(), mel_opt);
 }
 
 namespace {

@@ -35,6 +35,23 @@ struct WindowResult {
   float no_speech_prob = 0.0f; // P(<|nospeech|>) at the start-of-transcript position
 };
 
+// Checks of a window's prompt shared by every backend: index of the start-of-transcript token,
+// whether timestamp rules apply, and the number of tokens that may be generated.
+struct PromptLayout {
+  int sot_index = 0;
+  bool timestamps = true;
+  int max_new = 0;
+};
+PromptLayout prompt_layout(const std::vector<int>& prompt, const WhisperSpecialTokens& special,
+                           const WindowOptions& options);
+
+// One window of a batch: its features, prompt and options (the pointers stay valid for the call).
+struct WindowRequest {
+  const float* mel = nullptr;          // [n_mels, n_frames()] host float32
+  std::vector<int> prompt;
+  WindowOptions options;
+};
+
 // Runs one 30 s window (encoder + greedy decoding) on some backend. Implementations are
 // immutable after construction and safe to call from several threads.
 class WindowRunner {
@@ -45,6 +62,21 @@ class WindowRunner {
   // mel: [n_mels, n_frames()] host float32.
   virtual WindowResult run(const float* mel, const std::vector<int>& prompt, const WhisperSpecialTokens& special,
                            const WindowOptions& options) const = 0;
+  // Runs many windows; result i belongs to request i and equals run() on that request alone
+  // (backends batch the work; the default runs them one by one). Every prompt is checked
+  // before any window runs.
+  virtual std::vector<WindowResult> run_batch(const std::vector<WindowRequest>& requests,
+                                              const WhisperSpecialTokens& special) const {
+    for (const WindowRequest& r : requests) prompt_layout(r.prompt, special, r.options);
+    std::vector<WindowResult> out;
+    out.reserve(requests.size());
+    for (const WindowRequest& r : requests) out.push_back(run(r.mel, r.prompt, special, r.options));
+    return out;
+  }
+  // Log-mel features [n_mels, frames] (host float32) of a whole 16 kHz mono recording, as
+  // io::log_mel_spectrogram with the model's n_mels and the default padding. The default runs
+  // on the CPU; the CUDA backend computes them on the GPU.
+  virtual Tensor log_mel(const std::vector<float>& samples) const;
   virtual std::string device() const = 0;
   virtual std::string compute_type() const = 0;
   // Raw float32 logits [vocab] at the last prompt position (tests compare backends with it).
@@ -62,15 +94,6 @@ std::unique_ptr<WindowRunner> make_cuda_window_runner(const models::whisper::Whi
 bool cuda_device_available();
 #endif
 
-// Checks of a window's prompt shared by every backend: index of the start-of-transcript token,
-// whether timestamp rules apply, and the number of tokens that may be generated.
-struct PromptLayout {
-  int sot_index = 0;
-  bool timestamps = true;
-  int max_new = 0;
-};
-PromptLayout prompt_layout(const std::vector<int>& prompt, const WhisperSpecialTokens& special,
-                           const WindowOptions& options);
 
 // Applies the logits rules for decoding step `step` (0 = first generated token) given the
 // tokens generated so far. logits: [vocab] (modified in place: disallowed tokens -> -inf).

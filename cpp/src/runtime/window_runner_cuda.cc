@@ -1,38 +1,408 @@
-// The CUDA WindowRunner: encoder and decoder on the GPU, Whisper's logits rules and the
-// greedy choice on the host over the downloaded float32 logits (the device greedy step and
-// batching come next; see STATUS.md).
-#include <mutex>
+// The CUDA WindowRunner: windows decoded as one batch on the GPU. The encoder runs over the
+// batch in chunks, the prompts are prefilled together (right-padded), then every decoder step
+// runs all unfinished windows at once (finished ones drop out: rows are re-packed and the
+// attention kernels reach each window's caches through a slot map, so nothing is copied).
+// Whisper's logits rules and the greedy pick run on the device; one step copies back only the
+// chosen token ids and their log-probabilities.
+#include <cuda_runtime_api.h>
 
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <map>
+#include <mutex>
+#include <tuple>
+
+#include "core/allocator.h"
+#include "core/status.h"
 #include "models/whisper/whisper_model_cuda.h"
-#include "runtime/whisper_greedy.h"
+#include "runtime/whisper_decoding.h"
+#include "io/audio.h"
+#include "speechcore_cuda/mel.h"
+#include "speechcore_cuda/sampling.h"
 
 namespace speechcore::runtime {
 
 namespace {
 
+using models::whisper::WhisperBatchCuda;
+using models::whisper::WhisperModelCuda;
+
+constexpr int kMaxSlots = 256;        // windows decoded together at most
+constexpr int kEncoderChunk = 8;      // windows per encoder forward pass
+constexpr size_t kReserveBytes = size_t(1) << 30;  // left free for cuBLASLt, graphs, other users
+
+struct HostBuffer {  // pinned host staging (asynchronous copies, no pageable bounce)
+  void* ptr = nullptr;
+  size_t bytes = 0;
+  void reserve(size_t n) {
+    if (n <= bytes) return;
+    if (ptr) cudaFreeHost(ptr);
+    ptr = nullptr;
+    bytes = 0;
+    SC_CUDA_CHECK(cudaMallocHost(&ptr, n));
+    bytes = n;
+  }
+  ~HostBuffer() {
+    if (ptr) cudaFreeHost(ptr);
+  }
+  template <typename T> T* as() { return static_cast<T*>(ptr); }
+};
+
+Tensor device_ints(int64_t n) { return Tensor::empty({std::max<int64_t>(n, 1)}, DType::kInt32, Device::kCUDA); }
+
+bool graphs_enabled() {
+  const char* v = std::getenv("SPEECHCORE_CUDA_GRAPHS");
+  return !(v && std::string(v) == "0");
+}
+
+// A batch's device state kept between calls (so repeated calls of the same shape reuse memory
+// and captured graphs), with one CUDA graph per number of active rows: a decoder step plus the
+// logits, replayed with one launch instead of ~15 per layer.
+struct CachedBatch {
+  WhisperBatchCuda batch;
+  std::map<int, cudaGraphExec_t> graphs;
+  int last_rows = -1;  // a graph is captured when a row count repeats
+  CachedBatch() = default;
+  CachedBatch(const CachedBatch&) = delete;
+  CachedBatch& operator=(const CachedBatch&) = delete;
+  ~CachedBatch() {
+    for (auto& [rows, exec] : graphs) cudaGraphExecDestroy(exec);
+  }
+};
+
 class CudaWindowRunner final : public WindowRunner {
  public:
-  CudaWindowRunner(const models::whisper::WhisperWeights& weights, cuda::DataType dtype)
-      : model_(weights, dtype) {}
+  CudaWindowRunner(const models::whisper::WhisperWeights& weights, cuda::DataType dtype) : model_(weights, dtype) {}
   const models::whisper::WhisperConfig& config() const override { return model_.config(); }
-  WindowResult run(const float* mel, const std::vector<int>& prompt, const WhisperSpecialTokens& special,
-                   const WindowOptions& options) const override {
-    prompt_layout(prompt, special, options);  // reject a bad prompt before the encoder runs
-    std::lock_guard<std::mutex> lock(mutex_);  // one stream per model: one window at a time
-    const models::whisper::CrossKVCuda cross = model_.encode(mel);
-    return decode_window_greedy(model_, cross, prompt, special, options);
-  }
   std::string device() const override { return "cuda"; }
   std::string compute_type() const override { return cuda::data_type_name(model_.dtype()); }
   size_t weight_bytes() const { return model_.weight_bytes(); }
-  std::vector<float> prompt_logits(const float* mel, const std::vector<int>& prompt) const override {
+
+  WindowResult run(const float* mel, const std::vector<int>& prompt, const WhisperSpecialTokens& special,
+                   const WindowOptions& options) const override {
+    std::vector<WindowRequest> one(1);
+    one[0].mel = mel;
+    one[0].prompt = prompt;
+    one[0].options = options;
+    return run_batch(one, special)[0];
+  }
+
+  std::vector<WindowResult> run_batch(const std::vector<WindowRequest>& requests,
+                                      const WhisperSpecialTokens& special) const override {
+    std::vector<PromptLayout> layouts;
+    for (const WindowRequest& r : requests) {
+      SC_CHECK(r.mel != nullptr, ErrorCode::kInvalidArgument, "run_batch: a window has no features");
+      layouts.push_back(prompt_layout(r.prompt, special, r.options));  // reject bad prompts up front
+    }
+    // Windows decoded together share the logits rules' parameters.
+    using Key = std::tuple<std::vector<int>, std::vector<int>, int, bool>;
+    std::map<Key, std::vector<int>> groups;
+    for (size_t i = 0; i < requests.size(); ++i) {
+      const WindowOptions& o = requests[i].options;
+      groups[Key(o.suppress_tokens, o.suppress_tokens_begin, o.max_initial_timestamp_index, layouts[i].timestamps)]
+          .push_back(static_cast<int>(i));
+    }
+    std::vector<WindowResult> results(requests.size());
+    std::lock_guard<std::mutex> lock(mutex_);  // one stream per model: one batch at a time
+    for (const auto& [key, members] : groups) {
+      size_t done = 0;
+      while (done < members.size()) {
+        const int n = slots_for(requests, layouts, members, done);
+        std::vector<int> chunk(members.begin() + done, members.begin() + done + n);
+        decode_chunk(requests, layouts, chunk, special, results);
+        done += n;
+      }
+    }
+    return results;
+  }
+
+  Tensor log_mel(const std::vector<float>& samples) const override {
+    const int padding = io::MelOptions().padding;
+    // Clips under a second cost little on the CPU, which also reports too-short input.
+    if (samples.size() < static_cast<size_t>(io::kWhisperSampleRate)) return WindowRunner::log_mel(samples);
+    const int nm = config().n_mels;
+    const int64_t n = static_cast<int64_t>(samples.size());
+    const int64_t frames = cuda::log_mel_num_frames(n, padding);
+    const cudaStream_t stream = model_.stream();
     std::lock_guard<std::mutex> lock(mutex_);
-    return runtime::prompt_logits(model_, model_.encode(mel), prompt);
+    if (!mel_filters_.defined()) {
+      const std::vector<float> f = io::mel_filters(io::kWhisperSampleRate, cuda::kMelNFft, nm);
+      mel_filters_ = Tensor::empty({nm, cuda::kMelFreqs}, DType::kFloat32, Device::kCUDA);
+      SC_CUDA_CHECK(cudaMemcpy(mel_filters_.raw(), f.data(), f.size() * sizeof(float), cudaMemcpyHostToDevice));
+    }
+    Tensor audio = Tensor::empty({n}, DType::kFloat32, Device::kCUDA);
+    Tensor mel = Tensor::empty({nm, frames}, DType::kFloat32, Device::kCUDA);
+    const size_t sb = cuda::log_mel_scratch_bytes(n, padding, nm);
+    Tensor scratch = Tensor::empty({static_cast<int64_t>(std::max<size_t>(sb, 16))}, DType::kUInt8, Device::kCUDA);
+    Tensor out = Tensor::empty({nm, frames}, DType::kFloat32, Device::kCPU);
+    SC_CUDA_CHECK(cudaMemcpyAsync(audio.raw(), samples.data(), n * sizeof(float), cudaMemcpyHostToDevice, stream));
+    cuda::log_mel(audio.data<float>(), n, padding, mel_filters_.data<float>(), nm, mel.data<float>(), scratch.raw(),
+                  stream);
+    SC_CUDA_CHECK(cudaMemcpyAsync(out.raw(), mel.raw(), mel.nbytes(), cudaMemcpyDeviceToHost, stream));
+    SC_CUDA_CHECK(cudaStreamSynchronize(stream));
+    return out;
+  }
+
+  std::vector<float> prompt_logits(const float* mel, const std::vector<int>& prompt) const override {
+    const int len = static_cast<int>(prompt.size());
+    SC_CHECK(len >= 1 && len <= config().n_text_ctx, ErrorCode::kInvalidArgument, "prompt_logits: the prompt needs 1 to ",
+             config().n_text_ctx, " tokens");
+    for (int t : prompt)
+      SC_CHECK(t >= 0 && t < config().vocab_size, ErrorCode::kInvalidArgument, "token id ", t,
+               " is outside the vocabulary (", config().vocab_size, ")");
+    std::lock_guard<std::mutex> lock(mutex_);
+    WhisperBatchCuda& b = batch_for(1, len);
+    model_.encode(&mel, 1, b, 0, 1);
+    Tensor x = prefill(b, {prompt}, len);
+    Tensor row = device_ints(1);
+    const int32_t last = len - 1;
+    SC_CUDA_CHECK(cudaMemcpyAsync(row.raw(), &last, 4, cudaMemcpyHostToDevice, model_.stream()));
+    model_.logits(b, x, row.data<int32_t>(), 1, 0);
+    std::vector<float> out(static_cast<size_t>(config().vocab_size));
+    SC_CUDA_CHECK(cudaMemcpyAsync(out.data(), b.logits.data<float>(), out.size() * sizeof(float),
+                                  cudaMemcpyDeviceToHost, model_.stream()));
+    SC_CUDA_CHECK(cudaStreamSynchronize(model_.stream()));
+    return out;
   }
 
  private:
-  models::whisper::WhisperModelCuda model_;
+  // How many of members[first..] to decode together: bounded by kMaxSlots and by free memory.
+  int slots_for(const std::vector<WindowRequest>& requests, const std::vector<PromptLayout>& layouts,
+                const std::vector<int>& members, size_t first) const {
+    const int remaining = static_cast<int>(members.size() - first);
+    int ctx = 1, len = 1;
+    for (size_t i = first; i < members.size(); ++i) {
+      const int pl = static_cast<int>(requests[members[i]].prompt.size());
+      len = std::max(len, pl);
+      ctx = std::max(ctx, pl + std::max(layouts[members[i]].max_new, 0));
+    }
+    ctx = round_ctx(std::max(ctx, len));
+    size_t free_bytes = 0, total = 0;
+    SC_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total));
+    free_bytes += core::default_allocator(Device::kCUDA).stats().bytes_cached;
+    if (cached_) free_bytes += cached_->batch.slots * model_.bytes_per_slot(cached_->batch.ctx);  // reusable
+    const size_t fixed = kReserveBytes + model_.encoder_bytes(kEncoderChunk);
+    const size_t per_slot = model_.bytes_per_slot(ctx) +
+                            static_cast<size_t>(len) * 10 * config().d_model * cuda::data_type_size(model_.dtype());
+    const int64_t fit = free_bytes > fixed ? static_cast<int64_t>((free_bytes - fixed) / per_slot) : 0;
+    SC_CHECK(fit >= 1, ErrorCode::kOutOfMemory, "not enough GPU memory to decode one window (",
+             (free_bytes >> 20), " MiB free, need about ", ((fixed + per_slot) >> 20), " MiB)");
+    return static_cast<int>(std::min<int64_t>({fit, remaining, kMaxSlots}));
+  }
+
+  int round_ctx(int ctx) const { return std::min((ctx + 63) / 64 * 64, config().n_text_ctx); }
+
+  // The batch state for n windows of up to ctx positions: the cached one when it fits without
+  // wasting more than half of it, else a new one (the old one is freed first).
+  WhisperBatchCuda& batch_for(int n, int ctx) const {
+    ctx = round_ctx(ctx);
+    if (cached_ && cached_->batch.slots >= n && cached_->batch.slots <= 2 * n && cached_->batch.ctx == ctx)
+      return cached_->batch;
+    cached_.reset();
+    auto c = std::make_unique<CachedBatch>();
+    c->batch = model_.new_batch(n, ctx);
+    cached_ = std::move(c);
+    return cached_->batch;
+  }
+
+  // One decoder step for `rows` active rows plus their logits: eager the first time a row count
+  // is seen, captured into a CUDA graph when it repeats, replayed after that.
+  void step_and_logits(int rows) const {
+    CachedBatch& c = *cached_;
+    WhisperBatchCuda& b = c.batch;
+    const cudaStream_t stream = model_.stream();
+    auto eager = [&] {
+      model_.step(b, rows);
+      model_.logits(b, b.x, nullptr, rows, 0);
+    };
+    if (!use_graphs_) return eager();
+    auto it = c.graphs.find(rows);
+    if (it == c.graphs.end()) {
+      if (c.last_rows != rows) {
+        c.last_rows = rows;
+        return eager();
+      }
+      cudaGraph_t graph = nullptr;
+      SC_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+      try {
+        eager();
+      } catch (...) {
+        cudaStreamEndCapture(stream, &graph);
+        if (graph) cudaGraphDestroy(graph);
+        throw;
+      }
+      SC_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+      cudaGraphExec_t exec = nullptr;
+      const cudaError_t rc = cudaGraphInstantiate(&exec, graph, 0);
+      cudaGraphDestroy(graph);
+      SC_CUDA_CHECK(rc);
+      it = c.graphs.emplace(rows, exec).first;
+    }
+    SC_CUDA_CHECK(cudaGraphLaunch(it->second, stream));
+  }
+
+  // Prefill prompts (slot i <- prompts[i]) right-padded to `len`; returns the hidden states.
+  // Uses the pinned buffer's first 3 * n * len ints and waits for the copy.
+  Tensor prefill(WhisperBatchCuda& b, const std::vector<std::vector<int>>& prompts, int len) const {
+    const int n = static_cast<int>(prompts.size());
+    const int64_t R = static_cast<int64_t>(n) * len;
+    host_.reserve(static_cast<size_t>(3 * R) * sizeof(int32_t));
+    int32_t* h = host_.as<int32_t>();
+    for (int i = 0; i < n; ++i)
+      for (int j = 0; j < len; ++j) {
+        const int64_t r = static_cast<int64_t>(i) * len + j;
+        const std::vector<int>& p = prompts[i];
+        h[r] = j < static_cast<int>(p.size()) ? p[j] : p.back();  // padding: any valid id
+        h[R + r] = j;
+        h[2 * R + r] = static_cast<int32_t>(static_cast<int64_t>(i) * b.ctx + j);
+      }
+    Tensor ints = device_ints(3 * R);
+    SC_CUDA_CHECK(cudaMemcpyAsync(ints.raw(), h, static_cast<size_t>(3 * R) * 4, cudaMemcpyHostToDevice,
+                                  model_.stream()));
+    SC_CUDA_CHECK(cudaStreamSynchronize(model_.stream()));  // the pinned buffer is reused next
+    return model_.prefill(b, ints.data<int32_t>(), n, len);
+  }
+
+  void decode_chunk(const std::vector<WindowRequest>& requests, const std::vector<PromptLayout>& layouts,
+                    const std::vector<int>& chunk, const WhisperSpecialTokens& sp,
+                    std::vector<WindowResult>& results) const {
+    const auto& cfg = config();
+    const cudaStream_t stream = model_.stream();
+    const int n = static_cast<int>(chunk.size());
+    const int vocab = cfg.vocab_size;
+    const WindowOptions& o = requests[chunk[0]].options;
+    int len = 1, ctx = 1, max_steps = 1;
+    std::vector<std::vector<int>> prompts;
+    std::vector<const float*> mels;
+    for (int idx : chunk) {
+      const int pl = static_cast<int>(requests[idx].prompt.size());
+      len = std::max(len, pl);
+      ctx = std::max(ctx, pl + std::max(layouts[idx].max_new, 0));
+      max_steps = std::max(max_steps, layouts[idx].max_new);
+      prompts.push_back(requests[idx].prompt);
+      mels.push_back(requests[idx].mel);
+    }
+    WhisperBatchCuda& b = batch_for(n, std::max(ctx, len));
+    ctx = b.ctx;
+    model_.encode(mels.data(), n, b, 0, kEncoderChunk);
+    Tensor x = prefill(b, prompts, len);
+
+    // Pinned staging, one region per purpose so no host write races an asynchronous copy:
+    // logits rows [2n], suppress lists, step inputs [6n], downloads [3n].
+    const int n_sup = static_cast<int>(o.suppress_tokens.size()), n_beg = static_cast<int>(o.suppress_tokens_begin.size());
+    host_.reserve(static_cast<size_t>(2 * n + n_sup + n_beg + 6 * n + 3 * n) * 4);
+    int32_t* h_rows = host_.as<int32_t>();
+    int32_t* h_sup = h_rows + 2 * n;
+    int32_t* h = h_sup + n_sup + n_beg;  // step inputs
+    int32_t* tok = h + 6 * n;            // downloads: token, log-prob, no-speech probability
+    float* lp = reinterpret_cast<float*>(tok + n);
+    const float* h_ns = reinterpret_cast<const float*>(tok + 2 * n);
+
+    // logits at each window's start-of-transcript row (no-speech probability) and last row
+    for (int i = 0; i < n; ++i) {
+      h_rows[i] = i * len + layouts[chunk[i]].sot_index;
+      h_rows[n + i] = i * len + static_cast<int>(prompts[i].size()) - 1;
+    }
+    Tensor rows = device_ints(2 * n);
+    SC_CUDA_CHECK(cudaMemcpyAsync(rows.raw(), h_rows, static_cast<size_t>(2 * n) * 4, cudaMemcpyHostToDevice, stream));
+    model_.logits(b, x, rows.data<int32_t>(), 2 * n, 0);
+    x = Tensor();
+
+    // the rules' parameters and the device-side history of generated tokens
+    cuda::WhisperRuleParams p;
+    p.eot = sp.eot;
+    p.no_timestamps = sp.no_timestamps;
+    p.timestamp_begin = sp.timestamp_begin;
+    p.timestamp_end = sp.timestamp_end;
+    p.max_initial_timestamp_index = o.max_initial_timestamp_index;
+    p.timestamps = layouts[chunk[0]].timestamps;
+    Tensor suppress = device_ints(n_sup + n_beg);
+    Tensor generated = device_ints(static_cast<int64_t>(n) * max_steps);
+    Tensor picked = device_ints(2 * n + n);  // next token [n], log-prob [n] (float), no-speech [n] (float)
+    int32_t* d_tok = picked.data<int32_t>();
+    float* d_lp = reinterpret_cast<float*>(d_tok + n);
+    float* d_ns = reinterpret_cast<float*>(d_tok + 2 * n);
+    std::copy(o.suppress_tokens.begin(), o.suppress_tokens.end(), h_sup);
+    std::copy(o.suppress_tokens_begin.begin(), o.suppress_tokens_begin.end(), h_sup + n_sup);
+    if (n_sup + n_beg > 0)
+      SC_CUDA_CHECK(cudaMemcpyAsync(suppress.raw(), h_sup, static_cast<size_t>(n_sup + n_beg) * 4,
+                                    cudaMemcpyHostToDevice, stream));
+    SC_CUDA_CHECK(cudaMemsetAsync(b.step_array(5), 0, static_cast<size_t>(n) * 4, stream));  // step 0 for all
+    const int32_t* d_sup = suppress.data<int32_t>();
+    auto pick = [&](const float* logits_rows, int rows_n, const int32_t* slot_map) {
+      cuda::whisper_greedy_step(const_cast<float*>(logits_rows), generated.data<int32_t>(), slot_map, true,
+                                b.step_array(5), d_sup, n_sup, d_sup + n_sup, n_beg, p, d_tok, d_lp, rows_n, vocab,
+                                max_steps, stream);
+    };
+    cuda::no_speech_prob(b.logits.data<float>(), n, vocab, sp.no_speech >= 0 ? sp.no_speech : 0, d_ns, stream);
+    pick(b.logits.data<float>() + static_cast<int64_t>(n) * vocab, n, nullptr);
+    SC_CUDA_CHECK(cudaMemcpyAsync(tok, d_tok, static_cast<size_t>(3 * n) * 4, cudaMemcpyDeviceToHost, stream));
+    SC_CUDA_CHECK(cudaStreamSynchronize(stream));
+
+    std::vector<WindowResult> out(static_cast<size_t>(n));
+    std::vector<char> finished(static_cast<size_t>(n), 0);
+    for (int i = 0; i < n; ++i) {
+      out[i].no_speech_prob = sp.no_speech >= 0 ? h_ns[i] : 0.0f;
+      if (layouts[chunk[i]].max_new <= 0) finished[i] = 1;
+    }
+    std::vector<int> active(static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i) active[i] = i;
+    while (true) {
+      // the tokens picked for the rows of `active`
+      std::vector<int> next;
+      for (size_t r = 0; r < active.size(); ++r) {
+        const int i = active[r];
+        if (finished[i]) continue;
+        WindowResult& res = out[i];
+        res.sum_logprob += static_cast<double>(lp[r]);
+        if (tok[r] == sp.eot) {
+          finished[i] = 1;
+          continue;
+        }
+        res.tokens.push_back(tok[r]);
+        if (static_cast<int>(res.tokens.size()) >= layouts[chunk[i]].max_new) {
+          finished[i] = 1;
+          continue;
+        }
+        next.push_back(i);
+      }
+      active.swap(next);
+      const int na = static_cast<int>(active.size());
+      if (na == 0) break;
+      // step inputs: id, position, KV row, slot, self-attention length, tokens generated so far
+      for (int r = 0; r < na; ++r) {
+        const int i = active[r];
+        const int k = static_cast<int>(out[i].tokens.size());
+        const int pos = static_cast<int>(prompts[i].size()) + k - 1;
+        h[r] = out[i].tokens.back();
+        h[n + r] = pos;
+        h[2 * n + r] = i * ctx + pos;
+        h[3 * n + r] = i;
+        h[4 * n + r] = pos + 1;
+        h[5 * n + r] = k;
+      }
+      for (int a = 0; a < 6; ++a)
+        SC_CUDA_CHECK(cudaMemcpyAsync(b.step_array(a), h + a * n, static_cast<size_t>(na) * 4, cudaMemcpyHostToDevice,
+                                      stream));
+      step_and_logits(na);
+      pick(b.logits.data<float>(), na, b.step_array(3));
+      SC_CUDA_CHECK(cudaMemcpyAsync(tok, d_tok, static_cast<size_t>(2 * n) * 4, cudaMemcpyDeviceToHost, stream));
+      SC_CUDA_CHECK(cudaStreamSynchronize(stream));  // token and log-prob of every active row
+    }
+    for (int i = 0; i < n; ++i) {
+      out[i].avg_logprob = static_cast<float>(out[i].sum_logprob / (static_cast<double>(out[i].tokens.size()) + 1.0));
+      results[chunk[i]] = std::move(out[i]);
+    }
+  }
+
+  WhisperModelCuda model_;
+  const bool use_graphs_ = graphs_enabled();
   mutable std::mutex mutex_;
+  mutable HostBuffer host_;
+  mutable std::unique_ptr<CachedBatch> cached_;
+  mutable Tensor mel_filters_;
 };
 
 }  // namespace

@@ -41,6 +41,10 @@ size_t attention_decode_scratch_bytes(int batch, int heads, int head_dim, int64_
 // (ldq/ldo are validated but only one row is read/written per sequence), and it attends to its
 // first kv_lengths[b] keys (device array of `batch` int32; all of them visible: a self-attention
 // KV cache holds only the past), e.g. kv_lengths[b] = 1500 for cross-attention.
+// kv_index (device int32 [batch], or null = identity) picks the K/V sequence of each query row:
+// row b reads k + kv_index[b] * k_batch_stride (likewise v), so rows can be reordered or dropped
+// (finished sequences) and several rows can share one K/V sequence (beams, cross-attention)
+// without copies; out and q stay indexed by b. Indices are trusted.
 // kv_lengths[b] is clamped to [0, max_kv_len] on the device; a sequence with 0 keys gets zeros.
 // Split-K (flash-decoding) across blocks when batch * heads is small; `scratch` must hold
 // attention_decode_scratch_bytes(batch, heads, head_dim, max_kv_len) bytes (16-byte aligned; may
@@ -49,7 +53,7 @@ void attention_decode(DataType dtype, const void* q, int64_t ldq, int64_t q_batc
                       const void* k, int64_t ldk, int64_t k_batch_stride,
                       const void* v, int64_t ldv, int64_t v_batch_stride,
                       void* out, int64_t ldo, int64_t out_batch_stride,
-                      const int32_t* kv_lengths, int batch, int heads, int head_dim,
+                      const int32_t* kv_lengths, const int32_t* kv_index, int batch, int heads, int head_dim,
                       int64_t max_kv_len, void* scratch, cudaStream_t stream);
 
 // How attention_decode splits the keys (exposed for tests and workspace planning): `splits`

@@ -41,6 +41,12 @@ void add(DataType dt, const void* x, void* y, int64_t n, cudaStream_t stream);
 void embedding(DataType dt, const void* table, const int32_t* ids, const int32_t* positions, const void* pos_table,
                void* out, int64_t n, int64_t d, cudaStream_t stream);
 
+// Row copy with optional index maps (gathers for logits rows, scatters into KV caches):
+// dst[(dst_rows ? dst_rows[i] : i) * ld_dst + c] = src[(src_rows ? src_rows[i] : i) * ld_src + c]
+// for i < n, c < cols. Index maps are device int32 [n] (trusted); strides in elements.
+void copy_rows(DataType dt, const void* src, int64_t ld_src, const int32_t* src_rows, void* dst, int64_t ld_dst,
+               const int32_t* dst_rows, int64_t n, int64_t cols, cudaStream_t stream);
+
 // Output length of a 1-D convolution (as ops::conv1d_output_length).
 inline int64_t conv1d_output_length(int64_t t_in, int kw, int stride, int pad) {
   return (t_in + 2 * static_cast<int64_t>(pad) - kw) / stride + 1;

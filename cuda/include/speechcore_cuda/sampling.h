@@ -27,14 +27,17 @@ struct WhisperRuleParams {
 
 // One decoding step for `batch` sequences; one block per sequence.
 // logits: [batch, vocab] float32 (the rules' masks are written into it: -inf);
-// generated: [batch, max_steps] int32, generated[b, t] for t < step[b] are the tokens generated so
-// far (the prompt excluded); step: [batch] int32 in [0, max_steps] (trusted; clamped);
+// generated: [rows, max_steps] int32; sequence b's history is row r = rows[b] (rows: device int32
+// [batch], trusted; null = identity, r = b): generated[r, t] for t < step[b] are the tokens generated
+// so far (the prompt excluded); with `append`, the chosen token is stored at generated[r, step[b]]
+// (when step[b] < max_steps), so the history stays on the device between steps;
+// step: [batch] int32 in [0, max_steps] (trusted; clamped);
 // suppress / suppress_begin: int32 lists (ids outside [0, vocab) are ignored);
 // next_token: [batch] int32 (the argmax of the masked logits);
 // token_logprob: [batch] float32 (its log-softmax value, float(double(logit) - double(lse))).
 // All pointers are device pointers; nothing is copied to the host.
-void whisper_greedy_step(float* logits, const int32_t* generated, const int32_t* step, const int32_t* suppress,
-                         int n_suppress, const int32_t* suppress_begin, int n_suppress_begin,
+void whisper_greedy_step(float* logits, int32_t* generated, const int32_t* rows, bool append, const int32_t* step,
+                         const int32_t* suppress, int n_suppress, const int32_t* suppress_begin, int n_suppress_begin,
                          const WhisperRuleParams& p, int32_t* next_token, float* token_logprob, int batch, int vocab,
                          int max_steps, cudaStream_t stream);
 

@@ -22,19 +22,18 @@ DType to_dtype(cuda::DataType t) {
 constexpr float kLnEps = 1e-5f;
 }  // namespace
 
-Tensor WhisperModelCuda::upload(const Tensor& host) const {
-  SC_ASSERT(host.dtype() == DType::kFloat32 && host.device() == Device::kCPU && host.is_contiguous());
-  Tensor out = Tensor::empty(host.shape(), to_dtype(dtype_), Device::kCUDA);
-  const int64_t n = host.numel();
-  const float* src = host.data<float>();
+Tensor WhisperModelCuda::upload(const float* src, std::vector<int64_t> shape) const {
+  Tensor out = Tensor::empty(std::move(shape), to_dtype(dtype_), Device::kCUDA);
+  const int64_t n = out.numel();
   if (dtype_ == cuda::DataType::kFloat32) {
-    SC_CUDA_CHECK(cudaMemcpy(out.raw(), src, n * sizeof(float), cudaMemcpyHostToDevice));
+    SC_CUDA_CHECK(cudaMemcpyAsync(out.raw(), src, n * sizeof(float), cudaMemcpyHostToDevice, stream_));
   } else {
     std::vector<uint16_t> h(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i)
       h[i] = dtype_ == cuda::DataType::kFloat16 ? core::float_to_half(src[i]) : core::float_to_bf16(src[i]);
-    SC_CUDA_CHECK(cudaMemcpy(out.raw(), h.data(), n * sizeof(uint16_t), cudaMemcpyHostToDevice));
+    SC_CUDA_CHECK(cudaMemcpyAsync(out.raw(), h.data(), n * sizeof(uint16_t), cudaMemcpyHostToDevice, stream_));
   }
+  SC_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the host staging buffer dies here
   return out;
 }
 
@@ -46,10 +45,9 @@ void* WhisperModelCuda::at(const Tensor& t, int64_t elements) const {
   return static_cast<char*>(const_cast<void*>(t.raw())) + elements * static_cast<int64_t>(cuda::data_type_size(dtype_));
 }
 
-void WhisperModelCuda::linear(const Tensor& x, int64_t m, const Tensor& w, const Tensor& b, Tensor& y,
+void WhisperModelCuda::linear(const void* x, int64_t m, const Tensor& w, const Tensor& b, void* y,
                               bool accumulate) const {
-  gemm_->linear(dtype_, x.raw(), w.raw(), b.defined() ? b.raw() : nullptr, y.raw(), m, w.dim(0), w.dim(1), accumulate,
-                stream_);
+  gemm_->linear(dtype_, x, w.raw(), b.defined() ? b.raw() : nullptr, y, m, w.dim(0), w.dim(1), accumulate, stream_);
 }
 
 WhisperModelCuda::WhisperModelCuda(const WhisperWeights& w, cuda::DataType dtype) : config_(w.config), dtype_(dtype) {
@@ -59,7 +57,8 @@ WhisperModelCuda::WhisperModelCuda(const WhisperWeights& w, cuda::DataType dtype
   SC_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   gemm_ = std::make_unique<cuda::GemmRunner>();
   auto up = [&](const Tensor& t) {
-    Tensor d = upload(t);
+    SC_ASSERT(t.dtype() == DType::kFloat32 && t.device() == Device::kCPU && t.is_contiguous());
+    Tensor d = upload(t.data<float>(), t.shape());
     weight_bytes_ += d.nbytes();
     return d;
   };
@@ -94,147 +93,212 @@ WhisperModelCuda::WhisperModelCuda(const WhisperWeights& w, cuda::DataType dtype
   };
   for (const auto& L : w.enc_layers) enc_.push_back(EncLayer{attn(L.self_attn), ffn(L.ffn)});
   for (const auto& L : w.dec_layers) dec_.push_back(DecLayer{attn(L.self_attn), attn(L.cross_attn), ffn(L.ffn)});
-  SC_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
 WhisperModelCuda::~WhisperModelCuda() {
   if (stream_) cudaStreamDestroy(stream_);
 }
 
-CrossKVCuda WhisperModelCuda::encode(const float* mel) const {
-  const WhisperConfig& c = config_;
-  const int64_t d = c.d_model, t_in = 2 * c.n_audio_ctx, t = c.n_audio_ctx, nm = c.n_mels;
-  const cuda::DataType dt = dtype_;
-  // features: host float32 -> device dtype
-  Tensor mel_host = Tensor::view(const_cast<float*>(mel), {nm, t_in}, DType::kFloat32);
-  Tensor x_mel = upload(mel_host);
-  Tensor col1 = scratch(t_in, nm * 3);
-  cuda::im2col_conv1d(dt, x_mel.raw(), nm, t_in, t_in, 1, 1, nm * t_in, 3, 1, 1, col1.raw(), stream_);
-  Tensor h1 = scratch(t_in, d);
-  linear(col1, t_in, conv1_w_, conv1_b_, h1, false);
-  cuda::gelu(dt, h1.raw(), t_in * d, stream_);
-  Tensor col2 = scratch(t, d * 3);
-  cuda::im2col_conv1d(dt, h1.raw(), d, t_in, 1, d, 1, t_in * d, 3, 2, 1, col2.raw(), stream_);
-  Tensor x = scratch(t, d);
-  linear(col2, t, conv2_w_, conv2_b_, x, false);
-  cuda::gelu(dt, x.raw(), t * d, stream_);
-  cuda::add_positional(dt, x.raw(), enc_pos_.raw(), 1, t, d, stream_);
+namespace {
+// Largest attention_decode scratch over every batch size up to `slots` (the split policy gives
+// small batches more splits).
+size_t decode_scratch_bytes(int slots, int heads, int64_t max_len) {
+  size_t most = 16;
+  for (int b = 1; b <= slots; ++b) most = std::max(most, cuda::attention_decode_scratch_bytes(b, heads, 64, max_len));
+  return most;
+}
+}  // namespace
 
-  Tensor h = scratch(t, d), qkv = scratch(t, 3 * d), att = scratch(t, d), ff = scratch(t, 4 * d);
+size_t WhisperModelCuda::bytes_per_slot(int ctx) const {
+  const WhisperConfig& c = config_;
+  const size_t es = cuda::data_type_size(dtype_), d = c.d_model, layers = c.decoder_layers;
+  const size_t cross = layers * c.n_audio_ctx * 2 * d, self = layers * 2 * static_cast<size_t>(ctx) * d;
+  const size_t step = 10 * d;  // x, h, qkv, att, ff rows
+  const size_t scratch = c.decoder_heads * (32 * (64 + 2)) * sizeof(float);  // split-K partials, generous
+  return es * (cross + self + step) + 2 * sizeof(float) * c.vocab_size + scratch + 8 * sizeof(int32_t);
+}
+
+size_t WhisperModelCuda::encoder_bytes(int windows) const {
+  const WhisperConfig& c = config_;
+  const size_t es = cuda::data_type_size(dtype_), d = c.d_model, t = c.n_audio_ctx, t_in = 2 * t, nm = c.n_mels;
+  // mel + col1 + conv1 output + col2, then x, h, qkv, att, ff of the layers
+  return es * windows * (t_in * nm * 4 + t_in * d + t * 3 * d + t * d * 10);
+}
+
+WhisperBatchCuda WhisperModelCuda::new_batch(int slots, int ctx) const {
+  const WhisperConfig& c = config_;
+  SC_CHECK(slots >= 1 && ctx >= 1 && ctx <= c.n_text_ctx, ErrorCode::kInvalidArgument, "new_batch: bad sizes ",
+           slots, ", ", ctx);
+  const int64_t d = c.d_model, L = c.decoder_layers, s = slots;
+  const DType dt = to_dtype(dtype_);
+  WhisperBatchCuda b;
+  b.slots = slots;
+  b.ctx = ctx;
+  b.cross = Tensor::empty({L, s * c.n_audio_ctx, 2 * d}, dt, Device::kCUDA);
+  b.self_kv = Tensor::empty({L, s * ctx, 2 * d}, dt, Device::kCUDA);
+  b.x = scratch(s, d);
+  b.h = scratch(s, d);
+  b.qkv = scratch(s, 3 * d);
+  b.att = scratch(s, d);
+  b.ff = scratch(s, 4 * d);
+  const size_t sb = decode_scratch_bytes(slots, c.decoder_heads, std::max(ctx, c.n_audio_ctx));
+  b.attn_scratch = Tensor::empty({static_cast<int64_t>(sb)}, DType::kUInt8, Device::kCUDA);
+  b.logits = Tensor::empty({2 * s, static_cast<int64_t>(c.vocab_size)}, DType::kFloat32, Device::kCUDA);
+  b.step_ints = Tensor::empty({WhisperBatchCuda::kStepArrays, s}, DType::kInt32, Device::kCUDA);
+  b.cross_len = Tensor::empty({s}, DType::kInt32, Device::kCUDA);
+  const std::vector<int32_t> lens(static_cast<size_t>(s), c.n_audio_ctx);
+  SC_CUDA_CHECK(cudaMemcpyAsync(b.cross_len.raw(), lens.data(), lens.size() * 4, cudaMemcpyHostToDevice, stream_));
+  SC_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return b;
+}
+
+void WhisperModelCuda::encode(const float* const* mels, int n, WhisperBatchCuda& batch, int slot0, int chunk) const {
+  SC_CHECK(n >= 0 && slot0 >= 0 && slot0 + n <= batch.slots && chunk >= 1, ErrorCode::kInvalidArgument,
+           "encode: windows [", slot0, ", ", slot0 + n, ") do not fit a batch of ", batch.slots);
+  for (int i = 0; i < n; i += chunk) encode_chunk(mels + i, std::min(chunk, n - i), batch, slot0 + i);
+}
+
+void WhisperModelCuda::encode_chunk(const float* const* mels, int n, WhisperBatchCuda& batch, int slot0) const {
+  const WhisperConfig& c = config_;
+  const int64_t d = c.d_model, t_in = 2 * c.n_audio_ctx, t = c.n_audio_ctx, nm = c.n_mels, nt = n * t;
+  const cuda::DataType dt = dtype_;
+  // features: host float32 -> device dtype, [n, n_mels, t_in]
+  std::vector<float> host(static_cast<size_t>(n * nm * t_in));
+  for (int i = 0; i < n; ++i) std::memcpy(host.data() + i * nm * t_in, mels[i], sizeof(float) * nm * t_in);
+  Tensor x_mel = upload(host.data(), {n, nm, t_in});
+  Tensor col1 = scratch(n * t_in, nm * 3);
+  cuda::im2col_conv1d(dt, x_mel.raw(), nm, t_in, t_in, 1, n, nm * t_in, 3, 1, 1, col1.raw(), stream_);
+  Tensor h1 = scratch(n * t_in, d);
+  linear(col1.raw(), n * t_in, conv1_w_, conv1_b_, h1.raw(), false);
+  cuda::gelu(dt, h1.raw(), n * t_in * d, stream_);
+  Tensor col2 = scratch(nt, d * 3);
+  cuda::im2col_conv1d(dt, h1.raw(), d, t_in, 1, d, n, t_in * d, 3, 2, 1, col2.raw(), stream_);
+  Tensor x = scratch(nt, d);
+  linear(col2.raw(), nt, conv2_w_, conv2_b_, x.raw(), false);
+  cuda::gelu(dt, x.raw(), nt * d, stream_);
+  cuda::add_positional(dt, x.raw(), enc_pos_.raw(), n, t, d, stream_);
+
+  Tensor h = scratch(nt, d), qkv = scratch(nt, 3 * d), att = scratch(nt, d), ff = scratch(nt, 4 * d);
   const int heads = c.encoder_heads;
   for (const EncLayer& L : enc_) {
-    cuda::layer_norm(dt, x.raw(), L.self_attn.ln_g.raw(), L.self_attn.ln_b.raw(), h.raw(), t, d, kLnEps, stream_);
-    linear(h, t, L.self_attn.qkv_w, L.self_attn.qkv_b, qkv, false);
+    cuda::layer_norm(dt, x.raw(), L.self_attn.ln_g.raw(), L.self_attn.ln_b.raw(), h.raw(), nt, d, kLnEps, stream_);
+    linear(h.raw(), nt, L.self_attn.qkv_w, L.self_attn.qkv_b, qkv.raw(), false);
     cuda::attention_prefill(dt, qkv.raw(), 3 * d, t * 3 * d, at(qkv, d), 3 * d, t * 3 * d, at(qkv, 2 * d), 3 * d,
-                            t * 3 * d, att.raw(), d, t * d, 1, t, t, heads, 64, -1, stream_);
-    linear(att, t, L.self_attn.out_w, L.self_attn.out_b, x, true);
-    cuda::layer_norm(dt, x.raw(), L.ffn.ln_g.raw(), L.ffn.ln_b.raw(), h.raw(), t, d, kLnEps, stream_);
-    linear(h, t, L.ffn.fc1_w, L.ffn.fc1_b, ff, false);
-    cuda::gelu(dt, ff.raw(), t * 4 * d, stream_);
-    linear(ff, t, L.ffn.fc2_w, L.ffn.fc2_b, x, true);
+                            t * 3 * d, att.raw(), d, t * d, n, t, t, heads, 64, -1, stream_);
+    linear(att.raw(), nt, L.self_attn.out_w, L.self_attn.out_b, x.raw(), true);
+    cuda::layer_norm(dt, x.raw(), L.ffn.ln_g.raw(), L.ffn.ln_b.raw(), h.raw(), nt, d, kLnEps, stream_);
+    linear(h.raw(), nt, L.ffn.fc1_w, L.ffn.fc1_b, ff.raw(), false);
+    cuda::gelu(dt, ff.raw(), nt * 4 * d, stream_);
+    linear(ff.raw(), nt, L.ffn.fc2_w, L.ffn.fc2_b, x.raw(), true);
   }
-  cuda::layer_norm(dt, x.raw(), enc_ln_g_.raw(), enc_ln_b_.raw(), h.raw(), t, d, kLnEps, stream_);
-  CrossKVCuda out;
-  for (const DecLayer& L : dec_) {
-    Tensor kv = scratch(t, 2 * d);
-    linear(h, t, L.cross_attn.kv_w, L.cross_attn.kv_b, kv, false);
-    out.kv.push_back(std::move(kv));
-  }
-  // The scratch tensors above return to the caching pool when this function returns; the
-  // pool hands them out again only to work queued later on this same stream.
-  SC_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  return out;
+  cuda::layer_norm(dt, x.raw(), enc_ln_g_.raw(), enc_ln_b_.raw(), h.raw(), nt, d, kLnEps, stream_);
+  const int64_t layer_stride = static_cast<int64_t>(batch.slots) * t * 2 * d;
+  for (size_t li = 0; li < dec_.size(); ++li)
+    linear(h.raw(), nt, dec_[li].cross_attn.kv_w, dec_[li].cross_attn.kv_b,
+           at(batch.cross, li * layer_stride + slot0 * t * 2 * d), false);
+  // The scratch tensors return to the caching pool here; the pool hands them out again only
+  // to work queued later on this same stream.
 }
 
-DecoderStateCuda WhisperModelCuda::new_state() const {
-  DecoderStateCuda s;
-  for (size_t i = 0; i < dec_.size(); ++i) {
-    s.k.push_back(scratch(config_.n_text_ctx, config_.d_model));
-    s.v.push_back(scratch(config_.n_text_ctx, config_.d_model));
-  }
-  return s;
-}
-
-void WhisperModelCuda::decode(DecoderStateCuda& state, const CrossKVCuda& cross, const int* tokens, int n,
-                              const std::vector<int>& logit_rows, float* logits) const {
+Tensor WhisperModelCuda::prefill(WhisperBatchCuda& batch, const int32_t* ints, int n, int len) const {
   const WhisperConfig& c = config_;
   const cuda::DataType dt = dtype_;
-  const int64_t d = c.d_model, p0 = state.length, t_enc = c.n_audio_ctx, ctx_len = c.n_text_ctx;
-  const size_t es = cuda::data_type_size(dt);
+  SC_CHECK(n >= 1 && n <= batch.slots && len >= 1 && len <= batch.ctx, ErrorCode::kInvalidArgument,
+           "prefill: ", n, " prompts of ", len, " tokens do not fit the batch");
+  const int64_t d = c.d_model, t_enc = c.n_audio_ctx, R = static_cast<int64_t>(n) * len, ctx = batch.ctx;
   const int heads = c.decoder_heads;
-  SC_CHECK(n > 0 && p0 + n <= ctx_len, ErrorCode::kInvalidArgument, "decoder sequence of ", p0 + n,
-           " tokens exceeds the model's ", ctx_len, " positions");
-  for (int i = 0; i < n; ++i)
-    SC_CHECK(tokens[i] >= 0 && tokens[i] < c.vocab_size, ErrorCode::kInvalidArgument, "token id ", tokens[i],
-             " is outside the vocabulary (", c.vocab_size, ")");
-  // ids, positions, then the two KV lengths (self: p0 + n, cross: n_audio_ctx) in one upload
-  std::vector<int32_t> ints(static_cast<size_t>(2 * n + 2));
-  for (int i = 0; i < n; ++i) {
-    ints[i] = tokens[i];
-    ints[n + i] = static_cast<int32_t>(p0 + i);
-  }
-  ints[2 * n] = static_cast<int32_t>(p0 + n);
-  ints[2 * n + 1] = static_cast<int32_t>(t_enc);
-  Tensor ints_dev = Tensor::empty({static_cast<int64_t>(ints.size())}, DType::kInt32, Device::kCUDA);
-  SC_CUDA_CHECK(cudaMemcpyAsync(ints_dev.raw(), ints.data(), ints.size() * 4, cudaMemcpyHostToDevice, stream_));
-  const int32_t* ids = ints_dev.data<int32_t>();
-  const int32_t* self_len = ids + 2 * n;
-  const int32_t* cross_len = ids + 2 * n + 1;
-
-  Tensor x = scratch(n, d), h = scratch(n, d), qkv = scratch(n, 3 * d), att = scratch(n, d), ff = scratch(n, 4 * d);
-  const size_t dec_scratch_bytes = cuda::attention_decode_scratch_bytes(1, heads, 64, std::max(ctx_len, t_enc));
-  Tensor dscratch = Tensor::empty({static_cast<int64_t>(std::max<size_t>(dec_scratch_bytes, 16))}, DType::kUInt8,
-                                  Device::kCUDA);
-  cuda::embedding(dt, tok_emb_.raw(), ids, ids + n, dec_pos_.raw(), x.raw(), n, d, stream_);
+  const int32_t* ids = ints;
+  const int32_t* pos = ints + R;
+  const int32_t* kv_rows = ints + 2 * R;
+  Tensor x = scratch(R, d), h = scratch(R, d), qkv = scratch(R, 3 * d), att = scratch(R, d), ff = scratch(R, 4 * d);
+  cuda::embedding(dt, tok_emb_.raw(), ids, pos, dec_pos_.raw(), x.raw(), R, d, stream_);
+  const int64_t self_layer = static_cast<int64_t>(batch.slots) * ctx * 2 * d;
+  const int64_t cross_layer = static_cast<int64_t>(batch.slots) * t_enc * 2 * d;
   for (size_t li = 0; li < dec_.size(); ++li) {
     const DecLayer& L = dec_[li];
-    cuda::layer_norm(dt, x.raw(), L.self_attn.ln_g.raw(), L.self_attn.ln_b.raw(), h.raw(), n, d, kLnEps, stream_);
+    void* KV_self = at(batch.self_kv, li * self_layer);
+    cuda::layer_norm(dt, x.raw(), L.self_attn.ln_g.raw(), L.self_attn.ln_b.raw(), h.raw(), R, d, kLnEps, stream_);
+    linear(h.raw(), R, L.self_attn.qkv_w, L.self_attn.qkv_b, qkv.raw(), false);
+    cuda::copy_rows(dt, at(qkv, d), 3 * d, nullptr, KV_self, 2 * d, kv_rows, R, 2 * d, stream_);  // K | V
+    // the prompt attends to itself: K/V straight from the fused QKV rows, causal
+    cuda::attention_prefill(dt, qkv.raw(), 3 * d, len * 3 * d, at(qkv, d), 3 * d, len * 3 * d, at(qkv, 2 * d), 3 * d,
+                            len * 3 * d, att.raw(), d, len * d, n, len, len, heads, 64, 0, stream_);
+    linear(att.raw(), R, L.self_attn.out_w, L.self_attn.out_b, x.raw(), true);
+    cuda::layer_norm(dt, x.raw(), L.cross_attn.ln_g.raw(), L.cross_attn.ln_b.raw(), h.raw(), R, d, kLnEps, stream_);
+    linear(h.raw(), R, L.cross_attn.qkv_w, L.cross_attn.qkv_b, qkv.raw(), false);  // q only: [R, d]
+    void* KV = at(batch.cross, li * cross_layer);
+    cuda::attention_prefill(dt, qkv.raw(), d, len * d, KV, 2 * d, t_enc * 2 * d, at(batch.cross, li * cross_layer + d),
+                            2 * d, t_enc * 2 * d, att.raw(), d, len * d, n, len, t_enc, heads, 64, -1, stream_);
+    linear(att.raw(), R, L.cross_attn.out_w, L.cross_attn.out_b, x.raw(), true);
+    cuda::layer_norm(dt, x.raw(), L.ffn.ln_g.raw(), L.ffn.ln_b.raw(), h.raw(), R, d, kLnEps, stream_);
+    linear(h.raw(), R, L.ffn.fc1_w, L.ffn.fc1_b, ff.raw(), false);
+    cuda::gelu(dt, ff.raw(), R * 4 * d, stream_);
+    linear(ff.raw(), R, L.ffn.fc2_w, L.ffn.fc2_b, x.raw(), true);
+  }
+  return x;
+}
+
+void WhisperModelCuda::step(WhisperBatchCuda& b, int n) const {
+  const WhisperConfig& c = config_;
+  const cuda::DataType dt = dtype_;
+  SC_CHECK(n >= 1 && n <= b.slots, ErrorCode::kInvalidArgument, "step: ", n, " rows for a batch of ", b.slots);
+  const int64_t d = c.d_model, t_enc = c.n_audio_ctx, ctx = b.ctx;
+  const int heads = c.decoder_heads;
+  const int32_t* ids = b.step_array(0);
+  const int32_t* pos = b.step_array(1);
+  const int32_t* kv_rows = b.step_array(2);
+  const int32_t* slot = b.step_array(3);
+  const int32_t* self_len = b.step_array(4);
+  const int64_t self_layer = static_cast<int64_t>(b.slots) * ctx * 2 * d;
+  const int64_t cross_layer = static_cast<int64_t>(b.slots) * t_enc * 2 * d;
+  void* x = b.x.raw();
+  void* h = b.h.raw();
+  void* qkv = b.qkv.raw();
+  void* att = b.att.raw();
+  void* ff = b.ff.raw();
+  void* scr = b.attn_scratch.raw();
+  cuda::embedding(dt, tok_emb_.raw(), ids, pos, dec_pos_.raw(), x, n, d, stream_);
+  for (size_t li = 0; li < dec_.size(); ++li) {
+    const DecLayer& L = dec_[li];
+    void* KV_self = at(b.self_kv, li * self_layer);
+    cuda::layer_norm(dt, x, L.self_attn.ln_g.raw(), L.self_attn.ln_b.raw(), h, n, d, kLnEps, stream_);
     linear(h, n, L.self_attn.qkv_w, L.self_attn.qkv_b, qkv, false);
-    Tensor& K = state.k[li];
-    Tensor& V = state.v[li];
-    SC_CUDA_CHECK(cudaMemcpy2DAsync(at(K, p0 * d), d * es, at(qkv, d), 3 * d * es, d * es, n, cudaMemcpyDeviceToDevice,
-                                    stream_));
-    SC_CUDA_CHECK(cudaMemcpy2DAsync(at(V, p0 * d), d * es, at(qkv, 2 * d), 3 * d * es, d * es, n,
-                                    cudaMemcpyDeviceToDevice, stream_));
-    if (n == 1) {
-      cuda::attention_decode(dt, qkv.raw(), 3 * d, 3 * d, K.raw(), d, ctx_len * d, V.raw(), d, ctx_len * d, att.raw(), d,
-                             d, self_len, 1, heads, 64, ctx_len, dscratch.raw(), stream_);
-    } else {
-      cuda::attention_prefill(dt, qkv.raw(), 3 * d, n * 3 * d, K.raw(), d, ctx_len * d, V.raw(), d, ctx_len * d,
-                              att.raw(), d, n * d, 1, n, p0 + n, heads, 64, p0, stream_);
-    }
+    cuda::copy_rows(dt, at(b.qkv, d), 3 * d, nullptr, KV_self, 2 * d, kv_rows, n, 2 * d, stream_);  // K | V
+    cuda::attention_decode(dt, qkv, 3 * d, 3 * d, KV_self, 2 * d, ctx * 2 * d, at(b.self_kv, li * self_layer + d),
+                           2 * d, ctx * 2 * d, att, d, d, self_len, slot, n, heads, 64, ctx, scr, stream_);
     linear(att, n, L.self_attn.out_w, L.self_attn.out_b, x, true);
-    // cross-attention over the window's encoder output
-    cuda::layer_norm(dt, x.raw(), L.cross_attn.ln_g.raw(), L.cross_attn.ln_b.raw(), h.raw(), n, d, kLnEps, stream_);
-    linear(h, n, L.cross_attn.qkv_w, L.cross_attn.qkv_b, qkv, false);  // q only: [n, d] in qkv's first columns
-    const Tensor& KV = cross.kv[li];
-    if (n == 1) {
-      cuda::attention_decode(dt, qkv.raw(), d, d, KV.raw(), 2 * d, t_enc * 2 * d, at(KV, d), 2 * d, t_enc * 2 * d,
-                             att.raw(), d, d, cross_len, 1, heads, 64, t_enc, dscratch.raw(), stream_);
-    } else {
-      cuda::attention_prefill(dt, qkv.raw(), d, n * d, KV.raw(), 2 * d, t_enc * 2 * d, at(KV, d), 2 * d,
-                              t_enc * 2 * d, att.raw(), d, n * d, 1, n, t_enc, heads, 64, -1, stream_);
-    }
+    cuda::layer_norm(dt, x, L.cross_attn.ln_g.raw(), L.cross_attn.ln_b.raw(), h, n, d, kLnEps, stream_);
+    linear(h, n, L.cross_attn.qkv_w, L.cross_attn.qkv_b, qkv, false);  // q only: [n, d]
+    void* KV = at(b.cross, li * cross_layer);
+    cuda::attention_decode(dt, qkv, d, d, KV, 2 * d, t_enc * 2 * d, at(b.cross, li * cross_layer + d), 2 * d,
+                           t_enc * 2 * d, att, d, d, b.cross_len.data<int32_t>(), slot, n, heads, 64, t_enc, scr,
+                           stream_);
     linear(att, n, L.cross_attn.out_w, L.cross_attn.out_b, x, true);
-    cuda::layer_norm(dt, x.raw(), L.ffn.ln_g.raw(), L.ffn.ln_b.raw(), h.raw(), n, d, kLnEps, stream_);
+    cuda::layer_norm(dt, x, L.ffn.ln_g.raw(), L.ffn.ln_b.raw(), h, n, d, kLnEps, stream_);
     linear(h, n, L.ffn.fc1_w, L.ffn.fc1_b, ff, false);
-    cuda::gelu(dt, ff.raw(), n * 4 * d, stream_);
+    cuda::gelu(dt, ff, n * 4 * d, stream_);
     linear(ff, n, L.ffn.fc2_w, L.ffn.fc2_b, x, true);
   }
-  state.length = static_cast<int>(p0 + n);
-  if (!logit_rows.empty()) {
-    const int64_t m = static_cast<int64_t>(logit_rows.size());
-    Tensor rows = scratch(m, d);
-    for (int64_t r = 0; r < m; ++r) {
-      SC_ASSERT(logit_rows[r] >= 0 && logit_rows[r] < n);
-      cuda::layer_norm(dt, at(x, logit_rows[r] * d), dec_ln_g_.raw(), dec_ln_b_.raw(), at(rows, r * d), 1, d, kLnEps,
-                       stream_);
-    }
-    Tensor out = Tensor::empty({m, c.vocab_size}, DType::kFloat32, Device::kCUDA);
-    gemm_->linear_f32_out(dt, rows.raw(), tok_emb_.raw(), out.data<float>(), m, c.vocab_size, d, stream_);
-    SC_CUDA_CHECK(cudaMemcpyAsync(logits, out.raw(), out.nbytes(), cudaMemcpyDeviceToHost, stream_));
+}
+
+void WhisperModelCuda::logits(WhisperBatchCuda& b, const Tensor& x, const int32_t* rows, int m, int out_row) const {
+  const WhisperConfig& c = config_;
+  const int64_t d = c.d_model, vocab = c.vocab_size;
+  SC_CHECK(m >= 1 && out_row >= 0 && out_row + m <= 2 * b.slots, ErrorCode::kInvalidArgument, "logits: ", m,
+           " rows at ", out_row, " do not fit");
+  Tensor tmp;
+  void* h = b.h.raw();
+  if (m > b.slots) {
+    tmp = scratch(m, d);
+    h = tmp.raw();
   }
-  SC_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  if (rows) {
+    cuda::copy_rows(dtype_, x.raw(), d, rows, h, d, nullptr, m, d, stream_);
+    cuda::layer_norm(dtype_, h, dec_ln_g_.raw(), dec_ln_b_.raw(), h, m, d, kLnEps, stream_);
+  } else {
+    cuda::layer_norm(dtype_, x.raw(), dec_ln_g_.raw(), dec_ln_b_.raw(), h, m, d, kLnEps, stream_);
+  }
+  gemm_->linear_f32_out(dtype_, h, tok_emb_.raw(), b.logits.data<float>() + out_row * vocab, m, vocab, d, stream_);
 }
 
 }  // namespace speechcore::models::whisper

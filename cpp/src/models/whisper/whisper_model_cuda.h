@@ -1,11 +1,18 @@
-// Whisper encoder-decoder forward passes on a CUDA GPU (batch 1 per call for now): weights
+// Whisper encoder-decoder forward passes on a CUDA GPU for a batch of 30 s windows: weights
 // uploaded once in the compute type, activations in the same type, float32 accumulation in
-// every kernel and GEMM, logits in float32. Mirrors WhisperModel (the CPU twin) call for call.
-// Not thread-safe: one caller at a time (the WindowRunner serializes).
+// every kernel and GEMM, logits in float32. Mirrors WhisperModel (the CPU twin) layer for layer.
+// Not thread-safe: one caller at a time (the WindowRunner serializes); all work runs on the
+// model's stream.
+//
+// A batch lives in a WhisperBatchCuda: `slots` windows, each with its cross-attention K/V
+// (computed once by encode) and a self-attention KV cache of `ctx` positions, plus fixed
+// per-step buffers (activations, logits, token-id arrays) so a decoder step allocates nothing
+// and its launches can be captured in a CUDA graph.
 #pragma once
 
 #include <cuda_runtime_api.h>
 
+#include <cstdint>
 #include <memory>
 #include <vector>
 
@@ -15,13 +22,22 @@
 
 namespace speechcore::models::whisper {
 
-struct CrossKVCuda {
-  std::vector<Tensor> kv;  // per decoder layer, device: [n_audio_ctx, 2 * d_model] (K | V)
-};
-
-struct DecoderStateCuda {
-  std::vector<Tensor> k, v;  // per decoder layer, device: [n_text_ctx, d_model]
-  int length = 0;
+struct WhisperBatchCuda {
+  int slots = 0;  // windows held
+  int ctx = 0;    // self-attention positions per window
+  Tensor cross;   // [decoder_layers, slots * n_audio_ctx, 2 * d_model] (K | V)
+  Tensor self_kv; // [decoder_layers, slots * ctx, 2 * d_model] (K | V), row slot * ctx + position
+  // Per-step buffers for up to `slots` rows.
+  Tensor x, h, qkv, att, ff;  // [slots, d], [slots, d], [slots, 3d], [slots, d], [slots, 4d]
+  Tensor attn_scratch;        // attention_decode split-K partials
+  Tensor logits;              // float32 [2 * slots, vocab]
+  // Step inputs (device int32), written by the caller before step(): ids, positions,
+  // KV-cache rows (slot * ctx + position), slots, attention lengths (position + 1) (see step()),
+  // and one array step() does not read (the decoding loop keeps tokens-generated-so-far there).
+  Tensor step_ints;           // [kStepArrays, slots]
+  static constexpr int kStepArrays = 6;
+  Tensor cross_len;           // int32 [slots], all n_audio_ctx (cross-attention lengths)
+  int32_t* step_array(int i) const { return const_cast<int32_t*>(step_ints.data<int32_t>()) + i * slots; }
 };
 
 class WhisperModelCuda {
@@ -32,13 +48,35 @@ class WhisperModelCuda {
   const WhisperConfig& config() const { return config_; }
   cuda::DataType dtype() const { return dtype_; }
   size_t weight_bytes() const { return weight_bytes_; }
+  cudaStream_t stream() const { return stream_; }
 
-  // mel: host [n_mels, 2 * n_audio_ctx] float32.
-  CrossKVCuda encode(const float* mel) const;
-  DecoderStateCuda new_state() const;
-  // As WhisperModel::decode; logits: host [logit_rows.size(), vocab] float32.
-  void decode(DecoderStateCuda& state, const CrossKVCuda& cross, const int* tokens, int n,
-              const std::vector<int>& logit_rows, float* logits) const;
+  // Device bytes one window takes in a batch with `ctx` self-attention positions (cross K/V,
+  // KV cache, step buffers), for sizing batches to the free memory.
+  size_t bytes_per_slot(int ctx) const;
+  // Device bytes of the encoder's activations for `windows` windows at once.
+  size_t encoder_bytes(int windows) const;
+  WhisperBatchCuda new_batch(int slots, int ctx) const;
+
+  // Encoder for n windows: mels[i] is host float32 [n_mels, 2 * n_audio_ctx]; window i's cross
+  // K/V goes to slot slot0 + i. Runs `chunk` windows per forward pass (>= 1). Enqueued on stream().
+  void encode(const float* const* mels, int n, WhisperBatchCuda& batch, int slot0, int chunk) const;
+
+  // Prompt prefill of sequences 0..n-1 (slots 0..n-1), each `len` tokens (prompts right-padded
+  // to `len`; padded positions compute values nobody reads). ints: device int32 [3, n * len]:
+  // token ids, positions (j for token j) and KV-cache rows (slot * ctx + j). Writes K/V positions
+  // [0, len) of each slot and returns the final hidden states [n * len, d] (device, before the
+  // final layer norm). Enqueued on stream().
+  Tensor prefill(WhisperBatchCuda& batch, const int32_t* ints, int n, int len) const;
+
+  // One decoder step for n rows (n <= slots), inputs in batch.step_array(0..4) (device int32 [n]
+  // each): token id, position, KV-cache row (slot * ctx + position) the new K/V go to, slot, and
+  // self-attention length (position + 1). Hidden states land in batch.x[0, n). Allocates nothing.
+  void step(WhisperBatchCuda& batch, int n) const;
+
+  // Float32 logits of m rows of hidden states (final layer norm + tied output projection):
+  // logits[i] for row rows[i] of x (device int32 [m]; null = rows 0..m-1), into batch.logits
+  // starting at row `out_row`. Allocates nothing when rows is null and x is batch.x.
+  void logits(WhisperBatchCuda& batch, const Tensor& x, const int32_t* rows, int m, int out_row) const;
 
  private:
   struct Attn {
@@ -56,10 +94,11 @@ class WhisperModelCuda {
     Ffn ffn;
   };
 
-  Tensor upload(const Tensor& host) const;   // float32 host -> device in dtype_
+  Tensor upload(const float* host, std::vector<int64_t> shape) const;  // float32 host -> device dtype_
   Tensor scratch(int64_t rows, int64_t cols) const;
-  void linear(const Tensor& x, int64_t m, const Tensor& w, const Tensor& b, Tensor& y, bool accumulate) const;
-  void* at(const Tensor& t, int64_t elements) const;  // element offset into a device tensor
+  void linear(const void* x, int64_t m, const Tensor& w, const Tensor& b, void* y, bool accumulate) const;
+  void* at(const Tensor& t, int64_t elements) const;  // element offset into a device tensor of dtype_
+  void encode_chunk(const float* const* mels, int n, WhisperBatchCuda& batch, int slot0) const;
 
   WhisperConfig config_;
   cuda::DataType dtype_;
