@@ -122,11 +122,13 @@ def test_no_device_memory_growth(seeded_dir, speech_audio):
     assert speechcore._C.cuda_memory_stats()["bytes_in_use"] == mid
 
 
-@pytest.mark.parametrize("compute_type", ["float32", "bfloat16"])
-def test_transcribe_batch_matches_one_at_a_time(seeded_dir, speech_audio, longform_audio, compute_type):
-    """All clips and the 70 s file as one GPU batch (windows of different files together,
-    sequences finishing at different steps) give each file's one-at-a-time tokens."""
-    gpu = speechcore.load(str(seeded_dir), device="cuda", compute_type=compute_type)
+def test_transcribe_batch_matches_one_at_a_time(seeded_dir, speech_audio, longform_audio):
+    """float32: all clips and the 70 s file as one GPU batch (windows of different files together,
+    sequences finishing at different steps) give each file's one-at-a-time tokens. (float16 /
+    bfloat16 batches are not bit-identical to single windows: cuBLASLt picks kernels, and the
+    decode attention its key splits, by batch size, so roundings differ; the real-checkpoint
+    tests compare their word error rates instead.)"""
+    gpu = speechcore.load(str(seeded_dir), device="cuda", compute_type="float32")
     audios = [a for _, a in speech_audio] + [longform_audio]
     alone = [_tokens(gpu.transcribe(a, **OPTS)) for a in audios]
     for batch_size in (None, 3):
@@ -233,19 +235,30 @@ def test_real_base_longform_float32(longform_audio):
     assert rel < 1e-4 and abs(gap_cpu) < 1e-3, (rel, gap_cpu, gap_gpu)
 
 
-@pytest.mark.parametrize("compute_type", ["float16", "bfloat16"])
-def test_real_checkpoint_gpu_half_precision_wer(real_dir, speech_audio, compute_type):
-    """Reduced precision: word error rate against the float32 CPU transcripts under 5%."""
-    from conftest import edit_distance
+def _words(text: str) -> list:
+    return "".join(c for c in text.lower() if c.isalnum() or c.isspace() or c == "'").replace("-", " ").split()
 
-    _, path = real_dir
+
+@pytest.mark.parametrize("compute_type", ["float16", "bfloat16"])
+def test_real_checkpoint_gpu_half_precision_wer(real_dir, testdata, compute_type):
+    """Reduced precision keeps the accuracy: on the librivox clips, the word error rate against the
+    human references of GPU float16/bfloat16 (one at a time and as one batch) is within two words
+    of the CPU float32 one's (the figures are printed)."""
+    from conftest import LIBRIVOX_REFS, edit_distance
+
+    name, path = real_dir
     cpu = speechcore.load(str(path), device="cpu", threads=8)
     gpu = speechcore.load(str(path), device="cuda", compute_type=compute_type)
-    errors = words = 0
-    for _, audio in speech_audio:
-        want = cpu.transcribe(audio, language="en").text.lower().split()
-        got = gpu.transcribe(audio, language="en").text.lower().split()
-        errors += edit_distance(got, want)
-        words += len(want)
-    print(f"{real_dir[0]} {compute_type}: WER vs CPU float32 {errors}/{words} = {errors / words:.2%}")
-    assert errors / words < 0.05, (errors, words)
+    files = [str(testdata / "librivox" / f) for f in LIBRIVOX_REFS]
+    refs = [r.split() for r in LIBRIVOX_REFS.values()]
+    words = sum(len(r) for r in refs)
+    runs = {
+        "cpu float32": [cpu.transcribe(f, language="en").text for f in files],
+        f"gpu {compute_type} one at a time": [gpu.transcribe(f, language="en").text for f in files],
+        f"gpu {compute_type} as one batch": [r.text for r in gpu.transcribe_batch(files, language="en")],
+    }
+    errors = {k: sum(edit_distance(_words(t), r) for t, r in zip(v, refs)) for k, v in runs.items()}
+    for k, e in errors.items():
+        print(f"{name} {k}: WER vs references {e}/{words} = {e / words:.2%}")
+    for k, e in errors.items():
+        assert e <= errors["cpu float32"] + 2, (k, errors)

@@ -2,12 +2,15 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <string>
 #include <tuple>
 
 #include "speechcore/status.h"
+#include "speechcore_cuda/elementwise.h"
 #include "speechcore_cuda/gemm.h"
 
 namespace speechcore::cuda {
@@ -49,6 +52,7 @@ using PlanKey = std::tuple<int, int64_t, int64_t, int64_t, bool, bool, bool>;  /
 
 struct GemmRunner::Impl {
   cublasLtHandle_t handle = nullptr;
+  int gemv_rows = kGemvDefaultRows;
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
   std::mutex mutex;
@@ -99,6 +103,7 @@ struct GemmRunner::Impl {
 
 GemmRunner::GemmRunner(size_t workspace_bytes) : impl_(std::make_unique<Impl>()) {
   SC_LT_CHECK(cublasLtCreate(&impl_->handle));
+  if (const char* v = std::getenv("SPEECHCORE_GEMV_MAX_M")) set_gemv_max_rows(std::atoi(v));
   impl_->workspace_bytes = workspace_bytes;
   if (workspace_bytes > 0) SC_CUDA_CHECK(cudaMalloc(&impl_->workspace, workspace_bytes));
 }
@@ -108,6 +113,9 @@ GemmRunner::~GemmRunner() {
   if (impl_->workspace) cudaFree(impl_->workspace);
   if (impl_->handle) cublasLtDestroy(impl_->handle);
 }
+
+void GemmRunner::set_gemv_max_rows(int rows) { impl_->gemv_rows = std::max(0, std::min(rows, kGemvMaxRows)); }
+int GemmRunner::gemv_max_rows() const { return impl_->gemv_rows; }
 
 size_t GemmRunner::cached_plans() const {
   std::lock_guard<std::mutex> lock(impl_->mutex);
@@ -119,6 +127,7 @@ void GemmRunner::linear(DataType dt, const void* x, const void* w, const void* b
   if (m <= 0 || n <= 0 || k <= 0)
     throw Error(ErrorCode::kInvalidArgument, "linear: empty product m=" + std::to_string(m) + " n=" +
                                                  std::to_string(n) + " k=" + std::to_string(k));
+  if (m <= impl_->gemv_rows) return gemv(dt, x, w, bias, y, false, m, n, k, accumulate, false, stream);
   std::lock_guard<std::mutex> lock(impl_->mutex);  // the workspace is shared: one product at a time
   Plan& p = impl_->plan(dt, m, n, k, bias != nullptr, accumulate);
   if (bias != nullptr)
@@ -128,10 +137,19 @@ void GemmRunner::linear(DataType dt, const void* x, const void* w, const void* b
                              impl_->workspace, impl_->workspace_bytes, stream));
 }
 
+void GemmRunner::linear_gelu(DataType dt, const void* x, const void* w, const void* bias, void* y, int64_t m,
+                             int64_t n, int64_t k, cudaStream_t stream) {
+  if (m >= 1 && m <= impl_->gemv_rows && n >= 1 && k >= 1)
+    return gemv(dt, x, w, bias, y, false, m, n, k, false, true, stream);
+  linear(dt, x, w, bias, y, m, n, k, false, stream);
+  gelu(dt, y, m * n, stream);
+}
+
 void GemmRunner::linear_f32_out(DataType dt, const void* x, const void* w, float* y, int64_t m, int64_t n, int64_t k,
                                 cudaStream_t stream) {
   if (m <= 0 || n <= 0 || k <= 0)
     throw Error(ErrorCode::kInvalidArgument, "linear_f32_out: empty product");
+  if (m <= impl_->gemv_rows) return gemv(dt, x, w, nullptr, y, true, m, n, k, false, false, stream);
   std::lock_guard<std::mutex> lock(impl_->mutex);
   Plan& p = impl_->plan(dt, m, n, k, false, false, true);
   const float alpha = 1.0f, beta = 0.0f;

@@ -7,6 +7,8 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -51,6 +53,13 @@ struct HostBuffer {  // pinned host staging (asynchronous copies, no pageable bo
 };
 
 Tensor device_ints(int64_t n) { return Tensor::empty({std::max<int64_t>(n, 1)}, DType::kInt32, Device::kCUDA); }
+
+// SPEECHCORE_PROFILE=1: per batch, wall time of the encoder, the prefill and the decoder steps on
+// stderr (each phase synchronized; for measurements only).
+bool profile_enabled() {
+  const char* v = std::getenv("SPEECHCORE_PROFILE");
+  return v && std::string(v) == "1";
+}
 
 bool graphs_enabled() {
   const char* v = std::getenv("SPEECHCORE_CUDA_GRAPHS");
@@ -284,9 +293,17 @@ class CudaWindowRunner final : public WindowRunner {
       prompts.push_back(requests[idx].prompt);
       mels.push_back(requests[idx].mel);
     }
+    using Clock = std::chrono::steady_clock;
+    const Clock::time_point t0 = Clock::now();
+    auto mark = [&] {
+      if (!profile_) return Clock::now();
+      SC_CUDA_CHECK(cudaStreamSynchronize(stream));
+      return Clock::now();
+    };
     WhisperBatchCuda& b = batch_for(n, std::max(ctx, len));
     ctx = b.ctx;
     model_.encode(mels.data(), n, b, 0, kEncoderChunk);
+    const Clock::time_point t_enc = mark();
     Tensor x = prefill(b, prompts, len);
 
     // Pinned staging, one region per purpose so no host write races an asynchronous copy:
@@ -341,6 +358,8 @@ class CudaWindowRunner final : public WindowRunner {
     SC_CUDA_CHECK(cudaMemcpyAsync(tok, d_tok, static_cast<size_t>(3 * n) * 4, cudaMemcpyDeviceToHost, stream));
     SC_CUDA_CHECK(cudaStreamSynchronize(stream));
 
+    const Clock::time_point t_pre = mark();
+    int steps = 0;
     std::vector<WindowResult> out(static_cast<size_t>(n));
     std::vector<char> finished(static_cast<size_t>(n), 0);
     for (int i = 0; i < n; ++i) {
@@ -387,9 +406,19 @@ class CudaWindowRunner final : public WindowRunner {
         SC_CUDA_CHECK(cudaMemcpyAsync(b.step_array(a), h + a * n, static_cast<size_t>(na) * 4, cudaMemcpyHostToDevice,
                                       stream));
       step_and_logits(na);
+      ++steps;
       pick(b.logits.data<float>(), na, b.step_array(3));
       SC_CUDA_CHECK(cudaMemcpyAsync(tok, d_tok, static_cast<size_t>(2 * n) * 4, cudaMemcpyDeviceToHost, stream));
       SC_CUDA_CHECK(cudaStreamSynchronize(stream));  // token and log-prob of every active row
+    }
+    if (profile_) {
+      const Clock::time_point t_end = Clock::now();
+      auto ms = [](Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
+      std::fprintf(stderr,
+                   "[speechcore profile] %d windows: encoder %.2f ms, prefill+first pick %.2f ms, %d steps %.2f ms "
+                   "(%.3f ms/step), ctx %d, graphs %s\n",
+                   n, ms(t_enc - t0), ms(t_pre - t_enc), steps, ms(t_end - t_pre), steps ? ms(t_end - t_pre) / steps : 0.0,
+                   ctx, use_graphs_ ? "on" : "off");
     }
     for (int i = 0; i < n; ++i) {
       out[i].avg_logprob = static_cast<float>(out[i].sum_logprob / (static_cast<double>(out[i].tokens.size()) + 1.0));
@@ -399,6 +428,7 @@ class CudaWindowRunner final : public WindowRunner {
 
   WhisperModelCuda model_;
   const bool use_graphs_ = graphs_enabled();
+  const bool profile_ = profile_enabled();
   mutable std::mutex mutex_;
   mutable HostBuffer host_;
   mutable std::unique_ptr<CachedBatch> cached_;

@@ -50,6 +50,10 @@ void WhisperModelCuda::linear(const void* x, int64_t m, const Tensor& w, const T
   gemm_->linear(dtype_, x, w.raw(), b.defined() ? b.raw() : nullptr, y, m, w.dim(0), w.dim(1), accumulate, stream_);
 }
 
+void WhisperModelCuda::linear_gelu(const void* x, int64_t m, const Tensor& w, const Tensor& b, void* y) const {
+  gemm_->linear_gelu(dtype_, x, w.raw(), b.raw(), y, m, w.dim(0), w.dim(1), stream_);
+}
+
 WhisperModelCuda::WhisperModelCuda(const WhisperWeights& w, cuda::DataType dtype) : config_(w.config), dtype_(dtype) {
   SC_CHECK(config_.d_model % config_.encoder_heads == 0 && config_.d_model / config_.encoder_heads == 64 &&
                config_.d_model / config_.decoder_heads == 64,
@@ -187,8 +191,7 @@ void WhisperModelCuda::encode_chunk(const float* const* mels, int n, WhisperBatc
                             t * 3 * d, att.raw(), d, t * d, n, t, t, heads, 64, -1, stream_);
     linear(att.raw(), nt, L.self_attn.out_w, L.self_attn.out_b, x.raw(), true);
     cuda::layer_norm(dt, x.raw(), L.ffn.ln_g.raw(), L.ffn.ln_b.raw(), h.raw(), nt, d, kLnEps, stream_);
-    linear(h.raw(), nt, L.ffn.fc1_w, L.ffn.fc1_b, ff.raw(), false);
-    cuda::gelu(dt, ff.raw(), nt * 4 * d, stream_);
+    linear_gelu(h.raw(), nt, L.ffn.fc1_w, L.ffn.fc1_b, ff.raw());
     linear(ff.raw(), nt, L.ffn.fc2_w, L.ffn.fc2_b, x.raw(), true);
   }
   cuda::layer_norm(dt, x.raw(), enc_ln_g_.raw(), enc_ln_b_.raw(), h.raw(), nt, d, kLnEps, stream_);
@@ -231,8 +234,7 @@ Tensor WhisperModelCuda::prefill(WhisperBatchCuda& batch, const int32_t* ints, i
                             2 * d, t_enc * 2 * d, att.raw(), d, len * d, n, len, t_enc, heads, 64, -1, stream_);
     linear(att.raw(), R, L.cross_attn.out_w, L.cross_attn.out_b, x.raw(), true);
     cuda::layer_norm(dt, x.raw(), L.ffn.ln_g.raw(), L.ffn.ln_b.raw(), h.raw(), R, d, kLnEps, stream_);
-    linear(h.raw(), R, L.ffn.fc1_w, L.ffn.fc1_b, ff.raw(), false);
-    cuda::gelu(dt, ff.raw(), R * 4 * d, stream_);
+    linear_gelu(h.raw(), R, L.ffn.fc1_w, L.ffn.fc1_b, ff.raw());
     linear(ff.raw(), R, L.ffn.fc2_w, L.ffn.fc2_b, x.raw(), true);
   }
   return x;
@@ -275,8 +277,7 @@ void WhisperModelCuda::step(WhisperBatchCuda& b, int n) const {
                            stream_);
     linear(att, n, L.cross_attn.out_w, L.cross_attn.out_b, x, true);
     cuda::layer_norm(dt, x, L.ffn.ln_g.raw(), L.ffn.ln_b.raw(), h, n, d, kLnEps, stream_);
-    linear(h, n, L.ffn.fc1_w, L.ffn.fc1_b, ff, false);
-    cuda::gelu(dt, ff, n * 4 * d, stream_);
+    linear_gelu(h, n, L.ffn.fc1_w, L.ffn.fc1_b, ff);
     linear(ff, n, L.ffn.fc2_w, L.ffn.fc2_b, x, true);
   }
 }

@@ -97,6 +97,7 @@ class WhisperModelCuda {
   Tensor upload(const float* host, std::vector<int64_t> shape) const;  // float32 host -> device dtype_
   Tensor scratch(int64_t rows, int64_t cols) const;
   void linear(const void* x, int64_t m, const Tensor& w, const Tensor& b, void* y, bool accumulate) const;
+  void linear_gelu(const void* x, int64_t m, const Tensor& w, const Tensor& b, void* y) const;  // gelu(x w^T + b)
   void* at(const Tensor& t, int64_t elements) const;  // element offset into a device tensor of dtype_
   void encode_chunk(const float* const* mels, int n, WhisperBatchCuda& batch, int slot0) const;
 
