@@ -31,15 +31,21 @@ def make_result(segments=None) -> Transcription:
 
 
 class FakeNativeModel:
-    """speechcore._C.Model stand-in: returns a fixed transcript derived from the audio length."""
+    """speechcore._C.Model stand-in: returns a fixed transcript derived from the audio length.
+
+    `fail_on_rate`: audio at this sample rate makes the native call raise (one bad item fails a
+    whole transcribe_batch call, as in the native batch loop); `batch_error`: every
+    transcribe_batch call raises it; `interrupt`: every call raises KeyboardInterrupt."""
 
     instances: list = []
     fail_on_rate: int = -1
+    batch_error = None
     interrupt = False
 
     def __init__(self, path, device="auto", compute_type="auto", threads=0):
         self.args = (path, device, compute_type, threads)
         self.calls = []
+        self.batch_calls = []
         FakeNativeModel.instances.append(self)
 
     @property
@@ -49,6 +55,8 @@ class FakeNativeModel:
     def transcribe(self, audio, sample_rate, options):
         if FakeNativeModel.interrupt:
             raise KeyboardInterrupt
+        if sample_rate == FakeNativeModel.fail_on_rate:
+            raise RuntimeError(f"cannot transcribe audio at {sample_rate} Hz")
         self.calls.append((audio.shape, sample_rate, options))
         seconds = audio.shape[0] / sample_rate
         return {"text": f" {seconds:.1f} seconds.", "language": "en", "language_probability": 1.0,
@@ -57,13 +65,28 @@ class FakeNativeModel:
                               "tokens": [1], "avg_logprob": -0.1, "compression_ratio": 1.0,
                               "no_speech_prob": 0.0, "temperature": 0.0}]}
 
+    def transcribe_batch(self, audios, sample_rates, options, max_batch):
+        if FakeNativeModel.interrupt:
+            raise KeyboardInterrupt
+        self.batch_calls.append(([a.shape for a in audios], list(sample_rates), max_batch))
+        if FakeNativeModel.batch_error is not None:
+            raise FakeNativeModel.batch_error
+        return [self.transcribe(a, r, options) for a, r in zip(audios, sample_rates)]
+
+
+def install_fake(monkeypatch):
+    """Makes speechcore.load build a FakeNativeModel (reset) for the rest of the test."""
+    FakeNativeModel.instances = []
+    FakeNativeModel.interrupt = False
+    FakeNativeModel.fail_on_rate = -1
+    FakeNativeModel.batch_error = None
+    monkeypatch.setattr(api, "_native_model_class", lambda: FakeNativeModel)
+    return FakeNativeModel
+
 
 @pytest.fixture
 def fake(monkeypatch):
-    FakeNativeModel.instances = []
-    FakeNativeModel.interrupt = False
-    monkeypatch.setattr(api, "_native_model_class", lambda: FakeNativeModel)
-    return FakeNativeModel
+    return install_fake(monkeypatch)
 
 
 @pytest.fixture
@@ -217,7 +240,9 @@ def test_options_reach_the_model(fake, wavs, capsys):
 def test_writes_all_formats(fake, wavs, tmp_path, capsys):
     out_dir = tmp_path / "out" / "nested"
     code, out, err = run(["transcribe", *wavs, "--output-dir", str(out_dir)], capsys)
-    assert code == 0 and out == "" and err == ""
+    assert code == 0 and out == ""
+    assert err.startswith("speechcore: 2 files transcribed, 0 skipped, 0 failed; 3.0 s of audio in ")
+    assert len(err.splitlines()) == 1  # the summary only
     names = sorted(p.name for p in out_dir.iterdir())
     assert names == sorted(f"{stem}.{ext}" for stem in ("one", "two") for ext in ("txt", "srt", "vtt", "json", "tsv"))
     assert (out_dir / "two.srt").read_text() == "1\n00:00:00,000 --> 00:00:02,000\n2.0 seconds.\n"
@@ -239,15 +264,26 @@ def test_output_format_alone_writes_to_the_current_directory(fake, wavs, tmp_pat
 def test_bad_files_are_reported_and_the_rest_processed(fake, wavs, tmp_path, capsys):
     (tmp_path / "junk.wav").write_text("not audio at all\n" * 10)
     missing = str(tmp_path / "missing.wav")
-    code, out, err = run(["transcribe", missing, wavs[0], str(tmp_path / "junk.wav"), str(tmp_path), wavs[1]], capsys)
+    junk = str(tmp_path / "junk.wav")
+    code, out, err = run(["transcribe", missing, wavs[0], junk, wavs[1]], capsys)
     assert code == 1
     assert "1.0 seconds." in out and "2.0 seconds." in out
     lines = err.strip().splitlines()
-    assert len(lines) == 3 and "Traceback" not in err
+    assert "Traceback" not in err
+    # each failure when it happens, then the summary and the list of failures
     assert lines[0].startswith(f"speechcore: {missing}: audio file not found")
-    assert "junk.wav" in lines[1] and "cannot decode" in lines[1]
-    assert "directory" in lines[2]
+    assert lines[1].startswith(f"speechcore: {junk}: cannot decode")
+    assert lines[2].startswith("speechcore: 2 files transcribed, 2 failed; 3.0 s of audio in ")
+    assert lines[3:] == ["speechcore: failed (2):", f"  {lines[0][len('speechcore: '):]}",
+                         f"  {lines[1][len('speechcore: '):]}"]
     assert len(fake.instances[0].calls) == 2
+
+
+def test_single_failed_file_reports_once(fake, tmp_path, capsys):
+    missing = str(tmp_path / "missing.wav")
+    code, out, err = run(["transcribe", missing], capsys)
+    assert code == 1 and out == ""
+    assert err == f"speechcore: {missing}: audio file not found: {missing}\n"
 
 
 def test_bad_option_values_are_usage_errors_before_loading(fake, wavs, capsys):

@@ -23,17 +23,28 @@ static const char* python_class_for(ErrorCode code) {
   return "SpeechcoreError";
 }
 
+// (class, message) of the Python exception for e. Messages may quote bytes from a corrupt file:
+// decoded leniently.
+static std::pair<py::object, py::object> python_class_and_text(const Error& e) {
+  py::object errors = py::module_::import("speechcore.errors");
+  py::object cls = errors.attr(python_class_for(e.code()));
+  const std::string msg = e.what();
+  py::object text = py::reinterpret_steal<py::object>(
+      PyUnicode_DecodeUTF8(msg.data(), static_cast<Py_ssize_t>(msg.size()), "replace"));
+  return {cls, text};
+}
+
+py::object python_error(const Error& e) {
+  auto [cls, text] = python_class_and_text(e);
+  return cls(text);
+}
+
 void register_errors(py::module_& m) {
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
     } catch (const Error& e) {
-      py::object errors = py::module_::import("speechcore.errors");
-      py::object cls = errors.attr(python_class_for(e.code()));
-      // Messages may quote bytes from a corrupt file: decode leniently.
-      const std::string msg = e.what();
-      py::object text = py::reinterpret_steal<py::object>(
-          PyUnicode_DecodeUTF8(msg.data(), static_cast<Py_ssize_t>(msg.size()), "replace"));
+      auto [cls, text] = python_class_and_text(e);
       PyErr_SetObject(cls.ptr(), text.ptr());
     } catch (const std::bad_alloc& e) {
       py::object errors = py::module_::import("speechcore.errors");

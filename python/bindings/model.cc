@@ -27,7 +27,9 @@ T cast_option(const py::handle& value, const std::string& key, const char* want)
   }
 }
 
-TranscribeOptions parse_options(const py::dict& d) {
+}  // namespace
+
+TranscribeOptions parse_transcribe_options(const py::dict& d) {
   TranscribeOptions o;
   for (const auto& item : d) {
     const std::string key = py::str(item.first);
@@ -53,22 +55,24 @@ TranscribeOptions parse_options(const py::dict& d) {
   return o;
 }
 
-py::dict to_dict(const Transcription& t) {
+py::dict segment_dict(const Segment& s) {
+  py::dict d;
+  d["id"] = s.id;
+  d["seek"] = s.seek;
+  d["start"] = s.start;
+  d["end"] = s.end;
+  d["text"] = s.text;
+  d["tokens"] = s.tokens;
+  d["avg_logprob"] = s.avg_logprob;
+  d["compression_ratio"] = s.compression_ratio;
+  d["no_speech_prob"] = s.no_speech_prob;
+  d["temperature"] = s.temperature;
+  return d;
+}
+
+py::dict transcription_dict(const Transcription& t) {
   py::list segments;
-  for (const Segment& s : t.segments) {
-    py::dict d;
-    d["id"] = s.id;
-    d["seek"] = s.seek;
-    d["start"] = s.start;
-    d["end"] = s.end;
-    d["text"] = s.text;
-    d["tokens"] = s.tokens;
-    d["avg_logprob"] = s.avg_logprob;
-    d["compression_ratio"] = s.compression_ratio;
-    d["no_speech_prob"] = s.no_speech_prob;
-    d["temperature"] = s.temperature;
-    segments.append(d);
-  }
+  for (const Segment& s : t.segments) segments.append(segment_dict(s));
   py::dict out;
   out["text"] = t.text;
   out["language"] = t.language;
@@ -96,6 +100,8 @@ AudioRef audio_ref(const py::handle& obj, int sample_rate, const std::string& wh
   r.sample_rate = sample_rate;
   return r;
 }
+
+namespace {
 
 py::dict info_dict(const ModelInfo& i) {
   py::dict d;
@@ -133,13 +139,13 @@ void register_model(py::module_& m) {
           "transcribe",
           [](const Model& self, const py::array& audio, int sample_rate, const py::dict& options) {
             const AudioRef a = audio_ref(audio, sample_rate, "audio");
-            const TranscribeOptions opts = parse_options(options);
+            const TranscribeOptions opts = parse_transcribe_options(options);
             Transcription t;
             {
               py::gil_scoped_release release;
               t = self.transcribe(a.pcm, a.num_frames, a.sample_rate, a.channels, opts);
             }
-            return to_dict(t);
+            return transcription_dict(t);
           },
           py::arg("audio"), py::arg("sample_rate"), py::arg("options") = py::dict())
       .def(
@@ -157,14 +163,14 @@ void register_model(py::module_& m) {
               keep.push_back(py::reinterpret_borrow<py::object>(audios[i]));
               refs.push_back(audio_ref(keep.back(), sample_rates[i], "audio item " + std::to_string(i)));
             }
-            const TranscribeOptions opts = parse_options(options);
+            const TranscribeOptions opts = parse_transcribe_options(options);
             std::vector<Transcription> ts;
             {
               py::gil_scoped_release release;
               ts = self.transcribe_batch(refs, opts, max_batch);
             }
             py::list out;
-            for (const Transcription& t : ts) out.append(to_dict(t));
+            for (const Transcription& t : ts) out.append(transcription_dict(t));
             return out;
           },
           py::arg("audios"), py::arg("sample_rates"), py::arg("options") = py::dict(), py::arg("max_batch") = 64,

@@ -6,6 +6,7 @@ PYBIND11_MODULE(_C, m) {
   speechcore::bindings::register_errors(m);
   speechcore::bindings::register_core(m);
   speechcore::bindings::register_model(m);
+  speechcore::bindings::register_engine(m);
   speechcore::bindings::register_ops(m);
   speechcore::bindings::register_checkpoint(m);
   speechcore::bindings::register_tokenizer(m);

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import numbers
 import os
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+import queue
+import threading
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -13,7 +17,7 @@ from .audio import AudioInput, load_audio
 from .errors import InvalidArgumentError, SpeechcoreError, UnsupportedError
 from .models import resolve_model
 from .options import TranscribeOptions
-from .results import Transcription
+from .results import Segment, Transcription
 
 DEVICES = ("auto", "cpu", "cuda")
 COMPUTE_TYPES = ("auto", "float32", "float16", "bfloat16")
@@ -53,6 +57,9 @@ class Model:
             raise InvalidArgumentError(f"threads must be None (all cores) or an integer >= 0, got {threads!r}")
         directory = resolve_model(model)
         self._native = _native_model_class()(str(directory), device, compute_type, int(threads))
+        self._engine_lock = threading.Lock()
+        self._engine: Any = None
+        self._engine_options: Dict[str, int] = {}
 
     @property
     def info(self) -> Dict[str, Any]:
@@ -226,6 +233,162 @@ class Model:
             native_rates.append(native_rate)
         results = self._native.transcribe_batch(samples, native_rates, native_options, int(batch_size))
         return [Transcription.from_native(r) for r in results]
+
+
+    # ---- the engine: many transcriptions at once ------------------------------------------
+
+    def start_engine(self, *, max_batch: int = 64, max_encode_batch: int = 8, kv_block_size: int = 16,
+                     kv_blocks: int = 0) -> None:
+        """(Re)starts the engine behind :meth:`submit`, :meth:`atranscribe` and
+        :meth:`transcribe_stream` with these limits (it starts with the defaults on first use).
+
+        Args:
+            max_batch: most 30 s windows decoded together (the decoder batch). Default 64.
+            max_encode_batch: most windows admitted (encoded) per engine step. Default 8.
+            kv_block_size: token positions per KV-cache block. Default 16.
+            kv_blocks: KV-cache blocks; 0 = enough for `max_batch` windows of full length.
+                Fewer bound memory: windows then wait, or restart when preempted (same results).
+
+        A running engine is shut down first, cancelling its unfinished requests.
+        """
+        opts = dict(max_batch=max_batch, max_encode_batch=max_encode_batch, kv_block_size=kv_block_size,
+                    kv_blocks=kv_blocks)
+        for k, v in opts.items():
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < (0 if k == "kv_blocks" else 1):
+                raise InvalidArgumentError(f"{k} must be an integer >= {0 if k == 'kv_blocks' else 1}, got {v!r}")
+        with self._engine_lock:
+            old, self._engine = self._engine, None
+            if old is not None:
+                old.shutdown(True)
+            self._engine_options = {k: int(v) for k, v in opts.items()}
+            self._engine = _C.Engine(self._native, **self._engine_options)
+
+    def _get_engine(self) -> Any:
+        with self._engine_lock:
+            if self._engine is None:
+                self._engine = _C.Engine(self._native, **self._engine_options)
+            return self._engine
+
+    def submit(self, audio: AudioInput, *, sample_rate: Optional[int] = None, priority: int = 0,
+               on_segment: Optional[Callable[[Segment], None]] = None,
+               **options: Any) -> "concurrent.futures.Future[Transcription]":
+        """Queues a transcription on the engine and returns at once.
+
+        Many submissions (from any number of threads) are decoded together with continuous
+        batching; each result equals :meth:`transcribe` of that audio alone.
+
+        Args:
+            audio, sample_rate, **options: as :meth:`transcribe` (options are checked and the
+                audio is read here, so those errors raise immediately).
+            priority: higher runs first; equal priorities are served in submission order. Default 0.
+            on_segment: called with each :class:`Segment` as soon as it is decoded (on the
+                engine's thread; keep it short). Default None.
+
+        Returns:
+            a :class:`concurrent.futures.Future` resolving to the :class:`Transcription`, or to
+            the typed error (e.g. :class:`AudioError`); ``cancel()`` on it (or :meth:`abort`)
+            aborts the request, which then fails with :class:`speechcore.CancelledError`.
+        """
+        native_options = _transcribe_options(**options).to_native()
+        if isinstance(priority, bool) or not isinstance(priority, numbers.Integral):
+            raise InvalidArgumentError(f"priority must be an integer, got {priority!r}")
+        samples, rate = load_audio(audio, sample_rate)
+        engine = self._get_engine()
+        future: concurrent.futures.Future = _EngineFuture(engine)
+
+        def done(d: Dict[str, Any]) -> None:
+            if not future.done():
+                future.set_result(Transcription.from_native(d))
+
+        def failed(e: BaseException) -> None:
+            if not future.done():
+                future.set_exception(e)
+
+        seg = None
+        if on_segment is not None:
+            seg = lambda d: on_segment(Segment.from_native(d))  # noqa: E731
+        future.set_running_or_notify_cancel()
+        future.request_id = engine.submit(samples, rate, native_options, done, failed, seg, int(priority))
+        return future
+
+    def abort(self, future: "concurrent.futures.Future[Transcription]") -> bool:
+        """Aborts a request made by :meth:`submit`; False when it already finished."""
+        rid = getattr(future, "request_id", None)
+        engine = self._engine
+        return bool(rid is not None and engine is not None and engine.abort(rid))
+
+    async def atranscribe(self, audio: AudioInput, **kwargs: Any) -> Transcription:
+        """``await model.atranscribe(audio, **options)``: :meth:`submit` for asyncio; cancelling
+        the awaiting task aborts the request."""
+        future = self.submit(audio, **kwargs)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            self.abort(future)
+            raise
+
+    def transcribe_stream(self, audio: AudioInput, **kwargs: Any) -> Iterator[Segment]:
+        """Yields the segments of a transcription as they are decoded (through the engine).
+
+        Errors raise from the iteration; closing the iterator early aborts the request.
+        """
+        q: "queue.Queue[Any]" = queue.Queue()
+        end = object()
+        future = self.submit(audio, on_segment=q.put, **kwargs)
+        future.add_done_callback(lambda _: q.put(end))
+        finished = False
+        try:
+            while True:
+                item = q.get()
+                if item is end:
+                    break
+                yield item
+            finished = True
+            future.result()  # raise the request's error, if any
+        finally:
+            if not finished:
+                self.abort(future)
+
+    def engine_stats(self) -> Dict[str, Any]:
+        """Engine statistics: queued_requests, active_requests, waiting_windows, running_windows,
+        kv_blocks_total/used/free, steps, tokens_generated, tokens_per_second, preemptions,
+        requests_finished, requests_failed (zeros before the engine starts)."""
+        engine = self._engine
+        if engine is None:
+            return dict(queued_requests=0, active_requests=0, waiting_windows=0, running_windows=0,
+                        kv_blocks_total=0, kv_blocks_used=0, kv_blocks_free=0, steps=0, tokens_generated=0,
+                        tokens_per_second=0.0, preemptions=0, requests_finished=0, requests_failed=0)
+        return dict(engine.stats())
+
+    def close(self, cancel: bool = True) -> None:
+        """Stops the engine (if started): with cancel, unfinished requests fail with
+        CancelledError; without, they complete first. The model stays usable."""
+        with self._engine_lock:
+            engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.shutdown(bool(cancel))
+
+    def __enter__(self) -> "Model":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close(cancel=True)
+
+
+class _EngineFuture(concurrent.futures.Future):
+    """A Future whose cancel() aborts the engine request."""
+
+    def __init__(self, engine: Any) -> None:
+        super().__init__()
+        self._engine = engine
+        self.request_id: Optional[int] = None
+
+    def cancel(self) -> bool:
+        if self.done():
+            return False
+        if self.request_id is not None:
+            return bool(self._engine.abort(self.request_id))
+        return False
 
 
 def _transcribe_options(suppress_tokens: Optional[Iterable[int]] = None, **kwargs: Any) -> TranscribeOptions:

@@ -1,4 +1,9 @@
-"""Command line: ``speechcore transcribe FILE...`` (also ``python -m speechcore``)."""
+"""Command line: ``speechcore transcribe FILE|DIR...`` (also ``python -m speechcore``).
+
+Inputs are decoded on a background thread and transcribed ``--batch-size`` files at a time
+with :meth:`speechcore.Model.transcribe_batch`; each file's outputs are written as soon as
+its batch finishes, so an interrupted run resumes where it stopped.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,13 @@ import argparse
 import json
 import math
 import os
+import queue
+import shutil
 import sys
-from typing import Callable, Dict, List, Optional, Sequence, TextIO
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
 
 from .results import Transcription
 
@@ -83,6 +93,95 @@ FORMATTERS: Dict[str, Callable[[Transcription], str]] = {
 
 
 # ---------------------------------------------------------------------------------------------
+# Inputs: files, directories (searched recursively) and stdin
+
+AUDIO_EXTENSIONS = ("aif", "aifc", "aiff", "au", "caf", "flac", "mp3", "oga", "ogg", "opus", "rf64",
+                    "snd", "w64", "wav", "wave")
+"""Extensions (any case) of the files taken from a directory: the formats the decoder
+(libsndfile through soundfile) reads. Files named on the command line are read whatever
+their extension."""
+
+UNDECODABLE_EXTENSIONS = ("aac", "m4a", "mka", "mkv", "mov", "mp4", "webm", "wma")
+"""Audio/video containers the decoder cannot read: a directory's files with these extensions
+are not transcribed, and the run says how many were left out (convert them first, e.g. with
+``ffmpeg -i in.m4a out.flac``)."""
+
+DEFAULT_BATCH_SIZE = 16
+"""Files decoded together by one ``Model.transcribe_batch`` call (``--batch-size``)."""
+
+MAX_BATCH_BYTES = 2 << 30
+"""A batch also closes once its decoded samples pass this many bytes (about 9 hours of
+16 kHz mono float32), so a directory of long recordings does not exhaust memory."""
+
+
+@dataclass
+class _Input:
+    path: str  # as given, or the directory argument joined with the file's relative path; "-" is stdin
+    key: str   # output name without extension, relative to the output directory
+
+
+def _stem(path: str) -> str:
+    return "stdin" if path == "-" else os.path.splitext(os.path.basename(path))[0]
+
+
+def _extension(name: str) -> str:
+    return os.path.splitext(name)[1][1:].lower()
+
+
+def find_audio_files(directory: str) -> Tuple[List[str], Dict[str, int], List[Tuple[str, str]]]:
+    """Audio files under `directory`, recursively: ``(relative paths, undecodable, errors)``.
+
+    Files and directories whose names start with ``.`` are skipped, symbolic links to
+    directories are not followed, and only files with an extension in
+    :data:`AUDIO_EXTENSIONS` are taken. The paths are sorted by their components, so the
+    order does not depend on the file system. `undecodable` counts the files left out per
+    extension of :data:`UNDECODABLE_EXTENSIONS`; `errors` lists ``(path, message)`` for
+    directories that could not be read.
+    """
+    found: List[str] = []
+    undecodable: Dict[str, int] = {}
+    errors: List[Tuple[str, str]] = []
+
+    def on_error(e: OSError) -> None:
+        errors.append((e.filename or directory, f"cannot read directory: {e.strerror or e}"))
+
+    for root, dirs, files in os.walk(directory, onerror=on_error):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in files:
+            if name.startswith("."):
+                continue
+            ext = _extension(name)
+            if ext in AUDIO_EXTENSIONS:
+                found.append(os.path.relpath(os.path.join(root, name), directory))
+            elif ext in UNDECODABLE_EXTENSIONS:
+                undecodable[ext] = undecodable.get(ext, 0) + 1
+    found.sort(key=lambda rel: rel.split(os.sep))
+    return found, undecodable, errors
+
+
+def _expand_inputs(paths: Sequence[str], err: TextIO) -> Tuple[List[_Input], List[Tuple[str, str]]]:
+    """The command line's inputs in order, each directory replaced by its audio files;
+    also returns ``(path, error)`` for directories that could not be read."""
+    inputs: List[_Input] = []
+    errors: List[Tuple[str, str]] = []
+    for path in paths:
+        if path == "-" or not os.path.isdir(path):
+            inputs.append(_Input(path, _stem(path)))
+            continue
+        found, undecodable, walk_errors = find_audio_files(path)
+        errors += walk_errors
+        if undecodable:
+            kinds = ", ".join(f".{ext}" for ext in sorted(undecodable))
+            count = sum(undecodable.values())
+            print(f"speechcore: {path}: left out {count} file{'s' if count != 1 else ''} the decoder cannot "
+                  f"read ({kinds}); convert them first, e.g. ffmpeg -i in.m4a out.flac", file=err)
+        if not found and not walk_errors:
+            print(f"speechcore: {path}: no audio files found ({', '.join(AUDIO_EXTENSIONS)})", file=err)
+        inputs += [_Input(os.path.join(path, rel), os.path.splitext(rel)[0]) for rel in found]
+    return inputs, errors
+
+
+# ---------------------------------------------------------------------------------------------
 # Argument parsing
 
 
@@ -123,15 +222,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     t = sub.add_parser(
         "transcribe", help="transcribe audio files",
-        description="Transcribe audio files. Prints each transcript to stdout, or with "
-                    "--output-dir/--output-format writes <stem>.<ext> files. Use - to read stdin.")
-    t.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, ogg, mp3, ...)")
+        description="Transcribe audio files and directories (searched recursively for "
+                    f"{', '.join(AUDIO_EXTENSIONS)} files; hidden ones skipped), --batch-size files "
+                    "at a time. Prints each transcript to stdout, or with --output-dir/--output-format "
+                    "writes <stem>.<ext> files (a directory's sub-directories mirrored), skipping inputs "
+                    "whose outputs exist unless --overwrite. Use - to read stdin. Exit status: 0 ok, "
+                    "1 a file failed, 2 usage error, 130 interrupted.")
+    t.add_argument("files", nargs="+", metavar="FILE",
+                   help="audio files (wav, flac, ogg, mp3, ...) or directories of them")
     t.add_argument("--model", default="tiny.en", help="short name (tiny.en, base) or model directory (default: tiny.en)")
     t.add_argument("--language", default=None, help="language code or name; default: detect")
     t.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
     t.add_argument("--output-format", "-f", choices=OUTPUT_FORMATS + ("all",), default=None,
                    help="write files in this format (default when --output-dir is given: all)")
     t.add_argument("--output-dir", "-o", default=None, help="directory for output files (default: .)")
+    t.add_argument("--overwrite", action="store_true",
+                   help="transcribe inputs again even when all their output files exist (default: skip them)")
+    t.add_argument("--batch-size", "-b", type=_positive_int, default=DEFAULT_BATCH_SIZE,
+                   help=f"files decoded together (default {DEFAULT_BATCH_SIZE})")
+    t.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show progress on stderr (default: when stderr is a terminal)")
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     t.add_argument("--compute-type", choices=("auto", "float32", "float16", "bfloat16"), default="auto")
     t.add_argument("--threads", type=_non_negative_int, default=0, help="CPU threads (default 0: all cores)")
@@ -147,10 +257,6 @@ def build_parser() -> argparse.ArgumentParser:
 # Running
 
 
-def _stem(path: str) -> str:
-    return "stdin" if path == "-" else os.path.splitext(os.path.basename(path))[0]
-
-
 def _describe(e: BaseException) -> str:
     from .errors import SpeechcoreError
 
@@ -159,6 +265,170 @@ def _describe(e: BaseException) -> str:
     if isinstance(e, OSError) and e.strerror:
         return f"{e.strerror}" + (f": {e.filename}" if e.filename else "")
     return f"{type(e).__name__}: {e}"
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def _duration(seconds: float) -> str:
+    """``12.3 s`` under a minute, else ``H:MM:SS``."""
+    seconds = max(0.0, seconds)
+    if seconds < 59.95:
+        return f"{seconds:.1f} s"
+    s = int(seconds + 0.5)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+class _Progress:
+    """The progress line on stderr: rewritten in place (``\\r``) on a terminal, plain lines
+    otherwise, nothing when disabled. Other stderr/stdout text goes through :meth:`message`
+    / :meth:`clear` so that it never lands in the middle of the line."""
+
+    def __init__(self, stream: TextIO, enabled: bool):
+        self.stream = stream
+        self.enabled = enabled
+        self.tty = enabled and _isatty(stream)
+        self._shown = 0  # characters of the line now on the terminal
+        self._line = ""
+
+    def show(self, line: str) -> None:
+        if not self.enabled:
+            return
+        self._line = line
+        if self.tty:
+            width = shutil.get_terminal_size().columns - 1
+            line = line[:max(width, 20)]
+            self.stream.write("\r" + line + " " * max(0, self._shown - len(line)))
+            self._shown = len(line)
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def clear(self) -> None:
+        """Erases the terminal line (until the next :meth:`show`)."""
+        if self.tty and self._shown:
+            self.stream.write("\r" + " " * self._shown + "\r")
+            self.stream.flush()
+            self._shown = 0
+
+    def message(self, text: str) -> None:
+        """Prints a line to the progress stream, then puts the progress line back."""
+        self.clear()
+        print(text, file=self.stream)
+        self.stream.flush()
+        if self.tty and self._line:
+            self.show(self._line)
+
+
+class _Stats:
+    def __init__(self, total: int, skipped: int):
+        self.total = total  # inputs to transcribe (not skipped)
+        self.skipped = skipped
+        self.transcribed = 0
+        self.failures: List[Tuple[str, str]] = []
+        self.audio_seconds = 0.0
+        self.start = time.monotonic()
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def rtfx(self) -> float:
+        return self.audio_seconds / max(self.elapsed, 1e-9)
+
+    def progress_line(self) -> str:
+        done = self.transcribed + len(self.failures)
+        failed = f" ({len(self.failures)} failed)" if self.failures else ""
+        return (f"speechcore: {done}/{self.total} files{failed}, {_duration(self.audio_seconds)} of audio, "
+                f"{_duration(self.elapsed)} elapsed, RTFx {self.rtfx():.1f}")
+
+    def summary(self, write_files: bool) -> str:
+        skipped = ""
+        if write_files:
+            skipped = f", {self.skipped} skipped" + (" (outputs exist; --overwrite redoes them)" if self.skipped else "")
+        return (f"speechcore: {_plural(self.transcribed, 'file')} transcribed{skipped}, "
+                f"{len(self.failures)} failed; {_duration(self.audio_seconds)} of audio in {_duration(self.elapsed)}, "
+                f"RTFx {self.rtfx():.1f}")
+
+
+class _Reader:
+    """Decodes the inputs in order on a background thread, at most `ahead` files ahead of
+    the consumer, so that decoding overlaps transcription (the model releases the GIL).
+    Iterating yields ``(input, samples, rate, error)``: samples and rate, or the error."""
+
+    _END = object()
+
+    def __init__(self, inputs: Sequence[_Input], ahead: int):
+        self._inputs = list(inputs)
+        self._queue: "queue.Queue[Any]" = queue.Queue(maxsize=max(1, ahead))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="speechcore-audio-reader", daemon=True)
+        self._thread.start()
+
+    def _put(self, entry: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        from .audio import load_audio
+
+        for item in self._inputs:
+            if self._stop.is_set():
+                return
+            try:
+                samples, rate = load_audio(sys.stdin.buffer.read() if item.path == "-" else item.path)
+                entry = (item, samples, rate, None)
+            except Exception as e:  # reported by the consumer, in input order
+                entry = (item, None, 0, e)
+            if not self._put(entry):
+                return
+        self._put(self._END)
+
+    def __iter__(self) -> Iterator[Tuple[_Input, Any, int, Optional[BaseException]]]:
+        while True:
+            entry = self._queue.get()
+            if entry is self._END:
+                return
+            yield entry
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+def _output_path(out_dir: str, key: str, fmt: str) -> str:
+    return os.path.join(out_dir, f"{key}.{fmt}")
+
+
+def _write_atomically(path: str, text: str) -> None:
+    """Writes through a temporary file renamed over `path`, so that an interrupted run never
+    leaves a partial output that a resumed run would take as done."""
+    directory, name = os.path.split(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def _transcribe_command(args: argparse.Namespace, parser: argparse.ArgumentParser,
@@ -175,52 +445,143 @@ def _transcribe_command(args: argparse.Namespace, parser: argparse.ArgumentParse
     except InvalidArgumentError as e:
         parser.error(str(e))
 
+    inputs, walk_errors = _expand_inputs(args.files, err)
+    given = len(inputs) + len(walk_errors)
     write_files = args.output_dir is not None or args.output_format is not None
     formats: List[str] = []
+    out_dir = args.output_dir or "."
+    skipped = 0
     if write_files:
         fmt = args.output_format or "all"
         formats = list(OUTPUT_FORMATS) if fmt == "all" else [fmt]
-        stems: Dict[str, str] = {}
-        for f in args.files:
-            if _stem(f) in stems:
-                parser.error(f"{stems[_stem(f)]} and {f} would both write {_stem(f)}.*; transcribe them separately")
-            stems[_stem(f)] = f
-        out_dir = args.output_dir or "."
+        owners: Dict[str, str] = {}
+        for item in inputs:
+            name = os.path.normcase(os.path.normpath(item.key))
+            if name in owners:
+                parser.error(f"{owners[name]} and {item.path} would both write {item.key}.*; "
+                             "transcribe them separately")
+            owners[name] = item.path
+        if not args.overwrite:
+            todo = [item for item in inputs if item.path == "-" or not all(
+                os.path.exists(_output_path(out_dir, item.key, f)) for f in formats)]
+            skipped = len(inputs) - len(todo)
+            inputs = todo
         try:
             os.makedirs(out_dir, exist_ok=True)
         except OSError as e:
             print(f"speechcore: cannot create output directory {out_dir}: {e.strerror or e}", file=err)
             return EXIT_FAILED
 
-    try:
-        model = api.load(args.model, device=args.device, compute_type=args.compute_type, threads=args.threads)
-    except InvalidArgumentError as e:
-        parser.error(str(e))
-    except SpeechcoreError as e:
-        print(f"speechcore: cannot load model {args.model}: {e}", file=err)
-        return EXIT_FAILED
+    progress = _Progress(err, _isatty(err) if args.progress is None else args.progress)
+    report = progress.enabled or given > 1 or skipped > 0  # the summary at the end
+    stats = _Stats(len(inputs), skipped)
 
-    failed = 0
-    for i, path in enumerate(args.files):
+    def fail(path: str, error: str) -> None:
+        stats.failures.append((path, error))
+        progress.message(f"speechcore: {path}: {error}")
+
+    for path, error in walk_errors:
+        fail(path, error)
+
+    if inputs:
         try:
-            audio = sys.stdin.buffer.read() if path == "-" else path
-            result = model.transcribe(audio, **options)
-            if write_files:
-                for fmt in formats:
-                    target = os.path.join(out_dir, f"{_stem(path)}.{fmt}")
-                    with open(target, "w", encoding="utf-8", newline="\n") as f:
-                        f.write(FORMATTERS[fmt](result))
-            else:
-                if len(args.files) > 1:
-                    print(("\n" if i else "") + f"==> {path} <==", file=out)
-                print(result.text.strip(), file=out)
-                out.flush()
+            model = api.load(args.model, device=args.device, compute_type=args.compute_type, threads=args.threads)
+        except InvalidArgumentError as e:
+            parser.error(str(e))
+        except SpeechcoreError as e:
+            print(f"speechcore: cannot load model {args.model}: {e}", file=err)
+            return EXIT_FAILED
+
+    printed = [False]
+
+    def emit(item: _Input, samples: Any, rate: int, result: Transcription) -> None:
+        """Writes (or prints) one file's transcript as soon as it is known."""
+        if write_files:
+            try:
+                for f in formats:
+                    _write_atomically(_output_path(out_dir, item.key, f), FORMATTERS[f](result))
+            except OSError as e:
+                fail(item.path, f"cannot write output: {_describe(e)}")
+                return
+        else:
+            progress.clear()
+            if len(inputs) > 1:
+                print(("\n" if printed[0] else "") + f"==> {item.path} <==", file=out)
+            print(result.text.strip(), file=out)
+            out.flush()
+            printed[0] = True
+        stats.transcribed += 1
+        stats.audio_seconds += samples.shape[0] / rate
+
+    def run_batch(batch: List[Tuple[_Input, Any, int]]) -> None:
+        try:
+            results = model.transcribe_batch([s for _, s, _ in batch], sample_rate=[r for _, _, r in batch],
+                                             batch_size=args.batch_size, **options)
+            if len(results) != len(batch):
+                raise RuntimeError(f"transcribe_batch returned {len(results)} results for {len(batch)} inputs")
         except KeyboardInterrupt:
             raise
-        except Exception as e:  # report, then go on with the other files
-            failed += 1
-            print(f"speechcore: {path}: {_describe(e)}", file=err)
-    return EXIT_FAILED if failed else EXIT_OK
+        except Exception as e:
+            if len(batch) == 1:  # nothing to gain from a retry
+                fail(batch[0][0].path, _describe(e))
+                progress.show(stats.progress_line())
+                return
+            # One bad recording must not lose the others: transcribe them one at a time.
+            progress.message(f"speechcore: a batch of {len(batch)} files failed ({_describe(e)}); "
+                             "transcribing them one at a time")
+            for item, samples, rate in batch:
+                try:
+                    result = model.transcribe(samples, sample_rate=rate, **options)
+                except KeyboardInterrupt:
+                    raise
+                except Exception as e1:  # report, then go on with the other files
+                    fail(item.path, _describe(e1))
+                else:
+                    emit(item, samples, rate, result)
+                progress.show(stats.progress_line())
+            return
+        for (item, samples, rate), result in zip(batch, results):
+            emit(item, samples, rate, result)
+        progress.show(stats.progress_line())
+
+    reader: Optional[_Reader] = None
+    try:
+        if inputs:
+            stats.start = time.monotonic()
+            progress.show(stats.progress_line())
+            reader = _Reader(inputs, ahead=args.batch_size)
+            batch: List[Tuple[_Input, Any, int]] = []
+            batch_bytes = 0
+            for item, samples, rate, error in reader:
+                if error is not None:
+                    fail(item.path, _describe(error))
+                    progress.show(stats.progress_line())
+                    continue
+                batch.append((item, samples, rate))
+                batch_bytes += samples.nbytes
+                if len(batch) >= args.batch_size or batch_bytes >= MAX_BATCH_BYTES:
+                    run_batch(batch)
+                    batch, batch_bytes = [], 0
+            if batch:
+                run_batch(batch)
+    except KeyboardInterrupt:
+        progress.clear()
+        if write_files and stats.transcribed:
+            print(f"speechcore: {_plural(stats.transcribed, 'file')} written before the interruption; "
+                  "run the same command again to go on with the rest", file=err)
+        raise
+    finally:
+        if reader is not None:
+            reader.close()
+
+    progress.clear()
+    if report:
+        print(stats.summary(write_files), file=err)
+        if stats.failures:
+            print(f"speechcore: failed ({len(stats.failures)}):", file=err)
+            for path, error in stats.failures:
+                print(f"  {path}: {error}", file=err)
+    return EXIT_FAILED if stats.failures else EXIT_OK
 
 
 def main(argv: Optional[Sequence[str]] = None, out: Optional[TextIO] = None, err: Optional[TextIO] = None) -> int:

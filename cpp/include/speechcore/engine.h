@@ -3,12 +3,16 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <future>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "speechcore/options.h"
 #include "speechcore/results.h"
+#include "speechcore/status.h"
 
 namespace speechcore {
 
@@ -71,6 +75,80 @@ class Model {
   Impl& impl() const { return *impl_; }
 
  private:
+  std::unique_ptr<Impl> impl_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Engine: many transcriptions at once on one model, with continuous batching. A background
+// thread runs steps: each step admits waiting 30 s windows (encoder + prompt) and advances every
+// running window by one token, windows of all requests together; each request's long-form loop
+// feeds its next window when the previous one finishes, so its result equals Model::transcribe.
+
+struct EngineOptions {
+  // Windows decoded together at most (the decoder batch). Default 64.
+  int max_batch = 64;
+  // Windows admitted (encoded and prefilled) per step at most (the encoder budget). Default 8.
+  int max_encode_batch = 8;
+  // Self-attention KV cache: token positions per block (default 16) and blocks in the pool
+  // (0 = enough for max_batch windows of the model's whole context, so nothing is preempted;
+  // fewer blocks bound memory: windows queue, or restart later when a running one needs a block).
+  int kv_block_size = 16;
+  int kv_blocks = 0;
+};
+
+struct EngineStats {
+  size_t queued_requests = 0;     // submitted, not started
+  size_t active_requests = 0;     // started, not finished
+  size_t waiting_windows = 0;     // windows waiting for the encoder
+  size_t running_windows = 0;     // windows decoding
+  int kv_blocks_total = 0;
+  int kv_blocks_used = 0;
+  uint64_t steps = 0;
+  uint64_t tokens_generated = 0;
+  double tokens_per_second = 0.0; // tokens_generated / seconds spent in steps
+  uint64_t preemptions = 0;
+  uint64_t requests_finished = 0;
+  uint64_t requests_failed = 0;   // errors and aborts
+};
+
+class Engine {
+ public:
+  using RequestId = uint64_t;
+  struct Callbacks {
+    // Each segment as soon as its window is decoded (in order). Runs on the engine thread.
+    std::function<void(const Segment&)> on_segment;
+    // The whole transcription. Runs on the engine thread; exactly one of on_done / on_error.
+    std::function<void(Transcription&&)> on_done;
+    // A failure: bad audio or option (the typed error), an abort or shutdown (kCancelled).
+    std::function<void(const Error&)> on_error;
+  };
+
+  // Starts the engine thread over a loaded model (kept alive by the engine). Throws
+  // kUnsupported when the model's backend has no step runner yet, kInvalidArgument for bad options.
+  explicit Engine(std::shared_ptr<const Model> model, const EngineOptions& options = EngineOptions{});
+  ~Engine();  // shutdown(true)
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Queues a transcription of PCM audio (as Model::transcribe; the samples are copied).
+  // Higher `priority` runs first; equal priorities first come first served. Thread-safe.
+  // Bad options and bad audio are reported through on_error, never thrown; throws only when the
+  // engine is shut down (kCancelled).
+  RequestId submit(const float* pcm, size_t num_frames, int sample_rate, int channels,
+                   const TranscribeOptions& options, Callbacks callbacks, int priority = 0);
+  // The same with a future (errors arrive as the future's exception, a speechcore::Error).
+  std::future<Transcription> submit(const float* pcm, size_t num_frames, int sample_rate, int channels,
+                                    const TranscribeOptions& options = TranscribeOptions{}, int priority = 0);
+  // Cancels a request (its on_error gets kCancelled, or its future that error); false when the
+  // id is unknown or already finished. Thread-safe.
+  bool abort(RequestId id);
+  // Stops the engine: with cancel, every unfinished request fails with kCancelled; without,
+  // the queued and running requests complete first. Later submits throw kCancelled. Idempotent.
+  void shutdown(bool cancel = false);
+  EngineStats stats() const;
+
+ private:
+  struct Impl;
   std::unique_ptr<Impl> impl_;
 };
 

@@ -11,16 +11,12 @@
 #include "io/tokenizer.h"
 #include "models/whisper/whisper_model.h"
 #include "ops/ops.h"
+#include "runtime/model_impl.h"
 #include "runtime/transcriber.h"
 #include "speechcore/engine.h"
 
 namespace speechcore {
 
-struct Model::Impl {
-  ModelInfo info;
-  std::shared_ptr<const models::whisper::WhisperModel> whisper;
-  std::unique_ptr<runtime::WhisperTranscriber> transcriber;
-};
 
 Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Model::~Model() = default;

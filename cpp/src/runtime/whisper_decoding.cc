@@ -3,8 +3,11 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
+#include <unordered_map>
 
 #include "core/status.h"
+#include "engine/step_runner.h"
 #include "io/audio.h"
 #include "ops/ops.h"
 #include "runtime/whisper_greedy.h"
@@ -88,7 +91,59 @@ Tensor WindowRunner::log_mel(const std::vector<float>& samples) const {
   return io::log_mel_spectrogram(samples.data(), samples.size(), mel_opt);
 }
 
+std::unique_ptr<engine::StepRunner> WindowRunner::make_step_runner() const {
+  throw_error(ErrorCode::kUnsupported, "the engine (submit / transcribe_stream / atranscribe) is not available on ",
+              device(), " yet; use transcribe or transcribe_batch");
+}
+
 namespace {
+
+// The engine's runner on the CPU: one GreedyWindow (own KV cache, host logits rules) per window;
+// a step advances each window in turn (CPU kernels are per sequence, so results equal the
+// window decoded alone).
+class CpuStepRunner final : public engine::StepRunner {
+ public:
+  explicit CpuStepRunner(std::shared_ptr<const models::whisper::WhisperModel> model) : model_(std::move(model)) {}
+  void admit(const std::vector<engine::AdmitJob>& jobs, const WhisperSpecialTokens& special) override {
+    for (const engine::AdmitJob& j : jobs) {
+      SC_CHECK(windows_.count(j.id) == 0, ErrorCode::kInternal, "window ", j.id, " admitted twice");
+      auto w = std::make_unique<Window>();
+      w->cross = model_->encode(j.mel);
+      w->greedy = std::make_unique<Greedy>(*model_, w->cross, j.prompt, special, j.options);
+      w->greedy->step();
+      windows_.emplace(j.id, std::move(w));
+    }
+  }
+  void step(const std::vector<uint64_t>& ids) override {
+    for (uint64_t id : ids) {
+      Greedy& g = *window(id).greedy;
+      SC_CHECK(!g.done(), ErrorCode::kInternal, "window ", id, " stepped after it finished");
+      g.step();
+    }
+  }
+  bool done(uint64_t id) const override { return windows_.at(id)->greedy->done(); }
+  WindowResult take(uint64_t id) override {
+    WindowResult r = window(id).greedy->take_result();
+    windows_.erase(id);
+    return r;
+  }
+  void release(uint64_t id) override { windows_.erase(id); }
+  size_t windows() const override { return windows_.size(); }
+
+ private:
+  using Greedy = GreedyWindow<models::whisper::WhisperModel, models::whisper::CrossKV>;
+  struct Window {
+    models::whisper::CrossKV cross;
+    std::unique_ptr<Greedy> greedy;  // refers to cross: the Window stays put (held by pointer)
+  };
+  Window& window(uint64_t id) {
+    auto it = windows_.find(id);
+    SC_CHECK(it != windows_.end(), ErrorCode::kInternal, "unknown window ", id);
+    return *it->second;
+  }
+  std::shared_ptr<const models::whisper::WhisperModel> model_;
+  std::unordered_map<uint64_t, std::unique_ptr<Window>> windows_;
+};
 
 class CpuWindowRunner final : public WindowRunner {
  public:
@@ -104,6 +159,9 @@ class CpuWindowRunner final : public WindowRunner {
   std::string compute_type() const override { return "float32"; }
   std::vector<float> prompt_logits(const float* mel, const std::vector<int>& prompt) const override {
     return runtime::prompt_logits(*model_, model_->encode(mel), prompt);
+  }
+  std::unique_ptr<engine::StepRunner> make_step_runner() const override {
+    return std::make_unique<CpuStepRunner>(model_);
   }
 
  private:

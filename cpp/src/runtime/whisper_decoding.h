@@ -9,6 +9,10 @@
 
 #include "models/whisper/whisper_model.h"
 
+namespace speechcore::engine {
+class StepRunner;
+}
+
 namespace speechcore::runtime {
 
 // Token ids the logits rules need.
@@ -77,6 +81,9 @@ class WindowRunner {
   // io::log_mel_spectrogram with the model's n_mels and the default padding. The default runs
   // on the CPU; the CUDA backend computes them on the GPU.
   virtual Tensor log_mel(const std::vector<float>& samples) const;
+  // A runner for the engine's step-by-step decoding (continuous batching) over this backend's
+  // model; kUnsupported where the backend has none yet.
+  virtual std::unique_ptr<engine::StepRunner> make_step_runner() const;
   virtual std::string device() const = 0;
   virtual std::string compute_type() const = 0;
   // Raw float32 logits [vocab] at the last prompt position (tests compare backends with it).

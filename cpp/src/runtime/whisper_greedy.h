@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cmath>
+#include <utility>
 #include <vector>
 
 #include "core/status.h"
@@ -10,46 +11,89 @@
 
 namespace speechcore::runtime {
 
-// Greedy decoding of one window with the logits rules on the host; `Model` provides
-// new_state() and decode(state, cross, tokens, n, rows, logits) (CPU or CUDA).
+// Greedy decoding of one window with the logits rules on the host, one token per step():
+// `Model` provides config(), new_state() and decode(state, cross, tokens, n, rows, logits)
+// (CPU or CUDA). The first step() runs the prompt (and computes the no-speech probability),
+// each later one feeds the previous pick; done() once end-of-text or the length limit is reached.
+// Holds references to model and cross, which must outlive it.
+template <typename Model, typename Cross>
+class GreedyWindow {
+ public:
+  GreedyWindow(const Model& model, const Cross& cross, std::vector<int> prompt, const WhisperSpecialTokens& sp,
+               WindowOptions o)
+      : model_(model), cross_(cross), prompt_(std::move(prompt)), sp_(sp), o_(std::move(o)),
+        layout_(prompt_layout(prompt_, sp_, o_)), vocab_(model.config().vocab_size), state_(model.new_state()),
+        logits_(static_cast<size_t>(vocab_) * 2) {}
+
+  bool done() const { return done_; }
+  int generated() const { return static_cast<int>(result_.tokens.size()); }
+
+  void step() {
+    SC_ASSERT(!done_);
+    float* step_logits = logits_.data();
+    if (!started_) {
+      started_ = true;
+      const int prompt_len = static_cast<int>(prompt_.size());
+      std::vector<int> rows = {prompt_len - 1};
+      if (layout_.sot_index != prompt_len - 1) rows.insert(rows.begin(), layout_.sot_index);
+      model_.decode(state_, cross_, prompt_.data(), prompt_len, rows, logits_.data());
+      // no-speech probability: softmax of the raw logits at the start-of-transcript position
+      const double lse = ops::logsumexp(logits_.data(), vocab_);
+      result_.no_speech_prob =
+          sp_.no_speech >= 0 ? static_cast<float>(std::exp(logits_[sp_.no_speech] - lse)) : 0.0f;
+      step_logits = logits_.data() + (rows.size() - 1) * vocab_;
+      if (layout_.max_new <= 0) return finish();
+    } else {
+      const int last = result_.tokens.back();
+      model_.decode(state_, cross_, &last, 1, {0}, logits_.data());
+    }
+    std::vector<int>& out = result_.tokens;
+    const int step = static_cast<int>(out.size());
+    apply_whisper_logits_rules(step_logits, vocab_, step, out, layout_.timestamps, sp_, o_);
+    // log-softmax and greedy choice (first index among equal maxima)
+    const double lse = ops::logsumexp(step_logits, vocab_);
+    int best = 0;
+    for (int i = 1; i < vocab_; ++i)
+      if (step_logits[i] > step_logits[best]) best = i;
+    result_.sum_logprob += static_cast<double>(static_cast<float>(step_logits[best] - lse));
+    if (best == sp_.eot) return finish();
+    out.push_back(best);
+    if (step + 1 == layout_.max_new) finish();
+  }
+
+  WindowResult take_result() {
+    SC_ASSERT(done_);
+    return std::move(result_);
+  }
+
+ private:
+  void finish() {
+    done_ = true;
+    result_.avg_logprob =
+        static_cast<float>(result_.sum_logprob / (static_cast<double>(result_.tokens.size()) + 1.0));
+  }
+
+  const Model& model_;
+  const Cross& cross_;
+  std::vector<int> prompt_;
+  WhisperSpecialTokens sp_;
+  WindowOptions o_;
+  PromptLayout layout_;
+  int vocab_;
+  decltype(std::declval<const Model&>().new_state()) state_;
+  std::vector<float> logits_;
+  WindowResult result_;
+  bool started_ = false;
+  bool done_ = false;
+};
+
+// A whole window at once.
 template <typename Model, typename Cross>
 WindowResult decode_window_greedy(const Model& model, const Cross& cross, const std::vector<int>& prompt,
                                   const WhisperSpecialTokens& sp, const WindowOptions& o) {
-  const int vocab = model.config().vocab_size;
-  const PromptLayout layout = prompt_layout(prompt, sp, o);
-  const int prompt_len = static_cast<int>(prompt.size());
-
-  auto state = model.new_state();
-  std::vector<float> logits(static_cast<size_t>(vocab) * 2);
-  std::vector<int> rows = {prompt_len - 1};
-  if (layout.sot_index != prompt_len - 1) rows.insert(rows.begin(), layout.sot_index);
-  model.decode(state, cross, prompt.data(), prompt_len, rows, logits.data());
-
-  WindowResult result;
-  {  // no-speech probability: softmax of the raw logits at the start-of-transcript position
-    const float* l = logits.data();
-    const double lse = ops::logsumexp(l, vocab);
-    result.no_speech_prob = sp.no_speech >= 0 ? static_cast<float>(std::exp(l[sp.no_speech] - lse)) : 0.0f;
-  }
-  float* step_logits = logits.data() + (rows.size() - 1) * vocab;
-
-  std::vector<int>& out = result.tokens;
-  for (int step = 0; step < layout.max_new; ++step) {
-    apply_whisper_logits_rules(step_logits, vocab, step, out, layout.timestamps, sp, o);
-    // log-softmax and greedy choice (first index among equal maxima)
-    const double lse = ops::logsumexp(step_logits, vocab);
-    int best = 0;
-    for (int i = 1; i < vocab; ++i)
-      if (step_logits[i] > step_logits[best]) best = i;
-    result.sum_logprob += static_cast<double>(static_cast<float>(step_logits[best] - lse));
-    if (best == sp.eot) break;
-    out.push_back(best);
-    if (step + 1 == layout.max_new) break;
-    model.decode(state, cross, &best, 1, {0}, logits.data());
-    step_logits = logits.data();
-  }
-  result.avg_logprob = static_cast<float>(result.sum_logprob / (static_cast<double>(out.size()) + 1.0));
-  return result;
+  GreedyWindow<Model, Cross> w(model, cross, prompt, sp, o);
+  while (!w.done()) w.step();
+  return w.take_result();
 }
 
 template <typename Model, typename Cross>

@@ -1,0 +1,364 @@
+// speechcore::Engine: the step loop. One thread owns the scheduler, the step runner and every
+// started request; submit/abort/shutdown talk to it through a mutex-protected inbox.
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "core/status.h"
+#include "engine/scheduler.h"
+#include "engine/step_runner.h"
+#include "io/audio.h"
+#include "runtime/longform.h"
+#include "runtime/model_impl.h"
+#include "speechcore/engine.h"
+
+namespace speechcore {
+
+namespace {
+
+struct Request {
+  Engine::RequestId id = 0;
+  int priority = 0;
+  TranscribeOptions options;
+  std::vector<float> pcm;  // as submitted (interleaved), prepared on the engine thread
+  size_t frames = 0;
+  int sample_rate = 16000, channels = 1;
+  std::vector<float> samples;  // 16 kHz mono
+  std::unique_ptr<runtime::DecodePlan> plan;
+  std::unique_ptr<runtime::Recording> recording;
+  Engine::Callbacks callbacks;
+  size_t segments_sent = 0;
+  uint64_t window = 0;              // the scheduler id of its current window (0: none)
+  runtime::WindowRequest pending;   // that window's features (owned by the recording), prompt, options
+};
+
+}  // namespace
+
+struct Engine::Impl {
+  std::shared_ptr<const Model> model;
+  const runtime::WhisperTranscriber& transcriber;
+  EngineOptions options;
+  std::unique_ptr<engine::StepRunner> runner;
+  engine::Scheduler scheduler;
+
+  // shared with callers (mutex)
+  mutable std::mutex mutex;
+  std::condition_variable wake;
+  std::deque<std::unique_ptr<Request>> inbox;
+  std::unordered_set<RequestId> live;     // submitted and not finished
+  std::unordered_set<RequestId> aborts;   // asked to abort, not yet handled
+  bool stopping = false, cancel = false;
+  RequestId next_id = 1;
+  EngineStats stats;
+
+  // engine thread only
+  std::unordered_map<RequestId, std::unique_ptr<Request>> active;
+  std::unordered_map<uint64_t, Request*> by_window;
+  uint64_t next_window = 1;
+  double busy_seconds = 0.0;
+  std::thread thread;
+
+  Impl(std::shared_ptr<const Model> m, const EngineOptions& o)
+      : model(std::move(m)), transcriber(*model->impl().transcriber), options(o),
+        runner(transcriber.runner().make_step_runner()), scheduler(scheduler_config(transcriber, o)) {}
+
+  static engine::SchedulerConfig scheduler_config(const runtime::WhisperTranscriber& t, const EngineOptions& o) {
+    SC_CHECK(o.max_batch >= 1 && o.max_encode_batch >= 1 && o.kv_block_size >= 1 && o.kv_blocks >= 0,
+             ErrorCode::kInvalidArgument, "engine options: max_batch, max_encode_batch, kv_block_size must be >= 1 "
+             "and kv_blocks >= 0 (got ", o.max_batch, ", ", o.max_encode_batch, ", ", o.kv_block_size, ", ",
+             o.kv_blocks, ")");
+    engine::SchedulerConfig c;
+    c.max_running = o.max_batch;
+    c.max_admit = o.max_encode_batch;
+    c.cross_slots = o.max_batch;
+    c.block_size = o.kv_block_size;
+    const int ctx = t.runner().config().n_text_ctx;
+    c.num_blocks = o.kv_blocks > 0 ? o.kv_blocks : o.max_batch * ((ctx + o.kv_block_size - 1) / o.kv_block_size);
+    return c;
+  }
+
+  // ---- request lifecycle (engine thread) --------------------------------------------------
+
+  void finished(Request& r, bool ok) {
+    std::lock_guard<std::mutex> lock(mutex);
+    live.erase(r.id);
+    aborts.erase(r.id);
+    (ok ? stats.requests_finished : stats.requests_failed) += 1;
+  }
+
+  void drop_window(Request& r) {
+    if (r.window == 0) return;
+    scheduler.remove(r.window);
+    runner->release(r.window);
+    by_window.erase(r.window);
+    r.window = 0;
+  }
+
+  void fail(Request& r, const Error& e) {
+    drop_window(r);
+    finished(r, false);
+    if (r.callbacks.on_error) {
+      try {
+        r.callbacks.on_error(e);
+      } catch (...) {  // a throwing callback must not stop the engine
+      }
+    }
+    active.erase(r.id);  // destroys r
+  }
+
+  void emit_segments(Request& r) {
+    const std::vector<Segment>& segs = r.recording->segments();
+    for (; r.segments_sent < segs.size(); ++r.segments_sent) {
+      if (!r.callbacks.on_segment) continue;
+      try {
+        r.callbacks.on_segment(segs[r.segments_sent]);
+      } catch (...) {
+      }
+    }
+  }
+
+  void complete(Request& r) {
+    emit_segments(r);
+    finished(r, true);
+    Transcription t = r.recording->take_result();
+    if (r.callbacks.on_done) {
+      try {
+        r.callbacks.on_done(std::move(t));
+      } catch (...) {
+      }
+    }
+    active.erase(r.id);
+  }
+
+  // Queues the recording's next window with the scheduler.
+  void queue_window(Request& r) {
+    r.pending = r.recording->next_request();
+    const runtime::PromptLayout layout =
+        runtime::prompt_layout(r.pending.prompt, transcriber.special_tokens(), r.pending.options);
+    engine::SequenceSpec spec;
+    spec.id = next_window++;
+    spec.prompt_len = static_cast<int>(r.pending.prompt.size());
+    spec.max_new = std::max(layout.max_new, 0);
+    spec.priority = r.priority;
+    spec.order = r.id;  // the request's arrival: its later windows keep its place
+    scheduler.add(spec);
+    r.window = spec.id;
+    by_window[spec.id] = &r;
+  }
+
+  void start(std::unique_ptr<Request> owned) {
+    Request& r = *owned;
+    active.emplace(r.id, std::move(owned));
+    try {
+      r.samples = io::prepare_audio(r.pcm.data(), r.frames, r.sample_rate, r.channels);
+      std::vector<float>().swap(r.pcm);
+      r.plan = std::make_unique<runtime::DecodePlan>(
+          runtime::make_plan(transcriber.tokenizer(), transcriber.runner(), r.options));
+      r.recording = std::make_unique<runtime::Recording>(*r.plan, transcriber.runner(), transcriber.tokenizer(),
+                                                         transcriber.special_tokens(), r.samples);
+      r.recording->begin();
+      if (r.recording->done()) return complete(r);
+      queue_window(r);
+    } catch (const Error& e) {
+      fail(r, e);
+    } catch (const std::exception& e) {
+      fail(r, Error(ErrorCode::kInternal, e.what()));
+    }
+  }
+
+  // A window finished: feed its result to the long-form loop, then the next window or done.
+  void window_done(Request& r, runtime::WindowResult&& result) {
+    scheduler.remove(r.window);
+    by_window.erase(r.window);
+    r.window = 0;
+    try {
+      r.recording->consume(result);
+      emit_segments(r);
+      if (r.recording->done()) return complete(r);
+      queue_window(r);
+    } catch (const Error& e) {
+      fail(r, e);
+    }
+  }
+
+  // Runs `fn` over the runner; on an error, fails every request with a window in `ids`.
+  template <typename F>
+  void guarded(const std::vector<uint64_t>& ids, F&& fn) {
+    try {
+      fn();
+    } catch (const std::exception& ex) {
+      const Error* se = dynamic_cast<const Error*>(&ex);
+      const Error e = se ? *se : Error(ErrorCode::kInternal, ex.what());
+      for (uint64_t w : ids) {
+        auto it = by_window.find(w);
+        if (it != by_window.end()) fail(*it->second, e);
+      }
+    }
+  }
+
+  void step() {
+    const auto t0 = std::chrono::steady_clock::now();
+    engine::StepPlan plan = scheduler.schedule();
+    for (uint64_t w : plan.preempted) runner->release(w);  // recompute: the window starts over
+    std::vector<engine::AdmitJob> jobs;
+    for (uint64_t w : plan.admitted) {
+      Request& r = *by_window.at(w);
+      jobs.push_back(engine::AdmitJob{w, r.pending.mel, r.pending.prompt, r.pending.options});
+    }
+    guarded(plan.admitted, [&] { runner->admit(jobs, transcriber.special_tokens()); });
+    std::vector<uint64_t> decode;
+    for (uint64_t w : plan.decode)
+      if (by_window.count(w)) decode.push_back(w);
+    guarded(decode, [&] { runner->step(decode); });
+    uint64_t tokens = 0;
+    for (const std::vector<uint64_t>* ids : {&plan.admitted, &decode}) {
+      for (uint64_t w : *ids) {
+        auto it = by_window.find(w);
+        if (it == by_window.end()) continue;  // failed above
+        ++tokens;
+        if (runner->done(w)) window_done(*it->second, runner->take(w));
+      }
+    }
+    busy_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::lock_guard<std::mutex> lock(mutex);
+    stats.steps += 1;
+    stats.tokens_generated += tokens;
+    stats.tokens_per_second = busy_seconds > 0 ? static_cast<double>(stats.tokens_generated) / busy_seconds : 0.0;
+  }
+
+  void publish_stats() {
+    const engine::SchedulerStats s = scheduler.stats();
+    std::lock_guard<std::mutex> lock(mutex);
+    stats.queued_requests = inbox.size();
+    stats.active_requests = active.size();
+    stats.waiting_windows = s.waiting;
+    stats.running_windows = s.running;
+    stats.kv_blocks_total = scheduler.kv().num_blocks();
+    stats.kv_blocks_used = s.blocks_used;
+    stats.preemptions = s.preemptions;
+  }
+
+  void loop() {
+    for (;;) {
+      std::vector<std::unique_ptr<Request>> incoming;
+      std::vector<RequestId> to_abort;
+      bool stop_now = false, cancel_all = false;
+      {
+        std::unique_lock<std::mutex> lock(mutex);
+        wake.wait(lock, [&] { return stopping || !inbox.empty() || !aborts.empty() || !active.empty(); });
+        while (!inbox.empty()) {
+          incoming.push_back(std::move(inbox.front()));
+          inbox.pop_front();
+        }
+        to_abort.assign(aborts.begin(), aborts.end());
+        aborts.clear();
+        cancel_all = stopping && cancel;
+        stop_now = stopping && (cancel || (incoming.empty() && active.empty()));
+      }
+      const Error cancelled(ErrorCode::kCancelled, "the request was aborted");
+      for (auto& r : incoming) {
+        if (cancel_all || std::find(to_abort.begin(), to_abort.end(), r->id) != to_abort.end()) {
+          Request& ref = *r;
+          active.emplace(ref.id, std::move(r));
+          fail(ref, cancel_all ? Error(ErrorCode::kCancelled, "the engine was shut down") : cancelled);
+        } else {
+          start(std::move(r));
+        }
+      }
+      for (RequestId id : to_abort) {
+        auto it = active.find(id);
+        if (it != active.end()) fail(*it->second, cancelled);
+      }
+      if (cancel_all) {
+        while (!active.empty()) fail(*active.begin()->second, Error(ErrorCode::kCancelled, "the engine was shut down"));
+      }
+      if (!scheduler.idle()) step();
+      publish_stats();
+      if (stop_now && active.empty()) {
+        std::lock_guard<std::mutex> lock(mutex);
+        if (inbox.empty()) break;
+      }
+    }
+  }
+};
+
+Engine::Engine(std::shared_ptr<const Model> model, const EngineOptions& options) {
+  SC_CHECK(model != nullptr, ErrorCode::kInvalidArgument, "Engine needs a model");
+  impl_ = std::make_unique<Impl>(std::move(model), options);
+  impl_->stats.kv_blocks_total = impl_->scheduler.kv().num_blocks();
+  impl_->thread = std::thread([this] { impl_->loop(); });
+}
+
+Engine::~Engine() {
+  try {
+    shutdown(true);
+    if (impl_->thread.joinable()) impl_->thread.detach();  // destroyed from its own callback
+  } catch (...) {
+  }
+}
+
+Engine::RequestId Engine::submit(const float* pcm, size_t num_frames, int sample_rate, int channels,
+                                 const TranscribeOptions& options, Callbacks callbacks, int priority) {
+  auto r = std::make_unique<Request>();
+  r->priority = priority;
+  r->options = options;
+  SC_CHECK(channels >= 1, ErrorCode::kInvalidAudio, "channels must be >= 1, got ", channels);
+  SC_CHECK(pcm != nullptr || num_frames == 0, ErrorCode::kInvalidArgument, "submit: null audio pointer");
+  r->pcm.assign(pcm, pcm + num_frames * static_cast<size_t>(channels));
+  r->frames = num_frames;
+  r->sample_rate = sample_rate;
+  r->channels = channels;
+  r->callbacks = std::move(callbacks);
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  SC_CHECK(!impl_->stopping, ErrorCode::kCancelled, "the engine is shut down");
+  r->id = impl_->next_id++;
+  const RequestId id = r->id;
+  impl_->live.insert(id);
+  impl_->inbox.push_back(std::move(r));
+  impl_->wake.notify_one();
+  return id;
+}
+
+std::future<Transcription> Engine::submit(const float* pcm, size_t num_frames, int sample_rate, int channels,
+                                          const TranscribeOptions& options, int priority) {
+  auto promise = std::make_shared<std::promise<Transcription>>();
+  std::future<Transcription> f = promise->get_future();
+  Callbacks cb;
+  cb.on_done = [promise](Transcription&& t) { promise->set_value(std::move(t)); };
+  cb.on_error = [promise](const Error& e) { promise->set_exception(std::make_exception_ptr(e)); };
+  submit(pcm, num_frames, sample_rate, channels, options, std::move(cb), priority);
+  return f;
+}
+
+bool Engine::abort(RequestId id) {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  if (!impl_->live.count(id)) return false;
+  impl_->aborts.insert(id);
+  impl_->wake.notify_one();
+  return true;
+}
+
+void Engine::shutdown(bool cancel) {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    impl_->stopping = true;
+    impl_->cancel = impl_->cancel || cancel;
+    impl_->wake.notify_one();
+  }
+  // From a callback (the engine thread itself) the loop ends on its own after this step.
+  if (impl_->thread.joinable() && std::this_thread::get_id() != impl_->thread.get_id()) impl_->thread.join();
+}
+
+EngineStats Engine::stats() const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  EngineStats s = impl_->stats;
+  s.queued_requests = impl_->inbox.size();
+  return s;
+}
+
+}  // namespace speechcore

@@ -1,0 +1,110 @@
+#include "engine/scheduler.h"
+
+#include <algorithm>
+
+#include "core/status.h"
+
+namespace speechcore::engine {
+
+Scheduler::Scheduler(const SchedulerConfig& c) : config_(c), kv_(c.num_blocks, c.block_size) {
+  SC_CHECK(c.max_running >= 1 && c.max_admit >= 1 && c.cross_slots >= 1, ErrorCode::kInvalidArgument,
+           "scheduler limits must be >= 1 (max_running ", c.max_running, ", max_admit ", c.max_admit,
+           ", cross_slots ", c.cross_slots, ")");
+}
+
+void Scheduler::add(const SequenceSpec& spec) {
+  SC_CHECK(seqs_.count(spec.id) == 0, ErrorCode::kInvalidArgument, "window ", spec.id, " is already scheduled");
+  SC_CHECK(spec.prompt_len >= 1 && spec.max_new >= 0, ErrorCode::kInvalidArgument, "bad window sizes: prompt ",
+           spec.prompt_len, ", max_new ", spec.max_new);
+  const int need = kv_.blocks_for(spec.prompt_len + std::max(spec.max_new - 1, 0));
+  SC_CHECK(need <= kv_.num_blocks(), ErrorCode::kOutOfMemory, "a window of ", spec.prompt_len, " + ", spec.max_new,
+           " tokens needs ", need, " KV blocks; the pool has ", kv_.num_blocks());
+  seqs_.emplace(spec.id, Seq{spec, false, 0});
+  waiting_.insert(key(spec));
+}
+
+bool Scheduler::remove(uint64_t id) {
+  auto it = seqs_.find(id);
+  if (it == seqs_.end()) return false;
+  (it->second.running ? running_ : waiting_).erase(key(it->second.spec));
+  kv_.release(id);
+  seqs_.erase(it);
+  return true;
+}
+
+void Scheduler::preempt(uint64_t id, StepPlan& plan) {
+  Seq& s = seqs_.at(id);
+  SC_ASSERT(s.running);
+  running_.erase(key(s.spec));
+  kv_.release(id);
+  s.running = false;
+  s.positions = 0;
+  waiting_.insert(key(s.spec));
+  plan.preempted.push_back(id);
+  plan.decode.erase(std::remove(plan.decode.begin(), plan.decode.end(), id), plan.decode.end());
+  ++preemptions_;
+}
+
+StepPlan Scheduler::schedule() {
+  StepPlan plan;
+  // 1. every running window gets the position for its next token, in order; when the pool is
+  //    short, the last window in order gives its blocks back (possibly the one asking).
+  std::vector<uint64_t> order;
+  for (const Key& k : running_) order.push_back(std::get<2>(k));
+  for (uint64_t id : order) {
+    if (!seqs_.at(id).running) continue;  // preempted by an earlier window of this loop
+    Seq& s = seqs_.at(id);
+    bool placed = false;
+    while (!placed) {
+      if (kv_.reserve(id, s.positions + 1)) {
+        placed = true;
+        break;
+      }
+      const uint64_t victim = std::get<2>(*running_.rbegin());
+      preempt(victim, plan);
+      if (victim == id) break;
+    }
+    if (placed) {
+      s.positions += 1;
+      plan.decode.push_back(id);
+    }
+  }
+  // 2. admit waiting windows in order while the limits allow (no admission past a window that
+  //    does not fit: first come first served)
+  int slots_used = static_cast<int>(running_.size());
+  while (!waiting_.empty() && static_cast<int>(plan.admitted.size()) < config_.max_admit &&
+         static_cast<int>(running_.size()) < config_.max_running && slots_used < config_.cross_slots) {
+    const Key k = *waiting_.begin();
+    const uint64_t id = std::get<2>(k);
+    Seq& s = seqs_.at(id);
+    // the prompt's positions now, keeping the blocks that running windows at a block boundary
+    // need for their next token; a window preempted this step waits for the next one
+    int boundary = 0;
+    for (const Key& r : running_) boundary += seqs_.at(std::get<2>(r)).positions % config_.block_size == 0;
+    const int need = kv_.blocks_missing(id, s.spec.prompt_len);
+    if (need + boundary > kv_.num_free()) break;
+    if (std::find(plan.preempted.begin(), plan.preempted.end(), id) != plan.preempted.end()) break;
+    const bool ok = kv_.reserve(id, s.spec.prompt_len);
+    SC_ASSERT(ok);
+    waiting_.erase(waiting_.begin());
+    running_.insert(k);
+    s.running = true;
+    s.positions = s.spec.prompt_len;
+    plan.admitted.push_back(id);
+    ++slots_used;
+  }
+  return plan;
+}
+
+SchedulerStats Scheduler::stats() const {
+  SchedulerStats st;
+  st.waiting = waiting_.size();
+  st.running = running_.size();
+  st.blocks_used = kv_.num_used();
+  st.blocks_free = kv_.num_free();
+  st.cross_slots_used = static_cast<int>(running_.size());
+  st.preemptions = preemptions_;
+  return st;
+}
+
+}  // namespace speechcore::engine

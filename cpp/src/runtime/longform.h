@@ -1,0 +1,228 @@
+// The long-form algorithm of faster-whisper 1.2.1 (30 s windows, seek by the last timestamp,
+// condition on the previous text) as a per-recording state machine: a Recording produces its
+// next window request and consumes the window's result, so the windows of many recordings can
+// be decoded together (WhisperTranscriber::transcribe_batch rounds, the Engine's scheduler).
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "io/tokenizer.h"
+#include "runtime/whisper_decoding.h"
+#include "speechcore/options.h"
+#include "speechcore/results.h"
+
+namespace speechcore::runtime {
+
+constexpr double kTimePerFrame = 0.01;   // mel hop 160 / 16 kHz
+constexpr double kTimePrecision = 0.02;  // one timestamp token
+constexpr int kInputStride = 2;          // mel frames per encoder position
+
+// A window's tokens between two timestamp pairs (times in seconds).
+struct SplitSegment {
+  double start, end;
+  std::vector<int> tokens;
+};
+
+// s without leading/trailing whitespace (Python's str.strip()).
+std::string strip(const std::string& s);
+
+// The options of one call, checked and resolved once for all of its recordings.
+struct DecodePlan {
+  const TranscribeOptions* opt = nullptr;
+  std::string language;
+  std::vector<int> sot_sequence;
+  std::vector<int> initial_tokens;  // " " + initial_prompt, encoded
+  WindowOptions window;             // max_length is set per window
+  int max_length = 448;             // the decoder's positions
+  int n_mels = 80;
+  int window_frames = 3000;         // mel frames per 30 s window
+};
+
+// Checks and resolves the options of one call (throws kInvalidArgument / kUnsupported).
+DecodePlan make_plan(const io::Tokenizer& tok, const WindowRunner& model, const TranscribeOptions& opt);
+
+// float compression_ratio(...) is declared in runtime/transcriber.h.
+float compression_ratio(const std::string& text);
+
+// The long-form state of one recording: begin() computes its features, then next_request()
+// and consume() alternate (one 30 s window each) until done().
+class Recording {
+ public:
+  Recording(const DecodePlan& plan, const WindowRunner& runner, const io::Tokenizer& tok,
+            const WhisperSpecialTokens& special, const std::vector<float>& samples)
+      : plan_(plan), runner_(runner), tok_(tok), special_(special), samples_(samples) {}
+
+  bool started() const { return started_; }
+  bool done() const { return done_; }
+
+  void begin() {
+    SC_ASSERT(!started_);
+    started_ = true;
+    result_.language = plan_.language;
+    result_.duration = static_cast<double>(samples_.size()) / 16000.0;
+    features_ = runner_.log_mel(samples_);  // on the backend's device
+    total_frames_ = features_.dim(1);
+    content_frames_ = total_frames_ - 1;
+    all_tokens_ = plan_.initial_tokens;
+    mel_.assign(static_cast<size_t>(plan_.n_mels) * plan_.window_frames, 0.0f);
+    update_done();
+  }
+
+  // The next window: its features (zero-padded to 30 s, in a buffer of this recording that
+  // stays valid until consume()), the prompt and the decoding options.
+  WindowRequest next_request() {
+    SC_ASSERT(started_ && !done_);
+    const int window = plan_.window_frames;
+    window_size_ = std::min<int64_t>(window, content_frames_ - seek_);
+    std::fill(mel_.begin(), mel_.end(), 0.0f);
+    for (int m = 0; m < plan_.n_mels; ++m)
+      std::memcpy(mel_.data() + static_cast<size_t>(m) * window,
+                  features_.data<float>() + m * total_frames_ + seek_, sizeof(float) * window_size_);
+
+    WindowRequest req;
+    req.mel = mel_.data();
+    std::vector<int>& prompt = req.prompt;
+    if (all_tokens_.size() > prompt_reset_since_) {
+      prompt.push_back(tok_.sot_prev());
+      const size_t avail = all_tokens_.size() - prompt_reset_since_;
+      const size_t keep = std::min<size_t>(avail, static_cast<size_t>(plan_.max_length / 2 - 1));
+      prompt.insert(prompt.end(), all_tokens_.end() - keep, all_tokens_.end());
+    }
+    prompt.insert(prompt.end(), plan_.sot_sequence.begin(), plan_.sot_sequence.end());
+    if (plan_.opt->without_timestamps) prompt.push_back(tok_.no_timestamps());
+
+    req.options = plan_.window;
+    const int max_new_tokens = plan_.opt->max_new_tokens;
+    if (max_new_tokens > 0) {
+      req.options.max_length = static_cast<int>(prompt.size()) + max_new_tokens;
+      SC_CHECK(req.options.max_length <= plan_.max_length, ErrorCode::kInvalidArgument, "the prompt (",
+               prompt.size(), " tokens) plus max_new_tokens (", max_new_tokens, ") exceeds the model's ",
+               plan_.max_length, " positions");
+    }
+    return req;
+  }
+
+  // Takes the decoded window: skips it as silence or splits it into segments, then seeks.
+  void consume(const WindowResult& window_result) {
+    SC_ASSERT(started_ && !done_ && window_size_ > 0);
+    const TranscribeOptions& opt = *plan_.opt;
+    const double time_offset = static_cast<double>(seek_) * kTimePerFrame;
+    const int64_t segment_size = window_size_;
+    const double segment_duration = static_cast<double>(segment_size) * kTimePerFrame;
+    window_size_ = 0;
+    const float temperature = 0.0f;
+
+    if (window_result.no_speech_prob > opt.no_speech_threshold &&
+        !(window_result.avg_logprob > opt.log_prob_threshold)) {
+      seek_ += segment_size;  // silence: skip the window
+      update_done();
+      return;
+    }
+    const float cr = compression_ratio(strip(tok_.decode(window_result.tokens)));
+
+    // ---- split into segments at timestamp pairs ------------------------------------
+    const std::vector<int>& tokens = window_result.tokens;
+    const int tb = special_.timestamp_begin;
+    const int64_t previous_seek = seek_;
+    std::vector<SplitSegment> segments;
+    const size_t n = tokens.size();
+    const bool single_timestamp_ending = n >= 2 && tokens[n - 2] < tb && tokens[n - 1] >= tb;
+    std::vector<size_t> slices;
+    for (size_t i = 1; i < n; ++i)
+      if (tokens[i] >= tb && tokens[i - 1] >= tb) slices.push_back(i);
+    if (!slices.empty()) {
+      if (single_timestamp_ending) slices.push_back(n);
+      size_t last_slice = 0;
+      for (size_t cur : slices) {
+        SplitSegment s;
+        s.tokens.assign(tokens.begin() + last_slice, tokens.begin() + cur);
+        s.start = time_offset + (s.tokens.front() - tb) * kTimePrecision;
+        s.end = time_offset + (s.tokens.back() - tb) * kTimePrecision;
+        segments.push_back(std::move(s));
+        last_slice = cur;
+      }
+      if (single_timestamp_ending) {
+        seek_ += segment_size;
+      } else {
+        seek_ += static_cast<int64_t>(tokens[last_slice - 1] - tb) * kInputStride;
+      }
+    } else {
+      double duration = segment_duration;
+      int last_ts = -1;
+      for (int t : tokens)
+        if (t >= tb) last_ts = t;
+      if (last_ts >= 0 && last_ts != tb) duration = (last_ts - tb) * kTimePrecision;
+      segments.push_back(SplitSegment{time_offset, time_offset + duration, tokens});
+      seek_ += segment_size;
+    }
+
+    for (SplitSegment& s : segments) {
+      std::string text = tok_.decode(s.tokens);
+      if (s.start == s.end || strip(text).empty()) continue;
+      all_tokens_.insert(all_tokens_.end(), s.tokens.begin(), s.tokens.end());
+      Segment out;
+      out.id = ++segment_id_;
+      out.seek = static_cast<int>(previous_seek);
+      out.start = s.start;
+      out.end = s.end;
+      out.text = std::move(text);
+      out.tokens = std::move(s.tokens);
+      out.avg_logprob = window_result.avg_logprob;
+      out.compression_ratio = cr;
+      out.no_speech_prob = window_result.no_speech_prob;
+      out.temperature = temperature;
+      result_.segments.push_back(std::move(out));
+    }
+    if (!opt.condition_on_previous_text || temperature > opt.prompt_reset_on_temperature)
+      prompt_reset_since_ = all_tokens_.size();
+    update_done();
+  }
+
+  // The segments kept so far (they grow as windows are consumed).
+  const std::vector<Segment>& segments() const { return result_.segments; }
+
+  // The finished transcription (once done()).
+  Transcription take_result() {
+    SC_ASSERT(done_);
+    return std::move(result_);
+  }
+
+ private:
+  void update_done() {
+    done_ = seek_ >= content_frames_;
+    if (!done_) return;
+    std::string text;
+    for (const Segment& s : result_.segments) text += s.text;
+    result_.text = strip(text);
+    features_ = Tensor();  // what a finished recording no longer needs
+    std::vector<float>().swap(mel_);
+    std::vector<int>().swap(all_tokens_);
+  }
+
+  const DecodePlan& plan_;
+  const WindowRunner& runner_;
+  const io::Tokenizer& tok_;
+  const WhisperSpecialTokens& special_;
+  const std::vector<float>& samples_;
+
+  bool started_ = false;
+  bool done_ = false;
+  Tensor features_;              // [n_mels, total_frames] log-mel of the whole recording
+  int64_t total_frames_ = 0;
+  int64_t content_frames_ = 0;   // total_frames - 1 (the padding frame)
+  std::vector<float> mel_;       // the current window's features [n_mels, window_frames]
+  int64_t window_size_ = 0;      // frames of content in the current window (0: none pending)
+  std::vector<int> all_tokens_;  // the initial prompt, then every kept segment's tokens
+  size_t prompt_reset_since_ = 0;
+  int64_t seek_ = 0;             // mel frame where the next window starts
+  int segment_id_ = 0;
+  Transcription result_;
+};
+
+
+}  // namespace speechcore::runtime

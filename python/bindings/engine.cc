@@ -1,0 +1,115 @@
+// speechcore::Engine for Python: callbacks run on the engine thread and take the GIL; every
+// blocking call (shutdown, the destructor) releases it, so the engine thread can always finish
+// a callback while Python waits.
+#include <pybind11/functional.h>
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "bindings.h"
+#include "speechcore/engine.h"
+
+namespace py = pybind11;
+
+namespace speechcore::bindings {
+
+namespace {
+
+// Destroys the engine (joining its thread) with the GIL released.
+struct GilFreeDelete {
+  void operator()(Engine* e) const {
+    py::gil_scoped_release release;
+    delete e;
+  }
+};
+
+// Calls a Python callable from the engine thread; a raising callback is reported through
+// sys.unraisablehook instead of escaping into C++.
+void call_python(const py::object& fn, const py::object& arg) {
+  if (fn.is_none()) return;
+  try {
+    fn(arg);
+  } catch (py::error_already_set& e) {
+    e.discard_as_unraisable("speechcore engine callback");
+  }
+}
+
+// Holds a Python object for the engine thread: destroyed under the GIL.
+struct PyRef {
+  py::object obj;
+  explicit PyRef(py::object o) : obj(std::move(o)) {}
+  ~PyRef() {
+    py::gil_scoped_acquire gil;
+    obj = py::object();
+  }
+};
+
+py::dict stats_dict(const EngineStats& s) {
+  py::dict d;
+  d["queued_requests"] = s.queued_requests;
+  d["active_requests"] = s.active_requests;
+  d["waiting_windows"] = s.waiting_windows;
+  d["running_windows"] = s.running_windows;
+  d["kv_blocks_total"] = s.kv_blocks_total;
+  d["kv_blocks_used"] = s.kv_blocks_used;
+  d["kv_blocks_free"] = s.kv_blocks_total - s.kv_blocks_used;
+  d["steps"] = s.steps;
+  d["tokens_generated"] = s.tokens_generated;
+  d["tokens_per_second"] = s.tokens_per_second;
+  d["preemptions"] = s.preemptions;
+  d["requests_finished"] = s.requests_finished;
+  d["requests_failed"] = s.requests_failed;
+  return d;
+}
+
+}  // namespace
+
+void register_engine(py::module_& m) {
+  py::class_<Engine, std::unique_ptr<Engine, GilFreeDelete>>(m, "Engine")
+      .def(py::init([](std::shared_ptr<Model> model, int max_batch, int max_encode_batch, int kv_block_size,
+                       int kv_blocks) {
+             EngineOptions o;
+             o.max_batch = max_batch;
+             o.max_encode_batch = max_encode_batch;
+             o.kv_block_size = kv_block_size;
+             o.kv_blocks = kv_blocks;
+             py::gil_scoped_release release;
+             return std::unique_ptr<Engine, GilFreeDelete>(new Engine(std::move(model), o));
+           }),
+           py::arg("model"), py::arg("max_batch") = 64, py::arg("max_encode_batch") = 8, py::arg("kv_block_size") = 16,
+           py::arg("kv_blocks") = 0)
+      .def(
+          "submit",
+          [](Engine& self, const py::array& audio, int sample_rate, const py::dict& options, py::object on_done,
+             py::object on_error, py::object on_segment, int priority) {
+            const AudioRef a = audio_ref(audio, sample_rate, "audio");
+            const TranscribeOptions opts = parse_transcribe_options(options);
+            auto done = std::make_shared<PyRef>(std::move(on_done));
+            auto error = std::make_shared<PyRef>(std::move(on_error));
+            auto segment = std::make_shared<PyRef>(std::move(on_segment));
+            Engine::Callbacks cb;
+            cb.on_done = [done](Transcription&& t) {
+              py::gil_scoped_acquire gil;
+              call_python(done->obj, transcription_dict(t));
+            };
+            cb.on_error = [error](const Error& e) {
+              py::gil_scoped_acquire gil;
+              call_python(error->obj, python_error(e));
+            };
+            if (!segment->obj.is_none())
+              cb.on_segment = [segment](const Segment& s) {
+                py::gil_scoped_acquire gil;
+                call_python(segment->obj, segment_dict(s));
+              };
+            // the samples are copied inside submit (cheap next to decoding)
+            return self.submit(a.pcm, a.num_frames, a.sample_rate, a.channels, opts, std::move(cb), priority);
+          },
+          py::arg("audio"), py::arg("sample_rate"), py::arg("options"), py::arg("on_done"), py::arg("on_error"),
+          py::arg("on_segment") = py::none(), py::arg("priority") = 0,
+          "Queues a transcription; on_done(dict) or on_error(exception) is called once, on the engine thread.")
+      .def("abort", &Engine::abort, py::arg("id"), py::call_guard<py::gil_scoped_release>())
+      .def("shutdown", &Engine::shutdown, py::arg("cancel") = false, py::call_guard<py::gil_scoped_release>())
+      .def("stats", [](const Engine& self) { return stats_dict(self.stats()); });
+}
+
+}  // namespace speechcore::bindings
