@@ -262,3 +262,45 @@ def test_real_checkpoint_gpu_half_precision_wer(real_dir, testdata, compute_type
         print(f"{name} {k}: WER vs references {e}/{words} = {e / words:.2%}")
     for k, e in errors.items():
         assert e <= errors["cpu float32"] + 2, (k, errors)
+
+
+def test_engine_on_gpu_matches_one_at_a_time(seeded_dir, speech_audio, longform_audio):
+    """The engine on the GPU (continuous batching over slots, float32): 200 mixed requests
+    (cut clips and > 60 s files) submitted together give the one-at-a-time tokens; then an
+    abort and a graceful close leave no running windows."""
+    gpu = speechcore.load(str(seeded_dir), device="cuda", compute_type="float32")
+    rng = np.random.default_rng(1)
+    clips = [a for _, a in speech_audio]
+    audios = []
+    for i in range(200):
+        if i % 25 == 0:
+            audios.append(longform_audio[: int(16000 * rng.uniform(61, 70))])
+        else:
+            c = clips[i % len(clips)]
+            audios.append(c[: max(8000, int(len(c) * rng.uniform(0.3, 1.0)))])
+    opts = dict(OPTS, max_new_tokens=40)
+    alone = [_tokens(gpu.transcribe(a, **opts)) for a in audios]
+    gpu.start_engine(max_batch=48, max_encode_batch=8)
+    futures = [gpu.submit(a, **opts) for a in audios]
+    assert [_tokens(f.result(timeout=600)) for f in futures] == alone
+    f = gpu.submit(longform_audio, **opts)
+    gpu.abort(f)
+    with pytest.raises(speechcore.CancelledError):
+        f.result(timeout=600)
+    gpu.close(cancel=False)
+
+
+def test_real_checkpoint_engine_float32_matches_cpu(real_dir, speech_audio, longform_audio):
+    """Real weights through the GPU engine (default options, timestamps, long-form): the CPU's
+    tokens and times for every clip and the 70 s file, all submitted at once."""
+    _, path = real_dir
+    cpu = speechcore.load(str(path), device="cpu", threads=8)
+    gpu = speechcore.load(str(path), device="cuda", compute_type="float32")
+    audios = [a for _, a in speech_audio] + [longform_audio]
+    wants = [cpu.transcribe(a, language="en") for a in audios]
+    futures = [gpu.submit(a, language="en") for a in audios]
+    for f, want in zip(futures, wants):
+        got = f.result(timeout=600)
+        assert [(s.tokens, s.start, s.end) for s in got.segments] == \
+            [(s.tokens, s.start, s.end) for s in want.segments]
+    gpu.close()

@@ -43,8 +43,8 @@ struct Engine::Impl {
   std::shared_ptr<const Model> model;
   const runtime::WhisperTranscriber& transcriber;
   EngineOptions options;
+  engine::Scheduler scheduler;  // first: it checks the options
   std::unique_ptr<engine::StepRunner> runner;
-  engine::Scheduler scheduler;
 
   // shared with callers (mutex)
   mutable std::mutex mutex;
@@ -65,7 +65,7 @@ struct Engine::Impl {
 
   Impl(std::shared_ptr<const Model> m, const EngineOptions& o)
       : model(std::move(m)), transcriber(*model->impl().transcriber), options(o),
-        runner(transcriber.runner().make_step_runner()), scheduler(scheduler_config(transcriber, o)) {}
+        scheduler(scheduler_config(transcriber, o)), runner(transcriber.runner().make_step_runner(o.max_batch)) {}
 
   static engine::SchedulerConfig scheduler_config(const runtime::WhisperTranscriber& t, const EngineOptions& o) {
     SC_CHECK(o.max_batch >= 1 && o.max_encode_batch >= 1 && o.kv_block_size >= 1 && o.kv_blocks >= 0,

@@ -91,7 +91,7 @@ Tensor WindowRunner::log_mel(const std::vector<float>& samples) const {
   return io::log_mel_spectrogram(samples.data(), samples.size(), mel_opt);
 }
 
-std::unique_ptr<engine::StepRunner> WindowRunner::make_step_runner() const {
+std::unique_ptr<engine::StepRunner> WindowRunner::make_step_runner(int) const {
   throw_error(ErrorCode::kUnsupported, "the engine (submit / transcribe_stream / atranscribe) is not available on ",
               device(), " yet; use transcribe or transcribe_batch");
 }
@@ -160,7 +160,7 @@ class CpuWindowRunner final : public WindowRunner {
   std::vector<float> prompt_logits(const float* mel, const std::vector<int>& prompt) const override {
     return runtime::prompt_logits(*model_, model_->encode(mel), prompt);
   }
-  std::unique_ptr<engine::StepRunner> make_step_runner() const override {
+  std::unique_ptr<engine::StepRunner> make_step_runner(int) const override {
     return std::make_unique<CpuStepRunner>(model_);
   }
 

@@ -15,9 +15,11 @@
 #include <map>
 #include <mutex>
 #include <tuple>
+#include <unordered_map>
 
 #include "core/allocator.h"
 #include "core/status.h"
+#include "engine/step_runner.h"
 #include "models/whisper/whisper_model_cuda.h"
 #include "runtime/whisper_decoding.h"
 #include "io/audio.h"
@@ -82,6 +84,8 @@ struct CachedBatch {
 };
 
 class CudaWindowRunner final : public WindowRunner {
+  friend class CudaStepRunner;
+
  public:
   CudaWindowRunner(const models::whisper::WhisperWeights& weights, cuda::DataType dtype) : model_(weights, dtype) {}
   const models::whisper::WhisperConfig& config() const override { return model_.config(); }
@@ -154,6 +158,9 @@ class CudaWindowRunner final : public WindowRunner {
     return out;
   }
 
+  std::unique_ptr<engine::StepRunner> make_step_runner(int max_windows) const override;
+  const WhisperModelCuda& model() const { return model_; }
+
   std::vector<float> prompt_logits(const float* mel, const std::vector<int>& prompt) const override {
     const int len = static_cast<int>(prompt.size());
     SC_CHECK(len >= 1 && len <= config().n_text_ctx, ErrorCode::kInvalidArgument, "prompt_logits: the prompt needs 1 to ",
@@ -218,8 +225,8 @@ class CudaWindowRunner final : public WindowRunner {
 
   // One decoder step for `rows` active rows plus their logits: eager the first time a row count
   // is seen, captured into a CUDA graph when it repeats, replayed after that.
-  void step_and_logits(int rows) const {
-    CachedBatch& c = *cached_;
+  void step_and_logits(int rows) const { step_and_logits(*cached_, rows); }
+  void step_and_logits(CachedBatch& c, int rows) const {
     WhisperBatchCuda& b = c.batch;
     const cudaStream_t stream = model_.stream();
     auto eager = [&] {
@@ -254,7 +261,7 @@ class CudaWindowRunner final : public WindowRunner {
 
   // Prefill prompts (slot i <- prompts[i]) right-padded to `len`; returns the hidden states.
   // Uses the pinned buffer's first 3 * n * len ints and waits for the copy.
-  Tensor prefill(WhisperBatchCuda& b, const std::vector<std::vector<int>>& prompts, int len) const {
+  Tensor prefill(WhisperBatchCuda& b, const std::vector<std::vector<int>>& prompts, int len, int slot0 = 0) const {
     const int n = static_cast<int>(prompts.size());
     const int64_t R = static_cast<int64_t>(n) * len;
     host_.reserve(static_cast<size_t>(3 * R) * sizeof(int32_t));
@@ -265,13 +272,13 @@ class CudaWindowRunner final : public WindowRunner {
         const std::vector<int>& p = prompts[i];
         h[r] = j < static_cast<int>(p.size()) ? p[j] : p.back();  // padding: any valid id
         h[R + r] = j;
-        h[2 * R + r] = static_cast<int32_t>(static_cast<int64_t>(i) * b.ctx + j);
+        h[2 * R + r] = static_cast<int32_t>(static_cast<int64_t>(slot0 + i) * b.ctx + j);
       }
     Tensor ints = device_ints(3 * R);
     SC_CUDA_CHECK(cudaMemcpyAsync(ints.raw(), h, static_cast<size_t>(3 * R) * 4, cudaMemcpyHostToDevice,
                                   model_.stream()));
     SC_CUDA_CHECK(cudaStreamSynchronize(model_.stream()));  // the pinned buffer is reused next
-    return model_.prefill(b, ints.data<int32_t>(), n, len);
+    return model_.prefill(b, ints.data<int32_t>(), n, len, slot0);
   }
 
   void decode_chunk(const std::vector<WindowRequest>& requests, const std::vector<PromptLayout>& layouts,
@@ -434,6 +441,217 @@ class CudaWindowRunner final : public WindowRunner {
   mutable std::unique_ptr<CachedBatch> cached_;
   mutable Tensor mel_filters_;
 };
+
+// The engine's runner on the GPU: `max_windows` slots of one persistent batch (cross K/V and a
+// full-context KV cache per slot), windows admitted one by one (encoder + prefill + first pick)
+// into free slots, decoder steps over any set of running windows (rows reach their slots
+// through the slot map; graphs per row count), logits rules and picks on the device grouped
+// by rule set. Shares the model, its stream and its lock with the CudaWindowRunner.
+class CudaStepRunner final : public engine::StepRunner {
+ public:
+  CudaStepRunner(const CudaWindowRunner& owner, int max_windows) : owner_(owner), model_(owner.model_) {
+    SC_CHECK(max_windows >= 1, ErrorCode::kInvalidArgument, "max_windows must be >= 1");
+    const auto& cfg = model_.config();
+    std::lock_guard<std::mutex> lock(owner_.mutex_);
+    state_.batch = model_.new_batch(max_windows, cfg.n_text_ctx);
+    max_steps_ = cfg.n_text_ctx;
+    generated_ = device_ints(static_cast<int64_t>(max_windows) * max_steps_);
+    picked_ = device_ints(2 * static_cast<int64_t>(max_windows) + 1);  // tokens, log-probs, no-speech
+    rows_ = device_ints(2);
+    for (int s = max_windows - 1; s >= 0; --s) free_slots_.push_back(s);
+    host_.reserve(static_cast<size_t>(8 * max_windows + 8) * 4);
+  }
+
+  void admit(const std::vector<engine::AdmitJob>& jobs, const WhisperSpecialTokens& sp) override {
+    std::lock_guard<std::mutex> lock(owner_.mutex_);
+    WhisperBatchCuda& b = state_.batch;
+    const cudaStream_t stream = model_.stream();
+    const int vocab = model_.config().vocab_size;
+    for (const engine::AdmitJob& j : jobs) {
+      SC_CHECK(!windows_.count(j.id) && !free_slots_.empty(), ErrorCode::kInternal, "window ", j.id,
+               " cannot be admitted (duplicate, or no free slot)");
+      Window w;
+      w.layout = prompt_layout(j.prompt, sp, j.options);
+      w.prompt_len = static_cast<int>(j.prompt.size());
+      w.rules = rules_for(j.options, w.layout.timestamps, sp);
+      w.slot = free_slots_.back();
+      free_slots_.pop_back();
+      const int slot = w.slot;
+      windows_.emplace(j.id, std::move(w));
+      Window& win = windows_.at(j.id);
+      model_.encode(&j.mel, 1, b, slot, 1);
+      Tensor x = owner_.prefill(b, {j.prompt}, win.prompt_len, slot);
+      int32_t* h = host_.as<int32_t>();
+      h[0] = win.layout.sot_index;
+      h[1] = win.prompt_len - 1;
+      h[2] = slot;  // the history row of the pick
+      h[3] = 0;     // tokens so far
+      SC_CUDA_CHECK(cudaMemcpyAsync(rows_.raw(), h, 2 * 4, cudaMemcpyHostToDevice, stream));
+      SC_CUDA_CHECK(cudaMemcpyAsync(b.step_array(3), h + 2, 4, cudaMemcpyHostToDevice, stream));
+      SC_CUDA_CHECK(cudaMemcpyAsync(b.step_array(5), h + 3, 4, cudaMemcpyHostToDevice, stream));
+      model_.logits(b, x, rows_.data<int32_t>(), 2, 0);
+      float* d_ns = reinterpret_cast<float*>(picked_.data<int32_t>() + 2 * b.slots);
+      cuda::no_speech_prob(b.logits.data<float>(), 1, vocab, sp.no_speech >= 0 ? sp.no_speech : 0, d_ns, stream);
+      pick(b.logits.data<float>() + vocab, 1, 0, *win.rules);
+      // the pick's token, its log-prob and the no-speech probability
+      float* hf = reinterpret_cast<float*>(h + 4);
+      SC_CUDA_CHECK(cudaMemcpyAsync(h + 4, picked_.data<int32_t>(), 4, cudaMemcpyDeviceToHost, stream));
+      SC_CUDA_CHECK(cudaMemcpyAsync(hf + 1, picked_.data<int32_t>() + b.slots, 4, cudaMemcpyDeviceToHost, stream));
+      SC_CUDA_CHECK(cudaMemcpyAsync(hf + 2, d_ns, 4, cudaMemcpyDeviceToHost, stream));
+      SC_CUDA_CHECK(cudaStreamSynchronize(stream));
+      win.result.no_speech_prob = sp.no_speech >= 0 ? hf[2] : 0.0f;
+      if (win.layout.max_new <= 0) {
+        finish(win);
+      } else {
+        record(win, h[4], hf[1], sp);
+      }
+    }
+  }
+
+  void step(const std::vector<uint64_t>& ids) override {
+    if (ids.empty()) return;
+    std::lock_guard<std::mutex> lock(owner_.mutex_);
+    WhisperBatchCuda& b = state_.batch;
+    const cudaStream_t stream = model_.stream();
+    const int n = static_cast<int>(ids.size());
+    SC_CHECK(n <= b.slots, ErrorCode::kInternal, "step over ", n, " windows with ", b.slots, " slots");
+    // rows grouped by rule set, so each group's rows are contiguous for its pick
+    std::vector<Window*> rows;
+    for (uint64_t id : ids) {
+      auto it = windows_.find(id);
+      SC_CHECK(it != windows_.end() && !it->second.done, ErrorCode::kInternal, "window ", id, " cannot step");
+      rows.push_back(&it->second);
+    }
+    std::stable_sort(rows.begin(), rows.end(), [](const Window* a, const Window* c) { return a->rules < c->rules; });
+    const int stride = b.slots;
+    int32_t* h = host_.as<int32_t>();
+    for (int r = 0; r < n; ++r) {
+      const Window& w = *rows[r];
+      const int k = static_cast<int>(w.result.tokens.size());
+      const int pos = w.prompt_len + k - 1;
+      h[r] = w.result.tokens.back();
+      h[stride + r] = pos;
+      h[2 * stride + r] = w.slot * b.ctx + pos;
+      h[3 * stride + r] = w.slot;
+      h[4 * stride + r] = pos + 1;
+      h[5 * stride + r] = k;
+    }
+    SC_CUDA_CHECK(cudaMemcpyAsync(b.step_array(0), h, static_cast<size_t>(6 * stride) * 4, cudaMemcpyHostToDevice,
+                                  stream));
+    owner_.step_and_logits(state_, n);
+    const int vocab = model_.config().vocab_size;
+    for (int r0 = 0; r0 < n;) {
+      int r1 = r0 + 1;
+      while (r1 < n && rows[r1]->rules == rows[r0]->rules) ++r1;
+      pick(b.logits.data<float>() + static_cast<int64_t>(r0) * vocab, r1 - r0, r0, *rows[r0]->rules);
+      r0 = r1;
+    }
+    int32_t* tok = h + 6 * stride;
+    float* lp = reinterpret_cast<float*>(tok + stride);
+    SC_CUDA_CHECK(cudaMemcpyAsync(tok, picked_.data<int32_t>(), static_cast<size_t>(n) * 4, cudaMemcpyDeviceToHost,
+                                  stream));
+    SC_CUDA_CHECK(cudaMemcpyAsync(lp, picked_.data<int32_t>() + stride, static_cast<size_t>(n) * 4,
+                                  cudaMemcpyDeviceToHost, stream));
+    SC_CUDA_CHECK(cudaStreamSynchronize(stream));
+    for (int r = 0; r < n; ++r) record(*rows[r], tok[r], lp[r], special_);
+  }
+
+  bool done(uint64_t id) const override { return windows_.at(id).done; }
+  WindowResult take(uint64_t id) override {
+    auto it = windows_.find(id);
+    SC_CHECK(it != windows_.end() && it->second.done, ErrorCode::kInternal, "window ", id, " is not done");
+    WindowResult r = std::move(it->second.result);
+    free_slots_.push_back(it->second.slot);
+    windows_.erase(it);
+    return r;
+  }
+  void release(uint64_t id) override {
+    auto it = windows_.find(id);
+    if (it == windows_.end()) return;
+    free_slots_.push_back(it->second.slot);
+    windows_.erase(it);
+  }
+  size_t windows() const override { return windows_.size(); }
+
+ private:
+  struct Rules {  // one set of logits-rule parameters, its suppress lists on the device
+    cuda::WhisperRuleParams params;
+    Tensor lists;  // suppress_tokens then suppress_tokens_begin
+    int n_suppress = 0, n_begin = 0;
+  };
+  struct Window {
+    int slot = 0, prompt_len = 0;
+    PromptLayout layout;
+    const Rules* rules = nullptr;
+    WindowResult result;
+    bool done = false;
+  };
+
+  const Rules* rules_for(const WindowOptions& o, bool timestamps, const WhisperSpecialTokens& sp) {
+    special_ = sp;
+    auto key = std::make_tuple(o.suppress_tokens, o.suppress_tokens_begin, o.max_initial_timestamp_index, timestamps);
+    auto it = rules_.find(key);
+    if (it != rules_.end()) return it->second.get();
+    auto r = std::make_unique<Rules>();
+    r->params.eot = sp.eot;
+    r->params.no_timestamps = sp.no_timestamps;
+    r->params.timestamp_begin = sp.timestamp_begin;
+    r->params.timestamp_end = sp.timestamp_end;
+    r->params.max_initial_timestamp_index = o.max_initial_timestamp_index;
+    r->params.timestamps = timestamps;
+    r->n_suppress = static_cast<int>(o.suppress_tokens.size());
+    r->n_begin = static_cast<int>(o.suppress_tokens_begin.size());
+    std::vector<int32_t> lists(o.suppress_tokens.begin(), o.suppress_tokens.end());
+    lists.insert(lists.end(), o.suppress_tokens_begin.begin(), o.suppress_tokens_begin.end());
+    r->lists = device_ints(static_cast<int64_t>(lists.size()));
+    if (!lists.empty())
+      SC_CUDA_CHECK(cudaMemcpy(r->lists.raw(), lists.data(), lists.size() * 4, cudaMemcpyHostToDevice));
+    const Rules* out = r.get();
+    rules_.emplace(key, std::move(r));
+    return out;
+  }
+
+  // Picks for `count` rows of logits (row r0.. of the step arrays: slot map, tokens so far);
+  // the token and log-prob of row r land at picked_[r0 + r] and picked_[stride + r0 + r].
+  void pick(const float* logits, int count, int r0, const Rules& rules) {
+    WhisperBatchCuda& b = state_.batch;
+    const int32_t* lists = rules.lists.data<int32_t>();
+    int32_t* d_tok = picked_.data<int32_t>() + r0;
+    float* d_lp = reinterpret_cast<float*>(picked_.data<int32_t>() + b.slots + r0);
+    cuda::whisper_greedy_step(const_cast<float*>(logits), generated_.data<int32_t>(), b.step_array(3) + r0, true,
+                              b.step_array(5) + r0, lists, rules.n_suppress, lists + rules.n_suppress, rules.n_begin,
+                              rules.params, d_tok, d_lp, count, model_.config().vocab_size, max_steps_,
+                              model_.stream());
+  }
+
+  void record(Window& w, int token, float logprob, const WhisperSpecialTokens& sp) {
+    w.result.sum_logprob += static_cast<double>(logprob);
+    if (token == sp.eot) return finish(w);
+    w.result.tokens.push_back(token);
+    if (static_cast<int>(w.result.tokens.size()) >= w.layout.max_new) finish(w);
+  }
+
+  static void finish(Window& w) {
+    w.done = true;
+    w.result.avg_logprob =
+        static_cast<float>(w.result.sum_logprob / (static_cast<double>(w.result.tokens.size()) + 1.0));
+  }
+
+  const CudaWindowRunner& owner_;
+  const WhisperModelCuda& model_;
+  CachedBatch state_;
+  int max_steps_ = 0;
+  Tensor generated_, picked_, rows_;
+  std::vector<int> free_slots_;
+  std::unordered_map<uint64_t, Window> windows_;
+  std::map<std::tuple<std::vector<int>, std::vector<int>, int, bool>, std::unique_ptr<Rules>> rules_;
+  WhisperSpecialTokens special_;
+  HostBuffer host_;
+};
+
+std::unique_ptr<engine::StepRunner> CudaWindowRunner::make_step_runner(int max_windows) const {
+  return std::make_unique<CudaStepRunner>(*this, max_windows);
+}
 
 }  // namespace
 

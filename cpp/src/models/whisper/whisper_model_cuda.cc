@@ -203,11 +203,12 @@ void WhisperModelCuda::encode_chunk(const float* const* mels, int n, WhisperBatc
   // to work queued later on this same stream.
 }
 
-Tensor WhisperModelCuda::prefill(WhisperBatchCuda& batch, const int32_t* ints, int n, int len) const {
+Tensor WhisperModelCuda::prefill(WhisperBatchCuda& batch, const int32_t* ints, int n, int len, int slot0) const {
   const WhisperConfig& c = config_;
   const cuda::DataType dt = dtype_;
-  SC_CHECK(n >= 1 && n <= batch.slots && len >= 1 && len <= batch.ctx, ErrorCode::kInvalidArgument,
-           "prefill: ", n, " prompts of ", len, " tokens do not fit the batch");
+  SC_CHECK(n >= 1 && slot0 >= 0 && slot0 + n <= batch.slots && len >= 1 && len <= batch.ctx,
+           ErrorCode::kInvalidArgument, "prefill: ", n, " prompts of ", len, " tokens at slot ", slot0,
+           " do not fit the batch");
   const int64_t d = c.d_model, t_enc = c.n_audio_ctx, R = static_cast<int64_t>(n) * len, ctx = batch.ctx;
   const int heads = c.decoder_heads;
   const int32_t* ids = ints;
@@ -229,8 +230,9 @@ Tensor WhisperModelCuda::prefill(WhisperBatchCuda& batch, const int32_t* ints, i
     linear(att.raw(), R, L.self_attn.out_w, L.self_attn.out_b, x.raw(), true);
     cuda::layer_norm(dt, x.raw(), L.cross_attn.ln_g.raw(), L.cross_attn.ln_b.raw(), h.raw(), R, d, kLnEps, stream_);
     linear(h.raw(), R, L.cross_attn.qkv_w, L.cross_attn.qkv_b, qkv.raw(), false);  // q only: [R, d]
-    void* KV = at(batch.cross, li * cross_layer);
-    cuda::attention_prefill(dt, qkv.raw(), d, len * d, KV, 2 * d, t_enc * 2 * d, at(batch.cross, li * cross_layer + d),
+    const int64_t cross0 = li * cross_layer + static_cast<int64_t>(slot0) * t_enc * 2 * d;
+    void* KV = at(batch.cross, cross0);
+    cuda::attention_prefill(dt, qkv.raw(), d, len * d, KV, 2 * d, t_enc * 2 * d, at(batch.cross, cross0 + d),
                             2 * d, t_enc * 2 * d, att.raw(), d, len * d, n, len, t_enc, heads, 64, -1, stream_);
     linear(att.raw(), R, L.cross_attn.out_w, L.cross_attn.out_b, x.raw(), true);
     cuda::layer_norm(dt, x.raw(), L.ffn.ln_g.raw(), L.ffn.ln_b.raw(), h.raw(), R, d, kLnEps, stream_);

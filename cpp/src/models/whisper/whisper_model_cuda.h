@@ -61,12 +61,12 @@ class WhisperModelCuda {
   // K/V goes to slot slot0 + i. Runs `chunk` windows per forward pass (>= 1). Enqueued on stream().
   void encode(const float* const* mels, int n, WhisperBatchCuda& batch, int slot0, int chunk) const;
 
-  // Prompt prefill of sequences 0..n-1 (slots 0..n-1), each `len` tokens (prompts right-padded
-  // to `len`; padded positions compute values nobody reads). ints: device int32 [3, n * len]:
-  // token ids, positions (j for token j) and KV-cache rows (slot * ctx + j). Writes K/V positions
-  // [0, len) of each slot and returns the final hidden states [n * len, d] (device, before the
-  // final layer norm). Enqueued on stream().
-  Tensor prefill(WhisperBatchCuda& batch, const int32_t* ints, int n, int len) const;
+  // Prompt prefill of sequences 0..n-1 (slots slot0..slot0+n-1), each `len` tokens (prompts
+  // right-padded to `len`; padded positions compute values nobody reads). ints: device int32
+  // [3, n * len]: token ids, positions (j for token j) and KV-cache rows (slot * ctx + j). Writes
+  // K/V positions [0, len) of each slot and returns the final hidden states [n * len, d]
+  // (device, before the final layer norm). Enqueued on stream().
+  Tensor prefill(WhisperBatchCuda& batch, const int32_t* ints, int n, int len, int slot0 = 0) const;
 
   // One decoder step for n rows (n <= slots), inputs in batch.step_array(0..4) (device int32 [n]
   // each): token id, position, KV-cache row (slot * ctx + position) the new K/V go to, slot, and
