@@ -25,6 +25,23 @@ LIBRIVOX_REFS = {
 }
 
 
+def mixed_requests(speech_audio, longform_audio, n: int, seed: int) -> list:
+    """n audio requests of mixed lengths for engine tests: every 25th a 61-70 s prefix of the
+    long-form file, the rest clips cut to 30-100% of their length (at least 0.5 s)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    clips = [a for _, a in speech_audio]
+    out = []
+    for i in range(n):
+        if i % 25 == 0:
+            out.append(longform_audio[: int(16000 * rng.uniform(61, 70))])
+        else:
+            c = clips[i % len(clips)]
+            out.append(c[: max(8000, int(len(c) * rng.uniform(0.3, 1.0)))])
+    return out
+
+
 def edit_distance(a, b) -> int:
     """Word-level Levenshtein distance (for WER)."""
     d = list(range(len(b) + 1))

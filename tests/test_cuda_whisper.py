@@ -269,15 +269,9 @@ def test_engine_on_gpu_matches_one_at_a_time(seeded_dir, speech_audio, longform_
     (cut clips and > 60 s files) submitted together give the one-at-a-time tokens; then an
     abort and a graceful close leave no running windows."""
     gpu = speechcore.load(str(seeded_dir), device="cuda", compute_type="float32")
-    rng = np.random.default_rng(1)
-    clips = [a for _, a in speech_audio]
-    audios = []
-    for i in range(200):
-        if i % 25 == 0:
-            audios.append(longform_audio[: int(16000 * rng.uniform(61, 70))])
-        else:
-            c = clips[i % len(clips)]
-            audios.append(c[: max(8000, int(len(c) * rng.uniform(0.3, 1.0)))])
+    from conftest import mixed_requests
+
+    audios = mixed_requests(speech_audio, longform_audio, 200, seed=1)
     opts = dict(OPTS, max_new_tokens=40)
     alone = [_tokens(gpu.transcribe(a, **opts)) for a in audios]
     gpu.start_engine(max_batch=48, max_encode_batch=8)

@@ -63,15 +63,9 @@ def seeded_small(tmp_path_factory, tiny_dir):
 
 def test_200_mixed_requests_equal_one_at_a_time(seeded_small, speech_audio, longform_audio):
     """200 requests (short clips, cut clips and > 60 s files) submitted together from 4 threads."""
-    rng = np.random.default_rng(0)
-    clips = [a for _, a in speech_audio]
-    audios = []
-    for i in range(200):
-        if i % 25 == 0:
-            audios.append(longform_audio[: int(16000 * rng.uniform(61, 70))])
-        else:
-            c = clips[i % len(clips)]
-            audios.append(c[: max(8000, int(len(c) * rng.uniform(0.3, 1.0)))])
+    from conftest import mixed_requests
+
+    audios = mixed_requests(speech_audio, longform_audio, 200, seed=0)
     opts = dict(max_new_tokens=12)
     alone = [_key(seeded_small.transcribe(a, **opts)) for a in audios]
     seeded_small.start_engine(max_batch=32, max_encode_batch=8)
@@ -187,6 +181,18 @@ def test_shutdown_with_work_in_flight(tiny, speech_audio, longform_audio):
     assert all(f.done() and f.exception() is None for f in futures)
     # and the model keeps working
     assert tiny.transcribe(speech_audio[0][1]).text
+
+
+def test_window_larger_than_the_kv_pool_fails_only_its_request(tiny, speech_audio):
+    """A pool too small for any full window: the request fails with OutOfMemoryError (typed,
+    no hang), and the engine keeps serving after a restart with a normal pool."""
+    tiny.start_engine(max_batch=2, kv_block_size=16, kv_blocks=2)
+    try:
+        with pytest.raises(speechcore.OutOfMemoryError):
+            tiny.submit(speech_audio[0][1]).result(timeout=600)
+    finally:
+        tiny.start_engine()
+    assert tiny.submit(speech_audio[0][1]).result(timeout=600).text
 
 
 def test_engine_options_are_checked(tiny):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import numbers
 import os
 import queue
 import threading
+import weakref
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
@@ -262,11 +264,13 @@ class Model:
                 old.shutdown(True)
             self._engine_options = {k: int(v) for k, v in opts.items()}
             self._engine = _C.Engine(self._native, **self._engine_options)
+            _LIVE_ENGINES.add(self)
 
     def _get_engine(self) -> Any:
         with self._engine_lock:
             if self._engine is None:
                 self._engine = _C.Engine(self._native, **self._engine_options)
+                _LIVE_ENGINES.add(self)
             return self._engine
 
     def submit(self, audio: AudioInput, *, sample_rate: Optional[int] = None, priority: int = 0,
@@ -373,6 +377,20 @@ class Model:
 
     def __exit__(self, *exc: Any) -> None:
         self.close(cancel=True)
+
+
+# Models whose engine runs: stopped (unfinished requests cancelled) before the interpreter
+# finalizes, so no engine thread calls back into a half-torn-down Python.
+_LIVE_ENGINES: "weakref.WeakSet[Model]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_engines() -> None:
+    for model in list(_LIVE_ENGINES):
+        try:
+            model.close(cancel=True)
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
 
 
 class _EngineFuture(concurrent.futures.Future):
