@@ -4,7 +4,7 @@ Errors raised here are the classes of speechcore.errors (ModelError, NotFoundErr
 UnsupportedError, InvalidArgumentError, AudioError, OutOfMemoryError, ...).
 """
 
-from typing import Any, Dict, List, Optional, Tuple, TypedDict
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypedDict
 
 import numpy as np
 import numpy.typing as npt
@@ -73,6 +73,35 @@ class Model:
     def prompt_logits(self, mel: npt.NDArray[np.float32], prompt: List[int]) -> npt.NDArray[np.float32]:
         """Raw float32 logits [vocab] after `prompt` for one window of features mel [n_mels, 3000]."""
         ...
+
+class EngineStats(TypedDict):
+    queued_requests: int
+    active_requests: int
+    waiting_windows: int
+    running_windows: int
+    kv_blocks_total: int
+    kv_blocks_used: int
+    kv_blocks_free: int
+    steps: int
+    tokens_generated: int
+    tokens_per_second: float
+    preemptions: int
+    requests_finished: int
+    requests_failed: int
+
+class Engine:
+    """speechcore::Engine: continuous batching over a Model on a background thread."""
+    def __init__(self, model: Model, max_batch: int = 64, max_encode_batch: int = 8, kv_block_size: int = 16,
+                 kv_blocks: int = 0) -> None: ...
+    def submit(self, audio: npt.NDArray[np.float32], sample_rate: int, options: Dict[str, Any],
+               on_done: Callable[[NativeTranscription], None], on_error: Callable[[BaseException], None],
+               on_segment: Optional[Callable[[NativeSegment], None]] = None, priority: int = 0) -> int:
+        """Queues a transcription; on_done(dict) or on_error(exception) is called once, on the
+        engine thread (on_segment for each segment as it finishes). Returns the request id."""
+        ...
+    def abort(self, id: int) -> bool: ...
+    def shutdown(self, cancel: bool = False) -> None: ...
+    def stats(self) -> EngineStats: ...
 
 class HostMemoryStats(TypedDict):
     bytes_in_use: int

@@ -132,8 +132,8 @@ class Engine {
 
   // Queues a transcription of PCM audio (as Model::transcribe; the samples are copied).
   // Higher `priority` runs first; equal priorities first come first served. Thread-safe.
-  // Bad options and bad audio are reported through on_error, never thrown; throws only when the
-  // engine is shut down (kCancelled).
+  // Bad options and bad audio are reported through on_error; submit itself throws only for an
+  // unusable call (null samples, channels < 1) or a shut-down engine (kCancelled).
   RequestId submit(const float* pcm, size_t num_frames, int sample_rate, int channels,
                    const TranscribeOptions& options, Callbacks callbacks, int priority = 0);
   // The same with a future (errors arrive as the future's exception, a speechcore::Error).
