@@ -110,17 +110,15 @@ import torch
 import transformers
 
 import speechcore
+import whisper_gpu  # noqa: E402 (benchmarks/ is on sys.path when run as a script)
 
 REPO = Path(__file__).resolve().parent.parent
-SHAPES = {
-    "large-v3": dict(d_model=1280, encoder_layers=32, decoder_layers=32, encoder_attention_heads=20,
-                     decoder_attention_heads=20, encoder_ffn_dim=5120, decoder_ffn_dim=5120, num_mel_bins=128),
-    "large-v3-turbo": dict(d_model=1280, encoder_layers=32, decoder_layers=4, encoder_attention_heads=20,
-                           decoder_attention_heads=20, encoder_ffn_dim=5120, decoder_ffn_dim=5120, num_mel_bins=128),
+# the published shapes and vocabulary of whisper_gpu.py, plus a tiny one for CPU smoke tests
+SHAPES = dict(whisper_gpu.SHAPES, **{
     "tiny-test": dict(d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
                       decoder_attention_heads=2, encoder_ffn_dim=256, decoder_ffn_dim=256, num_mel_bins=80),
-}
-VOCAB = 51865
+})
+VOCAB = whisper_gpu.VOCAB
 SR = 16000
 WINDOW_S = 30
 

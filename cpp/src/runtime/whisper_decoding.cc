@@ -91,6 +91,17 @@ Tensor WindowRunner::log_mel(const std::vector<float>& samples) const {
   return io::log_mel_spectrogram(samples.data(), samples.size(), mel_opt);
 }
 
+bool add_pick(WindowResult& r, int token, float logprob, int eot, int max_new) {
+  r.sum_logprob += static_cast<double>(logprob);
+  if (token == eot) return true;
+  r.tokens.push_back(token);
+  return static_cast<int>(r.tokens.size()) >= max_new;
+}
+
+void finish_window(WindowResult& r) {
+  r.avg_logprob = static_cast<float>(r.sum_logprob / (static_cast<double>(r.tokens.size()) + 1.0));
+}
+
 std::unique_ptr<engine::StepRunner> WindowRunner::make_step_runner(int) const {
   throw_error(ErrorCode::kUnsupported, "the engine (submit / transcribe_stream / atranscribe) is not available on ",
               device(), " yet; use transcribe or transcribe_batch");

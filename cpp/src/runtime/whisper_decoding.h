@@ -102,6 +102,13 @@ bool cuda_device_available();
 #endif
 
 
+// Adds one greedy pick to a window's result, scored as CTranslate2 does (the log-prob of an
+// end-of-text pick counts, the token is not kept); true when the window is finished
+// (end-of-text, or max_new tokens generated). Every backend's decoding loop goes through it;
+// finish_window() then sets avg_logprob.
+bool add_pick(WindowResult& result, int token, float logprob, int eot, int max_new);
+void finish_window(WindowResult& result);
+
 // Applies the logits rules for decoding step `step` (0 = first generated token) given the
 // tokens generated so far. logits: [vocab] (modified in place: disallowed tokens -> -inf).
 void apply_whisper_logits_rules(float* logits, int vocab, int step, const std::vector<int>& generated,

@@ -47,18 +47,14 @@ class GreedyWindow {
       const int last = result_.tokens.back();
       model_.decode(state_, cross_, &last, 1, {0}, logits_.data());
     }
-    std::vector<int>& out = result_.tokens;
-    const int step = static_cast<int>(out.size());
-    apply_whisper_logits_rules(step_logits, vocab_, step, out, layout_.timestamps, sp_, o_);
+    const int step = static_cast<int>(result_.tokens.size());
+    apply_whisper_logits_rules(step_logits, vocab_, step, result_.tokens, layout_.timestamps, sp_, o_);
     // log-softmax and greedy choice (first index among equal maxima)
     const double lse = ops::logsumexp(step_logits, vocab_);
     int best = 0;
     for (int i = 1; i < vocab_; ++i)
       if (step_logits[i] > step_logits[best]) best = i;
-    result_.sum_logprob += static_cast<double>(static_cast<float>(step_logits[best] - lse));
-    if (best == sp_.eot) return finish();
-    out.push_back(best);
-    if (step + 1 == layout_.max_new) finish();
+    if (add_pick(result_, best, static_cast<float>(step_logits[best] - lse), sp_.eot, layout_.max_new)) finish();
   }
 
   WindowResult take_result() {
@@ -69,8 +65,7 @@ class GreedyWindow {
  private:
   void finish() {
     done_ = true;
-    result_.avg_logprob =
-        static_cast<float>(result_.sum_logprob / (static_cast<double>(result_.tokens.size()) + 1.0));
+    finish_window(result_);
   }
 
   const Model& model_;

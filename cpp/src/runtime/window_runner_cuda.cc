@@ -381,18 +381,8 @@ class CudaWindowRunner final : public WindowRunner {
       for (size_t r = 0; r < active.size(); ++r) {
         const int i = active[r];
         if (finished[i]) continue;
-        WindowResult& res = out[i];
-        res.sum_logprob += static_cast<double>(lp[r]);
-        if (tok[r] == sp.eot) {
-          finished[i] = 1;
-          continue;
-        }
-        res.tokens.push_back(tok[r]);
-        if (static_cast<int>(res.tokens.size()) >= layouts[chunk[i]].max_new) {
-          finished[i] = 1;
-          continue;
-        }
-        next.push_back(i);
+        if (add_pick(out[i], tok[r], lp[r], sp.eot, layouts[chunk[i]].max_new)) finished[i] = 1;
+        else next.push_back(i);
       }
       active.swap(next);
       const int na = static_cast<int>(active.size());
@@ -428,7 +418,7 @@ class CudaWindowRunner final : public WindowRunner {
                    ctx, use_graphs_ ? "on" : "off");
     }
     for (int i = 0; i < n; ++i) {
-      out[i].avg_logprob = static_cast<float>(out[i].sum_logprob / (static_cast<double>(out[i].tokens.size()) + 1.0));
+      finish_window(out[i]);
       results[chunk[i]] = std::move(out[i]);
     }
   }
@@ -625,16 +615,12 @@ class CudaStepRunner final : public engine::StepRunner {
   }
 
   void record(Window& w, int token, float logprob, const WhisperSpecialTokens& sp) {
-    w.result.sum_logprob += static_cast<double>(logprob);
-    if (token == sp.eot) return finish(w);
-    w.result.tokens.push_back(token);
-    if (static_cast<int>(w.result.tokens.size()) >= w.layout.max_new) finish(w);
+    if (add_pick(w.result, token, logprob, sp.eot, w.layout.max_new)) finish(w);
   }
 
   static void finish(Window& w) {
     w.done = true;
-    w.result.avg_logprob =
-        static_cast<float>(w.result.sum_logprob / (static_cast<double>(w.result.tokens.size()) + 1.0));
+    finish_window(w.result);
   }
 
   const CudaWindowRunner& owner_;
