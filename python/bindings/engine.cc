@@ -57,6 +57,7 @@ py::dict stats_dict(const EngineStats& s) {
   d["tokens_generated"] = s.tokens_generated;
   d["tokens_per_second"] = s.tokens_per_second;
   d["preemptions"] = s.preemptions;
+  d["windows_discarded"] = s.windows_discarded;
   d["requests_finished"] = s.requests_finished;
   d["requests_failed"] = s.requests_failed;
   return d;

@@ -107,6 +107,7 @@ struct EngineStats {
   uint64_t tokens_generated = 0;
   double tokens_per_second = 0.0; // tokens_generated / seconds spent in steps
   uint64_t preemptions = 0;
+  uint64_t windows_discarded = 0; // windows issued ahead on a wrong guess and dropped (long-form look-ahead)
   uint64_t requests_finished = 0;
   uint64_t requests_failed = 0;   // errors and aborts
 };

@@ -2,6 +2,7 @@
 // started request; submit/abort/shutdown talk to it through a mutex-protected inbox.
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -33,8 +34,12 @@ struct Request {
   std::unique_ptr<runtime::Recording> recording;
   Engine::Callbacks callbacks;
   size_t segments_sent = 0;
-  uint64_t window = 0;              // the scheduler id of its current window (0: none)
-  runtime::WindowRequest pending;   // that window's features (owned by the recording), prompt, options
+  // Its windows in flight (scheduler ids, oldest first: usually one; several when the
+  // recording can look ahead), each one's request (features owned by the recording, prompt,
+  // options), and results of windows that finished before an older one.
+  std::deque<uint64_t> windows;
+  std::unordered_map<uint64_t, runtime::WindowRequest> pending;
+  std::unordered_map<uint64_t, runtime::WindowResult> results;
 };
 
 }  // namespace
@@ -91,16 +96,21 @@ struct Engine::Impl {
     (ok ? stats.requests_finished : stats.requests_failed) += 1;
   }
 
-  void drop_window(Request& r) {
-    if (r.window == 0) return;
-    scheduler.remove(r.window);
-    runner->release(r.window);
-    by_window.erase(r.window);
-    r.window = 0;
+  // Forgets the request's newest `n` windows (all by default) wherever they are.
+  void drop_windows(Request& r, size_t n = SIZE_MAX) {
+    for (; n > 0 && !r.windows.empty(); --n) {
+      const uint64_t w = r.windows.back();
+      r.windows.pop_back();
+      scheduler.remove(w);
+      runner->release(w);
+      by_window.erase(w);
+      r.pending.erase(w);
+      r.results.erase(w);
+    }
   }
 
   void fail(Request& r, const Error& e) {
-    drop_window(r);
+    drop_windows(r);
     finished(r, false);
     if (r.callbacks.on_error) {
       try {
@@ -123,6 +133,7 @@ struct Engine::Impl {
   }
 
   void complete(Request& r) {
+    drop_windows(r);  // none left: a done recording discards what it issued ahead
     emit_segments(r);
     finished(r, true);
     Transcription t = r.recording->take_result();
@@ -135,20 +146,23 @@ struct Engine::Impl {
     active.erase(r.id);
   }
 
-  // Queues the recording's next window with the scheduler.
-  void queue_window(Request& r) {
-    r.pending = r.recording->next_request();
-    const runtime::PromptLayout layout =
-        runtime::prompt_layout(r.pending.prompt, transcriber.special_tokens(), r.pending.options);
-    engine::SequenceSpec spec;
-    spec.id = next_window++;
-    spec.prompt_len = static_cast<int>(r.pending.prompt.size());
-    spec.max_new = std::max(layout.max_new, 0);
-    spec.priority = r.priority;
-    spec.order = r.id;  // the request's arrival: its later windows keep its place
-    scheduler.add(spec);
-    r.window = spec.id;
-    by_window[spec.id] = &r;
+  // Queues every window the recording can issue now with the scheduler.
+  void queue_windows(Request& r) {
+    while (r.recording->can_issue()) {
+      runtime::WindowRequest req = r.recording->next_request();
+      const runtime::PromptLayout layout =
+          runtime::prompt_layout(req.prompt, transcriber.special_tokens(), req.options);
+      engine::SequenceSpec spec;
+      spec.id = next_window++;
+      spec.prompt_len = static_cast<int>(req.prompt.size());
+      spec.max_new = std::max(layout.max_new, 0);
+      spec.priority = r.priority;
+      spec.order = r.id;  // the request's arrival: its later windows keep its place
+      r.windows.push_back(spec.id);
+      r.pending.emplace(spec.id, std::move(req));
+      by_window[spec.id] = &r;
+      scheduler.add(spec);
+    }
   }
 
   void start(std::unique_ptr<Request> owned) {
@@ -163,7 +177,7 @@ struct Engine::Impl {
                                                          transcriber.special_tokens(), r.samples);
       r.recording->begin();
       if (r.recording->done()) return complete(r);
-      queue_window(r);
+      queue_windows(r);
     } catch (const Error& e) {
       fail(r, e);
     } catch (const std::exception& e) {
@@ -171,16 +185,28 @@ struct Engine::Impl {
     }
   }
 
-  // A window finished: feed its result to the long-form loop, then the next window or done.
-  void window_done(Request& r, runtime::WindowResult&& result) {
-    scheduler.remove(r.window);
-    by_window.erase(r.window);
-    r.window = 0;
+  // Window w finished: the long-form loop consumes the finished windows in order (dropping
+  // windows issued ahead on a wrong guess), then issues the next ones, or the request is done.
+  void window_done(Request& r, uint64_t w, runtime::WindowResult&& result) {
+    scheduler.remove(w);
+    by_window.erase(w);
+    r.pending.erase(w);
+    r.results.emplace(w, std::move(result));
     try {
-      r.recording->consume(result);
+      while (!r.windows.empty() && r.results.count(r.windows.front())) {
+        const uint64_t front = r.windows.front();
+        r.recording->consume(r.results.at(front));
+        r.results.erase(front);
+        r.windows.pop_front();
+        if (const size_t k = r.recording->discarded()) {
+          drop_windows(r, k);
+          std::lock_guard<std::mutex> lock(mutex);
+          stats.windows_discarded += k;
+        }
+      }
       emit_segments(r);
       if (r.recording->done()) return complete(r);
-      queue_window(r);
+      queue_windows(r);
     } catch (const Error& e) {
       fail(r, e);
     }
@@ -207,8 +233,8 @@ struct Engine::Impl {
     for (uint64_t w : plan.preempted) runner->release(w);  // recompute: the window starts over
     std::vector<engine::AdmitJob> jobs;
     for (uint64_t w : plan.admitted) {
-      Request& r = *by_window.at(w);
-      jobs.push_back(engine::AdmitJob{w, r.pending.mel, r.pending.prompt, r.pending.options});
+      const runtime::WindowRequest& req = by_window.at(w)->pending.at(w);
+      jobs.push_back(engine::AdmitJob{w, req.mel, req.prompt, req.options});
     }
     guarded(plan.admitted, [&] { runner->admit(jobs, transcriber.special_tokens()); });
     std::vector<uint64_t> decode;
@@ -221,7 +247,7 @@ struct Engine::Impl {
         auto it = by_window.find(w);
         if (it == by_window.end()) continue;  // failed above
         ++tokens;
-        if (runner->done(w)) window_done(*it->second, runner->take(w));
+        if (runner->done(w)) window_done(*it->second, w, runner->take(w));
       }
     }
     busy_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <deque>
 #include <string>
 #include <vector>
 
@@ -51,14 +52,36 @@ float compression_ratio(const std::string& text);
 
 // The long-form state of one recording: begin() computes its features, then next_request()
 // and consume() alternate (one 30 s window each) until done().
+//
+// Look-ahead: a window's prompt and start normally depend on the previous window's result, so
+// one window is in flight at a time. When they cannot (without_timestamps and no conditioning on
+// previous text: every window starts where the previous one ends and is prompted with the
+// start-of-transcript sequence alone), next_request() may issue up to kMaxLookahead windows
+// ahead, guessing that start and prompt. consume() takes the oldest issued window and checks the
+// guess for the next one against what the sequential algorithm would now issue (a silent window
+// keeps the initial prompt; a stray timestamp pair seeks elsewhere); on a mismatch every window
+// still issued is dropped (discarded() says how many, newest last) and issuing restarts from the
+// real state, so the result always equals decoding the windows one at a time.
 class Recording {
  public:
+  static constexpr size_t kMaxLookahead = 16;
+
   Recording(const DecodePlan& plan, const WindowRunner& runner, const io::Tokenizer& tok,
             const WhisperSpecialTokens& special, const std::vector<float>& samples)
-      : plan_(plan), runner_(runner), tok_(tok), special_(special), samples_(samples) {}
+      : plan_(plan), runner_(runner), tok_(tok), special_(special), samples_(samples),
+        lookahead_(plan.opt->without_timestamps && !plan.opt->condition_on_previous_text) {}
 
   bool started() const { return started_; }
   bool done() const { return done_; }
+  // Windows issued by next_request() and not consumed yet.
+  size_t in_flight() const { return issued_.size(); }
+  // Whether next_request() may be called now.
+  bool can_issue() const {
+    return started_ && !done_ && issue_seek_ < content_frames_ &&
+           (issued_.empty() || (lookahead_ && issued_.size() < kMaxLookahead));
+  }
+  // Windows the last consume() dropped (the newest ones issued; 0 when the guess held).
+  size_t discarded() const { return discarded_; }
 
   void begin() {
     SC_ASSERT(!started_);
@@ -69,52 +92,86 @@ class Recording {
     total_frames_ = features_.dim(1);
     content_frames_ = total_frames_ - 1;
     all_tokens_ = plan_.initial_tokens;
-    mel_.assign(static_cast<size_t>(plan_.n_mels) * plan_.window_frames, 0.0f);
     update_done();
   }
 
   // The next window: its features (zero-padded to 30 s, in a buffer of this recording that
-  // stays valid until consume()), the prompt and the decoding options.
+  // stays valid until that window is consumed or discarded), the prompt and the options.
   WindowRequest next_request() {
-    SC_ASSERT(started_ && !done_);
+    SC_ASSERT(can_issue());
     const int window = plan_.window_frames;
-    window_size_ = std::min<int64_t>(window, content_frames_ - seek_);
-    std::fill(mel_.begin(), mel_.end(), 0.0f);
+    Issued w;
+    w.seek = issue_seek_;
+    w.size = std::min<int64_t>(window, content_frames_ - w.seek);
+    w.mel.assign(static_cast<size_t>(plan_.n_mels) * window, 0.0f);
     for (int m = 0; m < plan_.n_mels; ++m)
-      std::memcpy(mel_.data() + static_cast<size_t>(m) * window,
-                  features_.data<float>() + m * total_frames_ + seek_, sizeof(float) * window_size_);
+      std::memcpy(w.mel.data() + static_cast<size_t>(m) * window,
+                  features_.data<float>() + m * total_frames_ + w.seek, sizeof(float) * w.size);
+    // The first window in flight has the real prompt; one issued ahead guesses the reset one.
+    w.prompt = prompt_since(issued_.empty() ? prompt_reset_since_ : all_tokens_.size());
+    issue_seek_ += w.size;  // sequentially: a window without timestamp pairs seeks its whole length
+    issued_.push_back(std::move(w));
+    const Issued& last = issued_.back();
 
     WindowRequest req;
-    req.mel = mel_.data();
-    std::vector<int>& prompt = req.prompt;
-    if (all_tokens_.size() > prompt_reset_since_) {
-      prompt.push_back(tok_.sot_prev());
-      const size_t avail = all_tokens_.size() - prompt_reset_since_;
-      const size_t keep = std::min<size_t>(avail, static_cast<size_t>(plan_.max_length / 2 - 1));
-      prompt.insert(prompt.end(), all_tokens_.end() - keep, all_tokens_.end());
-    }
-    prompt.insert(prompt.end(), plan_.sot_sequence.begin(), plan_.sot_sequence.end());
-    if (plan_.opt->without_timestamps) prompt.push_back(tok_.no_timestamps());
-
+    req.mel = last.mel.data();
+    req.prompt = last.prompt;
     req.options = plan_.window;
     const int max_new_tokens = plan_.opt->max_new_tokens;
     if (max_new_tokens > 0) {
-      req.options.max_length = static_cast<int>(prompt.size()) + max_new_tokens;
+      req.options.max_length = static_cast<int>(req.prompt.size()) + max_new_tokens;
       SC_CHECK(req.options.max_length <= plan_.max_length, ErrorCode::kInvalidArgument, "the prompt (",
-               prompt.size(), " tokens) plus max_new_tokens (", max_new_tokens, ") exceeds the model's ",
+               req.prompt.size(), " tokens) plus max_new_tokens (", max_new_tokens, ") exceeds the model's ",
                plan_.max_length, " positions");
     }
     return req;
   }
 
-  // Takes the decoded window: skips it as silence or splits it into segments, then seeks.
+  // Takes the decoded oldest issued window: skips it as silence or splits it into segments,
+  // then seeks (and checks the windows issued ahead, see the class comment).
   void consume(const WindowResult& window_result) {
-    SC_ASSERT(started_ && !done_ && window_size_ > 0);
+    SC_ASSERT(started_ && !done_ && !issued_.empty() && issued_.front().seek == seek_);
+    consume_front(window_result);
+    issued_.pop_front();
+    discarded_ = 0;
+    if (!issued_.empty() && (done_ || issued_.front().seek != seek_ ||
+                             issued_.front().prompt != prompt_since(prompt_reset_since_))) {
+      discarded_ = issued_.size();
+      issued_.clear();
+    }
+    if (issued_.empty()) issue_seek_ = seek_;
+  }
+
+  // The segments kept so far (they grow as windows are consumed).
+  const std::vector<Segment>& segments() const { return result_.segments; }
+
+  // The finished transcription (once done()).
+  Transcription take_result() {
+    SC_ASSERT(done_);
+    return std::move(result_);
+  }
+
+ private:
+  // The prompt the sequential algorithm builds when the previous-text prompt starts at
+  // all_tokens_[reset_since].
+  std::vector<int> prompt_since(size_t reset_since) const {
+    std::vector<int> prompt;
+    if (all_tokens_.size() > reset_since) {
+      prompt.push_back(tok_.sot_prev());
+      const size_t avail = all_tokens_.size() - reset_since;
+      const size_t keep = std::min<size_t>(avail, static_cast<size_t>(plan_.max_length / 2 - 1));
+      prompt.insert(prompt.end(), all_tokens_.end() - keep, all_tokens_.end());
+    }
+    prompt.insert(prompt.end(), plan_.sot_sequence.begin(), plan_.sot_sequence.end());
+    if (plan_.opt->without_timestamps) prompt.push_back(tok_.no_timestamps());
+    return prompt;
+  }
+
+  void consume_front(const WindowResult& window_result) {
     const TranscribeOptions& opt = *plan_.opt;
     const double time_offset = static_cast<double>(seek_) * kTimePerFrame;
-    const int64_t segment_size = window_size_;
+    const int64_t segment_size = issued_.front().size;
     const double segment_duration = static_cast<double>(segment_size) * kTimePerFrame;
-    window_size_ = 0;
     const float temperature = 0.0f;
 
     if (window_result.no_speech_prob > opt.no_speech_threshold &&
@@ -183,15 +240,6 @@ class Recording {
     update_done();
   }
 
-  // The segments kept so far (they grow as windows are consumed).
-  const std::vector<Segment>& segments() const { return result_.segments; }
-
-  // The finished transcription (once done()).
-  Transcription take_result() {
-    SC_ASSERT(done_);
-    return std::move(result_);
-  }
-
  private:
   void update_done() {
     done_ = seek_ >= content_frames_;
@@ -200,7 +248,6 @@ class Recording {
     for (const Segment& s : result_.segments) text += s.text;
     result_.text = strip(text);
     features_ = Tensor();  // what a finished recording no longer needs
-    std::vector<float>().swap(mel_);
     std::vector<int>().swap(all_tokens_);
   }
 
@@ -209,14 +256,22 @@ class Recording {
   const io::Tokenizer& tok_;
   const WhisperSpecialTokens& special_;
   const std::vector<float>& samples_;
+  const bool lookahead_;         // windows may be issued ahead (see the class comment)
 
   bool started_ = false;
   bool done_ = false;
   Tensor features_;              // [n_mels, total_frames] log-mel of the whole recording
   int64_t total_frames_ = 0;
   int64_t content_frames_ = 0;   // total_frames - 1 (the padding frame)
-  std::vector<float> mel_;       // the current window's features [n_mels, window_frames]
-  int64_t window_size_ = 0;      // frames of content in the current window (0: none pending)
+  struct Issued {
+    int64_t seek = 0;            // its first mel frame
+    int64_t size = 0;            // frames of content (the rest of the 30 s is zeros)
+    std::vector<float> mel;      // [n_mels, window_frames]
+    std::vector<int> prompt;
+  };
+  std::deque<Issued> issued_;    // issued, not consumed, oldest first
+  int64_t issue_seek_ = 0;       // where the next issued window starts
+  size_t discarded_ = 0;
   std::vector<int> all_tokens_;  // the initial prompt, then every kept segment's tokens
   size_t prompt_reset_since_ = 0;
   int64_t seek_ = 0;             // mel frame where the next window starts
