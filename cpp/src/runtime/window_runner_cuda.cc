@@ -447,54 +447,86 @@ class CudaStepRunner final : public engine::StepRunner {
     max_steps_ = cfg.n_text_ctx;
     generated_ = device_ints(static_cast<int64_t>(max_windows) * max_steps_);
     picked_ = device_ints(2 * static_cast<int64_t>(max_windows) + 1);  // tokens, log-probs, no-speech
-    rows_ = device_ints(2);
+    rows_ = device_ints(2 * static_cast<int64_t>(max_windows));
     for (int s = max_windows - 1; s >= 0; --s) free_slots_.push_back(s);
-    host_.reserve(static_cast<size_t>(8 * max_windows + 8) * 4);
+    host_.reserve(static_cast<size_t>(11 * max_windows + 8) * 4);  // never reallocated (copies in flight)
   }
 
   void admit(const std::vector<engine::AdmitJob>& jobs, const WhisperSpecialTokens& sp) override {
+    if (jobs.empty()) return;
     std::lock_guard<std::mutex> lock(owner_.mutex_);
     WhisperBatchCuda& b = state_.batch;
     const cudaStream_t stream = model_.stream();
     const int vocab = model_.config().vocab_size;
+    const int n = static_cast<int>(jobs.size());
+    SC_CHECK(n <= static_cast<int>(free_slots_.size()), ErrorCode::kInternal, "admitting ", n, " windows with ",
+             free_slots_.size(), " free slots");
+    std::vector<Window*> wins;
+    std::vector<int> slots;
+    std::vector<const float*> mels;
     for (const engine::AdmitJob& j : jobs) {
-      SC_CHECK(!windows_.count(j.id) && !free_slots_.empty(), ErrorCode::kInternal, "window ", j.id,
-               " cannot be admitted (duplicate, or no free slot)");
+      SC_CHECK(!windows_.count(j.id), ErrorCode::kInternal, "window ", j.id, " is admitted twice");
       Window w;
       w.layout = prompt_layout(j.prompt, sp, j.options);
       w.prompt_len = static_cast<int>(j.prompt.size());
       w.rules = rules_for(j.options, w.layout.timestamps, sp);
       w.slot = free_slots_.back();
       free_slots_.pop_back();
-      const int slot = w.slot;
-      windows_.emplace(j.id, std::move(w));
-      Window& win = windows_.at(j.id);
-      model_.encode(&j.mel, 1, b, slot, 1);
-      Tensor x = owner_.prefill(b, {j.prompt}, win.prompt_len, slot);
+      slots.push_back(w.slot);
+      mels.push_back(j.mel);
+      wins.push_back(&windows_.emplace(j.id, std::move(w)).first->second);
+    }
+    try {
+      // All windows' encoder passes together (chunks of kEncoderChunk), each K/V to its slot.
+      model_.encode(mels.data(), n, b, slots.data(), kEncoderChunk);
+      // Prefill each prompt; window i's two logits rows (start of transcript, last prompt
+      // token) go to rows 2i, 2i + 1 and its pick to picked_[i] (step arrays column i: its
+      // history row and 0 tokens so far), so one synchronization serves all of them.
       int32_t* h = host_.as<int32_t>();
-      h[0] = win.layout.sot_index;
-      h[1] = win.prompt_len - 1;
-      h[2] = slot;  // the history row of the pick
-      h[3] = 0;     // tokens so far
-      SC_CUDA_CHECK(cudaMemcpyAsync(rows_.raw(), h, 2 * 4, cudaMemcpyHostToDevice, stream));
-      SC_CUDA_CHECK(cudaMemcpyAsync(b.step_array(3), h + 2, 4, cudaMemcpyHostToDevice, stream));
-      SC_CUDA_CHECK(cudaMemcpyAsync(b.step_array(5), h + 3, 4, cudaMemcpyHostToDevice, stream));
-      model_.logits(b, x, rows_.data<int32_t>(), 2, 0);
-      float* d_ns = reinterpret_cast<float*>(picked_.data<int32_t>() + 2 * b.slots);
-      cuda::no_speech_prob(b.logits.data<float>(), 1, vocab, sp.no_speech >= 0 ? sp.no_speech : 0, d_ns, stream);
-      pick(b.logits.data<float>() + vocab, 1, 0, *win.rules);
-      // the pick's token, its log-prob and the no-speech probability
-      float* hf = reinterpret_cast<float*>(h + 4);
-      SC_CUDA_CHECK(cudaMemcpyAsync(h + 4, picked_.data<int32_t>(), 4, cudaMemcpyDeviceToHost, stream));
-      SC_CUDA_CHECK(cudaMemcpyAsync(hf + 1, picked_.data<int32_t>() + b.slots, 4, cudaMemcpyDeviceToHost, stream));
-      SC_CUDA_CHECK(cudaMemcpyAsync(hf + 2, d_ns, 4, cudaMemcpyDeviceToHost, stream));
-      SC_CUDA_CHECK(cudaStreamSynchronize(stream));
-      win.result.no_speech_prob = sp.no_speech >= 0 ? hf[2] : 0.0f;
-      if (win.layout.max_new <= 0) {
-        finish(win);
-      } else {
-        record(win, h[4], hf[1], sp);
+      int32_t* h_rows = h + 6 * b.slots;  // 2 per window
+      for (int i = 0; i < n; ++i) {
+        h[3 * b.slots + i] = slots[i];
+        h[5 * b.slots + i] = 0;
       }
+      SC_CUDA_CHECK(cudaMemcpyAsync(b.step_array(3), h + 3 * b.slots, static_cast<size_t>(n) * 4,
+                                    cudaMemcpyHostToDevice, stream));
+      SC_CUDA_CHECK(cudaMemcpyAsync(b.step_array(5), h + 5 * b.slots, static_cast<size_t>(n) * 4,
+                                    cudaMemcpyHostToDevice, stream));
+      float* d_ns = reinterpret_cast<float*>(picked_.data<int32_t>() + 2 * b.slots);
+      for (int i = 0; i < n; ++i) {
+        Window& win = *wins[i];
+        Tensor x = owner_.prefill(b, {jobs[i].prompt}, win.prompt_len, slots[i]);  // waits for its own copy
+        h_rows[2 * i] = win.layout.sot_index;
+        h_rows[2 * i + 1] = win.prompt_len - 1;
+        SC_CUDA_CHECK(cudaMemcpyAsync(rows_.data<int32_t>() + 2 * i, h_rows + 2 * i, 2 * 4, cudaMemcpyHostToDevice,
+                                      stream));
+        model_.logits(b, x, rows_.data<int32_t>() + 2 * i, 2, 2 * i);
+        const float* lg = b.logits.data<float>() + static_cast<int64_t>(2 * i) * vocab;
+        cuda::no_speech_prob(lg, 1, vocab, sp.no_speech >= 0 ? sp.no_speech : 0, d_ns + i, stream);
+        pick(lg + vocab, 1, i, *win.rules);
+      }
+      // the picks' tokens, log-probs and no-speech probabilities
+      int32_t* tok = h + 8 * b.slots;
+      float* lp = reinterpret_cast<float*>(tok + n);
+      float* ns = lp + n;
+      SC_CUDA_CHECK(cudaMemcpyAsync(tok, picked_.data<int32_t>(), static_cast<size_t>(n) * 4, cudaMemcpyDeviceToHost,
+                                    stream));
+      SC_CUDA_CHECK(cudaMemcpyAsync(lp, picked_.data<int32_t>() + b.slots, static_cast<size_t>(n) * 4,
+                                    cudaMemcpyDeviceToHost, stream));
+      SC_CUDA_CHECK(cudaMemcpyAsync(ns, d_ns, static_cast<size_t>(n) * 4, cudaMemcpyDeviceToHost, stream));
+      SC_CUDA_CHECK(cudaStreamSynchronize(stream));
+      for (int i = 0; i < n; ++i) {
+        Window& win = *wins[i];
+        win.result.no_speech_prob = sp.no_speech >= 0 ? ns[i] : 0.0f;
+        if (win.layout.max_new <= 0) {
+          finish(win);
+        } else {
+          record(win, tok[i], lp[i], sp);
+        }
+      }
+    } catch (...) {
+      for (const engine::AdmitJob& j : jobs) release(j.id);  // the engine fails these windows' requests
+      throw;
     }
   }
 

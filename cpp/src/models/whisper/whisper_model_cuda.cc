@@ -159,10 +159,20 @@ WhisperBatchCuda WhisperModelCuda::new_batch(int slots, int ctx) const {
 void WhisperModelCuda::encode(const float* const* mels, int n, WhisperBatchCuda& batch, int slot0, int chunk) const {
   SC_CHECK(n >= 0 && slot0 >= 0 && slot0 + n <= batch.slots && chunk >= 1, ErrorCode::kInvalidArgument,
            "encode: windows [", slot0, ", ", slot0 + n, ") do not fit a batch of ", batch.slots);
-  for (int i = 0; i < n; i += chunk) encode_chunk(mels + i, std::min(chunk, n - i), batch, slot0 + i);
+  for (int i = 0; i < n; i += chunk) encode_chunk(mels + i, std::min(chunk, n - i), batch, slot0 + i, nullptr);
 }
 
-void WhisperModelCuda::encode_chunk(const float* const* mels, int n, WhisperBatchCuda& batch, int slot0) const {
+void WhisperModelCuda::encode(const float* const* mels, int n, WhisperBatchCuda& batch, const int* slots,
+                              int chunk) const {
+  SC_CHECK(n >= 0 && chunk >= 1 && (n == 0 || slots != nullptr), ErrorCode::kInvalidArgument, "encode: bad arguments");
+  for (int i = 0; i < n; ++i)
+    SC_CHECK(slots[i] >= 0 && slots[i] < batch.slots, ErrorCode::kInvalidArgument, "encode: slot ", slots[i],
+             " is outside a batch of ", batch.slots);
+  for (int i = 0; i < n; i += chunk) encode_chunk(mels + i, std::min(chunk, n - i), batch, 0, slots + i);
+}
+
+void WhisperModelCuda::encode_chunk(const float* const* mels, int n, WhisperBatchCuda& batch, int slot0,
+                                    const int* slots) const {
   const WhisperConfig& c = config_;
   const int64_t d = c.d_model, t_in = 2 * c.n_audio_ctx, t = c.n_audio_ctx, nm = c.n_mels, nt = n * t;
   const cuda::DataType dt = dtype_;
@@ -196,9 +206,16 @@ void WhisperModelCuda::encode_chunk(const float* const* mels, int n, WhisperBatc
   }
   cuda::layer_norm(dt, x.raw(), enc_ln_g_.raw(), enc_ln_b_.raw(), h.raw(), nt, d, kLnEps, stream_);
   const int64_t layer_stride = static_cast<int64_t>(batch.slots) * t * 2 * d;
-  for (size_t li = 0; li < dec_.size(); ++li)
-    linear(h.raw(), nt, dec_[li].cross_attn.kv_w, dec_[li].cross_attn.kv_b,
-           at(batch.cross, li * layer_stride + slot0 * t * 2 * d), false);
+  for (size_t li = 0; li < dec_.size(); ++li) {
+    if (!slots) {
+      linear(h.raw(), nt, dec_[li].cross_attn.kv_w, dec_[li].cross_attn.kv_b,
+             at(batch.cross, li * layer_stride + slot0 * t * 2 * d), false);
+      continue;
+    }
+    for (int i = 0; i < n; ++i)  // each window's K/V to its own slot
+      linear(at(h, i * t * d), t, dec_[li].cross_attn.kv_w, dec_[li].cross_attn.kv_b,
+             at(batch.cross, li * layer_stride + static_cast<int64_t>(slots[i]) * t * 2 * d), false);
+  }
   // The scratch tensors return to the caching pool here; the pool hands them out again only
   // to work queued later on this same stream.
 }

@@ -60,6 +60,8 @@ class WhisperModelCuda {
   // Encoder for n windows: mels[i] is host float32 [n_mels, 2 * n_audio_ctx]; window i's cross
   // K/V goes to slot slot0 + i. Runs `chunk` windows per forward pass (>= 1). Enqueued on stream().
   void encode(const float* const* mels, int n, WhisperBatchCuda& batch, int slot0, int chunk) const;
+  // The same with window i's cross K/V going to slot slots[i] (any distinct slots).
+  void encode(const float* const* mels, int n, WhisperBatchCuda& batch, const int* slots, int chunk) const;
 
   // Prompt prefill of sequences 0..n-1 (slots slot0..slot0+n-1), each `len` tokens (prompts
   // right-padded to `len`; padded positions compute values nobody reads). ints: device int32
@@ -99,7 +101,8 @@ class WhisperModelCuda {
   void linear(const void* x, int64_t m, const Tensor& w, const Tensor& b, void* y, bool accumulate) const;
   void linear_gelu(const void* x, int64_t m, const Tensor& w, const Tensor& b, void* y) const;  // gelu(x w^T + b)
   void* at(const Tensor& t, int64_t elements) const;  // element offset into a device tensor of dtype_
-  void encode_chunk(const float* const* mels, int n, WhisperBatchCuda& batch, int slot0) const;
+  // slots: window i's slot (null: slot0 + i, one product per layer for all windows).
+  void encode_chunk(const float* const* mels, int n, WhisperBatchCuda& batch, int slot0, const int* slots) const;
 
   WhisperConfig config_;
   cuda::DataType dtype_;
