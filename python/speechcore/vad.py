@@ -23,7 +23,7 @@ import functools
 import importlib.metadata
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -96,6 +96,9 @@ def _options_dict(vad_options: Optional[VadOptions], kwargs: Dict[str, Any]) -> 
         if not isinstance(vad_options, VadOptions):
             if isinstance(vad_options, dict):
                 vad_options = VadOptions(**_known(vad_options))
+            elif is_dataclass(vad_options) and not isinstance(vad_options, type):
+                # e.g. faster_whisper.vad.VadOptions (its fields are a subset of ours)
+                vad_options = VadOptions(**_known(asdict(vad_options)))
             else:
                 raise InvalidArgumentError(
                     f"vad_options must be a VadOptions or a dict, got {type(vad_options).__name__}")
