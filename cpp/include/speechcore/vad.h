@@ -13,7 +13,9 @@
 // The model works on 16 kHz mono float audio only: other rates are refused with
 // ErrorCode::kInvalidArgument (resample first, e.g. with the library's audio frontend).
 // Every error is a speechcore::Error (kNotFound: missing weights file; kInvalidModel: a file
-// without the expected tensors/shapes; kInvalidArgument: bad rate, options or window size).
+// without the expected tensors/shapes; kInvalidArgument: a bad rate, option or chunk list;
+// kInvalidAudio: NaN or infinite samples). Loading sets OpenBLAS to one thread, as Model::load
+// does (the library does its own threading).
 #pragma once
 
 #include <cstddef>
@@ -103,9 +105,8 @@ class SileroVad {
   // One window of exactly kWindowSamples samples.
   float process_window(State& state, const float* window) const;
 
-  struct Weights;
-
  private:
+  struct Weights;
   explicit SileroVad(std::unique_ptr<Weights> weights);
   std::unique_ptr<Weights> w_;
 };
