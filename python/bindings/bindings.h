@@ -34,6 +34,7 @@ void register_ops(pybind11::module_& m);
 void register_checkpoint(pybind11::module_& m);
 void register_tokenizer(pybind11::module_& m);
 void register_audio(pybind11::module_& m);
+void register_vad(pybind11::module_& m);
 
 #ifdef SPEECHCORE_WITH_CUDA
 void register_cuda_gemm(pybind11::module_& m);

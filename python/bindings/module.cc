@@ -11,6 +11,7 @@ PYBIND11_MODULE(_C, m) {
   speechcore::bindings::register_checkpoint(m);
   speechcore::bindings::register_tokenizer(m);
   speechcore::bindings::register_audio(m);
+  speechcore::bindings::register_vad(m);
 #ifdef SPEECHCORE_WITH_CUDA
   // CUDA kernel test hooks: submodule _C.cuda_ops (one register_* per *_cuda.cc file)
   pybind11::module_ cuda_ops = m.def_submodule("cuda_ops", "CUDA kernels (test hooks)");
