@@ -339,6 +339,108 @@ def test_decode_rejects_bad_arguments():
         _C.cuda_ops.attention_decode(q, kv, kv, lens, 1, 64, "float16", 4)
 
 
+# --- paged decode ----------------------------------------------------------------------------------
+
+def make_paged(rng, lengths, max_len, block_size, heads, d, dtype, qk_scale=1.0, spare_blocks=3):
+    """A fused K|V pool [1, blocks * block_size, 2hd] and a shuffled block table: sequence b's
+    blocks are scattered over the pool in random order; unused pool rows, the rows of a partial
+    last block past the length and the blocks that table entries past the length point at are NaN
+    (a kernel that reads them produces NaN)."""
+    hd = heads * d
+    batch = len(lengths)
+    per_seq = -(-max_len // block_size)
+    n_blocks = batch * per_seq + spare_blocks
+    pool = np.full((n_blocks * block_size, 2 * hd), np.nan, np.float32)
+    perm = rng.permutation(n_blocks)
+    table = np.empty((batch, per_seq + 2), np.int32)  # stride larger than needed
+    poison = perm[-1]  # never holds data: entries past each length point here
+    table[:] = poison
+    used = 0
+    rows = []
+    for b, n in enumerate(lengths):
+        nb = -(-n // block_size)
+        ids = perm[used:used + nb]
+        used += nb
+        table[b, :nb] = ids
+        r = np.array([ids[j // block_size] * block_size + j % block_size for j in range(n)], np.int64)
+        kv = randn(rng, n, 2 * hd)
+        kv[:, :hd] *= qk_scale
+        pool[r] = kv
+        rows.append(r)
+    assert used <= n_blocks - 1
+    pool = round_to(pool, dtype)
+    q = randn(rng, batch, 3 * hd)
+    q[:, :hd] *= qk_scale
+    q = round_to(q, dtype)
+    seqs = [(np.ascontiguousarray(q[b:b + 1, :hd]), pool[r, :hd], pool[r, hd:]) for b, r in enumerate(rows)]
+    return q, pool[None], table, seqs
+
+
+PAGED_CASES = [
+    # lengths, max_len, block_size, heads
+    ([0, 1, 17, 448], 448, 16, 20),        # split-K; empty and one-key sequences
+    ([5, 1, 33, 40], 40, 1, 6),            # block size 1, no split (max_len <= 128)
+    ([100, 1500, 1, 999], 1500, 7, 6),     # odd block size, long, split
+    ([16, 32, 15, 17, 64, 1], 64, 16, 20), # exact block multiples and one past
+    ([1500], 1500, 16, 20),                # large-v3 cross-attention shape, batch 1
+    ([3, 130], 448, 128, 2),               # blocks larger than most lengths
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("lengths,max_len,block_size,heads", PAGED_CASES)
+def test_decode_paged(lengths, max_len, block_size, heads, dtype):
+    d = 64
+    hd = heads * d
+    rng = rng_for("paged", tuple(lengths), max_len, block_size, heads, dtype)
+    q, pool, table, seqs = make_paged(rng, lengths, max_len, block_size, heads, d, dtype)
+    out = _C.cuda_ops.attention_decode(q, pool, pool, np.asarray(lengths, np.int32), heads, d, dtype, 0, 0, hd,
+                                       hd + 8, block_table=table, block_size=block_size, max_kv_len=max_len)
+    assert np.isnan(out[:, hd:]).all(), "wrote outside the heads' columns"
+    for b, (n, (qs, ks, vs)) in enumerate(zip(lengths, seqs)):
+        got = out[b:b + 1, :hd]
+        if n == 0:
+            np.testing.assert_array_equal(got, 0.0)
+        elif n == 1:
+            np.testing.assert_array_equal(got[0], vs[0])  # one key: exactly its value row
+        else:
+            check(got, ref64(qs, ks, vs, heads, d, -1), TOL[dtype], f"seq {b} ({n} keys, paged)")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_decode_paged_equals_contiguous(dtype):
+    # The same K/V reached through a block table and contiguously: bit-identical outputs (same
+    # keys in the same order, same split policy).
+    heads, d, max_len, bs = 20, 64, 448, 16
+    hd = heads * d
+    lengths = [448, 37, 200]
+    rng = rng_for("paged-eq", dtype)
+    q, pool, table, seqs = make_paged(rng, lengths, max_len, bs, heads, d, dtype)
+    paged = _C.cuda_ops.attention_decode(q, pool, pool, np.asarray(lengths, np.int32), heads, d, dtype, 0, 0, hd,
+                                         block_table=table, block_size=bs, max_kv_len=max_len)
+    kv = np.full((len(lengths), max_len, 2 * hd), np.nan, np.float32)
+    for b, (qs, ks, vs) in enumerate(seqs):
+        kv[b, :ks.shape[0], :hd] = ks
+        kv[b, :ks.shape[0], hd:] = vs
+    flat = _C.cuda_ops.attention_decode(q, kv, kv, np.asarray(lengths, np.int32), heads, d, dtype, 0, 0, hd)
+    np.testing.assert_array_equal(paged, flat)
+
+
+def test_decode_paged_rejects_bad_arguments():
+    import speechcore
+
+    q = np.zeros((2, 128), np.float32)
+    pool = np.zeros((1, 64, 128), np.float32)
+    lens = np.array([5, 5], np.int32)
+    table = np.zeros((2, 4), np.int32)
+    with pytest.raises(speechcore.InvalidArgumentError):  # block size 0
+        _C.cuda_ops.attention_decode(q, pool, pool, lens, 1, 64, block_table=table, block_size=0, max_kv_len=64)
+    with pytest.raises(speechcore.InvalidArgumentError):  # 4 entries of 8 rows < 64 keys
+        _C.cuda_ops.attention_decode(q, pool, pool, lens, 1, 64, block_table=table, block_size=8, max_kv_len=64)
+    out = _C.cuda_ops.attention_decode(q, pool, pool, lens, 1, 64, block_table=table, block_size=16, max_kv_len=64)
+    assert np.isfinite(out).all()
+
+
 # --- speed ---------------------------------------------------------------------------------------
 
 def test_prefill_speed_large_v3_encoder():

@@ -35,6 +35,9 @@ struct DecodeParams {
   int64_t q_bs, k_bs, v_bs, o_bs;
   const int32_t* kv_lengths;
   const int32_t* kv_index;  // null = identity
+  const int32_t* block_table;  // paged K/V (null = not paged): [batch, table_stride] block ids
+  int64_t table_stride;
+  int block_size;
   int max_kv_len;
   int splits;          // blocks per (sequence, head) along the keys
   int chunk;           // keys per split

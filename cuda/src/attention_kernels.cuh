@@ -478,7 +478,9 @@ template <typename T, int D> void launch_prefill(const PrefillParams& p, int bat
 constexpr int kDecThreads = 128;
 constexpr int kDecUnroll = 4;
 
-template <typename T, int D>
+// PAGED: key j's row is block_table[b][j / block_size] * block_size + j % block_size (no batch
+// offset, no kv_index); otherwise row j of the sequence's K/V.
+template <typename T, int D, bool PAGED>
 __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams p) {
   constexpr int VEC = 16 / sizeof(T);
   constexpr int TPK = D / VEC;
@@ -495,9 +497,10 @@ __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams 
   const int k_end = min(k_begin + p.chunk, len);
 
   const T* q = static_cast<const T*>(p.q) + b * p.q_bs + static_cast<int64_t>(h) * D + sub * VEC;
-  const int64_t kvb = p.kv_index ? p.kv_index[b] : b;
+  const int64_t kvb = PAGED ? 0 : (p.kv_index ? p.kv_index[b] : b);
   const T* k = static_cast<const T*>(p.k) + kvb * p.k_bs + static_cast<int64_t>(h) * D + sub * VEC;
   const T* v = static_cast<const T*>(p.v) + kvb * p.v_bs + static_cast<int64_t>(h) * D + sub * VEC;
+  const int32_t* table = PAGED ? p.block_table + b * p.table_stride : nullptr;
 
   float qf[VEC];
   unpack16<T>(__ldg(reinterpret_cast<const uint4*>(q)), qf);
@@ -515,8 +518,10 @@ __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams 
     for (int u = 0; u < kDecUnroll; ++u) {
       const int j = base + u * GROUPS + grp;
       if (j < k_end) {
-        kr[u] = __ldg(reinterpret_cast<const uint4*>(k + static_cast<int64_t>(j) * p.ldk));
-        vr[u] = __ldg(reinterpret_cast<const uint4*>(v + static_cast<int64_t>(j) * p.ldv));
+        int64_t row = j;
+        if constexpr (PAGED) row = static_cast<int64_t>(table[j / p.block_size]) * p.block_size + j % p.block_size;
+        kr[u] = __ldg(reinterpret_cast<const uint4*>(k + row * p.ldk));
+        vr[u] = __ldg(reinterpret_cast<const uint4*>(v + row * p.ldv));
       } else {
         kr[u] = make_uint4(0, 0, 0, 0);
         vr[u] = make_uint4(0, 0, 0, 0);
@@ -612,7 +617,8 @@ __global__ void __launch_bounds__(D) decode_combine_kernel(const DecodeParams p)
 }
 
 template <typename T, int D> void launch_decode(const DecodeParams& p, int batch, int heads, cudaStream_t s) {
-  decode_kernel<T, D><<<dim3(p.splits, heads, batch), kDecThreads, 0, s>>>(p);
+  if (p.block_table) decode_kernel<T, D, true><<<dim3(p.splits, heads, batch), kDecThreads, 0, s>>>(p);
+  else decode_kernel<T, D, false><<<dim3(p.splits, heads, batch), kDecThreads, 0, s>>>(p);
   SC_CUDA_CHECK_LAUNCH("attention_decode");
   if (p.splits > 1) {
     decode_combine_kernel<T, D><<<dim3(heads, batch), D, 0, s>>>(p);

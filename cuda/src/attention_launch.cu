@@ -142,7 +142,7 @@ void attention_decode(DataType dtype, const void* q, int64_t ldq, int64_t q_batc
                       const void* v, int64_t ldv, int64_t v_batch_stride,
                       void* out, int64_t ldo, int64_t out_batch_stride,
                       const int32_t* kv_lengths, const int32_t* kv_index, int batch, int heads, int head_dim,
-                      int64_t max_kv_len, void* scratch, cudaStream_t stream) {
+                      int64_t max_kv_len, void* scratch, cudaStream_t stream, const PagedKV* paged) {
   const char* fn = "attention_decode";
   check_dtype(fn, dtype);
   check_head_dim(fn, head_dim);
@@ -154,10 +154,20 @@ void attention_decode(DataType dtype, const void* q, int64_t ldq, int64_t q_batc
   const int64_t width = static_cast<int64_t>(heads) * head_dim;
   const int64_t vec = 16 / static_cast<int64_t>(data_type_size(dtype));
   check_operand(fn, "q", q, ldq, q_batch_stride, width, vec);
-  check_operand(fn, "k", k, ldk, k_batch_stride, width, vec);
-  check_operand(fn, "v", v, ldv, v_batch_stride, width, vec);
+  const bool is_paged = paged != nullptr && paged->block_table != nullptr;
+  // paged: the batch strides are ignored (validated as 0)
+  check_operand(fn, "k", k, ldk, is_paged ? 0 : k_batch_stride, width, vec);
+  check_operand(fn, "v", v, ldv, is_paged ? 0 : v_batch_stride, width, vec);
   check_operand(fn, "out", out, ldo, out_batch_stride, width, vec);
   require(kv_lengths != nullptr, ErrorCode::kInvalidArgument, fn, "kv_lengths is null");
+  if (is_paged) {
+    require(paged->block_size >= 1, ErrorCode::kInvalidArgument, fn,
+            "paged block_size must be >= 1, got " + std::to_string(paged->block_size));
+    const int64_t blocks = (max_kv_len + paged->block_size - 1) / paged->block_size;
+    require(paged->table_stride >= blocks, ErrorCode::kInvalidArgument, fn,
+            "paged table_stride " + std::to_string(paged->table_stride) + " < ceil(max_kv_len / block_size) = " +
+                std::to_string(blocks));
+  }
 
   const AttentionDecodeSplit sp = attention_decode_split(batch, heads, max_kv_len);
   attn::DecodeParams p{};
@@ -165,7 +175,10 @@ void attention_decode(DataType dtype, const void* q, int64_t ldq, int64_t q_batc
   p.ldk = ldk; p.ldv = ldv;
   p.q_bs = q_batch_stride; p.k_bs = k_batch_stride; p.v_bs = v_batch_stride; p.o_bs = out_batch_stride;
   p.kv_lengths = kv_lengths;
-  p.kv_index = kv_index;
+  p.kv_index = is_paged ? nullptr : kv_index;
+  p.block_table = is_paged ? paged->block_table : nullptr;
+  p.table_stride = is_paged ? paged->table_stride : 0;
+  p.block_size = is_paged ? paged->block_size : 1;
   p.max_kv_len = static_cast<int>(max_kv_len);
   p.splits = sp.splits;
   p.chunk = static_cast<int>(sp.chunk);

@@ -111,7 +111,7 @@ void register_cuda_attention(py::module_& m) {
       "attention_decode",
       [](FloatArray q, FloatArray k, FloatArray v, IntArray kv_lengths, int heads, int head_dim,
          const std::string& dtype, int64_t q_col, int64_t k_col, int64_t v_col, py::object out_ld_obj,
-         py::object kv_index_obj) {
+         py::object kv_index_obj, py::object block_table_obj, int block_size, py::object max_kv_len_obj) {
         const cuda::DataType t = cudatest::parse_dtype(dtype);
         need(q.ndim() == 2, "q: expected [batch, ldq]");
         need(k.ndim() == 3 && v.ndim() == 3, "k/v: expected [batch or 1, max_kv_len, ld]");
@@ -137,28 +137,49 @@ void register_cuda_attention(py::module_& m) {
                  "kv_index out of range");
           index = cudatest::upload_ints(kv_index);
         }
+        // paged: k/v are one pool of rows ([1, rows, ld]); block_table [batch, table_stride]
+        DeviceBuffer table;
+        cuda::PagedKV paged;
+        const bool is_paged = !block_table_obj.is_none();
+        if (is_paged) {
+          IntArray bt = block_table_obj.cast<IntArray>();
+          need(bt.ndim() == 2 && bt.shape(0) == batch, "block_table: expected [batch, table_stride] int32");
+          need(ok.batch == 1 && ov.batch == 1, "paged k/v: expected one pool [1, rows, ld]");
+          need(block_size >= 1, "block_size >= 1");
+          for (py::ssize_t i = 0; i < bt.size(); ++i)
+            need(bt.data()[i] >= 0 && (static_cast<int64_t>(bt.data()[i]) + 1) * block_size <= ok.rows,
+                 "block_table entry out of the pool");
+          table = cudatest::upload_ints(bt);
+          paged.block_table = table.as<int32_t>();
+          paged.table_stride = bt.shape(1);
+          paged.block_size = block_size;
+        }
+        const int64_t max_kv_len = max_kv_len_obj.is_none() ? ok.rows : max_kv_len_obj.cast<int64_t>();
         DeviceBuffer out = cudatest::poisoned(static_cast<size_t>(batch * out_ld), t);
         const size_t scratch_bytes =
-            cuda::attention_decode_scratch_bytes(static_cast<int>(batch), heads, head_dim, ok.rows);
+            cuda::attention_decode_scratch_bytes(static_cast<int>(batch), heads, head_dim, max_kv_len);
         DeviceBuffer scratch(scratch_bytes);
         fill_device(scratch, 0xFF);  // NaN: partials a split fails to write would show
         const Operand oq{u.q, 1, batch, ldq};
         // with a kv_index the K/V sequences are addressed through it: any count, full stride
         const bool indexed = !kv_index_obj.is_none();
-        const int64_t k_bs = indexed ? ok.rows * ok.ld : batch_stride(ok, batch, "k");
-        const int64_t v_bs = indexed ? ov.rows * ov.ld : batch_stride(ov, batch, "v");
+        const int64_t k_bs = is_paged ? 0 : indexed ? ok.rows * ok.ld : batch_stride(ok, batch, "k");
+        const int64_t v_bs = is_paged ? 0 : indexed ? ov.rows * ov.ld : batch_stride(ov, batch, "v");
         cuda::attention_decode(t, at(oq, q_col, t), ldq, ldq, at(ok, k_col, t), ok.ld, k_bs, at(ov, v_col, t), ov.ld,
                                v_bs, out.get(), out_ld, out_ld,
                                lens.as<int32_t>(), kv_index_obj.is_none() ? nullptr : index.as<int32_t>(),
-                               static_cast<int>(batch), heads, head_dim, ok.rows,
-                               scratch.get(), nullptr);
+                               static_cast<int>(batch), heads, head_dim, max_kv_len,
+                               scratch.get(), nullptr, is_paged ? &paged : nullptr);
         return cudatest::download(out, {batch, out_ld}, t);
       },
       py::arg("q"), py::arg("k"), py::arg("v"), py::arg("kv_lengths"), py::arg("heads"), py::arg("head_dim") = 64,
       py::arg("dtype") = "float32", py::arg("q_col") = 0, py::arg("k_col") = 0, py::arg("v_col") = 0,
-      py::arg("out_ld") = py::none(), py::arg("kv_index") = py::none(),
+      py::arg("out_ld") = py::none(), py::arg("kv_index") = py::none(), py::arg("block_table") = py::none(),
+      py::arg("block_size") = 16, py::arg("max_kv_len") = py::none(),
       "q [batch, ldq] (one query row per sequence), k/v [batch or 1, max_kv_len, ld], kv_lengths int32 "
-      "[batch], kv_index int32 [batch] (K/V sequence of each row; None = identity). Returns the whole poisoned-then-written output [batch, out_ld] as float32.");
+      "[batch], kv_index int32 [batch] (K/V sequence of each row; None = identity). Paged: block_table int32 "
+      "[batch, table_stride] of block_size-row blocks of the pool k/v [1, rows, ld], max_kv_len (default: pool "
+      "rows). Returns the whole poisoned-then-written output [batch, out_ld] as float32.");
 
   m.def(
       "attention_decode_split",

@@ -49,12 +49,24 @@ size_t attention_decode_scratch_bytes(int batch, int heads, int head_dim, int64_
 // Split-K (flash-decoding) across blocks when batch * heads is small; `scratch` must hold
 // attention_decode_scratch_bytes(batch, heads, head_dim, max_kv_len) bytes (16-byte aligned; may
 // be null when that is 0) and must not be shared with work running concurrently on other streams.
+//
+// Paged K/V (paged && paged->block_table): key j of query row b lives at row
+//   r = block_table[b * table_stride + j / block_size] * block_size + j % block_size
+// i.e. at k + r * ldk (likewise v + r * ldv); kv_index and the k/v batch strides are ignored
+// (any value). block_table: device int32, ceil(max_kv_len / block_size) <= table_stride entries
+// per row, block ids trusted (only the entries of keys below kv_lengths[b] are read);
+// block_size >= 1.
+struct PagedKV {
+  const int32_t* block_table = nullptr;
+  int64_t table_stride = 0;
+  int block_size = 0;
+};
 void attention_decode(DataType dtype, const void* q, int64_t ldq, int64_t q_batch_stride,
                       const void* k, int64_t ldk, int64_t k_batch_stride,
                       const void* v, int64_t ldv, int64_t v_batch_stride,
                       void* out, int64_t ldo, int64_t out_batch_stride,
                       const int32_t* kv_lengths, const int32_t* kv_index, int batch, int heads, int head_dim,
-                      int64_t max_kv_len, void* scratch, cudaStream_t stream);
+                      int64_t max_kv_len, void* scratch, cudaStream_t stream, const PagedKV* paged = nullptr);
 
 // How attention_decode splits the keys (exposed for tests and workspace planning): `splits`
 // blocks per (sequence, head), each handling `chunk` consecutive keys.
