@@ -300,3 +300,33 @@ def test_real_checkpoint_engine_float32_matches_cpu(real_dir, speech_audio, long
         assert [(s.tokens, s.start, s.end) for s in got.segments] == \
             [(s.tokens, s.start, s.end) for s in want.segments]
     gpu.close()
+
+
+def test_engine_on_gpu_paged_pool(seeded_dir, speech_audio, longform_audio):
+    """The GPU engine's paged self-attention cache: a pool too small for every running window
+    forces preemptions (recompute), results still equal one at a time; long files with
+    independent windows run ahead; a pool sized from gpu_memory_fraction is capped at max_batch
+    whole contexts, and a fraction that leaves no room is a typed error."""
+    from conftest import mixed_requests
+
+    gpu = speechcore.load(str(seeded_dir), device="cuda", compute_type="float32")
+    audios = mixed_requests(speech_audio, longform_audio, 60, seed=3)
+    opts = dict(OPTS, max_new_tokens=40)
+    alone = [_tokens(gpu.transcribe(a, **opts)) for a in audios]
+    gpu.start_engine(max_batch=32, max_encode_batch=8, kv_block_size=16, kv_blocks=40)
+    futures = [gpu.submit(a, **opts) for a in audios]
+    assert [_tokens(f.result(timeout=600)) for f in futures] == alone
+    st = gpu.engine_stats()
+    assert st["kv_blocks_total"] == 40 and st["preemptions"] > 0, st
+    gpu.close(cancel=False)
+
+    native = gpu._native
+    ctx_blocks = (448 + 15) // 16
+    eng = speechcore._C.Engine(native, max_batch=16, gpu_memory_fraction=0.95)
+    assert eng.stats()["kv_blocks_total"] == 16 * ctx_blocks
+    eng.shutdown(False)
+    del eng
+    with pytest.raises(speechcore.OutOfMemoryError):
+        speechcore._C.Engine(native, max_batch=16, gpu_memory_fraction=0.001)
+    with pytest.raises(speechcore.InvalidArgumentError):
+        speechcore._C.Engine(native, max_batch=16, gpu_memory_fraction=1.5)

@@ -92,8 +92,12 @@ struct EngineOptions {
   // Self-attention KV cache: token positions per block (default 16) and blocks in the pool
   // (0 = enough for max_batch windows of the model's whole context, so nothing is preempted;
   // fewer blocks bound memory: windows queue, or restart later when a running one needs a block).
+  // On a GPU, kv_blocks = 0 sizes the pool from memory instead: after a warm-up that measures
+  // the encoder's activations, the pool takes what keeps the process within
+  // gpu_memory_fraction of the device's memory (capped at max_batch whole contexts).
   int kv_block_size = 16;
   int kv_blocks = 0;
+  double gpu_memory_fraction = 0.9;
 };
 
 struct EngineStats {

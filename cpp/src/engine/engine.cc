@@ -48,8 +48,8 @@ struct Engine::Impl {
   std::shared_ptr<const Model> model;
   const runtime::WhisperTranscriber& transcriber;
   EngineOptions options;
-  engine::Scheduler scheduler;  // first: it checks the options
-  std::unique_ptr<engine::StepRunner> runner;
+  std::unique_ptr<engine::StepRunner> runner;  // first: its memory sizes the scheduler's pool
+  engine::Scheduler scheduler;
 
   // shared with callers (mutex)
   mutable std::mutex mutex;
@@ -70,20 +70,33 @@ struct Engine::Impl {
 
   Impl(std::shared_ptr<const Model> m, const EngineOptions& o)
       : model(std::move(m)), transcriber(*model->impl().transcriber), options(o),
-        scheduler(scheduler_config(transcriber, o)), runner(transcriber.runner().make_step_runner(o.max_batch)) {}
+        runner(make_runner(transcriber, o)), scheduler(scheduler_config(o, runner->num_blocks())) {
+    runner->set_kv(&scheduler.kv());
+  }
 
-  static engine::SchedulerConfig scheduler_config(const runtime::WhisperTranscriber& t, const EngineOptions& o) {
+  static std::unique_ptr<engine::StepRunner> make_runner(const runtime::WhisperTranscriber& t, const EngineOptions& o) {
     SC_CHECK(o.max_batch >= 1 && o.max_encode_batch >= 1 && o.kv_block_size >= 1 && o.kv_blocks >= 0,
              ErrorCode::kInvalidArgument, "engine options: max_batch, max_encode_batch, kv_block_size must be >= 1 "
              "and kv_blocks >= 0 (got ", o.max_batch, ", ", o.max_encode_batch, ", ", o.kv_block_size, ", ",
              o.kv_blocks, ")");
+    SC_CHECK(o.gpu_memory_fraction > 0.0 && o.gpu_memory_fraction <= 1.0, ErrorCode::kInvalidArgument,
+             "engine options: gpu_memory_fraction must be in (0, 1], got ", o.gpu_memory_fraction);
+    engine::StepRunnerConfig c;
+    c.max_windows = o.max_batch;
+    c.max_admit = o.max_encode_batch;
+    c.block_size = o.kv_block_size;
+    c.num_blocks = o.kv_blocks;
+    c.gpu_memory_fraction = o.gpu_memory_fraction;
+    return t.runner().make_step_runner(c);
+  }
+
+  static engine::SchedulerConfig scheduler_config(const EngineOptions& o, int num_blocks) {
     engine::SchedulerConfig c;
     c.max_running = o.max_batch;
     c.max_admit = o.max_encode_batch;
     c.cross_slots = o.max_batch;
     c.block_size = o.kv_block_size;
-    const int ctx = t.runner().config().n_text_ctx;
-    c.num_blocks = o.kv_blocks > 0 ? o.kv_blocks : o.max_batch * ((ctx + o.kv_block_size - 1) / o.kv_block_size);
+    c.num_blocks = num_blocks;
     return c;
   }
 

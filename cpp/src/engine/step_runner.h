@@ -8,9 +8,19 @@
 #include <cstdint>
 #include <vector>
 
+#include "engine/kv_blocks.h"
 #include "runtime/whisper_decoding.h"
 
 namespace speechcore::engine {
+
+// How the engine sizes a runner.
+struct StepRunnerConfig {
+  int max_windows = 64;             // windows held at once (decoder batch, cross-attention slots)
+  int max_admit = 8;                // windows admitted per step at most
+  int block_size = 16;              // KV positions per block
+  int num_blocks = 0;               // KV blocks; 0: the runner decides (see num_blocks())
+  double gpu_memory_fraction = 0.9; // device runners: share of the GPU's memory the process may use
+};
 
 struct AdmitJob {
   uint64_t id = 0;
@@ -22,6 +32,14 @@ struct AdmitJob {
 class StepRunner {
  public:
   virtual ~StepRunner() = default;
+  // KV blocks the runner holds memory for: the scheduler's pool. With num_blocks = 0 in the
+  // config, the CPU runner takes enough for every window's whole context and the CUDA runner
+  // what fits in gpu_memory_fraction of the GPU after a warm-up (see CudaStepRunner).
+  virtual int num_blocks() const = 0;
+  // The scheduler's block tables (set once by the engine before the first admit): window id ->
+  // its blocks, covering every position admit() and step() write.
+  void set_kv(const KVCacheManager* kv) { kv_ = kv; }
+
   // Encodes and prefills the windows and picks each one's first token (a window may be done
   // right away: end-of-text or no tokens allowed).
   virtual void admit(const std::vector<AdmitJob>& jobs, const runtime::WhisperSpecialTokens& special) = 0;
@@ -33,6 +51,9 @@ class StepRunner {
   // Forgets a window in any state (no-op for an unknown id).
   virtual void release(uint64_t id) = 0;
   virtual size_t windows() const = 0;  // windows held
+
+ protected:
+  const KVCacheManager* kv_ = nullptr;
 };
 
 }  // namespace speechcore::engine

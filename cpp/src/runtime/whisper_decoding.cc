@@ -102,7 +102,7 @@ void finish_window(WindowResult& r) {
   r.avg_logprob = static_cast<float>(r.sum_logprob / (static_cast<double>(r.tokens.size()) + 1.0));
 }
 
-std::unique_ptr<engine::StepRunner> WindowRunner::make_step_runner(int) const {
+std::unique_ptr<engine::StepRunner> WindowRunner::make_step_runner(const engine::StepRunnerConfig&) const {
   throw_error(ErrorCode::kUnsupported, "the engine (submit / transcribe_stream / atranscribe) is not available on ",
               device(), " yet; use transcribe or transcribe_batch");
 }
@@ -114,7 +114,11 @@ namespace {
 // window decoded alone).
 class CpuStepRunner final : public engine::StepRunner {
  public:
-  explicit CpuStepRunner(std::shared_ptr<const models::whisper::WhisperModel> model) : model_(std::move(model)) {}
+  CpuStepRunner(std::shared_ptr<const models::whisper::WhisperModel> model, const engine::StepRunnerConfig& c)
+      : model_(std::move(model)),
+        num_blocks_(c.num_blocks > 0 ? c.num_blocks
+                                     : c.max_windows * ((model_->config().n_text_ctx + c.block_size - 1) / c.block_size)) {}
+  int num_blocks() const override { return num_blocks_; }  // bookkeeping only: each window has its own cache
   void admit(const std::vector<engine::AdmitJob>& jobs, const WhisperSpecialTokens& special) override {
     for (const engine::AdmitJob& j : jobs) {
       SC_CHECK(windows_.count(j.id) == 0, ErrorCode::kInternal, "window ", j.id, " admitted twice");
@@ -153,6 +157,7 @@ class CpuStepRunner final : public engine::StepRunner {
     return *it->second;
   }
   std::shared_ptr<const models::whisper::WhisperModel> model_;
+  int num_blocks_;
   std::unordered_map<uint64_t, std::unique_ptr<Window>> windows_;
 };
 
@@ -171,8 +176,8 @@ class CpuWindowRunner final : public WindowRunner {
   std::vector<float> prompt_logits(const float* mel, const std::vector<int>& prompt) const override {
     return runtime::prompt_logits(*model_, model_->encode(mel), prompt);
   }
-  std::unique_ptr<engine::StepRunner> make_step_runner(int) const override {
-    return std::make_unique<CpuStepRunner>(model_);
+  std::unique_ptr<engine::StepRunner> make_step_runner(const engine::StepRunnerConfig& c) const override {
+    return std::make_unique<CpuStepRunner>(model_, c);
   }
 
  private:

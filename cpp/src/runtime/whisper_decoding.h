@@ -11,6 +11,7 @@
 
 namespace speechcore::engine {
 class StepRunner;
+struct StepRunnerConfig;
 }
 
 namespace speechcore::runtime {
@@ -83,7 +84,7 @@ class WindowRunner {
   virtual Tensor log_mel(const std::vector<float>& samples) const;
   // A runner for the engine's step-by-step decoding (continuous batching) over this backend's
   // model, for up to max_windows windows at once; kUnsupported where the backend has none.
-  virtual std::unique_ptr<engine::StepRunner> make_step_runner(int max_windows) const;
+  virtual std::unique_ptr<engine::StepRunner> make_step_runner(const engine::StepRunnerConfig& config) const;
   virtual std::string device() const = 0;
   virtual std::string compute_type() const = 0;
   // Raw float32 logits [vocab] at the last prompt position (tests compare backends with it).

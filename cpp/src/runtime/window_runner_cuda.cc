@@ -36,6 +36,7 @@ using models::whisper::WhisperModelCuda;
 constexpr int kMaxSlots = 256;        // windows decoded together at most
 constexpr int kEncoderChunk = 8;      // windows per encoder forward pass
 constexpr size_t kReserveBytes = size_t(1) << 30;  // left free for cuBLASLt, graphs, other users
+constexpr size_t kGraphReserveBytes = size_t(256) << 20;  // the engine's graphs and small buffers
 
 struct HostBuffer {  // pinned host staging (asynchronous copies, no pageable bounce)
   void* ptr = nullptr;
@@ -158,7 +159,7 @@ class CudaWindowRunner final : public WindowRunner {
     return out;
   }
 
-  std::unique_ptr<engine::StepRunner> make_step_runner(int max_windows) const override;
+  std::unique_ptr<engine::StepRunner> make_step_runner(const engine::StepRunnerConfig& config) const override;
   const WhisperModelCuda& model() const { return model_; }
 
   std::vector<float> prompt_logits(const float* mel, const std::vector<int>& prompt) const override {
@@ -261,7 +262,10 @@ class CudaWindowRunner final : public WindowRunner {
 
   // Prefill prompts (slot i <- prompts[i]) right-padded to `len`; returns the hidden states.
   // Uses the pinned buffer's first 3 * n * len ints and waits for the copy.
-  Tensor prefill(WhisperBatchCuda& b, const std::vector<std::vector<int>>& prompts, int len, int slot0 = 0) const {
+  // With `table` (one prompt, a paged batch), position j's K/V go to row
+  // table[j / block_size] * block_size + j % block_size.
+  Tensor prefill(WhisperBatchCuda& b, const std::vector<std::vector<int>>& prompts, int len, int slot0 = 0,
+                 const std::vector<int>* table = nullptr) const {
     const int n = static_cast<int>(prompts.size());
     const int64_t R = static_cast<int64_t>(n) * len;
     host_.reserve(static_cast<size_t>(3 * R) * sizeof(int32_t));
@@ -272,7 +276,8 @@ class CudaWindowRunner final : public WindowRunner {
         const std::vector<int>& p = prompts[i];
         h[r] = j < static_cast<int>(p.size()) ? p[j] : p.back();  // padding: any valid id
         h[R + r] = j;
-        h[2 * R + r] = static_cast<int32_t>(static_cast<int64_t>(slot0 + i) * b.ctx + j);
+        h[2 * R + r] = table ? (*table)[j / b.block_size] * b.block_size + j % b.block_size
+                             : static_cast<int32_t>(static_cast<int64_t>(slot0 + i) * b.ctx + j);
       }
     Tensor ints = device_ints(3 * R);
     SC_CUDA_CHECK(cudaMemcpyAsync(ints.raw(), h, static_cast<size_t>(3 * R) * 4, cudaMemcpyHostToDevice,
@@ -439,18 +444,61 @@ class CudaWindowRunner final : public WindowRunner {
 // by rule set. Shares the model, its stream and its lock with the CudaWindowRunner.
 class CudaStepRunner final : public engine::StepRunner {
  public:
-  CudaStepRunner(const CudaWindowRunner& owner, int max_windows) : owner_(owner), model_(owner.model_) {
-    SC_CHECK(max_windows >= 1, ErrorCode::kInvalidArgument, "max_windows must be >= 1");
+  CudaStepRunner(const CudaWindowRunner& owner, const engine::StepRunnerConfig& config)
+      : owner_(owner), model_(owner.model_) {
+    const int max_windows = config.max_windows;
+    SC_CHECK(max_windows >= 1 && config.block_size >= 1, ErrorCode::kInvalidArgument,
+             "max_windows and block_size must be >= 1");
     const auto& cfg = model_.config();
     std::lock_guard<std::mutex> lock(owner_.mutex_);
-    state_.batch = model_.new_batch(max_windows, cfg.n_text_ctx);
+    // Cross-attention slots and step buffers first, then a warm-up of the largest activation
+    // (an encoder pass over a full chunk of windows), then the paged self-attention pool.
+    state_.batch = model_.new_batch(max_windows, cfg.n_text_ctx, 0);
+    WhisperBatchCuda& b = state_.batch;
+    const int warm = std::min(max_windows, kEncoderChunk);
+    {
+      const std::vector<float> zeros(static_cast<size_t>(cfg.n_mels) * owner_.n_frames(), 0.0f);
+      std::vector<const float*> mels(static_cast<size_t>(warm), zeros.data());
+      model_.encode(mels.data(), warm, b, 0, kEncoderChunk);
+      SC_CUDA_CHECK(cudaStreamSynchronize(model_.stream()));
+    }
+    const int bs = config.block_size;
+    const int table_stride = (cfg.n_text_ctx + bs - 1) / bs;
+    const size_t es = cuda::data_type_size(model_.dtype());
+    const size_t block_bytes = static_cast<size_t>(cfg.decoder_layers) * bs * 2 * cfg.d_model * es;
+    int blocks = config.num_blocks;
+    if (blocks <= 0) {
+      size_t free_bytes = 0, total = 0;
+      SC_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total));
+      // in use now: weights, slots, the allocator's cache (the warm-up's activations, kept for reuse)
+      const double used = static_cast<double>(total - free_bytes);
+      const double budget = config.gpu_memory_fraction * static_cast<double>(total) - used -
+                            static_cast<double>(kGraphReserveBytes);
+      const int64_t fit = budget > 0 ? static_cast<int64_t>(budget / static_cast<double>(block_bytes)) : 0;
+      blocks = static_cast<int>(std::min<int64_t>(fit, static_cast<int64_t>(max_windows) * table_stride));
+      SC_CHECK(blocks >= table_stride, ErrorCode::kOutOfMemory, "gpu_memory_fraction ", config.gpu_memory_fraction,
+               " of ", (total >> 20), " MiB leaves ", (budget > 0 ? static_cast<size_t>(budget) >> 20 : 0),
+               " MiB for the KV cache after the model and ", max_windows, " cross-attention slots (", (used / 1048576.0),
+               " MiB in use); one window needs ", ((block_bytes * table_stride) >> 20),
+               " MiB: raise gpu_memory_fraction or lower max_batch");
+    }
+    num_blocks_ = blocks;
+    b.self_kv = Tensor::empty({cfg.decoder_layers, static_cast<int64_t>(blocks) * bs, 2 * cfg.d_model},
+                              b.x.dtype(), Device::kCUDA);
+    b.block_size = bs;
+    b.table_stride = table_stride;
+    b.block_table = device_ints(static_cast<int64_t>(max_windows) * table_stride);
+    SC_CUDA_CHECK(cudaMemsetAsync(b.block_table.raw(), 0, b.block_table.nbytes(), model_.stream()));
     max_steps_ = cfg.n_text_ctx;
     generated_ = device_ints(static_cast<int64_t>(max_windows) * max_steps_);
     picked_ = device_ints(2 * static_cast<int64_t>(max_windows) + 1);  // tokens, log-probs, no-speech
     rows_ = device_ints(2 * static_cast<int64_t>(max_windows));
     for (int s = max_windows - 1; s >= 0; --s) free_slots_.push_back(s);
-    host_.reserve(static_cast<size_t>(11 * max_windows + 8) * 4);  // never reallocated (copies in flight)
+    // never reallocated (copies in flight): step inputs [6], downloads and admission [5], tables
+    host_.reserve(static_cast<size_t>((11 + table_stride) * max_windows + 8) * 4);
   }
+
+  int num_blocks() const override { return num_blocks_; }
 
   void admit(const std::vector<engine::AdmitJob>& jobs, const WhisperSpecialTokens& sp) override {
     if (jobs.empty()) return;
@@ -467,6 +515,7 @@ class CudaStepRunner final : public engine::StepRunner {
     for (const engine::AdmitJob& j : jobs) {
       SC_CHECK(!windows_.count(j.id), ErrorCode::kInternal, "window ", j.id, " is admitted twice");
       Window w;
+      w.id = j.id;
       w.layout = prompt_layout(j.prompt, sp, j.options);
       w.prompt_len = static_cast<int>(j.prompt.size());
       w.rules = rules_for(j.options, w.layout.timestamps, sp);
@@ -495,7 +544,7 @@ class CudaStepRunner final : public engine::StepRunner {
       float* d_ns = reinterpret_cast<float*>(picked_.data<int32_t>() + 2 * b.slots);
       for (int i = 0; i < n; ++i) {
         Window& win = *wins[i];
-        Tensor x = owner_.prefill(b, {jobs[i].prompt}, win.prompt_len, slots[i]);  // waits for its own copy
+        Tensor x = owner_.prefill(b, {jobs[i].prompt}, win.prompt_len, slots[i], &table(jobs[i].id, win.prompt_len));
         h_rows[2 * i] = win.layout.sot_index;
         h_rows[2 * i + 1] = win.prompt_len - 1;
         SC_CUDA_CHECK(cudaMemcpyAsync(rows_.data<int32_t>() + 2 * i, h_rows + 2 * i, 2 * 4, cudaMemcpyHostToDevice,
@@ -547,19 +596,24 @@ class CudaStepRunner final : public engine::StepRunner {
     std::stable_sort(rows.begin(), rows.end(), [](const Window* a, const Window* c) { return a->rules < c->rules; });
     const int stride = b.slots;
     int32_t* h = host_.as<int32_t>();
+    int32_t* h_table = h + 11 * stride;
     for (int r = 0; r < n; ++r) {
       const Window& w = *rows[r];
       const int k = static_cast<int>(w.result.tokens.size());
       const int pos = w.prompt_len + k - 1;
+      const std::vector<int>& t = table(w.id, pos + 1);
+      std::copy(t.begin(), t.end(), h_table + static_cast<int64_t>(r) * b.table_stride);
       h[r] = w.result.tokens.back();
       h[stride + r] = pos;
-      h[2 * stride + r] = w.slot * b.ctx + pos;
+      h[2 * stride + r] = t[pos / b.block_size] * b.block_size + pos % b.block_size;
       h[3 * stride + r] = w.slot;
       h[4 * stride + r] = pos + 1;
       h[5 * stride + r] = k;
     }
     SC_CUDA_CHECK(cudaMemcpyAsync(b.step_array(0), h, static_cast<size_t>(6 * stride) * 4, cudaMemcpyHostToDevice,
                                   stream));
+    SC_CUDA_CHECK(cudaMemcpyAsync(b.block_table.raw(), h_table, static_cast<size_t>(n) * b.table_stride * 4,
+                                  cudaMemcpyHostToDevice, stream));
     owner_.step_and_logits(state_, n);
     const int vocab = model_.config().vocab_size;
     for (int r0 = 0; r0 < n;) {
@@ -602,12 +656,25 @@ class CudaStepRunner final : public engine::StepRunner {
     int n_suppress = 0, n_begin = 0;
   };
   struct Window {
+    uint64_t id = 0;
     int slot = 0, prompt_len = 0;
     PromptLayout layout;
     const Rules* rules = nullptr;
     WindowResult result;
     bool done = false;
   };
+
+  // Window id's blocks from the scheduler, which must cover `positions` positions.
+  const std::vector<int>& table(uint64_t id, int positions) const {
+    SC_CHECK(kv_ != nullptr, ErrorCode::kInternal, "the engine runner has no block tables");
+    const std::vector<int>& t = kv_->table(id);
+    const int bs = state_.batch.block_size;
+    SC_CHECK(static_cast<int64_t>(t.size()) * bs >= positions && static_cast<int>(t.size()) <= state_.batch.table_stride,
+             ErrorCode::kInternal, "window ", id, " has ", t.size(), " KV blocks for ", positions, " positions");
+    for (int blk : t)
+      SC_CHECK(blk >= 0 && blk < num_blocks_, ErrorCode::kInternal, "KV block ", blk, " is outside the pool");
+    return t;
+  }
 
   const Rules* rules_for(const WindowOptions& o, bool timestamps, const WhisperSpecialTokens& sp) {
     special_ = sp;
@@ -658,6 +725,7 @@ class CudaStepRunner final : public engine::StepRunner {
   const CudaWindowRunner& owner_;
   const WhisperModelCuda& model_;
   CachedBatch state_;
+  int num_blocks_ = 0;
   int max_steps_ = 0;
   Tensor generated_, picked_, rows_;
   std::vector<int> free_slots_;
@@ -667,8 +735,8 @@ class CudaStepRunner final : public engine::StepRunner {
   HostBuffer host_;
 };
 
-std::unique_ptr<engine::StepRunner> CudaWindowRunner::make_step_runner(int max_windows) const {
-  return std::make_unique<CudaStepRunner>(*this, max_windows);
+std::unique_ptr<engine::StepRunner> CudaWindowRunner::make_step_runner(const engine::StepRunnerConfig& config) const {
+  return std::make_unique<CudaStepRunner>(*this, config);
 }
 
 }  // namespace

@@ -129,7 +129,7 @@ size_t WhisperModelCuda::encoder_bytes(int windows) const {
   return es * windows * (t_in * nm * 4 + t_in * d + t * 3 * d + t * d * 10);
 }
 
-WhisperBatchCuda WhisperModelCuda::new_batch(int slots, int ctx) const {
+WhisperBatchCuda WhisperModelCuda::new_batch(int slots, int ctx, int64_t kv_rows) const {
   const WhisperConfig& c = config_;
   SC_CHECK(slots >= 1 && ctx >= 1 && ctx <= c.n_text_ctx, ErrorCode::kInvalidArgument, "new_batch: bad sizes ",
            slots, ", ", ctx);
@@ -139,7 +139,7 @@ WhisperBatchCuda WhisperModelCuda::new_batch(int slots, int ctx) const {
   b.slots = slots;
   b.ctx = ctx;
   b.cross = Tensor::empty({L, s * c.n_audio_ctx, 2 * d}, dt, Device::kCUDA);
-  b.self_kv = Tensor::empty({L, s * ctx, 2 * d}, dt, Device::kCUDA);
+  if (kv_rows != 0) b.self_kv = Tensor::empty({L, kv_rows < 0 ? s * ctx : kv_rows, 2 * d}, dt, Device::kCUDA);
   b.x = scratch(s, d);
   b.h = scratch(s, d);
   b.qkv = scratch(s, 3 * d);
@@ -233,7 +233,7 @@ Tensor WhisperModelCuda::prefill(WhisperBatchCuda& batch, const int32_t* ints, i
   const int32_t* kv_rows = ints + 2 * R;
   Tensor x = scratch(R, d), h = scratch(R, d), qkv = scratch(R, 3 * d), att = scratch(R, d), ff = scratch(R, 4 * d);
   cuda::embedding(dt, tok_emb_.raw(), ids, pos, dec_pos_.raw(), x.raw(), R, d, stream_);
-  const int64_t self_layer = static_cast<int64_t>(batch.slots) * ctx * 2 * d;
+  const int64_t self_layer = batch.self_kv.dim(1) * 2 * d;
   const int64_t cross_layer = static_cast<int64_t>(batch.slots) * t_enc * 2 * d;
   for (size_t li = 0; li < dec_.size(); ++li) {
     const DecLayer& L = dec_[li];
@@ -270,8 +270,15 @@ void WhisperModelCuda::step(WhisperBatchCuda& b, int n) const {
   const int32_t* kv_rows = b.step_array(2);
   const int32_t* slot = b.step_array(3);
   const int32_t* self_len = b.step_array(4);
-  const int64_t self_layer = static_cast<int64_t>(b.slots) * ctx * 2 * d;
+  const int64_t self_layer = b.self_kv.dim(1) * 2 * d;
   const int64_t cross_layer = static_cast<int64_t>(b.slots) * t_enc * 2 * d;
+  cuda::PagedKV paged;
+  if (b.block_size > 0) {
+    paged.block_table = b.block_table.data<int32_t>();
+    paged.table_stride = b.table_stride;
+    paged.block_size = b.block_size;
+  }
+  const cuda::PagedKV* self_paged = b.block_size > 0 ? &paged : nullptr;
   void* x = b.x.raw();
   void* h = b.h.raw();
   void* qkv = b.qkv.raw();
@@ -286,7 +293,7 @@ void WhisperModelCuda::step(WhisperBatchCuda& b, int n) const {
     linear(h, n, L.self_attn.qkv_w, L.self_attn.qkv_b, qkv, false);
     cuda::copy_rows(dt, at(b.qkv, d), 3 * d, nullptr, KV_self, 2 * d, kv_rows, n, 2 * d, stream_);  // K | V
     cuda::attention_decode(dt, qkv, 3 * d, 3 * d, KV_self, 2 * d, ctx * 2 * d, at(b.self_kv, li * self_layer + d),
-                           2 * d, ctx * 2 * d, att, d, d, self_len, slot, n, heads, 64, ctx, scr, stream_);
+                           2 * d, ctx * 2 * d, att, d, d, self_len, slot, n, heads, 64, ctx, scr, stream_, self_paged);
     linear(att, n, L.self_attn.out_w, L.self_attn.out_b, x, true);
     cuda::layer_norm(dt, x, L.cross_attn.ln_g.raw(), L.cross_attn.ln_b.raw(), h, n, d, kLnEps, stream_);
     linear(h, n, L.cross_attn.qkv_w, L.cross_attn.qkv_b, qkv, false);  // q only: [n, d]

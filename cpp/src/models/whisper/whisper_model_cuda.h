@@ -26,7 +26,13 @@ struct WhisperBatchCuda {
   int slots = 0;  // windows held
   int ctx = 0;    // self-attention positions per window
   Tensor cross;   // [decoder_layers, slots * n_audio_ctx, 2 * d_model] (K | V)
-  Tensor self_kv; // [decoder_layers, slots * ctx, 2 * d_model] (K | V), row slot * ctx + position
+  Tensor self_kv; // [decoder_layers, kv rows, 2 * d_model] (K | V): row slot * ctx + position, or
+                  // paged (block_size > 0): row block * block_size + position % block_size
+  // Paged self-attention K/V (the engine): block_table [slots, table_stride] int32, row r of the
+  // rows step() runs lists that row's blocks (written by the caller with the step inputs).
+  int block_size = 0;
+  int table_stride = 0;
+  Tensor block_table;
   // Per-step buffers for up to `slots` rows.
   Tensor x, h, qkv, att, ff;  // [slots, d], [slots, d], [slots, 3d], [slots, d], [slots, 4d]
   Tensor attn_scratch;        // attention_decode split-K partials
@@ -55,7 +61,9 @@ class WhisperModelCuda {
   size_t bytes_per_slot(int ctx) const;
   // Device bytes of the encoder's activations for `windows` windows at once.
   size_t encoder_bytes(int windows) const;
-  WhisperBatchCuda new_batch(int slots, int ctx) const;
+  // kv_rows: rows of the self-attention K/V (-1: slots * ctx; 0: none yet, for a caller that
+  // sizes a paged pool itself and sets self_kv, block_size, table_stride and block_table).
+  WhisperBatchCuda new_batch(int slots, int ctx, int64_t kv_rows = -1) const;
 
   // Encoder for n windows: mels[i] is host float32 [n_mels, 2 * n_audio_ctx]; window i's cross
   // K/V goes to slot slot0 + i. Runs `chunk` windows per forward pass (>= 1). Enqueued on stream().
