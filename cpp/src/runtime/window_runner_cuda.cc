@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <map>
 #include <mutex>
@@ -262,10 +263,10 @@ class CudaWindowRunner final : public WindowRunner {
 
   // Prefill prompts (slot i <- prompts[i]) right-padded to `len`; returns the hidden states.
   // Uses the pinned buffer's first 3 * n * len ints and waits for the copy.
-  // With `table` (one prompt, a paged batch), position j's K/V go to row
-  // table[j / block_size] * block_size + j % block_size.
+  // With kv_row (a paged batch), prompt i's position j K/V go to row kv_row(i, j), and slots
+  // lists each prompt's cross-attention slot.
   Tensor prefill(WhisperBatchCuda& b, const std::vector<std::vector<int>>& prompts, int len, int slot0 = 0,
-                 const std::vector<int>* table = nullptr) const {
+                 const std::function<int32_t(int, int)>& kv_row = nullptr, const int* slots = nullptr) const {
     const int n = static_cast<int>(prompts.size());
     const int64_t R = static_cast<int64_t>(n) * len;
     host_.reserve(static_cast<size_t>(3 * R) * sizeof(int32_t));
@@ -276,14 +277,13 @@ class CudaWindowRunner final : public WindowRunner {
         const std::vector<int>& p = prompts[i];
         h[r] = j < static_cast<int>(p.size()) ? p[j] : p.back();  // padding: any valid id
         h[R + r] = j;
-        h[2 * R + r] = table ? (*table)[j / b.block_size] * b.block_size + j % b.block_size
-                             : static_cast<int32_t>(static_cast<int64_t>(slot0 + i) * b.ctx + j);
+        h[2 * R + r] = kv_row ? kv_row(i, j) : static_cast<int32_t>(static_cast<int64_t>(slot0 + i) * b.ctx + j);
       }
     Tensor ints = device_ints(3 * R);
     SC_CUDA_CHECK(cudaMemcpyAsync(ints.raw(), h, static_cast<size_t>(3 * R) * 4, cudaMemcpyHostToDevice,
                                   model_.stream()));
     SC_CUDA_CHECK(cudaStreamSynchronize(model_.stream()));  // the pinned buffer is reused next
-    return model_.prefill(b, ints.data<int32_t>(), n, len, slot0);
+    return model_.prefill(b, ints.data<int32_t>(), n, len, slot0, slots);
   }
 
   void decode_chunk(const std::vector<WindowRequest>& requests, const std::vector<PromptLayout>& layouts,
@@ -483,7 +483,8 @@ class CudaStepRunner final : public engine::StepRunner {
                " MiB: raise gpu_memory_fraction or lower max_batch");
     }
     num_blocks_ = blocks;
-    b.self_kv = Tensor::empty({cfg.decoder_layers, static_cast<int64_t>(blocks) * bs, 2 * cfg.d_model},
+    // one spare block past the scheduler's: padded prompt positions write there
+    b.self_kv = Tensor::empty({cfg.decoder_layers, static_cast<int64_t>(blocks + 1) * bs, 2 * cfg.d_model},
                               b.x.dtype(), Device::kCUDA);
     b.block_size = bs;
     b.table_stride = table_stride;
@@ -542,17 +543,36 @@ class CudaStepRunner final : public engine::StepRunner {
       SC_CUDA_CHECK(cudaMemcpyAsync(b.step_array(5), h + 5 * b.slots, static_cast<size_t>(n) * 4,
                                     cudaMemcpyHostToDevice, stream));
       float* d_ns = reinterpret_cast<float*>(picked_.data<int32_t>() + 2 * b.slots);
+      // One prefill for all prompts, right-padded to the longest: a padded position's K/V go
+      // to the pool's spare block (nobody reads it), a real one through the window's table.
+      int len = 1;
+      std::vector<std::vector<int>> prompts;
+      std::vector<const std::vector<int>*> tables;
       for (int i = 0; i < n; ++i) {
-        Window& win = *wins[i];
-        Tensor x = owner_.prefill(b, {jobs[i].prompt}, win.prompt_len, slots[i], &table(jobs[i].id, win.prompt_len));
-        h_rows[2 * i] = win.layout.sot_index;
-        h_rows[2 * i + 1] = win.prompt_len - 1;
-        SC_CUDA_CHECK(cudaMemcpyAsync(rows_.data<int32_t>() + 2 * i, h_rows + 2 * i, 2 * 4, cudaMemcpyHostToDevice,
-                                      stream));
-        model_.logits(b, x, rows_.data<int32_t>() + 2 * i, 2, 2 * i);
-        const float* lg = b.logits.data<float>() + static_cast<int64_t>(2 * i) * vocab;
-        cuda::no_speech_prob(lg, 1, vocab, sp.no_speech >= 0 ? sp.no_speech : 0, d_ns + i, stream);
-        pick(lg + vocab, 1, i, *win.rules);
+        len = std::max(len, wins[i]->prompt_len);
+        prompts.push_back(jobs[i].prompt);
+        tables.push_back(&table(jobs[i].id, wins[i]->prompt_len));
+      }
+      const int bs = b.block_size;
+      auto kv_row = [&](int i, int j) -> int32_t {
+        if (j >= wins[i]->prompt_len) return num_blocks_ * bs + j % bs;  // the spare block
+        return (*tables[i])[j / bs] * bs + j % bs;
+      };
+      Tensor x = owner_.prefill(b, prompts, len, 0, kv_row, slots.data());
+      for (int i = 0; i < n; ++i) {
+        h_rows[i] = i * len + wins[i]->layout.sot_index;
+        h_rows[n + i] = i * len + wins[i]->prompt_len - 1;
+      }
+      SC_CUDA_CHECK(cudaMemcpyAsync(rows_.data<int32_t>(), h_rows, static_cast<size_t>(2 * n) * 4,
+                                    cudaMemcpyHostToDevice, stream));
+      model_.logits(b, x, rows_.data<int32_t>(), 2 * n, 0);  // rows [0, n): start of transcript; [n, 2n): last
+      x = Tensor();
+      cuda::no_speech_prob(b.logits.data<float>(), n, vocab, sp.no_speech >= 0 ? sp.no_speech : 0, d_ns, stream);
+      for (int i0 = 0; i0 < n;) {  // picks grouped by rule set (consecutive windows sharing one)
+        int i1 = i0 + 1;
+        while (i1 < n && wins[i1]->rules == wins[i0]->rules) ++i1;
+        pick(b.logits.data<float>() + static_cast<int64_t>(n + i0) * vocab, i1 - i0, i0, *wins[i0]->rules);
+        i0 = i1;
       }
       // the picks' tokens, log-probs and no-speech probabilities
       int32_t* tok = h + 8 * b.slots;

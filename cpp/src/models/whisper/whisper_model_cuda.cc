@@ -220,10 +220,15 @@ void WhisperModelCuda::encode_chunk(const float* const* mels, int n, WhisperBatc
   // to work queued later on this same stream.
 }
 
-Tensor WhisperModelCuda::prefill(WhisperBatchCuda& batch, const int32_t* ints, int n, int len, int slot0) const {
+Tensor WhisperModelCuda::prefill(WhisperBatchCuda& batch, const int32_t* ints, int n, int len, int slot0,
+                                 const int* slots) const {
   const WhisperConfig& c = config_;
   const cuda::DataType dt = dtype_;
-  SC_CHECK(n >= 1 && slot0 >= 0 && slot0 + n <= batch.slots && len >= 1 && len <= batch.ctx,
+  if (slots)
+    for (int i = 0; i < n; ++i)
+      SC_CHECK(slots[i] >= 0 && slots[i] < batch.slots, ErrorCode::kInvalidArgument, "prefill: slot ", slots[i],
+               " is outside a batch of ", batch.slots);
+  SC_CHECK(n >= 1 && slot0 >= 0 && (slots || slot0 + n <= batch.slots) && len >= 1 && len <= batch.ctx,
            ErrorCode::kInvalidArgument, "prefill: ", n, " prompts of ", len, " tokens at slot ", slot0,
            " do not fit the batch");
   const int64_t d = c.d_model, t_enc = c.n_audio_ctx, R = static_cast<int64_t>(n) * len, ctx = batch.ctx;
@@ -247,10 +252,19 @@ Tensor WhisperModelCuda::prefill(WhisperBatchCuda& batch, const int32_t* ints, i
     linear(att.raw(), R, L.self_attn.out_w, L.self_attn.out_b, x.raw(), true);
     cuda::layer_norm(dt, x.raw(), L.cross_attn.ln_g.raw(), L.cross_attn.ln_b.raw(), h.raw(), R, d, kLnEps, stream_);
     linear(h.raw(), R, L.cross_attn.qkv_w, L.cross_attn.qkv_b, qkv.raw(), false);  // q only: [R, d]
-    const int64_t cross0 = li * cross_layer + static_cast<int64_t>(slot0) * t_enc * 2 * d;
-    void* KV = at(batch.cross, cross0);
-    cuda::attention_prefill(dt, qkv.raw(), d, len * d, KV, 2 * d, t_enc * 2 * d, at(batch.cross, cross0 + d),
-                            2 * d, t_enc * 2 * d, att.raw(), d, len * d, n, len, t_enc, heads, 64, -1, stream_);
+    if (slots) {  // each sequence against its own slot's K/V
+      for (int i = 0; i < n; ++i) {
+        const int64_t cross0 = li * cross_layer + static_cast<int64_t>(slots[i]) * t_enc * 2 * d;
+        cuda::attention_prefill(dt, at(qkv, i * len * d), d, len * d, at(batch.cross, cross0), 2 * d, t_enc * 2 * d,
+                                at(batch.cross, cross0 + d), 2 * d, t_enc * 2 * d, at(att, i * len * d), d, len * d, 1,
+                                len, t_enc, heads, 64, -1, stream_);
+      }
+    } else {
+      const int64_t cross0 = li * cross_layer + static_cast<int64_t>(slot0) * t_enc * 2 * d;
+      void* KV = at(batch.cross, cross0);
+      cuda::attention_prefill(dt, qkv.raw(), d, len * d, KV, 2 * d, t_enc * 2 * d, at(batch.cross, cross0 + d),
+                              2 * d, t_enc * 2 * d, att.raw(), d, len * d, n, len, t_enc, heads, 64, -1, stream_);
+    }
     linear(att.raw(), R, L.cross_attn.out_w, L.cross_attn.out_b, x.raw(), true);
     cuda::layer_norm(dt, x.raw(), L.ffn.ln_g.raw(), L.ffn.ln_b.raw(), h.raw(), R, d, kLnEps, stream_);
     linear_gelu(h.raw(), R, L.ffn.fc1_w, L.ffn.fc1_b, ff.raw());

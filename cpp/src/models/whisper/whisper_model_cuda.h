@@ -76,7 +76,10 @@ class WhisperModelCuda {
   // [3, n * len]: token ids, positions (j for token j) and KV-cache rows (slot * ctx + j). Writes
   // K/V positions [0, len) of each slot and returns the final hidden states [n * len, d]
   // (device, before the final layer norm). Enqueued on stream().
-  Tensor prefill(WhisperBatchCuda& batch, const int32_t* ints, int n, int len, int slot0 = 0) const;
+  // slots (host, optional): sequence i's cross-attention K/V are slot slots[i]'s (any distinct
+  // slots; slot0 is then ignored), else slot slot0 + i.
+  Tensor prefill(WhisperBatchCuda& batch, const int32_t* ints, int n, int len, int slot0 = 0,
+                 const int* slots = nullptr) const;
 
   // One decoder step for n rows (n <= slots), inputs in batch.step_array(0..4) (device int32 [n]
   // each): token id, position, KV-cache row (slot * ctx + position) the new K/V go to, slot, and
