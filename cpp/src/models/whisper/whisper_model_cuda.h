@@ -71,7 +71,15 @@ class WhisperModelCuda {
   // One decoder step for n rows (n <= slots), inputs in batch.step_array(0..4) (device int32 [n]
   // each): token id, position, KV-cache row (slot * ctx + position) the new K/V go to, slot, and
   // self-attention length (position + 1). Hidden states land in batch.x[0, n). Allocates nothing.
+  // For n <= the GEMM runner's gemv rows the step runs fused (decode_fusion()): layer norms inside
+  // the following products, the QKV product writing K/V into the cache, 8 kernels per layer;
+  // same results bit for bit as the unfused sequence.
   void step(WhisperBatchCuda& batch, int n) const;
+
+  // Fused decode steps for small batches (default on; SPEECHCORE_DECODE_FUSION=0 turns it off,
+  // for measurements and tests). Also used by logits() (final layer norm inside the product).
+  bool decode_fusion() const { return decode_fusion_; }
+  void set_decode_fusion(bool on) { decode_fusion_ = on; }
 
   // Float32 logits of m rows of hidden states (final layer norm + tied output projection):
   // logits[i] for row rows[i] of x (device int32 [m]; null = rows 0..m-1), into batch.logits
@@ -105,6 +113,7 @@ class WhisperModelCuda {
   cuda::DataType dtype_;
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<cuda::GemmRunner> gemm_;
+  bool decode_fusion_ = true;
   size_t weight_bytes_ = 0;
   Tensor conv1_w_, conv1_b_, conv2_w_, conv2_b_, enc_pos_, enc_ln_g_, enc_ln_b_;
   Tensor tok_emb_, dec_pos_, dec_ln_g_, dec_ln_b_;
