@@ -6,7 +6,6 @@ for small batches whose rows drop out as windows finish."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 import speechcore
