@@ -293,6 +293,22 @@ def test_decode(batch, lengths, max_len, heads, d, layout, dtype):
     check_decode(out, seqs, heads, d, dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_decode_split_merge_repeats(dtype):
+    # Split-K merged by the last block of each (sequence, head): the merge counters must be back
+    # at 0 after every call, so repeated calls on one scratch (as CUDA-graph replays) stay right.
+    rng = rng_for("decode-repeat", dtype)
+    lengths = [1500, 700, 1]
+    bufs, seqs = make_decode(rng, 3, lengths, 1500, 20, 64, "cross", dtype)
+    assert _C.cuda_ops.attention_decode_split(3, 20, 1500)[0] > 1
+    once = run_decode(bufs, lengths, 20, 64, dtype, None)
+    qb, kb, vb, cols = bufs
+    again = _C.cuda_ops.attention_decode(qb, kb, vb, np.asarray(lengths, np.int32), 20, 64, dtype, cols[0],
+                                         cols[1], cols[2], repeat=4)
+    np.testing.assert_array_equal(again, once)
+    check_decode(again, seqs, 20, 64, dtype)
+
+
 def test_decode_split_policy():
     # The cases above cover both paths: one block per (sequence, head), and split-K.
     assert _C.cuda_ops.attention_decode_split(8, 6, 100)[0] == 1
@@ -301,7 +317,8 @@ def test_decode_split_policy():
         splits, chunk = _C.cuda_ops.attention_decode_split(batch, heads, n)
         assert splits > 1, (batch, heads, n)
         assert (splits - 1) * chunk < n <= splits * chunk  # no empty split, all keys covered
-        assert _C.cuda_ops.attention_decode_scratch_bytes(batch, heads, 64, n) == 4 * batch * heads * splits * 66
+        # fixed merge-counter region (4 bytes x 528 = 4 x 132 target blocks), then the partials
+        assert _C.cuda_ops.attention_decode_scratch_bytes(batch, heads, 64, n) == 4 * 528 + 4 * batch * heads * splits * 66
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -80,3 +80,74 @@ def test_linear_gelu(dtype, m, gemv_rows):
     ref = 0.5 * pre * (1 + np.vectorize(erf)(pre / np.sqrt(2)))
     got = _C.cuda_ops.linear(x, w, b, dtype, None, gemv_max_rows=gemv_rows, gelu=True)
     assert rel_err(got, ref) < TOL[dtype]
+
+
+# --- decode-step fusions of gemv ------------------------------------------------------------------
+
+def _ln64(x, g, b, eps=1e-5):
+    x = x.astype(np.float64)
+    mu = x.mean(-1, keepdims=True)
+    return (x - mu) / np.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + eps) * g + b
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("m,n,k,mode", [(1, 3840, 1280, "bias"), (2, 1280, 1280, "bias"), (2, 5120, 1280, "gelu"),
+                                        (1, 51866, 1280, "f32"), (2, 51866, 1280, "f32"), (3, 83, 1000, "bias"),
+                                        (2, 77, 999, "gelu"), (8, 100, 1280, "bias"), (1, 9, 8, "none")])
+def test_gemv_fused_layer_norm(dtype, m, n, k, mode):
+    """Layer norm fused into the product: bit-identical to layer_norm() then the gemv kernel (same
+    statistics order, same rounding), and close to float64 numpy. x has a large mean (two-pass
+    statistics matter); odd k takes the scalar path."""
+    r = lambda a: _C.ops.round_to_dtype(np.asarray(a, np.float32), dtype)  # noqa: E731
+    x = r(rng.standard_normal((m, k)) * 3 + 20)
+    g, b = r(1 + 0.5 * rng.standard_normal(k)), r(rng.standard_normal(k))
+    w = r(rng.standard_normal((n, k)) / np.sqrt(k))
+    bias = r(rng.standard_normal(n)) if mode in ("bias", "gelu") else None
+    gelu, f32 = mode == "gelu", mode == "f32"
+    got, y2 = _C.cuda_ops.gemv_fused(x, w, bias, dtype, f32_out=f32, gelu=gelu, ln_gamma=g, ln_beta=b)
+    assert y2 is None
+    h = _C.cuda_ops.layer_norm(x, g, b, 1e-5, dtype)
+    unfused = _C.cuda_ops.linear(h, w, bias, dtype, None, gemv_max_rows=8, f32_out=f32, gelu=gelu)
+    np.testing.assert_array_equal(got, unfused)
+    ref = r(_ln64(x, g, b)).astype(np.float64) @ w.astype(np.float64).T + (bias if bias is not None else 0)
+    if gelu:
+        from math import erf
+        ref = 0.5 * ref * (1 + np.vectorize(erf)(ref / np.sqrt(2)))
+    assert rel_err(got, ref) < TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("m", [1, 2, 5])
+def test_gemv_split_output_into_kv_cache(dtype, m):
+    """Fused QKV product (with its layer norm): q columns to y, K | V columns straight into rows
+    rows2[i] of a KV cache; untouched cache rows and y's K/V columns stay as they were."""
+    r = lambda a: _C.ops.round_to_dtype(np.asarray(a, np.float32), dtype)  # noqa: E731
+    d = 320
+    x = r(rng.standard_normal((m, d)))
+    g, b = r(1 + 0.1 * rng.standard_normal(d)), r(0.1 * rng.standard_normal(d))
+    w, bias = r(rng.standard_normal((3 * d, d)) / np.sqrt(d)), r(rng.standard_normal(3 * d))
+    cache = r(rng.standard_normal((11, 2 * d + 8)))  # ld2 > 2d
+    rows = np.array([7, 2, 10, 0, 5][:m], np.int32)
+    y, y2 = _C.cuda_ops.gemv_fused(x, w, bias, dtype, ln_gamma=g, ln_beta=b, split_col=d, y2_init=cache,
+                                   rows2=rows, repeat=2)
+    full = _C.cuda_ops.gemv_fused(x, w, bias, dtype, ln_gamma=g, ln_beta=b)[0]
+    np.testing.assert_array_equal(y[:, :d], full[:, :d])
+    assert np.isnan(y[:, d:]).all(), "K/V columns must not be written to y"
+    want = cache.copy()
+    want[rows, :2 * d] = full[:, d:]
+    np.testing.assert_array_equal(y2, want)
+
+
+def test_gemv_fusion_rejects_bad_arguments():
+    import speechcore
+
+    x, w = np.ones((8, 2000), np.float32), np.ones((4, 2000), np.float32)
+    g = np.ones(2000, np.float32)
+    with pytest.raises(speechcore.UnsupportedError):  # 8 x 2000 floats exceed the staged-x limit
+        _C.cuda_ops.gemv_fused(x, w, None, "float32", ln_gamma=g, ln_beta=g)
+    with pytest.raises(speechcore.InvalidArgumentError):  # split of a float32 output of a half model
+        _C.cuda_ops.gemv_fused(x[:1], w, None, "bfloat16", f32_out=True, split_col=2,
+                               y2_init=np.zeros((3, 2), np.float32), rows2=np.zeros(1, np.int32))
+    with pytest.raises(speechcore.InvalidArgumentError):  # ld2 < n - split_col
+        _C.cuda_ops.gemv_fused(x[:1], w, None, "float32", split_col=1, y2_init=np.zeros((3, 2), np.float32),
+                               rows2=np.zeros(1, np.int32))

@@ -44,6 +44,7 @@ struct DecodeParams {
   float scale_log2;
   float* partial_o;    // [batch, heads, splits, head_dim] unnormalized outputs (splits > 1)
   float* partial_ml;   // [batch, heads, splits, 2] running max (log2 domain) and sum (splits > 1)
+  unsigned* counters;  // [batch * heads] finished splits (splits > 1; zero before and after a call)
 };
 
 // Defined in attention_kernels.cuh, explicitly instantiated for T in {float, __half, __nv_bfloat16}
@@ -55,5 +56,9 @@ template <typename T, int D> void launch_decode(const DecodeParams& p, int batch
 constexpr int kDecodeTargetBlocks = 4 * 132;  // ~4 blocks per SM of an H100/H200
 constexpr int kDecodeMinChunk = 128;          // keys per split at least (and chunks are multiples of this)
 constexpr int kDecodeMaxSplits = 32;
+// Split-K happens only when batch * heads < kDecodeTargetBlocks, so the merge counters (one per
+// (sequence, head)) fit a fixed region at the start of the scratch, whatever the call's shape.
+constexpr size_t kDecodeCounterBytes = sizeof(unsigned) * kDecodeTargetBlocks;
+static_assert(kDecodeCounterBytes % 16 == 0, "the partials after the counters stay 16-byte aligned");
 
 }  // namespace speechcore::cuda::attn

@@ -11,6 +11,7 @@
 #include <type_traits>
 
 #include "attention_internal.h"
+#include "kernel_utils.cuh"
 #include "speechcore_cuda/common.h"
 
 namespace speechcore::cuda::attn {
@@ -473,7 +474,10 @@ template <typename T, int D> void launch_prefill(const PrefillParams& p, int bat
 // A key row of D elements is read by TPK = D / VEC threads with 16-byte loads; the block streams
 // GROUPS = 128 / TPK keys at a time (x kUnroll loads in flight per thread), each thread group
 // keeps its own online-softmax state, merged through shared memory at the end. With splits > 1
-// the block writes unnormalized partials; decode_combine_kernel merges them.
+// the block writes unnormalized partials, and the last block of the (sequence, head) to finish
+// (a counter per (sequence, head), reset to 0 by that block) merges them: one kernel, no combine
+// launch. Launched with programmatic dependent launch: waits for the previous kernel before it
+// reads anything, then lets the next kernel start loading its weights.
 // ---------------------------------------------------------------------------------------------
 constexpr int kDecThreads = 128;
 constexpr int kDecUnroll = 4;
@@ -488,7 +492,10 @@ __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams 
   static_assert(TPK >= 1 && TPK <= 32 && (TPK & (TPK - 1)) == 0, "threads per key must divide a warp");
   __shared__ float s_m[GROUPS], s_l[GROUPS];
   __shared__ float s_o[GROUPS][D];
+  __shared__ bool s_last;
 
+  detail::pdl_wait();  // q, K/V and the lengths may come from the previous kernels
+  detail::pdl_trigger();
   const int tid = threadIdx.x, grp = tid / TPK, sub = tid % TPK;
   const int split = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
   int len = p.kv_lengths[b];
@@ -589,41 +596,47 @@ __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams 
       p.partial_o[(bh * p.splits + split) * D + d] = acc;
     }
   }
-  if (p.splits > 1 && tid == 0) {
+  if (p.splits == 1) return;
+  if (tid == 0) {
     p.partial_ml[(bh * p.splits + split) * 2] = M;
     p.partial_ml[(bh * p.splits + split) * 2 + 1] = L;
   }
-}
-
-// Merge the splits of one (sequence, head): grid (heads, batch), D threads.
-template <typename T, int D>
-__global__ void __launch_bounds__(D) decode_combine_kernel(const DecodeParams p) {
-  const int h = blockIdx.x, b = blockIdx.y, d = threadIdx.x;
-  const int64_t bh = static_cast<int64_t>(b) * gridDim.x + h;
+  // The last split of (b, h) to get here merges them all: every writer fences its partials
+  // before the block counts itself; the counter goes back to 0 for the next call.
+  __threadfence();
+  __syncthreads();
+  if (tid == 0) {
+    const unsigned done = atomicAdd(p.counters + bh, 1u);
+    s_last = done == static_cast<unsigned>(p.splits - 1);
+    if (s_last) p.counters[bh] = 0;
+  }
+  __syncthreads();
+  if (!s_last) return;
+  __threadfence();
+  // Merge (as a separate combine pass would): weights exp2(m_s - M), in split order. The other
+  // blocks' partials are read through L2 (__ldcg), never a stale L1 line.
   const float* ml = p.partial_ml + bh * p.splits * 2;
   const float* po = p.partial_o + bh * p.splits * D;
-  float M = -INFINITY;
-  for (int s = 0; s < p.splits; ++s) M = fmaxf(M, ml[2 * s]);
-  float L = 0.f, acc = 0.f;
-  if (M != -INFINITY) {
-    for (int s = 0; s < p.splits; ++s) {
-      const float w = exp2f(ml[2 * s] - M);  // 0 for empty splits (max -inf)
-      L = fmaf(w, ml[2 * s + 1], L);
-      acc = fmaf(w, po[static_cast<int64_t>(s) * D + d], acc);
+  for (int d = tid; d < D; d += kDecThreads) {
+    float Mx = -INFINITY;
+    for (int s = 0; s < p.splits; ++s) Mx = fmaxf(Mx, __ldcg(ml + 2 * s));
+    float Ls = 0.f, acc = 0.f;
+    if (Mx != -INFINITY) {
+      for (int s = 0; s < p.splits; ++s) {
+        const float w = exp2f(__ldcg(ml + 2 * s) - Mx);  // 0 for empty splits (max -inf)
+        Ls = fmaf(w, __ldcg(ml + 2 * s + 1), Ls);
+        acc = fmaf(w, __ldcg(po + static_cast<int64_t>(s) * D + d), acc);
+      }
     }
+    T* out = static_cast<T*>(p.out) + b * p.o_bs + static_cast<int64_t>(h) * D;
+    out[d] = from_f32<T>(Ls > 0.f ? acc / Ls : 0.f);
   }
-  T* out = static_cast<T*>(p.out) + b * p.o_bs + static_cast<int64_t>(h) * D;
-  out[d] = from_f32<T>(L > 0.f ? acc / L : 0.f);
 }
 
 template <typename T, int D> void launch_decode(const DecodeParams& p, int batch, int heads, cudaStream_t s) {
-  if (p.block_table) decode_kernel<T, D, true><<<dim3(p.splits, heads, batch), kDecThreads, 0, s>>>(p);
-  else decode_kernel<T, D, false><<<dim3(p.splits, heads, batch), kDecThreads, 0, s>>>(p);
-  SC_CUDA_CHECK_LAUNCH("attention_decode");
-  if (p.splits > 1) {
-    decode_combine_kernel<T, D><<<dim3(heads, batch), D, 0, s>>>(p);
-    SC_CUDA_CHECK_LAUNCH("attention_decode (combine)");
-  }
+  const dim3 grid(p.splits, heads, batch);
+  if (p.block_table) detail::launch(decode_kernel<T, D, true>, grid, dim3(kDecThreads), 0, s, "attention_decode", p);
+  else detail::launch(decode_kernel<T, D, false>, grid, dim3(kDecThreads), 0, s, "attention_decode", p);
 }
 
 }  // namespace speechcore::cuda::attn

@@ -133,8 +133,17 @@ AttentionDecodeSplit attention_decode_split(int batch, int heads, int64_t max_kv
 size_t attention_decode_scratch_bytes(int batch, int heads, int head_dim, int64_t max_kv_len) {
   const AttentionDecodeSplit sp = attention_decode_split(batch, heads, max_kv_len);
   if (sp.splits <= 1 || head_dim <= 0) return 0;
-  // partial outputs [batch, heads, splits, head_dim] then (max, sum) pairs [batch, heads, splits, 2]
-  return sizeof(float) * static_cast<size_t>(batch) * heads * sp.splits * (static_cast<size_t>(head_dim) + 2);
+  // merge counters (fixed region), partial outputs [batch, heads, splits, head_dim], then (max, sum)
+  // pairs [batch, heads, splits, 2]
+  return attn::kDecodeCounterBytes +
+         sizeof(float) * static_cast<size_t>(batch) * heads * sp.splits * (static_cast<size_t>(head_dim) + 2);
+}
+
+void attention_decode_scratch_init(void* scratch, size_t bytes, cudaStream_t stream) {
+  if (bytes == 0) return;
+  require(scratch != nullptr, ErrorCode::kInvalidArgument, "attention_decode_scratch_init", "scratch is null");
+  SC_CUDA_CHECK(cudaMemsetAsync(scratch, 0, bytes < attn::kDecodeCounterBytes ? bytes : attn::kDecodeCounterBytes,
+                                stream));
 }
 
 void attention_decode(DataType dtype, const void* q, int64_t ldq, int64_t q_batch_stride,
@@ -186,7 +195,10 @@ void attention_decode(DataType dtype, const void* q, int64_t ldq, int64_t q_batc
   if (sp.splits > 1) {
     require(scratch != nullptr && aligned16(scratch), ErrorCode::kInvalidArgument, fn,
             "scratch must be non-null and 16-byte aligned (attention_decode_scratch_bytes)");
-    p.partial_o = static_cast<float*>(scratch);
+    require(static_cast<int64_t>(batch) * heads * sizeof(unsigned) <= attn::kDecodeCounterBytes, ErrorCode::kInternal,
+            fn, "split policy exceeds the merge counters");
+    p.counters = static_cast<unsigned*>(scratch);
+    p.partial_o = reinterpret_cast<float*>(static_cast<char*>(scratch) + attn::kDecodeCounterBytes);
     p.partial_ml = p.partial_o + static_cast<size_t>(batch) * heads * sp.splits * head_dim;
   }
   dispatch<DecodeFn>(fn, dtype, head_dim, p, batch, heads, stream);

@@ -3,8 +3,17 @@
 // weights at memory bandwidth, which general GEMM tilings (a 128-wide tile of n per block,
 // m padded to 64) do not reach for m this small. Here one warp owns one output feature n:
 // it streams w's row n with 16-byte loads (several in flight per lane) and dots it with all m
-// rows of x (small, served from L1/L2), so each weight byte is read once; float32 accumulation,
-// one rounding to the output type, bias and residual fused.
+// rows of x, so each weight byte is read once; float32 accumulation, one rounding to the output
+// type, bias, GELU and residual fused.
+//
+// Decode-step fusions (GemvFusion): the layer norm of x (each block recomputes the statistics of
+// its <= 8 rows, in the same order as layer_norm(), so the result is bit-identical to
+// layer_norm() followed by gemv()), and a split output (columns past split_col scattered to rows
+// of a second buffer: the K|V of a fused QKV product straight into a KV cache).
+//
+// Programmatic dependent launch (kernel_utils.cuh): a block loads its first weight packs before
+// waiting for the previous kernel (weights are never written by a step), so weight streaming
+// overlaps the previous kernel's tail; x (and everything else) is read only after the wait.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -20,43 +29,223 @@ namespace {
 using namespace detail;
 
 constexpr int kGemvWarps = 8;   // output features per block
-constexpr int kGemvUnroll = 4;  // 16-byte weight loads in flight per lane
+constexpr int kGemvThreads = kGemvWarps * 32;
+constexpr int kGemvUnroll = 4;  // weight loads in flight per lane (16 bytes each when vectorized)
+constexpr int kGemvMinBlocks = 4;  // resident blocks per SM (<= 64 registers a thread) for m <= 4
+// x rows staged in shared memory when m * k * sizeof(T) bytes fit this; the fused layer norm
+// needs it. Larger products read x from global memory (the plain kernel).
+constexpr int64_t kGemvSmemBytes = 46 * 1024;  // + the static statistics: under the 48 KiB default
+// The layer norm statistics reproduce layer_norm()'s block of 128 threads (layer_norm.cu).
+constexpr int kLnThreads = 128;
 
+// V elements of T read with one access (16 bytes when V = Pack<T>::kSize).
 template <typename T, int V>
-__device__ __forceinline__ void load_vals(const T* p, float (&out)[V]) {
+struct alignas(V == 1 ? alignof(T) : 16) Raw {
+  T v[V];
+};
+template <typename T, int V>
+__device__ __forceinline__ Raw<T, V> load_raw(const T* p) {
+  return *reinterpret_cast<const Raw<T, V>*>(p);
+}
+template <typename T, int V>
+__device__ __forceinline__ Raw<T, V> load_raw_cg(const T* p) {  // through L2 only (data of earlier kernels)
   if constexpr (V == 1) {
-    out[0] = to_float(p[0]);
+    Raw<T, V> r;
+    if constexpr (sizeof(T) == 4) {
+      const float f = __ldcg(reinterpret_cast<const float*>(p));
+      memcpy(&r.v[0], &f, 4);
+    } else {
+      const unsigned short u = __ldcg(reinterpret_cast<const unsigned short*>(p));
+      memcpy(&r.v[0], &u, 2);
+    }
+    return r;
   } else {
-    const Pack<T> pk = load_pack(p);
-#pragma unroll
-    for (int i = 0; i < V; ++i) out[i] = to_float(pk.v[i]);
+    const uint4 u = __ldcg(reinterpret_cast<const uint4*>(p));
+    return *reinterpret_cast<const Raw<T, V>*>(&u);
   }
 }
 
-// V: elements per access (16 bytes, or 1 for unaligned/odd shapes). M: rows of x.
+template <typename T, typename OutT>
+struct GemvParams {
+  const T* x;
+  const T* w;
+  const T* bias;
+  OutT* y;
+  int n, k;
+  bool accumulate, gelu;
+  const T* ln_gamma;  // null: no layer norm
+  const T* ln_beta;
+  float ln_eps;
+  int split_col;      // columns >= split_col go to y2 (n: none)
+  T* y2;
+  int64_t ld2;
+  const int32_t* rows2;
+};
+
+// Epilogue of one output feature `col` for rows 0..M-1 (lane 0 of the warp).
+template <typename T, typename OutT, int M>
+__device__ __forceinline__ void gemv_store(const GemvParams<T, OutT>& p, int col, const float (&acc)[M]) {
+  const float b = p.bias ? to_float(p.bias[col]) : 0.0f;
+#pragma unroll
+  for (int r = 0; r < M; ++r) {
+    OutT* out;
+    if (col >= p.split_col) {
+      if constexpr (std::is_same_v<OutT, T>) out = p.y2 + static_cast<int64_t>(p.rows2[r]) * p.ld2 + (col - p.split_col);
+      else out = nullptr;  // the host never splits a float32 output of a half model
+    } else {
+      out = p.y + static_cast<int64_t>(r) * p.n + col;
+    }
+    float v = acc[r] + b;
+    if (p.gelu) v = gelu_erf(v);
+    if (p.accumulate) {
+      if constexpr (std::is_same_v<OutT, float>) v += *out;
+      else v += to_float(*out);
+    }
+    if constexpr (std::is_same_v<OutT, float>) *out = v;
+    else *out = from_float<T>(v);
+  }
+}
+
+// x rows in shared memory (in T, xs[r * k + c]; 16-byte accesses: conflict-free). The weight row
+// is streamed kGemvUnroll accesses per lane at a time, the next batch loaded before the current
+// one is used; the first batch is loaded before the dependency wait. FMA order per lane: (base,
+// u, element), as the plain kernel.
 template <typename T, typename OutT, int V, int M>
-__global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(const T* __restrict__ x, const T* __restrict__ w,
-                                                               const T* __restrict__ bias, OutT* __restrict__ y,
-                                                               int n, int k, bool accumulate, bool gelu) {
-  const int lane = threadIdx.x & 31;
-  const int col = blockIdx.x * kGemvWarps + (threadIdx.x >> 5);
-  if (col >= n) return;  // whole warps leave together
-  const T* wr = w + static_cast<int64_t>(col) * k;
+__global__ void __launch_bounds__(kGemvThreads, M <= 4 ? kGemvMinBlocks : 2) gemv_smem_kernel(const GemvParams<T, OutT> p) {
+  extern __shared__ __align__(16) unsigned char gemv_smem[];
+  T* xs = reinterpret_cast<T*>(gemv_smem);  // [M][k]
+  __shared__ float s_mean[M], s_inv[M];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int col = blockIdx.x * kGemvWarps + warp;
+  const bool active = col < p.n;
+  const int k = p.k;
+  constexpr int kStep = 32 * V;  // elements per warp-wide access
+  const T* wr = p.w + static_cast<int64_t>(active ? col : 0) * k;
+
+  Raw<T, V> cur[kGemvUnroll];
+#pragma unroll
+  for (int u = 0; u < kGemvUnroll; ++u) {
+    const int kk = lane * V + u * kStep;
+    if (active && kk < k) cur[u] = load_raw<T, V>(wr + kk);
+  }
+
+  pdl_wait();  // x, the residual y and rows2 come from earlier kernels / copies
+  pdl_trigger();
+
+  // Stage x.
+  const int nacc = k / V;  // accesses per row
+  for (int a = threadIdx.x; a < M * nacc; a += kGemvThreads) {
+    const int r = a / nacc, c = (a - r * nacc) * V;
+    *reinterpret_cast<Raw<T, V>*>(xs + r * k + c) = load_raw_cg<T, V>(p.x + static_cast<int64_t>(r) * k + c);
+  }
+  __syncthreads();
+
+  if (p.ln_gamma) {
+    // Row statistics, warp r for row r, in layer_norm()'s order: thread t of its 128 sums the
+    // accesses t, t + 128, ...; warp sums of threads [32j, 32j + 32) by the xor tree; then
+    // (w0 + w2) + (w1 + w3), as its block_sum. Lane L plays threads L + 32j.
+    if (warp < M) {
+      const T* xr = xs + warp * k;
+      float part[kLnThreads / 32];
+#pragma unroll
+      for (int j = 0; j < kLnThreads / 32; ++j) {
+        float sum = 0.0f;
+        for (int a = lane + 32 * j; a < nacc; a += kLnThreads) {
+          const Raw<T, V> xv = load_raw<T, V>(xr + a * V);
+#pragma unroll
+          for (int i = 0; i < V; ++i) sum += to_float(xv.v[i]);
+        }
+        part[j] = warp_sum(sum);
+      }
+      const float mean = ((part[0] + part[2]) + (part[1] + part[3])) / static_cast<float>(k);
+#pragma unroll
+      for (int j = 0; j < kLnThreads / 32; ++j) {
+        float sq = 0.0f;
+        for (int a = lane + 32 * j; a < nacc; a += kLnThreads) {
+          const Raw<T, V> xv = load_raw<T, V>(xr + a * V);
+#pragma unroll
+          for (int i = 0; i < V; ++i) {
+            const float dlt = to_float(xv.v[i]) - mean;
+            sq += dlt * dlt;
+          }
+        }
+        part[j] = warp_sum(sq);
+      }
+      const float var = ((part[0] + part[2]) + (part[1] + part[3])) / static_cast<float>(k);
+      if (lane == 0) {
+        s_mean[warp] = mean;
+        s_inv[warp] = 1.0f / sqrtf(var + p.ln_eps);
+      }
+    }
+    __syncthreads();
+    // Normalize in place, rounded to T as layer_norm() stores it.
+    for (int a = threadIdx.x; a < M * nacc; a += kGemvThreads) {
+      const int r = a / nacc, c = (a - r * nacc) * V;
+      const Raw<T, V> g = load_raw<T, V>(p.ln_gamma + c);
+      const Raw<T, V> bt = load_raw<T, V>(p.ln_beta + c);
+      Raw<T, V>* e = reinterpret_cast<Raw<T, V>*>(xs + r * k + c);
+      Raw<T, V> xv = *e;
+      const float mean = s_mean[r], inv = s_inv[r];
+#pragma unroll
+      for (int i = 0; i < V; ++i)
+        xv.v[i] = from_float<T>((to_float(xv.v[i]) - mean) * inv * to_float(g.v[i]) + to_float(bt.v[i]));
+      *e = xv;
+    }
+    __syncthreads();
+  }
+  if (!active) return;  // whole warps; no block barrier follows
+
   float acc[M];
 #pragma unroll
   for (int r = 0; r < M; ++r) acc[r] = 0.0f;
-  constexpr int kStep = 32 * V;  // elements per warp-wide access
   for (int base = lane * V; base < k; base += kStep * kGemvUnroll) {
-    float wv[kGemvUnroll][V];
+    Raw<T, V> nxt[kGemvUnroll];
+    const int nb = base + kStep * kGemvUnroll;
+#pragma unroll
+    for (int u = 0; u < kGemvUnroll; ++u) {
+      const int kk = nb + u * kStep;
+      if (kk < k) nxt[u] = load_raw<T, V>(wr + kk);
+    }
 #pragma unroll
     for (int u = 0; u < kGemvUnroll; ++u) {
       const int kk = base + u * kStep;
       if (kk < k) {
-        load_vals<T, V>(wr + kk, wv[u]);
-      } else {
 #pragma unroll
-        for (int i = 0; i < V; ++i) wv[u][i] = 0.0f;
+        for (int r = 0; r < M; ++r) {
+          const Raw<T, V> xv = load_raw<T, V>(xs + r * k + kk);
+#pragma unroll
+          for (int i = 0; i < V; ++i) acc[r] = fmaf(to_float(xv.v[i]), to_float(cur[u].v[i]), acc[r]);
+        }
       }
+    }
+#pragma unroll
+    for (int u = 0; u < kGemvUnroll; ++u) cur[u] = nxt[u];
+  }
+#pragma unroll
+  for (int r = 0; r < M; ++r) acc[r] = warp_sum(acc[r]);
+  if (lane == 0) gemv_store<T, OutT, M>(p, col, acc);
+}
+
+// x read from global memory (products whose x does not fit kGemvSmemBytes; no layer norm).
+template <typename T, typename OutT, int V, int M>
+__global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const GemvParams<T, OutT> p) {
+  const int lane = threadIdx.x & 31;
+  const int col = blockIdx.x * kGemvWarps + (threadIdx.x >> 5);
+  pdl_wait();
+  pdl_trigger();
+  if (col >= p.n) return;  // whole warps leave together
+  const int k = p.k;
+  const T* wr = p.w + static_cast<int64_t>(col) * k;
+  float acc[M];
+#pragma unroll
+  for (int r = 0; r < M; ++r) acc[r] = 0.0f;
+  constexpr int kStep = 32 * V;
+  for (int base = lane * V; base < k; base += kStep * kGemvUnroll) {
+    Raw<T, V> wv[kGemvUnroll];
+#pragma unroll
+    for (int u = 0; u < kGemvUnroll; ++u) {
+      const int kk = base + u * kStep;
+      if (kk < k) wv[u] = load_raw<T, V>(wr + kk);
     }
 #pragma unroll
     for (int u = 0; u < kGemvUnroll; ++u) {
@@ -64,39 +253,27 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(const T* __restri
       if (kk >= k) break;
 #pragma unroll
       for (int r = 0; r < M; ++r) {
-        float xv[V];
-        load_vals<T, V>(x + static_cast<int64_t>(r) * k + kk, xv);
+        const Raw<T, V> xv = load_raw_cg<T, V>(p.x + static_cast<int64_t>(r) * k + kk);
 #pragma unroll
-        for (int i = 0; i < V; ++i) acc[r] = fmaf(xv[i], wv[u][i], acc[r]);
+        for (int i = 0; i < V; ++i) acc[r] = fmaf(to_float(xv.v[i]), to_float(wv[u].v[i]), acc[r]);
       }
     }
   }
 #pragma unroll
   for (int r = 0; r < M; ++r) acc[r] = warp_sum(acc[r]);
-  if (lane == 0) {
-    const float b = bias ? to_float(bias[col]) : 0.0f;
-#pragma unroll
-    for (int r = 0; r < M; ++r) {
-      OutT* out = y + static_cast<int64_t>(r) * n + col;
-      float v = acc[r] + b;
-      if (gelu) v = gelu_erf(v);
-      if (accumulate) {
-        if constexpr (std::is_same_v<OutT, float>) v += *out;
-        else v += to_float(*out);
-      }
-      if constexpr (std::is_same_v<OutT, float>) *out = v;
-      else *out = from_float<T>(v);
-    }
-  }
+  if (lane == 0) gemv_store<T, OutT, M>(p, col, acc);
 }
 
 template <typename T, typename OutT, int V>
-void launch_rows(int m, const T* x, const T* w, const T* bias, OutT* y, int n, int k, bool accumulate, bool gelu,
-                 cudaStream_t s) {
-  const dim3 grid(static_cast<unsigned>((n + kGemvWarps - 1) / kGemvWarps)), block(kGemvWarps * 32);
+void launch_rows(int m, const GemvParams<T, OutT>& p, bool smem, cudaStream_t s) {
+  const dim3 grid(static_cast<unsigned>((p.n + kGemvWarps - 1) / kGemvWarps)), block(kGemvThreads);
+  const size_t bytes = smem ? sizeof(T) * static_cast<size_t>(m) * p.k : 0;
   switch (m) {
-#define SC_GEMV_CASE(MM) \
-  case MM: gemv_kernel<T, OutT, V, MM><<<grid, block, 0, s>>>(x, w, bias, y, n, k, accumulate, gelu); break;
+#define SC_GEMV_CASE(MM)                                                          \
+  case MM:                                                                        \
+    if (smem) launch(gemv_smem_kernel<T, OutT, V, MM>, grid, block, bytes, s, "gemv", p); \
+    else launch(gemv_kernel<T, OutT, V, MM>, grid, block, 0, s, "gemv", p);       \
+    break;
     SC_GEMV_CASE(1) SC_GEMV_CASE(2) SC_GEMV_CASE(3) SC_GEMV_CASE(4)
     SC_GEMV_CASE(5) SC_GEMV_CASE(6) SC_GEMV_CASE(7) SC_GEMV_CASE(8)
 #undef SC_GEMV_CASE
@@ -107,30 +284,58 @@ void launch_rows(int m, const T* x, const T* w, const T* bias, OutT* y, int n, i
 }  // namespace
 
 void gemv(DataType dt, const void* x, const void* w, const void* bias, void* y, bool y_float32, int64_t m, int64_t n,
-          int64_t k, bool accumulate, bool gelu, cudaStream_t stream) {
+          int64_t k, bool accumulate, bool gelu, cudaStream_t stream, const GemvFusion* fusion) {
   require(m >= 1 && m <= kGemvMaxRows && n >= 1 && k >= 1 && n < (int64_t(1) << 31) && k < (int64_t(1) << 31),
           "gemv: need 1 <= m <= ", kGemvMaxRows, ", n, k >= 1, got m ", m, ", n ", n, ", k ", k);
   require(x && w && y, "gemv: null pointer");
   require(!(y_float32 && bias), "gemv: a float32 output takes no bias");
+  const bool ln = fusion && fusion->ln_gamma;
+  const bool split = fusion && fusion->split_col > 0;
+  if (fusion) {
+    require(!ln || fusion->ln_beta, "gemv: ln_gamma without ln_beta");
+    require(fusion->ln_eps >= 0.0f, "gemv: ln_eps must be >= 0");
+    require(fusion->split_col >= 0 && fusion->split_col <= n, "gemv: split_col ", fusion->split_col,
+            " outside [0, n = ", n, "]");
+    if (split && fusion->split_col < n) {
+      require(!y_float32, "gemv: a split output must be of the model's type");
+      require(fusion->y2 && fusion->rows2, "gemv: split output without y2 / rows2");
+      require(fusion->ld2 >= n - fusion->split_col, "gemv: ld2 ", fusion->ld2, " < n - split_col = ",
+              n - fusion->split_col);
+    }
+  }
+  const bool smem = m * k * static_cast<int64_t>(data_type_size(dt)) <= kGemvSmemBytes;
+  if (ln && !smem)
+    fail(ErrorCode::kUnsupported, "gemv: a fused layer norm needs m * k * element size <= ", kGemvSmemBytes,
+         " bytes, got m ", m, ", k ", k);
   dispatch_type(dt, [&](auto tag) {
     using T = decltype(tag);
     constexpr int V = Pack<T>::kSize;
-    const bool vec = k % V == 0 && aligned16(x) && aligned16(w);
-    const T* xp = static_cast<const T*>(x);
-    const T* wp = static_cast<const T*>(w);
-    const T* bp = static_cast<const T*>(bias);
-    const int mi = static_cast<int>(m), ni = static_cast<int>(n), ki = static_cast<int>(k);
-    if (y_float32) {
-      float* yp = static_cast<float*>(y);
-      if (vec) launch_rows<T, float, V>(mi, xp, wp, bp, yp, ni, ki, accumulate, gelu, stream);
-      else launch_rows<T, float, 1>(mi, xp, wp, bp, yp, ni, ki, accumulate, gelu, stream);
-    } else {
-      T* yp = static_cast<T*>(y);
-      if (vec) launch_rows<T, T, V>(mi, xp, wp, bp, yp, ni, ki, accumulate, gelu, stream);
-      else launch_rows<T, T, 1>(mi, xp, wp, bp, yp, ni, ki, accumulate, gelu, stream);
-    }
+    const bool vec = k % V == 0 && aligned16(x) && aligned16(w) &&
+                     (!ln || (aligned16(fusion->ln_gamma) && aligned16(fusion->ln_beta)));
+    auto fill = [&](auto* yp) {
+      using OutT = std::remove_pointer_t<decltype(yp)>;
+      GemvParams<T, OutT> p{};
+      p.x = static_cast<const T*>(x);
+      p.w = static_cast<const T*>(w);
+      p.bias = static_cast<const T*>(bias);
+      p.y = yp;
+      p.n = static_cast<int>(n);
+      p.k = static_cast<int>(k);
+      p.accumulate = accumulate;
+      p.gelu = gelu;
+      p.ln_gamma = ln ? static_cast<const T*>(fusion->ln_gamma) : nullptr;
+      p.ln_beta = ln ? static_cast<const T*>(fusion->ln_beta) : nullptr;
+      p.ln_eps = fusion ? fusion->ln_eps : 0.0f;
+      p.split_col = split ? static_cast<int>(fusion->split_col) : static_cast<int>(n);
+      p.y2 = split ? static_cast<T*>(fusion->y2) : nullptr;
+      p.ld2 = split ? fusion->ld2 : 0;
+      p.rows2 = split ? fusion->rows2 : nullptr;
+      if (vec) launch_rows<T, OutT, V>(static_cast<int>(m), p, smem, stream);
+      else launch_rows<T, OutT, 1>(static_cast<int>(m), p, smem, stream);
+    };
+    if (y_float32) fill(static_cast<float*>(y));
+    else fill(static_cast<T*>(y));
   });
-  SC_CUDA_CHECK_LAUNCH("gemv");
 }
 
 }  // namespace speechcore::cuda

@@ -7,6 +7,8 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -47,7 +49,61 @@ void dispatch_type(DataType dt, F&& f) {
   fail(ErrorCode::kUnsupported, "unsupported CUDA data type ", static_cast<int>(dt));
 }
 
+// ---- programmatic dependent launch (Hopper) ------------------------------------------------
+// A kernel launched through launch() may start while the kernel before it on the stream is still
+// running (once every block of that one has called pdl_trigger() or exited). Rules for such a
+// kernel: before pdl_wait() it may read only what no kernel of the step writes (weights) and
+// must write nothing; pdl_wait() returns once the previous kernels have completed and their
+// writes are visible. Kernels call pdl_trigger() early so the next one's blocks can start
+// loading their weights while this one finishes. Off (plain launches, pdl_wait/pdl_trigger
+// no-ops) when SPEECHCORE_PDL=0 or the device is older than compute capability 9.0.
+// Captured into CUDA graphs as programmatic edges.
+inline bool pdl_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("SPEECHCORE_PDL");
+    if (e != nullptr && std::strcmp(e, "0") == 0) return false;
+    int dev = 0, major = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) return false;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) return false;
+    return major >= 9;
+  }();
+  return on;
+}
+
+// kernel<<<grid, block, smem, stream>>>(args...), with the programmatic-serialization attribute
+// when pdl_enabled() and `stream` is a created stream (not the legacy default stream, whose
+// implicit synchronization we leave alone); launch errors throw.
+template <typename... KArgs, typename... Args>
+void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, const char* what,
+            Args&&... args) {
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  if (stream != nullptr && stream != cudaStreamLegacy && pdl_enabled()) {
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+  }
+  check(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...), what, __FILE__, __LINE__);
+}
+
 // ---- device side ----------------------------------------------------------------------------
+
+// Programmatic dependent launch (see launch()): no-ops without the launch attribute.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
 
 __device__ __forceinline__ float to_float(float v) { return v; }
 __device__ __forceinline__ float to_float(__half v) { return __half2float(v); }

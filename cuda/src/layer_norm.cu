@@ -1,6 +1,7 @@
 // Layer normalization, one block per row, the row held in registers (two-pass mean and
 // variance in float32, as ops::layer_norm on the CPU). Rows too long for the register path
-// go through a loop kernel that reads the row from memory three times.
+// go through a loop kernel that reads the row from memory three times. Launched with
+// programmatic dependent launch (kernel_utils.cuh): waits for the previous kernel first.
 #include "kernel_utils.cuh"
 #include "speechcore_cuda/elementwise.h"
 
@@ -20,6 +21,8 @@ template <typename T, int V, int kItems>
 __global__ void __launch_bounds__(kThreads) layer_norm_regs(const T* x, const T* gamma, const T* beta, T* y,
                                                             int cols, float eps) {
   __shared__ float red[32];
+  pdl_wait();  // x comes from the previous kernel
+  pdl_trigger();
   const int64_t off = static_cast<int64_t>(blockIdx.x) * cols;
   const T* xr = x + off;
   T* yr = y + off;
@@ -82,6 +85,8 @@ template <typename T>
 __global__ void __launch_bounds__(256) layer_norm_loop(const T* x, const T* gamma, const T* beta, T* y, int64_t cols,
                                                        float eps) {
   __shared__ float red[32];
+  pdl_wait();
+  pdl_trigger();
   const int64_t off = static_cast<int64_t>(blockIdx.x) * cols;
   const T* xr = x + off;
   T* yr = y + off;
@@ -104,10 +109,12 @@ bool launch_regs(const T* x, const T* g, const T* b, T* y, int64_t rows, int64_t
   const int64_t per_thread = ceil_div(cols / V, kThreads);
   const dim3 grid(static_cast<unsigned>(rows));
   const int c = static_cast<int>(cols);
-  if (per_thread <= 1) layer_norm_regs<T, V, 1><<<grid, kThreads, 0, stream>>>(x, g, b, y, c, eps);
-  else if (per_thread <= 2) layer_norm_regs<T, V, 2><<<grid, kThreads, 0, stream>>>(x, g, b, y, c, eps);
-  else if (per_thread <= 4) layer_norm_regs<T, V, 4><<<grid, kThreads, 0, stream>>>(x, g, b, y, c, eps);
-  else if (per_thread <= kMaxItems) layer_norm_regs<T, V, kMaxItems><<<grid, kThreads, 0, stream>>>(x, g, b, y, c, eps);
+  const dim3 block(kThreads);
+  if (per_thread <= 1) launch(layer_norm_regs<T, V, 1>, grid, block, 0, stream, "layer_norm", x, g, b, y, c, eps);
+  else if (per_thread <= 2) launch(layer_norm_regs<T, V, 2>, grid, block, 0, stream, "layer_norm", x, g, b, y, c, eps);
+  else if (per_thread <= 4) launch(layer_norm_regs<T, V, 4>, grid, block, 0, stream, "layer_norm", x, g, b, y, c, eps);
+  else if (per_thread <= kMaxItems)
+    launch(layer_norm_regs<T, V, kMaxItems>, grid, block, 0, stream, "layer_norm", x, g, b, y, c, eps);
   else return false;
   return true;
 }
@@ -132,9 +139,9 @@ void layer_norm(DataType dt, const void* x, const void* gamma, const void* beta,
     bool done = vec ? launch_regs<T, V>(xp, gp, bp, yp, rows, cols, eps, stream)
                     : launch_regs<T, 1>(xp, gp, bp, yp, rows, cols, eps, stream);
     if (!done)
-      layer_norm_loop<T><<<static_cast<unsigned>(rows), 256, 0, stream>>>(xp, gp, bp, yp, cols, eps);
+      launch(layer_norm_loop<T>, dim3(static_cast<unsigned>(rows)), dim3(256), 0, stream, "layer_norm", xp, gp, bp, yp,
+             cols, eps);
   });
-  SC_CUDA_CHECK_LAUNCH("layer_norm");
 }
 
 }  // namespace speechcore::cuda

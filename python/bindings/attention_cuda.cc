@@ -71,6 +71,16 @@ int64_t batch_stride(const Operand& o, int64_t batch, const char* name) {
 void fill_device(DeviceBuffer& b, int pattern) {
   if (b.bytes() > 0) SC_CUDA_CHECK(cudaMemset(b.get(), pattern, b.bytes()));
 }
+
+// A created stream, so the decode kernels run as in a model (programmatic dependent launch).
+cudaStream_t decode_stream() {
+  static cudaStream_t s = [] {
+    cudaStream_t st = nullptr;
+    SC_CUDA_CHECK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+    return st;
+  }();
+  return s;
+}
 }  // namespace
 
 void register_cuda_attention(py::module_& m) {
@@ -111,7 +121,8 @@ void register_cuda_attention(py::module_& m) {
       "attention_decode",
       [](FloatArray q, FloatArray k, FloatArray v, IntArray kv_lengths, int heads, int head_dim,
          const std::string& dtype, int64_t q_col, int64_t k_col, int64_t v_col, py::object out_ld_obj,
-         py::object kv_index_obj, py::object block_table_obj, int block_size, py::object max_kv_len_obj) {
+         py::object kv_index_obj, py::object block_table_obj, int block_size, py::object max_kv_len_obj,
+         int repeat) {
         const cuda::DataType t = cudatest::parse_dtype(dtype);
         need(q.ndim() == 2, "q: expected [batch, ldq]");
         need(k.ndim() == 3 && v.ndim() == 3, "k/v: expected [batch or 1, max_kv_len, ld]");
@@ -160,26 +171,34 @@ void register_cuda_attention(py::module_& m) {
             cuda::attention_decode_scratch_bytes(static_cast<int>(batch), heads, head_dim, max_kv_len);
         DeviceBuffer scratch(scratch_bytes);
         fill_device(scratch, 0xFF);  // NaN: partials a split fails to write would show
+        const cudaStream_t stream = decode_stream();
+        SC_CUDA_CHECK(cudaDeviceSynchronize());  // uploads and fills (legacy stream) before `stream`
+        cuda::attention_decode_scratch_init(scratch.get(), scratch_bytes, stream);
         const Operand oq{u.q, 1, batch, ldq};
         // with a kv_index the K/V sequences are addressed through it: any count, full stride
         const bool indexed = !kv_index_obj.is_none();
         const int64_t k_bs = is_paged ? 0 : indexed ? ok.rows * ok.ld : batch_stride(ok, batch, "k");
         const int64_t v_bs = is_paged ? 0 : indexed ? ov.rows * ov.ld : batch_stride(ov, batch, "v");
-        cuda::attention_decode(t, at(oq, q_col, t), ldq, ldq, at(ok, k_col, t), ok.ld, k_bs, at(ov, v_col, t), ov.ld,
-                               v_bs, out.get(), out_ld, out_ld,
-                               lens.as<int32_t>(), kv_index_obj.is_none() ? nullptr : index.as<int32_t>(),
-                               static_cast<int>(batch), heads, head_dim, max_kv_len,
-                               scratch.get(), nullptr, is_paged ? &paged : nullptr);
+        need(repeat >= 1, "repeat >= 1");
+        for (int r = 0; r < repeat; ++r) {  // the same scratch each time (merge counters reset)
+          if (r > 0) SC_CUDA_CHECK(cudaMemsetAsync(out.get(), 0xFF, out.bytes(), stream));
+          cuda::attention_decode(t, at(oq, q_col, t), ldq, ldq, at(ok, k_col, t), ok.ld, k_bs, at(ov, v_col, t),
+                                 ov.ld, v_bs, out.get(), out_ld, out_ld,
+                                 lens.as<int32_t>(), kv_index_obj.is_none() ? nullptr : index.as<int32_t>(),
+                                 static_cast<int>(batch), heads, head_dim, max_kv_len,
+                                 scratch.get(), stream, is_paged ? &paged : nullptr);
+        }
         return cudatest::download(out, {batch, out_ld}, t);
       },
       py::arg("q"), py::arg("k"), py::arg("v"), py::arg("kv_lengths"), py::arg("heads"), py::arg("head_dim") = 64,
       py::arg("dtype") = "float32", py::arg("q_col") = 0, py::arg("k_col") = 0, py::arg("v_col") = 0,
       py::arg("out_ld") = py::none(), py::arg("kv_index") = py::none(), py::arg("block_table") = py::none(),
-      py::arg("block_size") = 16, py::arg("max_kv_len") = py::none(),
+      py::arg("block_size") = 16, py::arg("max_kv_len") = py::none(), py::arg("repeat") = 1,
       "q [batch, ldq] (one query row per sequence), k/v [batch or 1, max_kv_len, ld], kv_lengths int32 "
       "[batch], kv_index int32 [batch] (K/V sequence of each row; None = identity). Paged: block_table int32 "
       "[batch, table_stride] of block_size-row blocks of the pool k/v [1, rows, ld], max_kv_len (default: pool "
-      "rows). Returns the whole poisoned-then-written output [batch, out_ld] as float32.");
+      "rows). repeat: calls on the same scratch (output re-poisoned before each). Returns the whole "
+      "poisoned-then-written output [batch, out_ld] as float32.");
 
   m.def(
       "attention_decode_split",

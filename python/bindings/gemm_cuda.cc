@@ -1,4 +1,5 @@
 // Test hooks for the cuBLASLt products (_C.cuda_ops.linear).
+#include <cuda_runtime_api.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -58,6 +59,70 @@ void register_cuda_gemm(py::module_& m) {
       py::arg("y_init") = py::none(), py::arg("gemv_max_rows") = cuda::kGemvMaxRows, py::arg("f32_out") = false, py::arg("gelu") = false,
       "y = x w^T (+ bias) (+ y_init) on the GPU in `dtype` (f32_out: float32 output, no bias/y_init), returned as "
       "float32. Products of m <= gemv_max_rows rows take the skinny gemv kernel, others cuBLASLt.");
+
+  m.def(
+      "gemv_fused",
+      [](FloatArray x, FloatArray w, py::object bias, const std::string& dtype, py::object y_init, bool f32_out,
+         bool gelu, py::object ln_gamma, py::object ln_beta, float ln_eps, int64_t split_col, py::object y2_init,
+         py::object rows2, int repeat) {
+        // gemv() with its decode-step fusions: layer norm of x (ln_gamma/ln_beta), split output
+        // (columns >= split_col to rows rows2[i] of y2, whose initial contents y2_init are kept
+        // elsewhere). Returns (y, y2) as float32 (y2 None without a split).
+        const cuda::DataType dt = parse_dtype(dtype);
+        if (x.ndim() != 2 || w.ndim() != 2 || x.shape(1) != w.shape(1))
+          throw_error(ErrorCode::kInvalidArgument, "gemv_fused: x [m, k], w [n, k]");
+        const int64_t mm = x.shape(0), n = w.shape(0), k = x.shape(1);
+        const cuda::DataType yt = f32_out ? cuda::DataType::kFloat32 : dt;
+        DeviceBuffer dx = upload(x, dt), dw = upload(w, dt), db, dg, dbeta, dy, dy2, drows;
+        if (!bias.is_none()) db = upload(bias.cast<FloatArray>(), dt);
+        cuda::GemvFusion f;
+        if (!ln_gamma.is_none()) {
+          dg = upload(ln_gamma.cast<FloatArray>(), dt);
+          dbeta = upload(ln_beta.cast<FloatArray>(), dt);
+          f.ln_gamma = dg.get();
+          f.ln_beta = dbeta.get();
+          f.ln_eps = ln_eps;
+        }
+        const bool accumulate = !y_init.is_none();
+        dy = accumulate ? upload(y_init.cast<FloatArray>(), yt) : poisoned(static_cast<size_t>(mm * n), yt);
+        int64_t y2_rows = 0, ld2 = 0;
+        if (split_col > 0) {
+          FloatArray y2 = y2_init.cast<FloatArray>();
+          IntArray r2 = rows2.cast<IntArray>();
+          if (y2.ndim() != 2 || r2.ndim() != 1 || r2.shape(0) != mm)
+            throw_error(ErrorCode::kInvalidArgument, "gemv_fused: y2_init [rows, ld2], rows2 [m]");
+          for (py::ssize_t i = 0; i < r2.size(); ++i)
+            if (r2.data()[i] < 0 || r2.data()[i] >= y2.shape(0))
+              throw_error(ErrorCode::kInvalidArgument, "gemv_fused: rows2 out of range");
+          y2_rows = y2.shape(0);
+          ld2 = y2.shape(1);
+          dy2 = upload(y2, dt);
+          drows = upload_ints(r2);
+          f.split_col = split_col;
+          f.y2 = dy2.get();
+          f.ld2 = ld2;
+          f.rows2 = drows.as<int32_t>();
+        }
+        if (repeat < 1) throw_error(ErrorCode::kInvalidArgument, "gemv_fused: repeat >= 1");
+        // a created stream, so the kernel runs as in a model (programmatic dependent launch)
+        static cudaStream_t stream = [] {
+          cudaStream_t st = nullptr;
+          SC_CUDA_CHECK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+          return st;
+        }();
+        SC_CUDA_CHECK(cudaDeviceSynchronize());  // uploads / poison fills (legacy stream) done
+        for (int r = 0; r < repeat; ++r)  // repeats (without accumulate) must give the same result
+          cuda::gemv(dt, dx.get(), dw.get(), bias.is_none() ? nullptr : db.get(), dy.get(), f32_out, mm, n, k,
+                     accumulate, gelu, stream, &f);
+        py::object y2_out = py::none();
+        if (split_col > 0) y2_out = download(dy2, {y2_rows, ld2}, dt);
+        return py::make_tuple(download(dy, {mm, n}, yt), y2_out);
+      },
+      py::arg("x"), py::arg("w"), py::arg("bias") = py::none(), py::arg("dtype") = "float32",
+      py::arg("y_init") = py::none(), py::arg("f32_out") = false, py::arg("gelu") = false,
+      py::arg("ln_gamma") = py::none(), py::arg("ln_beta") = py::none(), py::arg("ln_eps") = 1e-5f,
+      py::arg("split_col") = 0, py::arg("y2_init") = py::none(), py::arg("rows2") = py::none(),
+      py::arg("repeat") = 1);
 }
 
 }  // namespace speechcore::bindings

@@ -49,6 +49,9 @@ size_t attention_decode_scratch_bytes(int batch, int heads, int head_dim, int64_
 // Split-K (flash-decoding) across blocks when batch * heads is small; `scratch` must hold
 // attention_decode_scratch_bytes(batch, heads, head_dim, max_kv_len) bytes (16-byte aligned; may
 // be null when that is 0) and must not be shared with work running concurrently on other streams.
+// The last block of each (sequence, head) to finish merges the splits (one kernel); it finds out
+// through counters at the start of the scratch that every call leaves at zero: call
+// attention_decode_scratch_init once on a newly allocated scratch (then any later shapes work).
 //
 // Paged K/V (paged && paged->block_table): key j of query row b lives at row
 //   r = block_table[b * table_stride + j / block_size] * block_size + j % block_size
@@ -75,5 +78,9 @@ struct AttentionDecodeSplit {
   int64_t chunk;
 };
 AttentionDecodeSplit attention_decode_split(int batch, int heads, int64_t max_kv_len);
+
+// Zeroes the merge counters of a decode scratch buffer of `bytes` bytes (enqueued on `stream`),
+// once after allocating it. No-op for bytes == 0.
+void attention_decode_scratch_init(void* scratch, size_t bytes, cudaStream_t stream);
 
 }  // namespace speechcore::cuda

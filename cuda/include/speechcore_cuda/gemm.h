@@ -21,8 +21,32 @@ constexpr int kGemvMaxRows = 8;
 // bf16, CUDA graphs): batch 1 1.62 ms/step with gemv vs 1.97 with cuBLASLt; batch 8 3.15 vs
 // 2.45 ms/step (at 8 rows the x re-reads dominate), so only the smallest batches take it.
 constexpr int kGemvDefaultRows = 2;
+
+// Optional fusions of a gemv() for decode steps.
+struct GemvFusion {
+  // Layer norm of x fused in (ln_gamma non-null): the product uses, for each row of x,
+  // (x - mean) / sqrt(var + ln_eps) * ln_gamma + ln_beta rounded to dt, with the statistics
+  // computed in the same float32 order as layer_norm(), so the result equals layer_norm() into a
+  // buffer followed by gemv() bit for bit (when x, w, ln_gamma, ln_beta are 16-byte aligned and k
+  // is a multiple of 16 bytes, and k / (16 / sizeof(dt)) <= 1024). Needs m * k * sizeof(dt) <= 46 KiB
+  // (kUnsupported otherwise). ln_gamma, ln_beta: [k].
+  const void* ln_gamma = nullptr;
+  const void* ln_beta = nullptr;
+  float ln_eps = 1e-5f;
+  // Split output (0 < split_col < n): columns [split_col, n) of row i go to
+  // y2 + rows2[i] * ld2 + (c - split_col) instead of y (e.g. the K | V of a fused QKV product into
+  // rows of a KV cache [rows, 2d]: split_col = d, ld2 = 2d); columns [0, split_col) go to y as
+  // usual (row stride n). rows2: device int32 [m], trusted. Not with y_float32.
+  int64_t split_col = 0;
+  void* y2 = nullptr;
+  int64_t ld2 = 0;
+  const int32_t* rows2 = nullptr;
+};
+
+// Launched with programmatic dependent launch on Hopper (kernel_utils.cuh; SPEECHCORE_PDL=0 turns
+// it off): the kernel loads its first weights before waiting for the previous kernel.
 void gemv(DataType dt, const void* x, const void* w, const void* bias, void* y, bool y_float32, int64_t m, int64_t n,
-          int64_t k, bool accumulate, bool gelu, cudaStream_t stream);
+          int64_t k, bool accumulate, bool gelu, cudaStream_t stream, const GemvFusion* fusion = nullptr);
 
 class GemmRunner {
  public:

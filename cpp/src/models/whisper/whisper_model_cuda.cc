@@ -1,6 +1,7 @@
 #include "models/whisper/whisper_model_cuda.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 #include "core/half.h"
@@ -60,6 +61,7 @@ WhisperModelCuda::WhisperModelCuda(const WhisperWeights& w, cuda::DataType dtype
            ErrorCode::kUnsupported, "the CUDA backend supports Whisper's head size 64 only");
   SC_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   gemm_ = std::make_unique<cuda::GemmRunner>();
+  if (const char* e = std::getenv("SPEECHCORE_DECODE_FUSION")) decode_fusion_ = std::strcmp(e, "1") == 0;
   auto up = [&](const Tensor& t) {
     SC_ASSERT(t.dtype() == DType::kFloat32 && t.device() == Device::kCPU && t.is_contiguous());
     Tensor d = upload(t.data<float>(), t.shape());
@@ -119,6 +121,7 @@ size_t WhisperModelCuda::bytes_per_slot(int ctx) const {
   const size_t cross = layers * c.n_audio_ctx * 2 * d, self = layers * 2 * static_cast<size_t>(ctx) * d;
   const size_t step = 10 * d;  // x, h, qkv, att, ff rows
   const size_t scratch = c.decoder_heads * (32 * (64 + 2)) * sizeof(float);  // split-K partials, generous
+  // (plus attention_decode's fixed merge-counter region once per batch: well inside that margin)
   return es * (cross + self + step) + 2 * sizeof(float) * c.vocab_size + scratch + 8 * sizeof(int32_t);
 }
 
@@ -147,6 +150,7 @@ WhisperBatchCuda WhisperModelCuda::new_batch(int slots, int ctx, int64_t kv_rows
   b.ff = scratch(s, 4 * d);
   const size_t sb = decode_scratch_bytes(slots, c.decoder_heads, std::max(ctx, c.n_audio_ctx));
   b.attn_scratch = Tensor::empty({static_cast<int64_t>(sb)}, DType::kUInt8, Device::kCUDA);
+  cuda::attention_decode_scratch_init(b.attn_scratch.raw(), sb, stream_);
   b.logits = Tensor::empty({2 * s, static_cast<int64_t>(c.vocab_size)}, DType::kFloat32, Device::kCUDA);
   b.step_ints = Tensor::empty({WhisperBatchCuda::kStepArrays, s}, DType::kInt32, Device::kCUDA);
   b.cross_len = Tensor::empty({s}, DType::kInt32, Device::kCUDA);
@@ -300,6 +304,47 @@ void WhisperModelCuda::step(WhisperBatchCuda& b, int n) const {
   void* ff = b.ff.raw();
   void* scr = b.attn_scratch.raw();
   cuda::embedding(dt, tok_emb_.raw(), ids, pos, dec_pos_.raw(), x, n, d, stream_);
+  if (decode_fusion_ && n <= gemm_->gemv_max_rows()) {
+    // Fused: 8 kernels per layer (each launched with programmatic dependent launch on Hopper).
+    auto gemv = [&](const void* in, const Tensor& w, const Tensor& bias, void* out, bool accumulate, bool gelu,
+                    const cuda::GemvFusion* f) {
+      cuda::gemv(dt, in, w.raw(), bias.defined() ? bias.raw() : nullptr, out, false, n, w.dim(0), w.dim(1), accumulate,
+                 gelu, stream_, f);
+    };
+    for (size_t li = 0; li < dec_.size(); ++li) {
+      const DecLayer& L = dec_[li];
+      void* KV_self = at(b.self_kv, li * self_layer);
+      cuda::GemvFusion f;
+      f.ln_gamma = L.self_attn.ln_g.raw();
+      f.ln_beta = L.self_attn.ln_b.raw();
+      f.ln_eps = kLnEps;
+      f.split_col = d;  // q -> qkv[:, 0:d]; K | V -> KV-cache row kv_rows[i]
+      f.y2 = KV_self;
+      f.ld2 = 2 * d;
+      f.rows2 = kv_rows;
+      gemv(x, L.self_attn.qkv_w, L.self_attn.qkv_b, qkv, false, false, &f);
+      cuda::attention_decode(dt, qkv, 3 * d, 3 * d, KV_self, 2 * d, ctx * 2 * d, at(b.self_kv, li * self_layer + d),
+                             2 * d, ctx * 2 * d, att, d, d, self_len, slot, n, heads, 64, ctx, scr, stream_);
+      gemv(att, L.self_attn.out_w, L.self_attn.out_b, x, true, false, nullptr);
+      cuda::GemvFusion fc;
+      fc.ln_gamma = L.cross_attn.ln_g.raw();
+      fc.ln_beta = L.cross_attn.ln_b.raw();
+      fc.ln_eps = kLnEps;
+      gemv(x, L.cross_attn.qkv_w, L.cross_attn.qkv_b, qkv, false, false, &fc);  // q only: [n, d]
+      void* KV = at(b.cross, li * cross_layer);
+      cuda::attention_decode(dt, qkv, d, d, KV, 2 * d, t_enc * 2 * d, at(b.cross, li * cross_layer + d), 2 * d,
+                             t_enc * 2 * d, att, d, d, b.cross_len.data<int32_t>(), slot, n, heads, 64, t_enc, scr,
+                             stream_);
+      gemv(att, L.cross_attn.out_w, L.cross_attn.out_b, x, true, false, nullptr);
+      cuda::GemvFusion ff_ln;
+      ff_ln.ln_gamma = L.ffn.ln_g.raw();
+      ff_ln.ln_beta = L.ffn.ln_b.raw();
+      ff_ln.ln_eps = kLnEps;
+      gemv(x, L.ffn.fc1_w, L.ffn.fc1_b, ff, false, true, &ff_ln);
+      gemv(ff, L.ffn.fc2_w, L.ffn.fc2_b, x, true, false, nullptr);
+    }
+    return;
+  }
   for (size_t li = 0; li < dec_.size(); ++li) {
     const DecLayer& L = dec_[li];
     void* KV_self = at(b.self_kv, li * self_layer);
@@ -333,13 +378,22 @@ void WhisperModelCuda::logits(WhisperBatchCuda& b, const Tensor& x, const int32_
     tmp = scratch(m, d);
     h = tmp.raw();
   }
+  float* out = b.logits.data<float>() + out_row * vocab;
+  if (!rows && decode_fusion_ && m <= gemm_->gemv_max_rows()) {  // final layer norm inside the product
+    cuda::GemvFusion f;
+    f.ln_gamma = dec_ln_g_.raw();
+    f.ln_beta = dec_ln_b_.raw();
+    f.ln_eps = kLnEps;
+    cuda::gemv(dtype_, x.raw(), tok_emb_.raw(), nullptr, out, true, m, vocab, d, false, false, stream_, &f);
+    return;
+  }
   if (rows) {
     cuda::copy_rows(dtype_, x.raw(), d, rows, h, d, nullptr, m, d, stream_);
     cuda::layer_norm(dtype_, h, dec_ln_g_.raw(), dec_ln_b_.raw(), h, m, d, kLnEps, stream_);
   } else {
     cuda::layer_norm(dtype_, x.raw(), dec_ln_g_.raw(), dec_ln_b_.raw(), h, m, d, kLnEps, stream_);
   }
-  gemm_->linear_f32_out(dtype_, h, tok_emb_.raw(), b.logits.data<float>() + out_row * vocab, m, vocab, d, stream_);
+  gemm_->linear_f32_out(dtype_, h, tok_emb_.raw(), out, m, vocab, d, stream_);
 }
 
 }  // namespace speechcore::models::whisper

@@ -84,7 +84,18 @@ class WhisperModelCuda {
   // One decoder step for n rows (n <= slots), inputs in batch.step_array(0..4) (device int32 [n]
   // each): token id, position, KV-cache row (slot * ctx + position) the new K/V go to, slot, and
   // self-attention length (position + 1). Hidden states land in batch.x[0, n). Allocates nothing.
+  // With decode_fusion() and n <= the GEMM runner's gemv rows the step runs fused: layer norms
+  // inside the following products, the QKV product writing K/V into the cache, 8 kernels per
+  // layer; same results bit for bit as the unfused sequence.
   void step(WhisperBatchCuda& batch, int n) const;
+
+  // Fused decode steps for small batches. Default OFF: measured on the H200 (large-v3 bf16,
+  // batch 1, CUDA graphs, programmatic dependent launch on) the fused step took 1.695 ms against
+  // 1.656 ms unfused (without PDL: 1.750 vs 1.857), because each fused gemv block repeats the
+  // layer norm on its critical path. SPEECHCORE_DECODE_FUSION=1 turns it on (also in logits():
+  // final layer norm inside the product).
+  bool decode_fusion() const { return decode_fusion_; }
+  void set_decode_fusion(bool on) { decode_fusion_ = on; }
 
   // Float32 logits of m rows of hidden states (final layer norm + tied output projection):
   // logits[i] for row rows[i] of x (device int32 [m]; null = rows 0..m-1), into batch.logits
@@ -119,6 +130,7 @@ class WhisperModelCuda {
   cuda::DataType dtype_;
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<cuda::GemmRunner> gemm_;
+  bool decode_fusion_ = false;
   size_t weight_bytes_ = 0;
   Tensor conv1_w_, conv1_b_, conv2_w_, conv2_b_, enc_pos_, enc_ln_g_, enc_ln_b_;
   Tensor tok_emb_, dec_pos_, dec_ln_g_, dec_ln_b_;
