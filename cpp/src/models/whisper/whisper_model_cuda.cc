@@ -324,7 +324,8 @@ void WhisperModelCuda::step(WhisperBatchCuda& b, int n) const {
       f.rows2 = kv_rows;
       gemv(x, L.self_attn.qkv_w, L.self_attn.qkv_b, qkv, false, false, &f);
       cuda::attention_decode(dt, qkv, 3 * d, 3 * d, KV_self, 2 * d, ctx * 2 * d, at(b.self_kv, li * self_layer + d),
-                             2 * d, ctx * 2 * d, att, d, d, self_len, slot, n, heads, 64, ctx, scr, stream_);
+                             2 * d, ctx * 2 * d, att, d, d, self_len, slot, n, heads, 64, ctx, scr, stream_,
+                             self_paged);
       gemv(att, L.self_attn.out_w, L.self_attn.out_b, x, true, false, nullptr);
       cuda::GemvFusion fc;
       fc.ln_gamma = L.cross_attn.ln_g.raw();
