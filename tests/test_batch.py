@@ -195,7 +195,8 @@ def test_failure_on_the_engine_names_the_item_and_aborts_the_rest(model, speech_
 
 def test_native_batch_on_a_running_engine(model, mix, alone):
     """Model::transcribe_batch(Engine&, ...) (the C++ overload) on the model's engine, at most
-    two recordings in flight, while a Python thread submits to the same engine."""
+    two recordings in flight, while another request runs on the same engine; then the C++
+    Model::transcribe_batch on its temporary engine."""
     picks = [1, 3, 4, 5]
     loaded = [speechcore.load_audio(_fresh(mix[k][0]), mix[k][1]) for k in picks]
     engine = model._get_engine()
@@ -204,6 +205,9 @@ def test_native_batch_on_a_running_engine(model, mix, alone):
                                                   speechcore.TranscribeOptions().to_native(), 2)
     _assert_same([speechcore.Transcription.from_native(d) for d in out], [alone[k] for k in picks])
     assert [f.result(timeout=600).to_dict() for f in extra] == [alone[5]] * 2
+    # Model::transcribe_batch(audio, options, max_batch): its own temporary engine of 2 windows
+    out = model._native.transcribe_batch([a for a, _ in loaded], [r for _, r in loaded], {}, 2)
+    _assert_same([speechcore.Transcription.from_native(d) for d in out], [alone[k] for k in picks])
     with pytest.raises(InvalidArgumentError, match="max_in_flight must be >= 0"):
         model._native.transcribe_batch_on_engine(engine, [loaded[0][0]], [loaded[0][1]], {}, -1)
     with pytest.raises(InvalidArgumentError, match="unknown language code 'xx'"):  # options first, no item named
