@@ -1,11 +1,15 @@
-"""Model.transcribe_batch: many recordings through one long-form loop, their windows decoded
-together. Each result must equal transcribing that recording alone (real tiny.en, real speech),
-in input order, whatever the round cap; bad items are reported by index (and path)."""
+"""Model.transcribe_batch on the engine (continuous batching): many recordings, their windows
+decoded together with those of any other request. Each result must equal transcribing that
+recording alone (real tiny.en, real speech), in input order, whatever the cap on recordings in
+flight and whatever else the engine runs; bad items are reported by index (and path), a
+failure on the engine aborts the call's other requests, and so does an interruption."""
 
 from __future__ import annotations
 
 import io
 import re
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -24,7 +28,9 @@ def _read(path) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def model(tiny_dir):
-    return speechcore.load(str(tiny_dir), device="cpu", threads=2)
+    m = speechcore.load(str(tiny_dir), device="cpu", threads=2)
+    yield m
+    m.close()
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +69,16 @@ def alone(model, mix):
     return [model.transcribe(_fresh(a), sample_rate=sr).to_dict() for a, sr in mix]
 
 
+def _settled_stats(model, timeout=30.0):
+    """Engine statistics once no request is left in it."""
+    end = time.monotonic() + timeout
+    st = model.engine_stats()
+    while (st["active_requests"] or st["running_windows"] or st["kv_blocks_used"]) and time.monotonic() < end:
+        time.sleep(0.01)
+        st = model.engine_stats()
+    return st
+
+
 def _assert_same(batch, alone):
     assert len(batch) == len(alone)
     for i, (got, want) in enumerate(zip(batch, alone)):
@@ -82,11 +98,33 @@ def test_batch_equals_one_at_a_time(model, mix, alone):
     # round 4, yet the results come in input order
 
 
-def test_round_cap_keeps_results_and_order(model, mix, alone):
-    # two windows per round: the long recordings (items 0 and 2) stay for three and four rounds
-    # while the short ones pass through the other slot; results still come in input order
+def test_cap_and_other_submitters_keep_results_and_order(model, mix, alone):
+    # two recordings of the batch in the engine at once: the long ones (items 0 and 2) stay for
+    # three and four windows while the short ones pass through the other slot; meanwhile another
+    # thread submits recordings of its own to the same engine. Every result is unchanged, and
+    # the batch's come in input order.
+    others, errors = [], []
+
+    def submit_more():
+        try:
+            for k in (1, 3, 5, 4, 1):
+                item, sr = mix[k]
+                others.append((k, model.submit(_fresh(item), sample_rate=sr)))
+                time.sleep(0.2)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    before = model.engine_stats()["requests_finished"]
+    thread = threading.Thread(target=submit_more)
+    thread.start()
     out = model.transcribe_batch([_fresh(a) for a, _ in mix], sample_rate=[sr for _, sr in mix], batch_size=2)
+    thread.join()
+    assert errors == []
     _assert_same(out, alone)
+    for k, f in others:
+        assert f.result(timeout=600).to_dict() == alone[k], f"submitted item {k} differs"
+    # every one of them went through the engine
+    assert _settled_stats(model)["requests_finished"] - before == len(mix) + len(others)
 
 
 def test_options_apply_to_every_item(model, tiny_dir, speech_audio):
@@ -130,42 +168,164 @@ def test_bad_items_are_named(model, speech_clips, tmp_path):
         model._native.transcribe_batch([np.zeros(100, np.float32)], [16000], {}, 0)
 
 
+def test_failure_on_the_engine_names_the_item_and_aborts_the_rest(model, speech_audio, longform_audio):
+    """max_new_tokens=440 fits the first window of every item (a 3-token prompt) but not the
+    second window of the long-form item, whose prompt carries the previous text: that item fails
+    on the engine, in the middle of its decoding. The call raises naming it, its other requests
+    leave the engine, and a request of another caller is untouched."""
+    clips = [a for _, a in speech_audio[5:8]]
+    opts = dict(max_new_tokens=440)
+    want = model.transcribe(clips[0], **opts).to_dict()
+    bystander = model.submit(clips[0], **opts)
+    items = [clips[1], longform_audio, clips[2], clips[0]]
+    with pytest.raises(InvalidArgumentError, match=r"^audio item 1: the prompt \(\d+ tokens\) plus max_new_tokens "
+                                                   r"\(440\) exceeds the model's 448 positions"):
+        model.transcribe_batch(items, batch_size=2, **opts)
+    assert bystander.result(timeout=600).to_dict() == want
+    st = _settled_stats(model)
+    assert st["active_requests"] == 0 and st["kv_blocks_used"] == 0
+    # the native overload on a running engine, all items in flight at once: the same failure
+    native = speechcore.TranscribeOptions(max_new_tokens=440).to_native()
+    with pytest.raises(InvalidArgumentError, match=r"^audio item 1: the prompt \(\d+ tokens\)"):
+        model._native.transcribe_batch_on_engine(model._get_engine(), items, [16000] * 4, native, 0)
+    st = _settled_stats(model)
+    assert st["active_requests"] == 0 and st["kv_blocks_used"] == 0
+    assert model.transcribe_batch([clips[0]], **opts)[0].to_dict() == want  # and it keeps serving
+
+
+def test_native_batch_on_a_running_engine(model, mix, alone):
+    """Model::transcribe_batch(Engine&, ...) (the C++ overload) on the model's engine, at most
+    two recordings in flight, while another request runs on the same engine; then the C++
+    Model::transcribe_batch on its temporary engine."""
+    picks = [1, 3, 4, 5]
+    loaded = [speechcore.load_audio(_fresh(mix[k][0]), mix[k][1]) for k in picks]
+    engine = model._get_engine()
+    extra = [model.submit(_fresh(mix[5][0]), sample_rate=mix[5][1]) for _ in range(2)]
+    out = model._native.transcribe_batch_on_engine(engine, [a for a, _ in loaded], [r for _, r in loaded],
+                                                  speechcore.TranscribeOptions().to_native(), 2)
+    _assert_same([speechcore.Transcription.from_native(d) for d in out], [alone[k] for k in picks])
+    assert [f.result(timeout=600).to_dict() for f in extra] == [alone[5]] * 2
+    # Model::transcribe_batch(audio, options, max_batch): its own temporary engine of 2 windows
+    out = model._native.transcribe_batch([a for a, _ in loaded], [r for _, r in loaded], {}, 2)
+    _assert_same([speechcore.Transcription.from_native(d) for d in out], [alone[k] for k in picks])
+    with pytest.raises(InvalidArgumentError, match="max_in_flight must be >= 0"):
+        model._native.transcribe_batch_on_engine(engine, [loaded[0][0]], [loaded[0][1]], {}, -1)
+    with pytest.raises(InvalidArgumentError, match="unknown language code 'xx'"):  # options first, no item named
+        model._native.transcribe_batch_on_engine(engine, [loaded[0][0]], [loaded[0][1]], {"language": "xx"}, 0)
+    nan = np.zeros(1600, np.float32)
+    nan[7] = np.nan
+    with pytest.raises(AudioError, match="audio item 1: audio contains a non-finite sample"):
+        model._native.transcribe_batch_on_engine(engine, [loaded[0][0], nan], [loaded[0][1], 16000], {}, 0)
+
+
+def test_interrupt_aborts_the_calls_requests(model, longform_audio, speech_audio, monkeypatch):
+    """A KeyboardInterrupt while transcribe_batch waits: its requests are aborted (they leave
+    the engine without finishing) and the model keeps working."""
+
+    class InterruptedQueue(api.queue.Queue):
+        def get(self, *args, **kwargs):
+            time.sleep(0.5)  # the requests are in the engine by now
+            raise KeyboardInterrupt
+
+    fake_queue = type("queue_module", (), {"Queue": InterruptedQueue, "Empty": api.queue.Empty})
+    before = _settled_stats(model)
+    monkeypatch.setattr(api, "queue", fake_queue)
+    with pytest.raises(KeyboardInterrupt):
+        model.transcribe_batch([longform_audio, longform_audio, longform_audio], batch_size=2)
+    monkeypatch.undo()
+    # (the statistics are a snapshot between engine steps: wait for the two requests to leave)
+    end = time.monotonic() + 120
+    st = model.engine_stats()
+    while st["requests_failed"] + st["requests_finished"] < before["requests_failed"] + before["requests_finished"] + 2:
+        assert time.monotonic() < end, st
+        time.sleep(0.01)
+        st = model.engine_stats()
+    st = _settled_stats(model)
+    assert st["active_requests"] == 0 and st["kv_blocks_used"] == 0
+    assert st["requests_failed"] - before["requests_failed"] == 2  # both in flight were aborted
+    assert st["requests_finished"] == before["requests_finished"]
+    clip = speech_audio[6][1]
+    assert model.transcribe_batch([clip])[0].to_dict() == model.transcribe(clip).to_dict()
+
+
 # ---------------------------------------------------------------------------------------------
-# Argument handling in the SDK, over a fake native model (no decoding)
-
-
-class FakeNative:
-    def __init__(self, path, device="auto", compute_type="auto", threads=0):
-        self.calls = []
-
-    def transcribe_batch(self, audios, sample_rates, options, max_batch):
-        self.calls.append((audios, sample_rates, options, max_batch))
-        return [{"text": f"item {i}", "language": "en", "language_probability": 1.0,
-                 "duration": len(a) / r, "segments": []} for i, (a, r) in enumerate(zip(audios, sample_rates))]
+# Argument handling in the SDK, over the fake native model and engine of test_cli.py (no decoding)
 
 
 @pytest.fixture
 def fake(monkeypatch):
-    monkeypatch.setattr(api, "_native_model_class", lambda: FakeNative)
+    from test_cli import install_fake
+
+    install_fake(monkeypatch)
     return speechcore.load()
 
 
 def test_sdk_arguments(fake, tmp_path):
+    from test_cli import FakeEngine
+
     x = np.zeros(1600, np.float32)
     sf.write(tmp_path / "a.wav", np.zeros(800, np.float32), 8000)
     out = fake.transcribe_batch([x, tmp_path / "a.wav", x], sample_rate=[16000, None, 32000], language="en",
                                 suppress_tokens=None)
-    assert [t.text for t in out] == ["item 0", "item 1", "item 2"]
-    audios, rates, options, max_batch = fake._native.calls[-1]
-    assert rates == [16000, 8000, 32000] and max_batch == api.DEFAULT_BATCH_SIZE
-    assert options == speechcore.TranscribeOptions(language="en").to_native()
-    assert all(a.dtype == np.float32 and a.flags.c_contiguous for a in audios)
-    fake.transcribe_batch([x], sample_rate=8000, batch_size=5)
-    _, rates, _, max_batch = fake._native.calls[-1]
-    assert rates == [8000] and max_batch == 5
+    assert [t.text for t in out] == [" 0.1 seconds.", " 0.1 seconds.", " 0.1 seconds."]
+    (engine,) = FakeEngine.instances
+    assert [rate for _, _, rate in engine.submitted] == [16000, 8000, 32000]
+    assert engine.options["max_batch"] == api.DEFAULT_BATCH_SIZE  # the engine's defaults
+    assert {str(o) for _, _, o in fake._native.calls} == {str(speechcore.TranscribeOptions(language="en").to_native())}
+    audios = [a for a, _, _ in fake._native.calls]
+    assert all(a == (1600,) or a == (800,) for a in audios)
+    fake.transcribe_batch([x], sample_rate=8000, batch_size=5)  # the engine runs: it stays as it is
+    assert len(FakeEngine.instances) == 1 and engine.submitted[-1][2] == 8000
+
+
+def test_sdk_batch_size_starts_the_engine_and_bounds_requests_in_flight(fake, monkeypatch):
+    from test_cli import FakeEngine, FakeNativeModel
+
+    original = FakeNativeModel.transcribe
+
+    def hold_the_first(self, audio, rate, options):
+        if not self.calls:  # the first stays in the engine while the call could submit more
+            deadline = time.monotonic() + 5
+            while len(FakeEngine.instances[0].submitted) < 3 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.2)
+        return original(self, audio, rate, options)
+
+    monkeypatch.setattr(FakeNativeModel, "transcribe", hold_the_first)
+    xs = [np.zeros(160 * (i + 1), np.float32) for i in range(8)]
+    out = fake.transcribe_batch(xs, batch_size=3)
+    assert [t.duration for t in out] == [0.01 * (i + 1) for i in range(8)]  # input order
+    (engine,) = FakeEngine.instances
+    assert engine.options["max_batch"] == 3  # started by this call, never configured
+    assert engine.max_outstanding == 3
+    # a model whose engine was configured keeps that configuration
+    fake.close()
+    fake.start_engine(max_batch=7)
+    fake.close()
+    fake.transcribe_batch(xs[:1], batch_size=2)
+    assert FakeEngine.instances[-1].options["max_batch"] == 7
+
+
+def test_sdk_failure_on_the_engine(fake):
+    from test_cli import FakeEngine, FakeNativeModel
+
+    FakeNativeModel.fail_on_rate = 8000
+    xs = [np.zeros(1600, np.float32)] * 5
+    with pytest.raises(RuntimeError, match=r"^audio item 2: cannot transcribe audio at 8000 Hz$"):
+        fake.transcribe_batch(xs, sample_rate=[16000, 16000, 8000, 16000, 8000], batch_size=2)
+    (engine,) = FakeEngine.instances
+    assert len(engine.submitted) <= 4 and engine.stats()["active_requests"] == 0
+    # an engine shut down under the call: the items fail with CancelledError, named
+    fake.close()
+    engine = fake._get_engine()
+    engine.shutdown(True)
+    with pytest.raises(speechcore.CancelledError, match="^audio item 0: the engine is shut down"):
+        fake.transcribe_batch(xs[:2])
 
 
 def test_sdk_rejects_before_native_work(fake, tmp_path):
+    from test_cli import FakeEngine
+
     x = np.zeros(1600, np.float32)
     for bad in (0, -1, 2.0, True, "4"):
         with pytest.raises(InvalidArgumentError, match="batch_size"):
@@ -181,4 +341,4 @@ def test_sdk_rejects_before_native_work(fake, tmp_path):
         fake.transcribe_batch([tmp_path / "missing.wav"], task="Translate")  # options before audio
     with pytest.raises(SpeechcoreError, match=r"audio item 0 \(.*missing\.wav\)"):
         fake.transcribe_batch([tmp_path / "missing.wav", x])
-    assert fake._native.calls == []
+    assert fake._native.calls == [] and FakeEngine.instances == []  # no engine was even started

@@ -6,8 +6,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -74,13 +76,99 @@ class FakeNativeModel:
         return [self.transcribe(a, r, options) for a, r in zip(audios, sample_rates)]
 
 
+    def check_options(self, options):
+        pass
+
+
+class FakeEngine:
+    """speechcore._C.Engine stand-in over a FakeNativeModel: one worker thread takes the requests
+    in submission order and calls on_done(model.transcribe(...)) or on_error(exception), like the
+    engine thread (a KeyboardInterrupt of the fake model goes to on_error too). `submitted` lists
+    (id, audio shape, rate); `max_outstanding` is the most requests submitted and not finished."""
+
+    instances: list = []
+
+    def __init__(self, model, max_batch=64, max_encode_batch=8, kv_block_size=16, kv_blocks=0):
+        self.model = model
+        self.options = dict(max_batch=max_batch, max_encode_batch=max_encode_batch, kv_block_size=kv_block_size,
+                            kv_blocks=kv_blocks)
+        self.submitted = []
+        self.max_outstanding = 0
+        self.shut_down = None  # the cancel flag of shutdown()
+        self._lock = threading.Lock()
+        self._queue = queue.Queue()
+        self._live, self._aborted = set(), set()
+        self._next = 1
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        FakeEngine.instances.append(self)
+
+    def submit(self, audio, sample_rate, options, on_done, on_error, on_segment=None, priority=0):
+        from speechcore.errors import CancelledError
+
+        with self._lock:
+            if self.shut_down is not None:
+                raise CancelledError("the engine is shut down")
+            rid, self._next = self._next, self._next + 1
+            self._live.add(rid)
+            self.max_outstanding = max(self.max_outstanding, len(self._live))
+            self.submitted.append((rid, audio.shape, sample_rate))
+        self._queue.put((rid, audio, sample_rate, options, on_done, on_error))
+        return rid
+
+    def _run(self):
+        from speechcore.errors import CancelledError
+
+        while True:
+            request = self._queue.get()
+            if request is None:
+                return
+            rid, audio, rate, options, on_done, on_error = request
+            with self._lock:
+                cancelled = rid in self._aborted or self.shut_down is True
+            if cancelled:
+                result, error = None, CancelledError("the request was aborted")
+            else:
+                try:
+                    result, error = self.model.transcribe(audio, rate, options), None
+                except BaseException as e:  # noqa: BLE001 - handed to the caller, as the engine does
+                    result, error = None, e
+            with self._lock:
+                self._live.discard(rid)
+            if error is None:
+                on_done(result)
+            else:
+                on_error(error)
+
+    def abort(self, rid):
+        with self._lock:
+            if rid not in self._live:
+                return False
+            self._aborted.add(rid)
+            return True
+
+    def shutdown(self, cancel=False):
+        with self._lock:
+            if self.shut_down is None:
+                self.shut_down = bool(cancel)
+                self._queue.put(None)
+        self._thread.join()
+
+    def stats(self):
+        with self._lock:
+            return {"active_requests": len(self._live)}
+
+
 def install_fake(monkeypatch):
-    """Makes speechcore.load build a FakeNativeModel (reset) for the rest of the test."""
+    """Makes speechcore.load build a FakeNativeModel (reset), and its engine a FakeEngine, for the
+    rest of the test."""
     FakeNativeModel.instances = []
     FakeNativeModel.interrupt = False
     FakeNativeModel.fail_on_rate = -1
     FakeNativeModel.batch_error = None
+    FakeEngine.instances = []
     monkeypatch.setattr(api, "_native_model_class", lambda: FakeNativeModel)
+    monkeypatch.setattr(api, "_native_engine_class", lambda: FakeEngine)
     return FakeNativeModel
 
 

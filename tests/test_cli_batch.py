@@ -1,6 +1,7 @@
-"""CLI batch transcription: directory inputs, mirrored outputs, resuming, batches and their
-fallback, progress and summary output, exit statuses. The native model is the fake of
-test_cli.py except in the last test, which runs the real tiny.en on real speech."""
+"""CLI batch transcription on the engine: directory inputs, mirrored outputs, resuming, files
+in flight bounded and written as they finish, bad files, interruption, progress and summary
+output, exit statuses. The native model and engine are the fakes of test_cli.py except in the
+last tests, which run the real tiny.en on real speech through the real engine."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import soundfile as sf
 
 from speechcore import cli
 from speechcore.cli import find_audio_files
-from test_cli import SR, FakeNativeModel, install_fake, run
+from test_cli import SR, FakeEngine, FakeNativeModel, install_fake, run
 
 PROGRESS = re.compile(r"speechcore: (\d+)/(\d+) files( \(\d+ failed\))?, [0-9.:]+( s)? of audio, "
                       r"[0-9.:]+( s)? elapsed, RTFx \d+\.\d$")
@@ -77,9 +78,12 @@ def test_directory_recursion_mirrors_sub_directories(fake, corpus, tmp_path, cap
     assert tree(out) == [os.path.join("a", "deep", "y.txt"), os.path.join("a", "x.txt"), "b.txt", "c.txt", "z.txt"]
     assert (out / "a" / "deep" / "y.txt").read_text() == "1.0 seconds.\n"
     assert (out / "z.txt").read_text() == "3.0 seconds.\n"
-    # one batch, in sorted order, the directory's files first, then the file after it
-    (m,) = fake.instances
-    assert m.batch_calls == [([(8000,), (2 * SR,), (2 * SR,), (2 * SR,), (3 * SR,)], [8000, SR, SR, SR, SR], 16)]
+    # submitted in sorted order, the directory's files first, then the file after it, to an
+    # engine decoding --batch-size (default 16) windows together
+    (e,) = FakeEngine.instances
+    assert [(shape, rate) for _, shape, rate in e.submitted] == [
+        ((8000,), 8000), ((2 * SR,), SR), ((2 * SR,), SR), ((2 * SR,), SR), ((3 * SR,), SR)]
+    assert e.options["max_batch"] == 16 and e.shut_down is not None  # closed at the end
     assert "left out 1 file the decoder cannot read (.m4a)" in err
     assert "speechcore: 5 files transcribed, 0 skipped, 0 failed; 10.0 s of audio in " in err
 
@@ -147,7 +151,7 @@ def test_resume_skips_finished_inputs_and_overwrite_redoes_them(fake, corpus, tm
     (out / "b.txt").write_text("edited\n")
     code, _, err = run(argv, capsys)
     assert code == 0 and "1 file transcribed, 3 skipped" in err
-    assert fake.instances[-1].batch_calls[0][0] == [(2 * SR,)]
+    assert [shape for _, shape, _ in FakeEngine.instances[-1].submitted] == [(2 * SR,)]
     assert (out / "a" / "x.srt").exists() and (out / "b.txt").read_text() == "edited\n"
 
     code, _, err = run(argv + ["-f", "txt"], capsys)  # only the txt files are asked for: all there
@@ -158,41 +162,94 @@ def test_resume_skips_finished_inputs_and_overwrite_redoes_them(fake, corpus, tm
     assert (out / "b.txt").read_text() == "2.0 seconds.\n"
 
 
-def test_outputs_are_written_batch_by_batch(fake, tmp_path, monkeypatch, capsys):
+def test_interrupt_keeps_finished_files_and_the_rerun_resumes(fake, tmp_path, monkeypatch, capsys):
     files = [wav(tmp_path / "in" / f"f{i}.wav") for i in range(5)]
-    calls, original = [], FakeNativeModel.transcribe_batch
+    calls, original = [], FakeNativeModel.transcribe
 
-    def interrupt_second_batch(self, audios, rates, options, max_batch):
-        calls.append(len(audios))
-        if len(calls) == 2:
+    def interrupt_from_the_third(self, audio, rate, options):
+        calls.append(audio.shape)
+        if len(calls) >= 3:  # Ctrl-C while the third file is decoded (and every later one)
             raise KeyboardInterrupt
-        return [self.transcribe(a, r, options) for a, r in zip(audios, rates)]
+        return original(self, audio, rate, options)
 
-    monkeypatch.setattr(FakeNativeModel, "transcribe_batch", interrupt_second_batch)
+    monkeypatch.setattr(FakeNativeModel, "transcribe", interrupt_from_the_third)
     out = tmp_path / "out"
     code, _, err = run(["transcribe", *files, "-o", str(out), "-f", "txt", "--batch-size", "2"], capsys)
-    assert code == 130 and calls == [2, 2]
-    assert tree(out) == ["f0.txt", "f1.txt"]
+    assert code == 130
+    assert tree(out) == ["f0.txt", "f1.txt"]  # what finished is written, nothing partial
     assert err == ("speechcore: 2 files written before the interruption; run the same command again to go on "
                    "with the rest\nspeechcore: interrupted\n")
-    monkeypatch.setattr(FakeNativeModel, "transcribe_batch", original)  # (undo() would drop the fake too)
+    (e,) = FakeEngine.instances
+    assert e.shut_down is True  # the engine was stopped, cancelling what was in flight
+    assert len(e.submitted) <= 4 + 1  # 2 x --batch-size in flight, one more after a file finished
+
+    monkeypatch.setattr(FakeNativeModel, "transcribe", original)  # (undo() would drop the fake too)
     code, _, err = run(["transcribe", *files, "-o", str(out), "-f", "txt", "--batch-size", "2"], capsys)
     assert code == 0 and "3 files transcribed, 2 skipped" in err and len(tree(out)) == 5
-    assert [len(shapes) for shapes, _, _ in fake.instances[-1].batch_calls] == [2, 1]
+    assert [shape for _, shape, _ in FakeEngine.instances[-1].submitted] == [(SR,)] * 3
+    assert (out / "f4.txt").read_text() == "1.0 seconds.\n"
+
+
+def test_many_files_bounded_in_flight_and_written_as_they_finish(fake, tmp_path, monkeypatch, capsys):
+    """40 files, --batch-size 3: at most 6 files in the engine, and a file's outputs are on disk
+    while later files are still being transcribed (not at the end of the run)."""
+    n, batch = 40, 3
+    files = [wav(tmp_path / "in" / f"f{i:02d}.wav", 1.0 + i / 10) for i in range(n)]
+    out = tmp_path / "out"
+    seen, original = [], FakeNativeModel.transcribe
+
+    def check_progress(self, audio, rate, options):
+        # when file j is decoded it was submitted, so at most 2 x batch - 1 earlier files were
+        # still unwritten: files 0 .. j - 2 x batch must have their outputs already
+        j = int(round((audio.shape[0] / rate - 1.0) * 10))
+        seen.append(sorted(os.listdir(out)) if out.exists() else [])
+        expected = {f"f{i:02d}.{f}" for i in range(max(0, j - 2 * batch + 1)) for f in ("txt", "json")}
+        assert expected <= set(seen[-1]), (j, seen[-1])
+        return original(self, audio, rate, options)
+
+    monkeypatch.setattr(FakeNativeModel, "transcribe", check_progress)
+    code, _, err = run(["transcribe", str(tmp_path / "in"), "-o", str(out), "-f", "all", "-b", str(batch)], capsys)
+    assert code == 0, err
+    assert f"{n} files transcribed, 0 skipped, 0 failed" in err
+    (e,) = FakeEngine.instances
+    assert e.options["max_batch"] == batch and e.max_outstanding <= 2 * batch
+    assert len(e.submitted) == n and len(tree(out)) == 5 * n
+    assert len(seen[-1]) >= 5 * (n - 2 * batch)  # most outputs existed before the last file was decoded
+    assert (out / "f39.txt").read_text() == "4.9 seconds.\n"
+
+
+def test_in_flight_files_are_bounded_by_their_bytes(fake, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "MAX_IN_FLIGHT_BYTES", 3 * SR * 4)  # three seconds of samples
+    files = [wav(tmp_path / f"f{i}.wav", 2.0) for i in range(6)]
+    original = FakeNativeModel.transcribe
+
+    def hold_the_first(self, audio, rate, options):
+        if not self.calls:  # the first file stays in the engine while the CLI could submit more
+            (e,) = FakeEngine.instances
+            deadline = time.monotonic() + 5
+            while len(e.submitted) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.2)
+        return original(self, audio, rate, options)
+
+    monkeypatch.setattr(FakeNativeModel, "transcribe", hold_the_first)
+    code, out, _ = run(["transcribe", *files, "-b", "8"], capsys)
+    assert code == 0 and out.count("2.0 seconds.") == 6
+    # 16 files could be in flight by count; the second one passes the byte bound
+    assert FakeEngine.instances[0].max_outstanding == 2
 
 
 # ---------------------------------------------------------------------------------------------
-# Batches, bad files and the one-at-a-time fallback
+# Files in flight, bad files
 
 
-def test_batches_of_batch_size(fake, tmp_path, capsys):
+def test_stdout_keeps_input_order_and_batch_size_is_max_batch(fake, tmp_path, capsys):
     files = [wav(tmp_path / f"f{i}.wav", 1.0 + i) for i in range(5)]
     code, out, _ = run(["transcribe", *files, "--batch-size", "2"], capsys)
     assert code == 0 and [line for line in out.splitlines() if "seconds" in line] == [
         "1.0 seconds.", "2.0 seconds.", "3.0 seconds.", "4.0 seconds.", "5.0 seconds."]
-    (m,) = fake.instances
-    assert [len(shapes) for shapes, _, _ in m.batch_calls] == [2, 2, 1]
-    assert {max_batch for _, _, max_batch in m.batch_calls} == {2}
+    (e,) = FakeEngine.instances
+    assert e.options["max_batch"] == 2 and e.max_outstanding <= 4 and len(e.submitted) == 5
 
 
 def test_bad_file_in_a_batch_is_reported_and_the_others_written(fake, tmp_path, capsys):
@@ -203,39 +260,33 @@ def test_bad_file_in_a_batch_is_reported_and_the_others_written(fake, tmp_path, 
     code, _, err = run(["transcribe", *files, "-o", str(out), "-f", "txt", "--batch-size", "5"], capsys)
     assert code == 1
     assert tree(out) == ["a.txt", "b.txt", "c.txt"]
-    (m,) = fake.instances
-    assert m.batch_calls == [([(SR,), (2 * SR,), (3 * SR,)], [SR] * 3, 5)]  # the good ones, one batch
+    (e,) = FakeEngine.instances
+    assert [shape for _, shape, _ in e.submitted] == [(SR,), (2 * SR,), (3 * SR,)]  # the good ones
     assert "3 files transcribed, 0 skipped, 2 failed; 6.0 s of audio" in err
     failed = err[err.index("speechcore: failed (2):"):].splitlines()
     assert failed[1].startswith(f"  {files[1]}: cannot decode audio")
     assert failed[2] == f"  {files[3]}: audio file not found: {files[3]}"
 
 
-def test_failed_batch_falls_back_to_one_at_a_time(fake, tmp_path, capsys):
+def test_a_file_failing_on_the_engine_is_reported_and_the_others_written(fake, tmp_path, capsys):
     files = [wav(tmp_path / "a.wav"), wav(tmp_path / "bad.wav", 1.0, 8000), wav(tmp_path / "c.wav", 2.0)]
-    fake.fail_on_rate = 8000  # the native batch fails as a whole because of one recording
+    fake.fail_on_rate = 8000  # the engine fails this request only
     out = tmp_path / "out"
     code, _, err = run(["transcribe", *files, "-o", str(out), "-f", "txt"], capsys)
     assert code == 1
     assert tree(out) == ["a.txt", "c.txt"] and (out / "c.txt").read_text() == "2.0 seconds.\n"
-    assert "a batch of 3 files failed (RuntimeError: cannot transcribe audio at 8000 Hz); " \
-           "transcribing them one at a time" in err
-    assert f"  {files[1]}: RuntimeError: cannot transcribe audio at 8000 Hz" in err
+    assert f"speechcore: {files[1]}: RuntimeError: cannot transcribe audio at 8000 Hz\n" in err
+    assert err.endswith(f"speechcore: failed (1):\n  {files[1]}: RuntimeError: cannot transcribe audio at 8000 Hz\n")
     assert "2 files transcribed, 0 skipped, 1 failed" in err
-
-    fake.fail_on_rate = -1
-    fake.batch_error = MemoryError("batch too large")  # every batch fails, every file alone works
-    code, _, err = run(["transcribe", *files, "-o", str(out), "-f", "txt", "--overwrite"], capsys)
-    assert code == 0 and tree(out) == ["a.txt", "bad.txt", "c.txt"]
-    assert "3 files transcribed, 0 skipped, 0 failed" in err
+    assert len(FakeEngine.instances[0].submitted) == 3  # each file submitted once, no retries
 
 
-def test_failed_batch_of_one_is_not_retried(fake, tmp_path, capsys):
+def test_a_single_failed_file_reports_once(fake, tmp_path, capsys):
     f = wav(tmp_path / "a.wav")
-    fake.batch_error = RuntimeError("boom")
+    fake.fail_on_rate = SR
     code, _, err = run(["transcribe", f, "-o", str(tmp_path / "out")], capsys)
-    assert code == 1 and err == f"speechcore: {f}: RuntimeError: boom\n"
-    assert fake.instances[0].calls == []
+    assert code == 1 and err == f"speechcore: {f}: RuntimeError: cannot transcribe audio at {SR} Hz\n"
+    assert len(FakeEngine.instances[0].submitted) == 1 and fake.instances[0].calls == []
 
 
 def test_stdin_among_files(fake, tmp_path, monkeypatch, capsys):
@@ -255,17 +306,22 @@ def test_stdin_among_files(fake, tmp_path, monkeypatch, capsys):
 # Progress and summary
 
 
-def test_progress_lines(fake, tmp_path, capsys):
+def test_progress_lines(fake, tmp_path, monkeypatch, capsys):
     files = [wav(tmp_path / f"f{i}.wav") for i in range(3)] + [str(tmp_path / "missing.wav")]
     code, _, err = run(["transcribe", *files, "-o", str(tmp_path / "out"), "--progress", "-b", "2"], capsys)
     assert code == 1
     lines = err.splitlines()
     progress = [m for m in map(PROGRESS.match, lines) if m]
-    # at the start, after each batch, after the failure
-    assert [(int(m[1]), int(m[2])) for m in progress] == [(0, 4), (2, 4), (3, 4), (4, 4)]
+    # not a terminal: a line at the start, at most one per PROGRESS_INTERVAL (5 s), one at the end
+    assert [(int(m[1]), int(m[2])) for m in progress] == [(0, 4), (4, 4)]
     assert progress[-1][3] == " (1 failed)"
     assert lines[-3].startswith("speechcore: 3 files transcribed, 0 skipped, 1 failed; 3.0 s of audio in ")
-    assert "\r" not in err  # not a terminal: plain lines
+    assert "\r" not in err  # plain lines
+
+    monkeypatch.setattr(cli, "PROGRESS_INTERVAL", 0.0)  # a line after every file
+    code, _, err = run(["transcribe", *files, "-o", str(tmp_path / "o1"), "--progress", "-b", "2"], capsys)
+    counts = [int(m[1]) for m in map(PROGRESS.match, err.splitlines()) if m]
+    assert code == 1 and counts[0] == 0 and counts[-1] == 4 and len(counts) == 6 and counts == sorted(counts)
 
     code, _, err = run(["transcribe", *files[:3], "-o", str(tmp_path / "o2"), "--no-progress"], capsys)
     assert code == 0 and not any(map(PROGRESS.match, err.splitlines()))
@@ -278,7 +334,7 @@ def test_progress_on_a_terminal_rewrites_one_line(fake, tmp_path, capsys):
     text = err.getvalue()
     assert code == 0 and text.count("\n") == 1 and text.endswith("\n")  # progress is rewritten with \r
     parts = text.split("\r")
-    assert parts[0] == "" and [PROGRESS.match(p.rstrip())[1] for p in parts[1:-2]] == ["0", "2", "3"]
+    assert parts[0] == "" and [PROGRESS.match(p.rstrip())[1] for p in parts[1:-2]] == ["0", "1", "2", "3"]
     assert parts[-2].strip() == ""  # the line is erased before the summary
     assert parts[-1].startswith("speechcore: 3 files transcribed, 0 skipped, 0 failed")
 
@@ -320,25 +376,90 @@ def test_parser_batch_defaults():
 # The real model
 
 
-def test_batch_path_writes_what_single_transcription_gives(tiny_dir, speech_clips, tmp_path, capsys):
+def test_engine_path_writes_what_single_transcription_gives(tiny_dir, speech_clips, longform_audio, tmp_path,
+                                                           monkeypatch, capsys):
+    """A 40 s recording (two windows) first, then two clips, through the real engine: every
+    output equals transcribing that file alone, and the clips' outputs are written while the
+    long recording (first in input order) is still being decoded."""
     import speechcore
 
-    clips = [speech_clips[0], speech_clips[2], speech_clips[6]]
+    clips = [speech_clips[1], speech_clips[6]]
     src = tmp_path / "in"
-    targets = [src / "sub" / clips[0].name, src / clips[1].name, src / clips[2].name]
-    for clip, target in zip(clips, targets):
+    targets = [src / "a_long.wav", src / "sub" / clips[0].name, src / clips[1].name]
+    src.mkdir()
+    sf.write(targets[0], longform_audio[:40 * SR], SR)
+    for clip, target in zip(clips, targets[1:]):
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(clip, target)
+    written, write = [], cli._write_atomically
+    monkeypatch.setattr(cli, "_write_atomically", lambda path, text: (written.append(path), write(path, text)))
     out = tmp_path / "out"
     code, _, err = run(["transcribe", str(src), "-o", str(out), "--model", str(tiny_dir), "--device", "cpu",
                         "--batch-size", "2", "--language", "en"], capsys)
     assert code == 0, err
     assert "3 files transcribed, 0 skipped, 0 failed" in err
+    assert [os.path.basename(p).startswith("a_long.") for p in written] == [False] * 10 + [True] * 5  # written last
+    assert len(written) == 3 * 5
 
     model = speechcore.load(str(tiny_dir), device="cpu")
-    for clip, target in zip(clips, targets):
-        alone = model.transcribe(str(clip), language="en")
+    for target in targets:
+        alone = model.transcribe(str(target), language="en")
         assert alone.text.strip()
         stem = out / os.path.splitext(os.path.relpath(target, src))[0]
-        for fmt in ("txt", "srt", "vtt", "tsv"):
-            assert Path(f"{stem}.{fmt}").read_text(encoding="utf-8") == cli.FORMATTERS[fmt](alone), (clip, fmt)
+        for fmt in ("txt", "srt", "vtt", "tsv", "json"):
+            assert Path(f"{stem}.{fmt}").read_text(encoding="utf-8") == cli.FORMATTERS[fmt](alone), (target, fmt)
+
+
+def test_interrupt_on_the_real_engine_aborts_in_flight_and_resumes(tiny_dir, speech_clips, tmp_path, monkeypatch,
+                                                                    capsys):
+    """Ctrl-C while the second file's outputs are written: the first file's outputs stay, the
+    engine is shut down with no request left in it, and the rerun finishes the rest."""
+    from speechcore import _C, api
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for clip in speech_clips[5:8]:  # three card readings (1-2 s)
+        shutil.copy(clip, src / clip.name)
+    names = sorted(p.stem for p in src.iterdir())
+    engines = []
+
+    def make_engine(native, **kw):
+        engines.append(_C.Engine(native, **kw))
+        return engines[-1]
+
+    monkeypatch.setattr(api, "_native_engine_class", lambda: make_engine)
+    written, write, interrupted = [], cli._write_atomically, []
+
+    def interrupt_second_file(path, text):
+        stem = os.path.splitext(os.path.basename(path))[0]
+        if not interrupted and written and stem != written[0]:
+            interrupted.append(stem)
+            raise KeyboardInterrupt
+        written.append(stem)
+        write(path, text)
+
+    monkeypatch.setattr(cli, "_write_atomically", interrupt_second_file)
+    out = tmp_path / "out"
+    argv = ["transcribe", str(src), "-o", str(out), "--model", str(tiny_dir), "--device", "cpu", "-b", "1"]
+    code, _, err = run(argv, capsys)
+    assert code == 130, err
+    done = sorted(set(written))
+    assert written[0] == names[0] and interrupted[0] not in done
+    m = re.match(r"speechcore: (\d+) files? written before the interruption", err)
+    assert m and int(m[1]) == len(done)
+    assert tree(out) == sorted(f"{stem}.{f}" for stem in done for f in cli.OUTPUT_FORMATS)  # complete files only
+    (engine,) = engines
+    st = engine.stats()
+    assert st["active_requests"] == 0 and st["running_windows"] == 0 and st["kv_blocks_used"] == 0
+    assert st["requests_finished"] + st["requests_failed"] >= len(done) + 1
+
+    monkeypatch.setattr(cli, "_write_atomically", write)
+    code, _, err = run(argv, capsys)
+    assert code == 0, err
+    assert f"{3 - len(done)} file{'s' if 3 - len(done) != 1 else ''} transcribed, {len(done)} skipped" in err
+    import speechcore
+
+    model = speechcore.load(str(tiny_dir), device="cpu")
+    for name in names:
+        alone = model.transcribe(str(src / f"{name}.wav"))
+        assert (out / f"{name}.json").read_text(encoding="utf-8") == cli.to_json(alone)

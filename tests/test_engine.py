@@ -5,6 +5,7 @@ a KV pool small enough to force queueing and preemption, statistics and no block
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 import shutil
 import threading
 
@@ -205,3 +206,42 @@ def test_engine_options_are_checked(tiny):
     with pytest.raises(speechcore.InvalidArgumentError):
         _C.Engine(tiny._native, max_batch=-1)
     assert set(tiny.engine_stats()) >= {"queued_requests", "running_windows", "kv_blocks_used", "tokens_per_second"}
+
+
+def test_dropping_a_model_with_requests_in_flight(tiny_dir, tmp_path):
+    """The last reference to an engine can go away on the engine's own thread: a model dropped
+    (in a reference cycle, collected by gc) while its aborted requests are still in the engine
+    leaves the engine to the callbacks' objects, released there. That must not destroy the engine
+    under its running thread (it crashed the interpreter). Run in a child process: a crash fails
+    this test instead of ending the session."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "drop.py"
+    script.write_text(f"""
+import gc, sys, time
+import numpy as np
+import speechcore
+audio = np.random.default_rng(0).standard_normal(16000 * 70).astype(np.float32) * 0.1
+for rep in range(3):
+    m = speechcore.load({str(tiny_dir)!r}, device="cpu", threads=2)
+    futures = [m.submit(audio) for _ in range(2)]
+    time.sleep(0.2)
+    for f in futures:
+        m.abort(f)
+    cycle = [m]
+    cycle.append(cycle)
+    del m, cycle, futures
+    gc.collect()
+    end = time.monotonic() + 3
+    while time.monotonic() < end:  # Python work while the engine thread finishes its callbacks
+        junk = [dict(a=i) for i in range(1000)]
+print("done")
+""")
+    import os
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in [str(Path(speechcore.__file__).parents[1]),
+                                                                  os.environ.get("PYTHONPATH", "")] if p))
+    proc = subprocess.run([sys.executable, "-X", "faulthandler", str(script)], capture_output=True, text=True,
+                          timeout=600, env=env)
+    assert proc.returncode == 0 and proc.stdout.strip() == "done", proc.stderr[-3000:]

@@ -6,6 +6,10 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
 #include "bindings.h"
 #include "speechcore/engine.h"
 
@@ -15,13 +19,46 @@ namespace speechcore::bindings {
 
 namespace {
 
-// Destroys the engine (joining its thread) with the GIL released.
+// The engine whose thread is running one of its callbacks on this thread (null elsewhere).
+thread_local const Engine* current_engine = nullptr;
+
+struct InEngineThread {
+  const Engine* saved;
+  explicit InEngineThread(const Engine* e) : saved(current_engine) { current_engine = e; }
+  ~InEngineThread() { current_engine = saved; }
+};
+
+// Engines being destroyed by helper threads (see GilFreeDelete).
+std::mutex helpers_mutex;
+std::condition_variable helpers_done;
+int helpers_running = 0;
+
+// Destroys the engine (joining its thread) with the GIL released. When the last reference
+// goes away on the engine's own thread (inside one of its callbacks, or as a callback's Python
+// objects are dropped), that thread cannot join itself: a helper thread destroys the engine
+// once the callback has returned (at interpreter exit, wait_for_helpers() waits for it).
 struct GilFreeDelete {
   void operator()(Engine* e) const {
+    if (current_engine == e) {
+      std::lock_guard<std::mutex> lock(helpers_mutex);
+      ++helpers_running;
+      std::thread([e] {
+        delete e;
+        std::lock_guard<std::mutex> done(helpers_mutex);
+        if (--helpers_running == 0) helpers_done.notify_all();
+      }).detach();
+      return;
+    }
     py::gil_scoped_release release;
     delete e;
   }
 };
+
+void wait_for_helpers() {
+  py::gil_scoped_release release;  // their engines' last callbacks may need the GIL
+  std::unique_lock<std::mutex> lock(helpers_mutex);
+  helpers_done.wait(lock, [] { return helpers_running == 0; });
+}
 
 // Calls a Python callable from the engine thread; a raising callback is reported through
 // sys.unraisablehook instead of escaping into C++.
@@ -34,11 +71,14 @@ void call_python(const py::object& fn, const py::object& arg) {
   }
 }
 
-// Holds a Python object for the engine thread: destroyed under the GIL.
+// Holds a Python object for the engine thread: destroyed under the GIL (on the engine thread
+// of `engine`, or wherever the request's callbacks are dropped).
 struct PyRef {
   py::object obj;
-  explicit PyRef(py::object o) : obj(std::move(o)) {}
+  const Engine* engine;
+  PyRef(py::object o, const Engine* e) : obj(std::move(o)), engine(e) {}
   ~PyRef() {
+    InEngineThread mark(engine);
     py::gil_scoped_acquire gil;
     obj = py::object();
   }
@@ -86,20 +126,24 @@ void register_engine(py::module_& m) {
              py::object on_error, py::object on_segment, int priority) {
             const AudioRef a = audio_ref(audio, sample_rate, "audio");
             const TranscribeOptions opts = parse_transcribe_options(options);
-            auto done = std::make_shared<PyRef>(std::move(on_done));
-            auto error = std::make_shared<PyRef>(std::move(on_error));
-            auto segment = std::make_shared<PyRef>(std::move(on_segment));
+            const Engine* eng = &self;
+            auto done = std::make_shared<PyRef>(std::move(on_done), eng);
+            auto error = std::make_shared<PyRef>(std::move(on_error), eng);
+            auto segment = std::make_shared<PyRef>(std::move(on_segment), eng);
             Engine::Callbacks cb;
-            cb.on_done = [done](Transcription&& t) {
+            cb.on_done = [done, eng](Transcription&& t) {
+              InEngineThread mark(eng);
               py::gil_scoped_acquire gil;
               call_python(done->obj, transcription_dict(t));
             };
-            cb.on_error = [error](const Error& e) {
+            cb.on_error = [error, eng](const Error& e) {
+              InEngineThread mark(eng);
               py::gil_scoped_acquire gil;
               call_python(error->obj, python_error(e));
             };
             if (!segment->obj.is_none())
-              cb.on_segment = [segment](const Segment& s) {
+              cb.on_segment = [segment, eng](const Segment& s) {
+                InEngineThread mark(eng);
                 py::gil_scoped_acquire gil;
                 call_python(segment->obj, segment_dict(s));
               };
@@ -112,6 +156,12 @@ void register_engine(py::module_& m) {
       .def("abort", &Engine::abort, py::arg("id"), py::call_guard<py::gil_scoped_release>())
       .def("shutdown", &Engine::shutdown, py::arg("cancel") = false, py::call_guard<py::gil_scoped_release>())
       .def("stats", [](const Engine& self) { return stats_dict(self.stats()); });
+  // Before the interpreter finalizes, engines still being destroyed must be gone (their threads
+  // may call back into Python); speechcore.api shuts down the live ones first (its own atexit
+  // handler, registered later, runs earlier).
+  m.def("_wait_for_engine_helpers", &wait_for_helpers,
+        "Waits until the engines released on their own threads are destroyed (called at exit).");
+  py::module_::import("atexit").attr("register")(m.attr("_wait_for_engine_helpers"));
 }
 
 }  // namespace speechcore::bindings

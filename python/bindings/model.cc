@@ -103,6 +103,30 @@ AudioRef audio_ref(const py::handle& obj, int sample_rate, const std::string& wh
 
 namespace {
 
+// The arrays of a batch call as AudioRefs, with references held while the GIL is released
+// (the list may change meanwhile).
+struct BatchAudio {
+  std::vector<py::object> keep;
+  std::vector<AudioRef> refs;
+  BatchAudio(const py::list& audios, const std::vector<int>& sample_rates) {
+    if (sample_rates.size() != audios.size())
+      throw_error(ErrorCode::kInvalidArgument, "sample_rates has ", sample_rates.size(), " entries for ",
+                  audios.size(), " audio arrays");
+    keep.reserve(audios.size());
+    refs.reserve(audios.size());
+    for (size_t i = 0; i < audios.size(); ++i) {
+      keep.push_back(py::reinterpret_borrow<py::object>(audios[i]));
+      refs.push_back(audio_ref(keep.back(), sample_rates[i], "audio item " + std::to_string(i)));
+    }
+  }
+};
+
+py::list transcription_list(const std::vector<Transcription>& ts) {
+  py::list out;
+  for (const Transcription& t : ts) out.append(transcription_dict(t));
+  return out;
+}
+
 py::dict info_dict(const ModelInfo& i) {
   py::dict d;
   d["architecture"] = i.architecture;
@@ -152,30 +176,39 @@ void register_model(py::module_& m) {
           "transcribe_batch",
           [](const Model& self, const py::list& audios, const std::vector<int>& sample_rates,
              const py::dict& options, int max_batch) {
-            if (sample_rates.size() != audios.size())
-              throw_error(ErrorCode::kInvalidArgument, "sample_rates has ", sample_rates.size(),
-                          " entries for ", audios.size(), " audio arrays");
-            std::vector<py::object> keep;  // own references: the list may change while the GIL is released
-            std::vector<AudioRef> refs;
-            keep.reserve(audios.size());
-            refs.reserve(audios.size());
-            for (size_t i = 0; i < audios.size(); ++i) {
-              keep.push_back(py::reinterpret_borrow<py::object>(audios[i]));
-              refs.push_back(audio_ref(keep.back(), sample_rates[i], "audio item " + std::to_string(i)));
-            }
+            BatchAudio batch(audios, sample_rates);
             const TranscribeOptions opts = parse_transcribe_options(options);
             std::vector<Transcription> ts;
             {
               py::gil_scoped_release release;
-              ts = self.transcribe_batch(refs, opts, max_batch);
+              ts = self.transcribe_batch(batch.refs, opts, max_batch);
             }
-            py::list out;
-            for (const Transcription& t : ts) out.append(transcription_dict(t));
-            return out;
+            return transcription_list(ts);
           },
           py::arg("audios"), py::arg("sample_rates"), py::arg("options") = py::dict(), py::arg("max_batch") = 64,
-          "Transcribes many float32 arrays (each (frames,) or (frames, channels)) with one set of options; "
-          "windows of up to max_batch recordings run together. Returns one dict per array, in order.")
+          "Transcribes many float32 arrays (each (frames,) or (frames, channels)) with one set of options on a "
+          "temporary engine decoding up to max_batch windows together. Returns one dict per array, in order.")
+      .def(
+          "transcribe_batch_on_engine",
+          [](const Model& self, Engine& engine, const py::list& audios, const std::vector<int>& sample_rates,
+             const py::dict& options, int max_in_flight, int priority) {
+            BatchAudio batch(audios, sample_rates);
+            const TranscribeOptions opts = parse_transcribe_options(options);
+            std::vector<Transcription> ts;
+            {
+              py::gil_scoped_release release;
+              ts = self.transcribe_batch(engine, batch.refs, opts, max_in_flight, priority);
+            }
+            return transcription_list(ts);
+          },
+          py::arg("engine"), py::arg("audios"), py::arg("sample_rates"), py::arg("options") = py::dict(),
+          py::arg("max_in_flight") = 0, py::arg("priority") = 0,
+          "Model::transcribe_batch(engine, ...): the arrays through a running engine of this model (shared with "
+          "other submitters), at most max_in_flight at once (0 = all). Returns one dict per array, in order.")
+      .def(
+          "check_options",
+          [](const Model& self, const py::dict& options) { self.check_options(parse_transcribe_options(options)); },
+          py::arg("options"), "Raises the error transcribe() would raise for these options; None when usable.")
       .def(
           "prompt_logits",
           [](const Model& self, py::array_t<float, py::array::c_style | py::array::forcecast> mel,

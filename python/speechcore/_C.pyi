@@ -67,8 +67,24 @@ class Model:
         max_batch: int = 64,
     ) -> List[NativeTranscription]:
         """Like transcribe for each array (sample_rates[i] is the rate of audios[i]), with one set
-        of options; the windows of up to max_batch recordings run together. Results in input
-        order; errors about one array start with "audio item <index>: "."""
+        of options, on a temporary Engine decoding up to max_batch windows together. Results in
+        input order; errors about one array start with "audio item <index>: "."""
+        ...
+    def transcribe_batch_on_engine(
+        self,
+        engine: "Engine",
+        audios: List[npt.NDArray[np.float32]],
+        sample_rates: List[int],
+        options: Dict[str, Any],
+        max_in_flight: int = 0,
+        priority: int = 0,
+    ) -> List[NativeTranscription]:
+        """The same on a running engine of this model (shared with other submitters), at most
+        max_in_flight arrays submitted at once (0 = all). A failure on the engine aborts the
+        call's other requests and raises the lowest failing item's error ("audio item <i>: ...")."""
+        ...
+    def check_options(self, options: Dict[str, Any]) -> None:
+        """Raises the error transcribe() would raise for these options."""
         ...
     def prompt_logits(self, mel: npt.NDArray[np.float32], prompt: List[int]) -> npt.NDArray[np.float32]:
         """Raw float32 logits [vocab] after `prompt` for one window of features mel [n_mels, 3000]."""
@@ -86,13 +102,14 @@ class EngineStats(TypedDict):
     tokens_generated: int
     tokens_per_second: float
     preemptions: int
+    windows_discarded: int
     requests_finished: int
     requests_failed: int
 
 class Engine:
     """speechcore::Engine: continuous batching over a Model on a background thread."""
     def __init__(self, model: Model, max_batch: int = 64, max_encode_batch: int = 8, kv_block_size: int = 16,
-                 kv_blocks: int = 0) -> None: ...
+                 kv_blocks: int = 0, gpu_memory_fraction: float = 0.9) -> None: ...
     def submit(self, audio: npt.NDArray[np.float32], sample_rate: int, options: Dict[str, Any],
                on_done: Callable[[NativeTranscription], None], on_error: Callable[[BaseException], None],
                on_segment: Optional[Callable[[NativeSegment], None]] = None, priority: int = 0) -> int:

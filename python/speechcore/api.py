@@ -10,20 +10,20 @@ import os
 import queue
 import threading
 import weakref
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import _C
 from .audio import AudioInput, load_audio
-from .errors import InvalidArgumentError, SpeechcoreError, UnsupportedError
+from .errors import CancelledError, InvalidArgumentError, SpeechcoreError, UnsupportedError
 from .models import resolve_model
 from .options import TranscribeOptions
 from .results import Segment, Transcription
 
 DEVICES = ("auto", "cpu", "cuda")
 COMPUTE_TYPES = ("auto", "float32", "float16", "bfloat16")
-DEFAULT_BATCH_SIZE = 64  # recordings decoded together by Model.transcribe_batch
+DEFAULT_BATCH_SIZE = 64  # Model.transcribe_batch: recordings in the engine at once (= the engine's default max_batch)
 
 
 def _native_model_class() -> Any:
@@ -31,6 +31,14 @@ def _native_model_class() -> Any:
     cls = getattr(_C, "Model", None)
     if cls is None:
         raise UnsupportedError("this build of speechcore has no native Model (speechcore._C.Model is missing)")
+    return cls
+
+
+def _native_engine_class() -> Any:
+    """The native engine class (``speechcore._C.Engine``); tests replace this hook with a fake."""
+    cls = getattr(_C, "Engine", None)
+    if cls is None:
+        raise UnsupportedError("this build of speechcore has no native Engine (speechcore._C.Engine is missing)")
     return cls
 
 
@@ -61,7 +69,8 @@ class Model:
         self._native = _native_model_class()(str(directory), device, compute_type, int(threads))
         self._engine_lock = threading.Lock()
         self._engine: Any = None
-        self._engine_options: Dict[str, int] = {}
+        self._engine_options: Dict[str, Any] = {}  # set by start_engine
+        self._engine_max_batch = DEFAULT_BATCH_SIZE
 
     @property
     def info(self) -> Dict[str, Any]:
@@ -170,11 +179,13 @@ class Model:
         batch_size: Optional[int] = None,
         **options: Any,
     ) -> List[Transcription]:
-        """Transcribes many recordings with the same options, decoding their 30 s windows together.
+        """Transcribes many recordings with the same options on the engine (continuous batching).
 
-        Every recording advances through the long-form loop at once: each round decodes the next
-        window of up to `batch_size` unfinished recordings (taken in input order) as one batch
-        on the backend. Each result equals :meth:`transcribe` of that recording alone.
+        The recordings go through this model's engine, the one behind :meth:`submit` (started
+        here if it is not running), so other threads may submit or run batches at the same time:
+        their windows are decoded together. They are submitted in input order, at most
+        `batch_size` at once (the next when one finishes). Each result equals :meth:`transcribe`
+        of that recording alone.
 
         Args:
             audios: a list (or other sequence) of audio inputs, each anything :meth:`transcribe`
@@ -182,8 +193,12 @@ class Model:
                 samples ``(frames,)`` / ``(frames, channels)``, of any rate and channel count.
             sample_rate: rate in Hz of the numpy arrays: one value for all items, or a sequence
                 with one entry (int or None) per item. Default None = 16000. Not used for files.
-            batch_size: most recordings whose windows are decoded together in one round; the
-                others wait for a later round. Default None = 64.
+            batch_size: most of these recordings in the engine at once (so at most that many of
+                their 30 s windows are decoded together; the engine's ``max_batch`` bounds the
+                windows of all requests). When this call starts the engine and
+                :meth:`start_engine` was never called, the engine starts with
+                ``max_batch=batch_size``. Default None = the engine's ``max_batch`` (64 unless
+                set with :meth:`start_engine`).
             **options: the decoding options of :meth:`transcribe` (``language``, ``task``,
                 ``beam_size``, ``temperature``, ``condition_on_previous_text``,
                 ``without_timestamps``, ``max_initial_timestamp``, ``suppress_blank``,
@@ -201,12 +216,16 @@ class Model:
                 unsupported type. NotFoundError: a missing audio file. AudioError: an item that
                 cannot be decoded, is empty, or holds NaN/inf. An error about one item starts
                 with ``audio item <index>`` (and the path, for paths). Options are checked
-                before any audio is read, and every item is read before any decoding starts.
+                before any audio is read, and every item is read before any is submitted.
+                When an item fails on the engine (e.g. its prompt plus `max_new_tokens` outgrows
+                the model), the call aborts its other requests and raises the failure of the
+                lowest index; the engine keeps serving other requests. CancelledError: the
+                engine was shut down (:meth:`close`, :meth:`start_engine`) during the call.
+                KeyboardInterrupt (or any exception) while waiting aborts the call's requests.
         """
         native_options = _transcribe_options(**options).to_native()
-        if batch_size is None:
-            batch_size = DEFAULT_BATCH_SIZE
-        elif isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
+                                       or batch_size < 1):
             raise InvalidArgumentError(f"batch_size must be None or an integer >= 1, got {batch_size!r}")
         if (isinstance(audios, (str, bytes, bytearray, memoryview, os.PathLike, np.ndarray))
                 or hasattr(audios, "read") or not isinstance(audios, Iterable)):
@@ -223,24 +242,76 @@ class Model:
             rates = [sample_rate] * len(items)
         if not items:
             return []
+        self._native.check_options(native_options)  # what only the model knows (e.g. translate, English-only)
 
-        samples, native_rates = [], []
+        def name(i: int) -> str:
+            item = items[i]
+            return f" ({os.fsdecode(os.fspath(item))})" if isinstance(item, (str, os.PathLike)) else ""
+
+        loaded: List[Any] = []  # (samples, rate), then None once submitted
         for i, (item, rate) in enumerate(zip(items, rates)):
             try:
-                data, native_rate = load_audio(item, rate)
+                loaded.append(load_audio(item, rate))
             except SpeechcoreError as e:
-                name = f" ({os.fsdecode(os.fspath(item))})" if isinstance(item, (str, os.PathLike)) else ""
-                raise type(e)(f"audio item {i}{name}: {e}") from None
-            samples.append(data)
-            native_rates.append(native_rate)
-        results = self._native.transcribe_batch(samples, native_rates, native_options, int(batch_size))
-        return [Transcription.from_native(r) for r in results]
+                raise type(e)(f"audio item {i}{name(i)}: {e}") from None
 
+        engine = self._get_engine(None if batch_size is None else int(batch_size))
+        cap = int(batch_size) if batch_size is not None else self._engine_max_batch
+        n = len(loaded)
+        futures: List[Any] = [None] * n
+        aborted = [False] * n
+        finished: "queue.Queue[int]" = queue.Queue()
+        results: List[Optional[Transcription]] = [None] * n
+        failure: Optional[Tuple[int, BaseException]] = None
+        next_item = outstanding = 0
+
+        def abort_rest() -> None:
+            for j, f in enumerate(futures):
+                if f is not None and not f.done() and not aborted[j]:
+                    aborted[j] = True
+                    engine.abort(f.request_id)
+
+        try:
+            while True:
+                while failure is None and next_item < n and outstanding < cap:
+                    i = next_item
+                    samples, rate = loaded[i]
+                    loaded[i] = None  # the engine holds its own copy
+                    try:
+                        futures[i] = self._submit_loaded(engine, samples, rate, native_options, 0, None)
+                    except SpeechcoreError as e:  # e.g. the engine was shut down meanwhile
+                        failure = (i, e)
+                        abort_rest()
+                        break
+                    futures[i].add_done_callback(lambda _, i=i: finished.put(i))
+                    next_item += 1
+                    outstanding += 1
+                if outstanding == 0 and (failure is not None or next_item == n):
+                    break
+                try:
+                    i = finished.get(timeout=0.5)  # a timeout keeps Ctrl-C responsive
+                except queue.Empty:
+                    continue
+                outstanding -= 1
+                error = futures[i].exception()
+                if error is None:
+                    results[i] = futures[i].result()
+                elif not (aborted[i] and isinstance(error, CancelledError)):
+                    if failure is None or i < failure[0]:
+                        failure = (i, error)
+                    abort_rest()
+        except BaseException:
+            abort_rest()
+            raise
+        if failure is not None:
+            i, error = failure
+            raise _renamed(error, f"audio item {i}{name(i)}: {error}") from None
+        return results  # type: ignore[return-value]  # every item succeeded
 
     # ---- the engine: many transcriptions at once ------------------------------------------
 
     def start_engine(self, *, max_batch: int = 64, max_encode_batch: int = 8, kv_block_size: int = 16,
-                     kv_blocks: int = 0) -> None:
+                     kv_blocks: int = 0, gpu_memory_fraction: float = 0.9) -> None:
         """(Re)starts the engine behind :meth:`submit`, :meth:`atranscribe` and
         :meth:`transcribe_stream` with these limits (it starts with the defaults on first use).
 
@@ -250,6 +321,11 @@ class Model:
             kv_block_size: token positions per KV-cache block. Default 16.
             kv_blocks: KV-cache blocks; 0 = enough for `max_batch` windows of full length.
                 Fewer bound memory: windows then wait, or restart when preempted (same results).
+                On a GPU, 0 sizes the pool from memory instead (see `gpu_memory_fraction`).
+            gpu_memory_fraction: on a GPU with kv_blocks=0, the KV pool takes what keeps this
+                process within this share of the device's memory after a warm-up (capped at
+                `max_batch` windows of full length). Default 0.9. Too little room raises
+                OutOfMemoryError.
 
         A running engine is shut down first, cancelling its unfinished requests.
         """
@@ -258,19 +334,31 @@ class Model:
         for k, v in opts.items():
             if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < (0 if k == "kv_blocks" else 1):
                 raise InvalidArgumentError(f"{k} must be an integer >= {0 if k == 'kv_blocks' else 1}, got {v!r}")
+        if isinstance(gpu_memory_fraction, bool) or not isinstance(gpu_memory_fraction, numbers.Real) or \
+                not 0.0 < float(gpu_memory_fraction) <= 1.0:
+            raise InvalidArgumentError(f"gpu_memory_fraction must be a number in (0, 1], got {gpu_memory_fraction!r}")
         with self._engine_lock:
             old, self._engine = self._engine, None
             if old is not None:
                 old.shutdown(True)
             self._engine_options = {k: int(v) for k, v in opts.items()}
-            self._engine = _C.Engine(self._native, **self._engine_options)
-            _LIVE_ENGINES.add(self)
+            self._engine_options["gpu_memory_fraction"] = float(gpu_memory_fraction)
+            self._engine = _native_engine_class()(self._native, **self._engine_options)
+            self._engine_max_batch = self._engine_options["max_batch"]
+            _track(self)
 
-    def _get_engine(self) -> Any:
+    def _get_engine(self, max_batch: Optional[int] = None) -> Any:
+        """The running engine, started if needed: with the options of :meth:`start_engine`, or
+        (never called) the defaults and `max_batch` when given (its max_batch is then kept in
+        ``_engine_max_batch``)."""
         with self._engine_lock:
             if self._engine is None:
-                self._engine = _C.Engine(self._native, **self._engine_options)
-                _LIVE_ENGINES.add(self)
+                opts = dict(self._engine_options)
+                if not opts and max_batch is not None:
+                    opts["max_batch"] = max_batch
+                self._engine = _native_engine_class()(self._native, **opts)
+                self._engine_max_batch = opts.get("max_batch", DEFAULT_BATCH_SIZE)
+                _track(self)
             return self._engine
 
     def submit(self, audio: AudioInput, *, sample_rate: Optional[int] = None, priority: int = 0,
@@ -298,7 +386,13 @@ class Model:
             raise InvalidArgumentError(f"priority must be an integer, got {priority!r}")
         samples, rate = load_audio(audio, sample_rate)
         engine = self._get_engine()
-        future: concurrent.futures.Future = _EngineFuture(engine)
+        return self._submit_loaded(engine, samples, rate, native_options, int(priority), on_segment)
+
+    @staticmethod
+    def _submit_loaded(engine: Any, samples: np.ndarray, rate: int, native_options: Dict[str, Any], priority: int,
+                       on_segment: Optional[Callable[[Segment], None]]) -> "_EngineFuture":
+        """Queues decoded audio on `engine` (options already checked); the Future of submit()."""
+        future = _EngineFuture(engine)
 
         def done(d: Dict[str, Any]) -> None:
             if not future.done():
@@ -312,7 +406,7 @@ class Model:
         if on_segment is not None:
             seg = lambda d: on_segment(Segment.from_native(d))  # noqa: E731
         future.set_running_or_notify_cancel()
-        future.request_id = engine.submit(samples, rate, native_options, done, failed, seg, int(priority))
+        future.request_id = engine.submit(samples, rate, native_options, done, failed, seg, priority)
         return future
 
     def abort(self, future: "concurrent.futures.Future[Transcription]") -> bool:
@@ -379,9 +473,19 @@ class Model:
         self.close(cancel=True)
 
 
-# Models whose engine runs: stopped (unfinished requests cancelled) before the interpreter
+# Models whose engine runs, and every native engine still alive (one may outlive its model while
+# its requests hold it): stopped (unfinished requests cancelled) before the interpreter
 # finalizes, so no engine thread calls back into a half-torn-down Python.
 _LIVE_ENGINES: "weakref.WeakSet[Model]" = weakref.WeakSet()
+_LIVE_NATIVE_ENGINES: "weakref.WeakSet[Any]" = weakref.WeakSet()
+
+
+def _track(model: "Model") -> None:
+    _LIVE_ENGINES.add(model)
+    try:
+        _LIVE_NATIVE_ENGINES.add(model._engine)
+    except TypeError:  # a test double without weak references
+        pass
 
 
 @atexit.register
@@ -389,6 +493,11 @@ def _stop_engines() -> None:
     for model in list(_LIVE_ENGINES):
         try:
             model.close(cancel=True)
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
+    for engine in list(_LIVE_NATIVE_ENGINES):
+        try:
+            engine.shutdown(True)
         except Exception:  # noqa: BLE001 - best effort at exit
             pass
 
@@ -407,6 +516,14 @@ class _EngineFuture(concurrent.futures.Future):
         if self.request_id is not None:
             return bool(self._engine.abort(self.request_id))
         return False
+
+
+def _renamed(error: BaseException, message: str) -> BaseException:
+    """`error` with another message, same type (itself when its type cannot be built that way)."""
+    try:
+        return type(error)(message)
+    except Exception:  # noqa: BLE001 - an exception type with another constructor
+        return error
 
 
 def _transcribe_options(suppress_tokens: Optional[Iterable[int]] = None, **kwargs: Any) -> TranscribeOptions:

@@ -1,8 +1,9 @@
 """Command line: ``speechcore transcribe FILE|DIR...`` (also ``python -m speechcore``).
 
-Inputs are decoded on a background thread and transcribed ``--batch-size`` files at a time
-with :meth:`speechcore.Model.transcribe_batch`; each file's outputs are written as soon as
-its batch finishes, so an interrupted run resumes where it stopped.
+Inputs are decoded on a background thread and submitted to the model's engine (continuous
+batching, :meth:`speechcore.Model.submit`), a bounded number of files at a time; each file's
+outputs are written as soon as that file finishes, so an interrupted run resumes where it
+stopped.
 """
 
 from __future__ import annotations
@@ -107,11 +108,21 @@ are not transcribed, and the run says how many were left out (convert them first
 ``ffmpeg -i in.m4a out.flac``)."""
 
 DEFAULT_BATCH_SIZE = 16
-"""Files decoded together by one ``Model.transcribe_batch`` call (``--batch-size``)."""
+"""30 s windows decoded together: the engine's ``max_batch`` (``--batch-size``)."""
 
-MAX_BATCH_BYTES = 2 << 30
-"""A batch also closes once its decoded samples pass this many bytes (about 9 hours of
-16 kHz mono float32), so a directory of long recordings does not exhaust memory."""
+IN_FLIGHT_PER_BATCH = 2
+"""Files in the engine at once (submitted, not finished): this many times ``--batch-size``,
+so that a file is always queued when one finishes; the others wait, decoded at most
+``--batch-size`` ahead, or not yet read."""
+
+MAX_IN_FLIGHT_BYTES = 2 << 30
+"""Beyond the first file, files are also held back once the decoded samples of those in the
+engine pass this many bytes (about 9 hours of 16 kHz mono float32), so that a directory of
+long recordings does not exhaust memory."""
+
+PROGRESS_INTERVAL = 5.0
+"""Seconds between plain progress lines when stderr is not a terminal (a terminal's line is
+rewritten after every file)."""
 
 
 @dataclass
@@ -223,11 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser(
         "transcribe", help="transcribe audio files",
         description="Transcribe audio files and directories (searched recursively for "
-                    f"{', '.join(AUDIO_EXTENSIONS)} files; hidden ones skipped), --batch-size files "
-                    "at a time. Prints each transcript to stdout, or with --output-dir/--output-format "
-                    "writes <stem>.<ext> files (a directory's sub-directories mirrored), skipping inputs "
-                    "whose outputs exist unless --overwrite. Use - to read stdin. Exit status: 0 ok, "
-                    "1 a file failed, 2 usage error, 130 interrupted.")
+                    f"{', '.join(AUDIO_EXTENSIONS)} files; hidden ones skipped) on the engine "
+                    "(continuous batching, --batch-size windows decoded together). Prints each transcript "
+                    "to stdout, or with --output-dir/--output-format writes <stem>.<ext> files as each "
+                    "input finishes (a directory's sub-directories mirrored), skipping inputs whose "
+                    "outputs exist unless --overwrite. Use - to read stdin. Exit status: 0 ok, "
+                    "1 a file failed, 2 usage error, 130 interrupted (finished files are kept).")
     t.add_argument("files", nargs="+", metavar="FILE",
                    help="audio files (wav, flac, ogg, mp3, ...) or directories of them")
     t.add_argument("--model", default="tiny.en", help="short name (tiny.en, base) or model directory (default: tiny.en)")
@@ -239,7 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true",
                    help="transcribe inputs again even when all their output files exist (default: skip them)")
     t.add_argument("--batch-size", "-b", type=_positive_int, default=DEFAULT_BATCH_SIZE,
-                   help=f"files decoded together (default {DEFAULT_BATCH_SIZE})")
+                   help=f"30 s windows decoded together, the engine's max_batch; up to twice as many files "
+                        f"are in the engine at once (default {DEFAULT_BATCH_SIZE})")
     t.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="show progress on stderr (default: when stderr is a terminal)")
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -298,11 +311,19 @@ class _Progress:
         self.tty = enabled and _isatty(stream)
         self._shown = 0  # characters of the line now on the terminal
         self._line = ""
+        self._last = -math.inf  # when a plain line was last written
 
-    def show(self, line: str) -> None:
+    def show(self, line: str, force: bool = False) -> None:
+        """Shows the line: always on a terminal; as a plain line at most every
+        PROGRESS_INTERVAL seconds (or when forced: the first and the last)."""
         if not self.enabled:
             return
         self._line = line
+        if not self.tty:
+            now = time.monotonic()
+            if not force and now - self._last < PROGRESS_INTERVAL:
+                return
+            self._last = now
         if self.tty:
             width = shutil.get_terminal_size().columns - 1
             line = line[:max(width, 20)]
@@ -334,8 +355,18 @@ class _Stats:
         self.skipped = skipped
         self.transcribed = 0
         self.failures: List[Tuple[str, str]] = []
+        self._failure_index: List[int] = []  # input index of each failure (-1: before any input)
         self.audio_seconds = 0.0
         self.start = time.monotonic()
+
+    def fail(self, path: str, error: str, index: int = -1) -> None:
+        self.failures.append((path, error))
+        self._failure_index.append(index)
+
+    def failures_in_order(self) -> List[Tuple[str, str]]:
+        """The failures in input order (files finish in any order on the engine)."""
+        order = self._failure_index + [-1] * (len(self.failures) - len(self._failure_index))
+        return [f for _, _, f in sorted(zip(order, range(len(order)), self.failures))]
 
     @property
     def elapsed(self) -> float:
@@ -361,14 +392,17 @@ class _Stats:
 
 class _Reader:
     """Decodes the inputs in order on a background thread, at most `ahead` files ahead of
-    the consumer, so that decoding overlaps transcription (the model releases the GIL).
-    Iterating yields ``(input, samples, rate, error)``: samples and rate, or the error."""
+    the consumer, so that decoding overlaps transcription (the engine runs on its own thread).
+    :meth:`get` returns ``(index, input, samples, rate, error)`` (samples and rate, or the
+    error), :data:`END` after the last input, or None when nothing is ready yet; `wake` is set
+    whenever an entry becomes ready."""
 
-    _END = object()
+    END = object()
 
-    def __init__(self, inputs: Sequence[_Input], ahead: int):
+    def __init__(self, inputs: Sequence[_Input], ahead: int, wake: threading.Event):
         self._inputs = list(inputs)
         self._queue: "queue.Queue[Any]" = queue.Queue(maxsize=max(1, ahead))
+        self._wake = wake
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="speechcore-audio-reader", daemon=True)
         self._thread.start()
@@ -377,6 +411,7 @@ class _Reader:
         while not self._stop.is_set():
             try:
                 self._queue.put(entry, timeout=0.1)
+                self._wake.set()
                 return True
             except queue.Full:
                 continue
@@ -385,24 +420,24 @@ class _Reader:
     def _run(self) -> None:
         from .audio import load_audio
 
-        for item in self._inputs:
+        for index, item in enumerate(self._inputs):
             if self._stop.is_set():
                 return
+            entry: Tuple[int, _Input, Any, int, Optional[BaseException]]
             try:
                 samples, rate = load_audio(sys.stdin.buffer.read() if item.path == "-" else item.path)
-                entry = (item, samples, rate, None)
+                entry = (index, item, samples, rate, None)
             except Exception as e:  # reported by the consumer, in input order
-                entry = (item, None, 0, e)
+                entry = (index, item, None, 0, e)
             if not self._put(entry):
                 return
-        self._put(self._END)
+        self._put(self.END)
 
-    def __iter__(self) -> Iterator[Tuple[_Input, Any, int, Optional[BaseException]]]:
-        while True:
-            entry = self._queue.get()
-            if entry is self._END:
-                return
-            yield entry
+    def get(self) -> Any:
+        try:
+            return self._queue.get_nowait()
+        except queue.Empty:
+            return None
 
     def close(self) -> None:
         self._stop.set()
@@ -429,6 +464,15 @@ def _write_atomically(path: str, text: str) -> None:
         except OSError:
             pass
         raise
+
+
+@dataclass
+class _Job:
+    """A file in the engine."""
+    index: int
+    item: _Input
+    seconds: float
+    nbytes: int
 
 
 def _transcribe_command(args: argparse.Namespace, parser: argparse.ArgumentParser,
@@ -476,95 +520,150 @@ def _transcribe_command(args: argparse.Namespace, parser: argparse.ArgumentParse
     report = progress.enabled or given > 1 or skipped > 0  # the summary at the end
     stats = _Stats(len(inputs), skipped)
 
-    def fail(path: str, error: str) -> None:
-        stats.failures.append((path, error))
+    def fail(path: str, error: str, index: int = -1) -> None:
+        stats.fail(path, error, index)
         progress.message(f"speechcore: {path}: {error}")
 
     for path, error in walk_errors:
         fail(path, error)
 
+    model = None
     if inputs:
         try:
             model = api.load(args.model, device=args.device, compute_type=args.compute_type, threads=args.threads)
+            model.start_engine(max_batch=args.batch_size)
         except InvalidArgumentError as e:
             parser.error(str(e))
         except SpeechcoreError as e:
             print(f"speechcore: cannot load model {args.model}: {e}", file=err)
             return EXIT_FAILED
 
+    # Standard output gets the transcripts in input order: a result waits in `ready` until
+    # every earlier input is printed or has failed. Files are written as each one finishes.
+    ready: Dict[int, Tuple[_Input, Optional[Transcription]]] = {}
+    next_print = [0]
     printed = [False]
 
-    def emit(item: _Input, samples: Any, rate: int, result: Transcription) -> None:
-        """Writes (or prints) one file's transcript as soon as it is known."""
-        if write_files:
-            try:
-                for f in formats:
-                    _write_atomically(_output_path(out_dir, item.key, f), FORMATTERS[f](result))
-            except OSError as e:
-                fail(item.path, f"cannot write output: {_describe(e)}")
-                return
-        else:
+    def print_ready() -> None:
+        while next_print[0] in ready:
+            item, result = ready.pop(next_print[0])
+            next_print[0] += 1
+            if result is None:
+                continue  # failed
             progress.clear()
             if len(inputs) > 1:
                 print(("\n" if printed[0] else "") + f"==> {item.path} <==", file=out)
             print(result.text.strip(), file=out)
             out.flush()
             printed[0] = True
-        stats.transcribed += 1
-        stats.audio_seconds += samples.shape[0] / rate
 
-    def run_batch(batch: List[Tuple[_Input, Any, int]]) -> None:
-        try:
-            results = model.transcribe_batch([s for _, s, _ in batch], sample_rate=[r for _, _, r in batch],
-                                             batch_size=args.batch_size, **options)
-            if len(results) != len(batch):
-                raise RuntimeError(f"transcribe_batch returned {len(results)} results for {len(batch)} inputs")
-        except KeyboardInterrupt:
-            raise
-        except Exception as e:
-            if len(batch) == 1:  # nothing to gain from a retry
-                fail(batch[0][0].path, _describe(e))
-                progress.show(stats.progress_line())
+    def settle(index: int, item: _Input, result: Optional[Transcription]) -> None:
+        if not write_files:
+            ready[index] = (item, result)
+            print_ready()
+
+    def emit(job: _Job, result: Transcription) -> None:
+        """Writes (or prints) one file's transcript as soon as it is known."""
+        if write_files:
+            try:
+                for f in formats:
+                    _write_atomically(_output_path(out_dir, job.item.key, f), FORMATTERS[f](result))
+            except OSError as e:
+                fail(job.item.path, f"cannot write output: {_describe(e)}", job.index)
                 return
-            # One bad recording must not lose the others: transcribe them one at a time.
-            progress.message(f"speechcore: a batch of {len(batch)} files failed ({_describe(e)}); "
-                             "transcribing them one at a time")
-            for item, samples, rate in batch:
-                try:
-                    result = model.transcribe(samples, sample_rate=rate, **options)
-                except KeyboardInterrupt:
-                    raise
-                except Exception as e1:  # report, then go on with the other files
-                    fail(item.path, _describe(e1))
-                else:
-                    emit(item, samples, rate, result)
-                progress.show(stats.progress_line())
-            return
-        for (item, samples, rate), result in zip(batch, results):
-            emit(item, samples, rate, result)
+        stats.transcribed += 1
+        stats.audio_seconds += job.seconds
+        settle(job.index, job.item, result)
+
+    # The engine holds at most IN_FLIGHT_PER_BATCH * --batch-size files (and, beyond the first,
+    # MAX_IN_FLIGHT_BYTES of their samples); finished ones are written from this thread.
+    wake = threading.Event()
+    finished: "queue.Queue[Any]" = queue.Queue()
+    pending: Dict[Any, _Job] = {}
+    in_flight_bytes = [0]
+    max_in_flight = IN_FLIGHT_PER_BATCH * args.batch_size
+
+    def on_finished(future: Any) -> None:
+        finished.put(future)
+        wake.set()
+
+    def complete(future: Any) -> None:
+        job = pending.pop(future)
+        in_flight_bytes[0] -= job.nbytes
+        error = future.exception()
+        if isinstance(error, KeyboardInterrupt):  # (raised inside a callback of a test double)
+            raise KeyboardInterrupt
+        if error is not None:
+            fail(job.item.path, _describe(error), job.index)
+            settle(job.index, job.item, None)
+        else:
+            emit(job, future.result())
         progress.show(stats.progress_line())
+
+    def room() -> bool:
+        return len(pending) < max_in_flight and (not pending or in_flight_bytes[0] < MAX_IN_FLIGHT_BYTES)
 
     reader: Optional[_Reader] = None
     try:
         if inputs:
+            assert model is not None
             stats.start = time.monotonic()
-            progress.show(stats.progress_line())
-            reader = _Reader(inputs, ahead=args.batch_size)
-            batch: List[Tuple[_Input, Any, int]] = []
-            batch_bytes = 0
-            for item, samples, rate, error in reader:
-                if error is not None:
-                    fail(item.path, _describe(error))
-                    progress.show(stats.progress_line())
-                    continue
-                batch.append((item, samples, rate))
-                batch_bytes += samples.nbytes
-                if len(batch) >= args.batch_size or batch_bytes >= MAX_BATCH_BYTES:
-                    run_batch(batch)
-                    batch, batch_bytes = [], 0
-            if batch:
-                run_batch(batch)
+            progress.show(stats.progress_line(), force=True)
+            reader = _Reader(inputs, ahead=args.batch_size, wake=wake)
+            reader_done = False
+            while True:
+                wake.clear()
+                progressed = False
+                while True:  # write what finished
+                    try:
+                        future = finished.get_nowait()
+                    except queue.Empty:
+                        break
+                    complete(future)
+                    progressed = True
+                while not reader_done and room():  # submit what was decoded
+                    entry = reader.get()
+                    if entry is None:
+                        break
+                    progressed = True
+                    if entry is _Reader.END:
+                        reader_done = True
+                        break
+                    index, item, samples, rate, problem = entry
+                    if problem is None:
+                        try:
+                            future = model.submit(samples, sample_rate=rate, **options)
+                        except SpeechcoreError as e:
+                            problem = e
+                    if problem is not None:
+                        fail(item.path, _describe(problem), index)
+                        settle(index, item, None)
+                        progress.show(stats.progress_line())
+                        continue
+                    pending[future] = _Job(index, item, samples.shape[0] / rate, samples.nbytes)
+                    in_flight_bytes[0] += samples.nbytes
+                    future.add_done_callback(on_finished)
+                if reader_done and not pending:
+                    break
+                if not progressed:
+                    wake.wait(0.5)
+            if not progress.tty:
+                progress.show(stats.progress_line(), force=True)  # the last figures (a terminal has them)
     except KeyboardInterrupt:
+        # Abort what is still running and stop the engine (every request is settled then), write
+        # every file that did finish, then stop.
+        for future in list(pending):
+            future.cancel()
+        if model is not None:
+            model.close(cancel=True)
+        for future, job in list(pending.items()):
+            if future.done() and not future.cancelled() and future.exception() is None:
+                del pending[future]
+                emit(job, future.result())
+        if not write_files:
+            for index in sorted(ready):
+                next_print[0] = index
+                print_ready()
         progress.clear()
         if write_files and stats.transcribed:
             print(f"speechcore: {_plural(stats.transcribed, 'file')} written before the interruption; "
@@ -573,13 +672,15 @@ def _transcribe_command(args: argparse.Namespace, parser: argparse.ArgumentParse
     finally:
         if reader is not None:
             reader.close()
+        if model is not None:
+            model.close(cancel=True)  # nothing is left on a normal end; on an interruption, aborts the rest
 
     progress.clear()
     if report:
         print(stats.summary(write_files), file=err)
         if stats.failures:
             print(f"speechcore: failed ({len(stats.failures)}):", file=err)
-            for path, error in stats.failures:
+            for path, error in stats.failures_in_order():
                 print(f"  {path}: {error}", file=err)
     return EXIT_FAILED if stats.failures else EXIT_OK
 

@@ -16,6 +16,8 @@
 
 namespace speechcore {
 
+class Engine;
+
 struct ModelInfo {
   std::string architecture;   // "whisper"
   std::string format;         // "ctranslate2" or "transformers"
@@ -53,16 +55,36 @@ class Model {
   Transcription transcribe(const float* pcm, size_t num_frames, int sample_rate, int channels,
                            const TranscribeOptions& options = TranscribeOptions{}) const;
 
-  // Transcribes many recordings with the same options; result i belongs to audio[i] and equals
-  // transcribe() of that recording alone. Every recording is checked and prepared (mono,
-  // 16 kHz) first; then all of them advance together through the long-form loop, the next
-  // 30 s window of up to `max_batch` unfinished recordings (in input order) running as one
-  // batch on the backend. An empty list returns an empty vector. Throws speechcore::Error for
-  // a bad option or max_batch < 1, and for a bad recording with a message that starts with
-  // "audio item <index>: ".
+  // Transcribes many recordings with the same options on the Engine (continuous batching):
+  // a temporary Engine over this model for the call, with EngineOptions::max_batch =
+  // min(max_batch, audio.size()) windows decoded together (other EngineOptions at their
+  // defaults); then as transcribe_batch(engine, ...) below with max_in_flight = 2 * that.
+  // Result i belongs to audio[i] and equals transcribe() of that recording alone. The engine
+  // (and its backend state, e.g. GPU buffers and CUDA graphs) lives for this call only: for many
+  // calls, or to share the decoder with other requests, keep an Engine and use the overload
+  // below. An empty list returns an empty vector (no engine). Throws speechcore::Error for a bad
+  // option (checked first, no prefix), max_batch < 1, and for a bad or failed recording with a
+  // message that starts with "audio item <index>: ".
   std::vector<Transcription> transcribe_batch(const std::vector<AudioRef>& audio,
                                               const TranscribeOptions& options = TranscribeOptions{},
                                               int max_batch = 64) const;
+
+  // The same on a running `engine` created over this model, which other threads may use at the
+  // same time: the options and every recording are checked first (the first bad one, by index,
+  // throws); then the recordings are submitted in input order, at most `max_in_flight` at once
+  // (the next when one finishes; 0 = all at once), at `priority`, and the call waits for all of
+  // them. The engine copies each submitted recording and prepares it (16 kHz, log-mel), so
+  // max_in_flight bounds that memory; the engine's max_batch bounds the windows decoded together.
+  // When a recording fails on the engine (or the engine is shut down), the call aborts its other
+  // requests, waits for them to leave the engine, and throws the failure of the lowest index,
+  // "audio item <index>: " + its message, with its code (kCancelled for a shutdown).
+  std::vector<Transcription> transcribe_batch(Engine& engine, const std::vector<AudioRef>& audio,
+                                              const TranscribeOptions& options = TranscribeOptions{},
+                                              int max_in_flight = 0, int priority = 0) const;
+
+  // Throws the speechcore::Error that transcribe() would throw for these options (kInvalidArgument,
+  // kUnsupported); returns when they are usable with this model.
+  void check_options(const TranscribeOptions& options) const;
 
   const ModelInfo& info() const;
 

@@ -3,7 +3,12 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <condition_variable>
+#include <limits>
+#include <memory>
+#include <mutex>
 #include <string>
+#include <vector>
 
 #include "core/status.h"
 #include "core/thread_pool.h"
@@ -99,20 +104,148 @@ Transcription Model::transcribe(const float* pcm, size_t num_frames, int sample_
   return impl_->transcriber->transcribe(audio, options);
 }
 
+void Model::check_options(const TranscribeOptions& options) const { impl_->transcriber->check_options(options); }
+
+namespace {
+
+// io::prepare_audio's checks that need no resampling, so that a bad recording of a batch is
+// reported (by index) before any of them reaches the engine.
+void check_audio(const AudioRef& a) {
+  SC_CHECK(a.sample_rate > 0, ErrorCode::kInvalidArgument, "sample_rate must be > 0, got ", a.sample_rate);
+  SC_CHECK(a.channels > 0, ErrorCode::kInvalidArgument, "channels must be > 0, got ", a.channels);
+  SC_CHECK(a.num_frames > 0, ErrorCode::kInvalidAudio, "audio is empty");
+  SC_CHECK(a.pcm != nullptr, ErrorCode::kInvalidArgument, "audio samples pointer is null");
+  io::validate_audio(a.pcm, a.num_frames * static_cast<size_t>(a.channels));
+}
+
+Error item_error(size_t index, const Error& e) {
+  return Error(e.code(), "audio item " + std::to_string(index) + ": " + e.what());
+}
+
+// One transcribe_batch call's requests on an engine, shared with their callbacks (which run on
+// the engine thread and may outlive the call's stack frame if it unwinds).
+struct BatchCall {
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::vector<Transcription> results;
+  std::vector<Engine::RequestId> ids;  // 0: not submitted
+  std::vector<char> live;              // submitted, callback not yet run
+  std::vector<char> aborted;           // aborted by this call after a failure
+  size_t outstanding = 0;
+  size_t error_index = std::numeric_limits<size_t>::max();
+  std::unique_ptr<Error> error;        // the failure of the lowest index so far
+
+  explicit BatchCall(size_t n) : results(n), ids(n, 0), live(n, 0), aborted(n, 0) {}
+
+  // (under mutex) Request i left the engine, with `e` unless it succeeded.
+  void settle(size_t i, const Error* e) {
+    live[i] = 0;
+    --outstanding;
+    // A cancellation this call asked for is not a failure of its own.
+    if (e != nullptr && !(aborted[i] && e->code() == ErrorCode::kCancelled) && i < error_index) {
+      error_index = i;
+      error = std::make_unique<Error>(*e);
+    }
+    changed.notify_all();
+  }
+};
+
+// The recordings (already checked) through `engine`, at most `cap` of them in it at once.
+std::vector<Transcription> run_on_engine(Engine& engine, const std::vector<AudioRef>& audio,
+                                         const TranscribeOptions& options, size_t cap, int priority) {
+  const size_t n = audio.size();
+  auto call = std::make_shared<BatchCall>(n);
+  size_t next = 0;
+  bool aborting = false;
+  std::unique_lock<std::mutex> lock(call->mutex);
+  for (;;) {
+    while (!call->error && next < n && call->outstanding < cap) {
+      const size_t i = next++;
+      call->live[i] = 1;
+      ++call->outstanding;
+      lock.unlock();
+      Engine::Callbacks cb;
+      cb.on_done = [call, i](Transcription&& t) {
+        std::lock_guard<std::mutex> g(call->mutex);
+        call->results[i] = std::move(t);
+        call->settle(i, nullptr);
+      };
+      cb.on_error = [call, i](const Error& e) {
+        std::lock_guard<std::mutex> g(call->mutex);
+        call->settle(i, &e);
+      };
+      const AudioRef& a = audio[i];
+      Engine::RequestId id = 0;
+      std::unique_ptr<Error> refused;
+      try {
+        id = engine.submit(a.pcm, a.num_frames, a.sample_rate, a.channels, options, std::move(cb), priority);
+      } catch (const Error& e) {  // e.g. the engine is shut down: no callback will come
+        refused = std::make_unique<Error>(e);
+      }
+      lock.lock();
+      if (refused) {
+        call->settle(i, refused.get());
+      } else {
+        call->ids[i] = id;
+      }
+    }
+    if (call->error && !aborting) {
+      // A failure: the other requests of this call are no longer wanted.
+      aborting = true;
+      std::vector<Engine::RequestId> to_abort;
+      for (size_t i = 0; i < n; ++i) {
+        if (call->live[i] && call->ids[i] != 0) {
+          call->aborted[i] = 1;
+          to_abort.push_back(call->ids[i]);
+        }
+      }
+      lock.unlock();
+      for (Engine::RequestId id : to_abort) engine.abort(id);
+      lock.lock();
+    }
+    if (call->outstanding == 0 && (call->error || next == n)) break;
+    call->changed.wait(lock);
+  }
+  if (call->error) throw item_error(call->error_index, *call->error);
+  return std::move(call->results);
+}
+
+}  // namespace
+
+std::vector<Transcription> Model::transcribe_batch(Engine& engine, const std::vector<AudioRef>& audio,
+                                                   const TranscribeOptions& options, int max_in_flight,
+                                                   int priority) const {
+  SC_CHECK(max_in_flight >= 0, ErrorCode::kInvalidArgument, "max_in_flight must be >= 0, got ", max_in_flight);
+  check_options(options);
+  for (size_t i = 0; i < audio.size(); ++i) {
+    try {
+      check_audio(audio[i]);
+    } catch (const Error& e) {
+      throw item_error(i, e);
+    }
+  }
+  if (audio.empty()) return {};
+  const size_t cap = max_in_flight == 0 ? audio.size() : static_cast<size_t>(max_in_flight);
+  return run_on_engine(engine, audio, options, cap, priority);
+}
+
 std::vector<Transcription> Model::transcribe_batch(const std::vector<AudioRef>& audio,
                                                    const TranscribeOptions& options, int max_batch) const {
   SC_CHECK(max_batch >= 1, ErrorCode::kInvalidArgument, "max_batch must be >= 1, got ", max_batch);
-  std::vector<std::vector<float>> prepared;
-  prepared.reserve(audio.size());
+  check_options(options);
   for (size_t i = 0; i < audio.size(); ++i) {
-    const AudioRef& a = audio[i];
     try {
-      prepared.push_back(io::prepare_audio(a.pcm, a.num_frames, a.sample_rate, a.channels));
+      check_audio(audio[i]);
     } catch (const Error& e) {
-      throw Error(e.code(), "audio item " + std::to_string(i) + ": " + e.what());
+      throw item_error(i, e);
     }
   }
-  return impl_->transcriber->transcribe_batch(prepared, options, max_batch);
+  if (audio.empty()) return {};
+  EngineOptions eo;
+  eo.max_batch = static_cast<int>(std::min<size_t>(static_cast<size_t>(max_batch), audio.size()));
+  // The engine lives inside this call: it may refer to this model without owning it.
+  Engine engine(std::shared_ptr<const Model>(std::shared_ptr<const Model>(), this), eo);
+  return run_on_engine(engine, audio, options, 2 * static_cast<size_t>(eo.max_batch), 0);
 }
 
 }  // namespace speechcore

@@ -1,7 +1,8 @@
-// Whisper transcription of whole recordings: the sequential long-form algorithm (30 s
+// Whisper transcription of one whole recording: the sequential long-form algorithm (30 s
 // windows, seek by the last timestamp, condition on the previous text) of faster-whisper,
-// written as a per-recording state machine so that the windows of many recordings can run
-// through WindowRunner::run_batch together.
+// driven window by window through the per-recording state machine of runtime/longform.h (the
+// Engine drives the same state machine for many recordings at once; Model::transcribe_batch
+// runs on the Engine).
 #pragma once
 
 #include <memory>
@@ -18,32 +19,20 @@ namespace speechcore::runtime {
 
 class WhisperTranscriber {
  public:
-  static constexpr int kDefaultMaxBatch = 64;
-
   WhisperTranscriber(std::unique_ptr<WindowRunner> runner, std::shared_ptr<const io::Tokenizer> tokenizer);
 
-  // samples: mono 16 kHz float32. A batch of one: the same code as transcribe_batch.
+  // samples: mono 16 kHz float32. Each window runs as a batch of one through
+  // runner().run_batch. Throws kInvalidArgument / kUnsupported for bad options (checked first).
   Transcription transcribe(const std::vector<float>& samples, const TranscribeOptions& options) const;
 
-  // Transcribes many recordings (each mono 16 kHz float32) with the same options. All of them
-  // advance together: each round takes the next 30 s window of the first `max_batch`
-  // unfinished recordings (in input order) and runs them with one runner().run_batch call.
-  // Result i equals transcribe(samples[i], options). Options are checked once, before any
-  // window runs; an empty list returns an empty vector. Throws kInvalidArgument when
-  // max_batch < 1.
-  std::vector<Transcription> transcribe_batch(const std::vector<std::vector<float>>& samples,
-                                              const TranscribeOptions& options,
-                                              int max_batch = kDefaultMaxBatch) const;
+  // Checks and resolves options without transcribing (throws what transcribe() would).
+  void check_options(const TranscribeOptions& options) const;
 
   const io::Tokenizer& tokenizer() const { return *tokenizer_; }
   const WhisperSpecialTokens& special_tokens() const { return special_; }
   const WindowRunner& runner() const { return *runner_; }
 
  private:
-  // The long-form loop over recordings that are not copied: both entry points end here.
-  std::vector<Transcription> run(const std::vector<const std::vector<float>*>& samples,
-                                 const TranscribeOptions& options, size_t max_batch) const;
-
   std::unique_ptr<WindowRunner> runner_;
   std::shared_ptr<const io::Tokenizer> tokenizer_;
   WhisperSpecialTokens special_;
