@@ -121,8 +121,9 @@ def main():
         if b == 1:  # latency: one transcribe() call (the direct window path, no engine)
             def run():
                 return [sc.transcribe(audio, sample_rate=16000, **opts)]
-        else:  # throughput: transcribe_batch on an engine sized for the batch, all windows admitted at once
-            sc.start_engine(max_batch=b, max_encode_batch=b)
+        else:  # throughput: transcribe_batch on an engine sized for the batch, all windows admitted at once,
+            # a KV pool of 8 blocks (128 positions) per window: the prompt plus NEW_TOKENS fit
+            sc.start_engine(max_batch=b, max_encode_batch=b, kv_blocks=b * 8)
 
             def run():
                 return sc.transcribe_batch(audios, sample_rate=16000, batch_size=b, **opts)

@@ -235,7 +235,7 @@ Tensor WhisperModelCuda::prefill(WhisperBatchCuda& batch, const int32_t* ints, i
   SC_CHECK(n >= 1 && slot0 >= 0 && (slots || slot0 + n <= batch.slots) && len >= 1 && len <= batch.ctx,
            ErrorCode::kInvalidArgument, "prefill: ", n, " prompts of ", len, " tokens at slot ", slot0,
            " do not fit the batch");
-  const int64_t d = c.d_model, t_enc = c.n_audio_ctx, R = static_cast<int64_t>(n) * len, ctx = batch.ctx;
+  const int64_t d = c.d_model, t_enc = c.n_audio_ctx, R = static_cast<int64_t>(n) * len;
   const int heads = c.decoder_heads;
   const int32_t* ids = ints;
   const int32_t* pos = ints + R;
