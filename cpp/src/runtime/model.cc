@@ -210,13 +210,10 @@ std::vector<Transcription> run_on_engine(Engine& engine, const std::vector<Audio
   return std::move(call->results);
 }
 
-}  // namespace
-
-std::vector<Transcription> Model::transcribe_batch(Engine& engine, const std::vector<AudioRef>& audio,
-                                                   const TranscribeOptions& options, int max_in_flight,
-                                                   int priority) const {
-  SC_CHECK(max_in_flight >= 0, ErrorCode::kInvalidArgument, "max_in_flight must be >= 0, got ", max_in_flight);
-  check_options(options);
+// Checks the options, then every recording in order (an error names its item), before
+// anything is submitted.
+void check_batch(const Model& model, const std::vector<AudioRef>& audio, const TranscribeOptions& options) {
+  model.check_options(options);
   for (size_t i = 0; i < audio.size(); ++i) {
     try {
       check_audio(audio[i]);
@@ -224,6 +221,15 @@ std::vector<Transcription> Model::transcribe_batch(Engine& engine, const std::ve
       throw item_error(i, e);
     }
   }
+}
+
+}  // namespace
+
+std::vector<Transcription> Model::transcribe_batch(Engine& engine, const std::vector<AudioRef>& audio,
+                                                   const TranscribeOptions& options, int max_in_flight,
+                                                   int priority) const {
+  SC_CHECK(max_in_flight >= 0, ErrorCode::kInvalidArgument, "max_in_flight must be >= 0, got ", max_in_flight);
+  check_batch(*this, audio, options);
   if (audio.empty()) return {};
   const size_t cap = max_in_flight == 0 ? audio.size() : static_cast<size_t>(max_in_flight);
   return run_on_engine(engine, audio, options, cap, priority);
@@ -232,14 +238,7 @@ std::vector<Transcription> Model::transcribe_batch(Engine& engine, const std::ve
 std::vector<Transcription> Model::transcribe_batch(const std::vector<AudioRef>& audio,
                                                    const TranscribeOptions& options, int max_batch) const {
   SC_CHECK(max_batch >= 1, ErrorCode::kInvalidArgument, "max_batch must be >= 1, got ", max_batch);
-  check_options(options);
-  for (size_t i = 0; i < audio.size(); ++i) {
-    try {
-      check_audio(audio[i]);
-    } catch (const Error& e) {
-      throw item_error(i, e);
-    }
-  }
+  check_batch(*this, audio, options);
   if (audio.empty()) return {};
   EngineOptions eo;
   eo.max_batch = static_cast<int>(std::min<size_t>(static_cast<size_t>(max_batch), audio.size()));
