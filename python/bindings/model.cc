@@ -53,7 +53,12 @@ TranscribeOptions parse_transcribe_options(const py::dict& d) {
     // voice activity detection
     else if (key == "vad_filter") o.vad_filter = cast_option<bool>(v, key, "a bool");
     else if (key == "chunked") o.chunked = cast_option<bool>(v, key, "a bool");
-    else if (key == "vad_parameters") o.vad_parameters = parse_vad_options(cast_option<py::dict>(v, key, "a dict"));
+    else if (key == "vad_parameters") {
+      if (!py::isinstance<py::dict>(v))
+        throw_error(ErrorCode::kInvalidArgument, "option 'vad_parameters' must be a dict of VAD options, got ",
+                    std::string(py::str(py::type::of(v).attr("__name__"))));
+      o.vad_parameters = parse_vad_options(py::reinterpret_borrow<py::dict>(v));
+    }
     else if (key == "vad_model_path") o.vad_model_path = cast_option<std::string>(v, key, "a string");
     else throw_error(ErrorCode::kInvalidArgument, "unknown transcribe option '", key, "'");
   }

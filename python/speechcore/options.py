@@ -150,7 +150,8 @@ class TranscribeOptions:
         """The options dict of the native ``Model.transcribe``.
 
         None means "not set" for language/initial_prompt/max_new_tokens/vad_parameters (the key is
-        left out; vad_model_path becomes the silero-vad package's weights when the VAD is on) and
+        left out; vad_model_path becomes the silero-vad package's weights when the VAD is on),
+        vad_filter/chunked are sent only when True, and None means
         "disabled" for the three thresholds (sent as the infinity that never triggers).
         """
         out: Dict[str, Any] = {}
@@ -158,6 +159,8 @@ class TranscribeOptions:
             value = getattr(self, f.name)
             if f.name == "suppress_tokens":
                 value = list(value)
+            elif f.name in ("vad_filter", "chunked") and not value:
+                continue  # off: the native default
             elif f.name == "vad_parameters" and value is not None:
                 value = asdict(value)
             elif f.name == "vad_model_path" and value is None and (self.vad_filter or self.chunked):
