@@ -240,7 +240,8 @@ def test_sample_rate_for_a_file_must_match_it(tmp_path):
 CONTRACT_KEYS = {"language", "task", "beam_size", "temperature", "condition_on_previous_text",
                  "without_timestamps", "max_initial_timestamp", "suppress_blank", "suppress_tokens",
                  "initial_prompt", "max_new_tokens", "compression_ratio_threshold", "log_prob_threshold",
-                 "no_speech_threshold", "prompt_reset_on_temperature"}
+                 "no_speech_threshold", "prompt_reset_on_temperature",
+                 "vad_filter", "vad_parameters", "vad_model_path", "chunked"}
 
 
 def test_option_defaults_and_native_dict():
@@ -252,7 +253,8 @@ def test_option_defaults_and_native_dict():
     assert o.prompt_reset_on_temperature == 0.5
     native = o.to_native()
     assert set(native) <= CONTRACT_KEYS
-    assert set(native) == CONTRACT_KEYS - {"language", "initial_prompt", "max_new_tokens"}
+    assert set(native) == CONTRACT_KEYS - {"language", "initial_prompt", "max_new_tokens", "vad_filter",
+                                           "vad_parameters", "vad_model_path", "chunked"}
     assert speechcore.TranscribeOptions(suppress_tokens=[]).suppress_tokens == []  # not shared default
 
 
@@ -301,8 +303,8 @@ def test_option_validation(kwargs, match):
 def test_unknown_option_is_named():
     with pytest.raises(InvalidArgumentError, match="unknown transcribe option 'beam_sise'; did you mean 'beam_size'"):
         speechcore.TranscribeOptions.from_kwargs(beam_sise=2)
-    with pytest.raises(InvalidArgumentError, match="unknown transcribe option 'vad_filter'"):
-        speechcore.TranscribeOptions.from_kwargs(vad_filter=True)
+    with pytest.raises(InvalidArgumentError, match="unknown transcribe option 'log_progress'"):
+        speechcore.TranscribeOptions.from_kwargs(log_progress=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,6 +28,8 @@ pybind11::dict segment_dict(const Segment& s);
 AudioRef audio_ref(const pybind11::handle& obj, int sample_rate, const std::string& what);
 // TranscribeOptions from the SDK's option dict (model.cc).
 TranscribeOptions parse_transcribe_options(const pybind11::dict& d);
+// vad::VadOptions from a dict of its fields, validated (vad.cc).
+vad::VadOptions parse_vad_options(const pybind11::dict& d);
 void register_core(pybind11::module_& m);
 void register_model(pybind11::module_& m);
 void register_ops(pybind11::module_& m);

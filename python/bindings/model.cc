@@ -50,6 +50,16 @@ TranscribeOptions parse_transcribe_options(const py::dict& d) {
     else if (key == "log_prob_threshold") o.log_prob_threshold = cast_option<float>(v, key, "a number");
     else if (key == "no_speech_threshold") o.no_speech_threshold = cast_option<float>(v, key, "a number");
     else if (key == "prompt_reset_on_temperature") o.prompt_reset_on_temperature = cast_option<float>(v, key, "a number");
+    // voice activity detection
+    else if (key == "vad_filter") o.vad_filter = cast_option<bool>(v, key, "a bool");
+    else if (key == "chunked") o.chunked = cast_option<bool>(v, key, "a bool");
+    else if (key == "vad_parameters") {
+      if (!py::isinstance<py::dict>(v))
+        throw_error(ErrorCode::kInvalidArgument, "option 'vad_parameters' must be a dict of VAD options, got ",
+                    std::string(py::str(py::type::of(v).attr("__name__"))));
+      o.vad_parameters = parse_vad_options(py::reinterpret_borrow<py::dict>(v));
+    }
+    else if (key == "vad_model_path") o.vad_model_path = cast_option<std::string>(v, key, "a string");
     else throw_error(ErrorCode::kInvalidArgument, "unknown transcribe option '", key, "'");
   }
   return o;

@@ -53,6 +53,9 @@ T cast_vad_option(const py::handle& value, const std::string& key, const char* w
   }
 }
 
+}  // namespace
+
+// Declared in bindings.h (model.cc parses the vad_parameters transcribe option with it).
 vad::VadOptions parse_vad_options(const py::dict& d) {
   vad::VadOptions o;
   for (const auto& item : d) {
@@ -78,6 +81,8 @@ vad::VadOptions parse_vad_options(const py::dict& d) {
   o.validate();
   return o;
 }
+
+namespace {
 
 py::dict options_dict(const vad::VadOptions& o) {
   py::dict d;

@@ -106,6 +106,10 @@ class Model:
         log_prob_threshold: Optional[float] = -1.0,
         no_speech_threshold: Optional[float] = 0.6,
         prompt_reset_on_temperature: float = 0.5,
+        vad_filter: bool = False,
+        vad_parameters: Union[None, Dict[str, Any], Any] = None,
+        vad_model_path: Union[None, str, "os.PathLike[str]"] = None,
+        chunked: bool = False,
         **kwargs: Any,
     ) -> Transcription:
         """Transcribes (or translates to English) speech of any length.
@@ -138,6 +142,28 @@ class Model:
                 disables. Default 0.6.
             prompt_reset_on_temperature: stop prompting with previous text after a window
                 decoded at a temperature above this. Default 0.5.
+            vad_filter: transcribe only the speech that Silero VAD finds, as faster-whisper's
+                ``vad_filter=True``: the speech chunks are concatenated and transcribed with
+                the options above, and segment times are mapped back to the input's timeline
+                (``Transcription.duration`` stays the input's). Audio without speech gives no
+                segments and decodes nothing. The VAD runs in the C++ core (about 700x real
+                time on one core). Default False.
+            vad_parameters: VAD options: a :class:`speechcore.vad.VadOptions` (or
+                faster-whisper's ``VadOptions``) or a dict of its fields (``threshold``,
+                ``neg_threshold``, ``min_speech_duration_ms``, ``max_speech_duration_s``,
+                ``min_silence_duration_ms``, ``speech_pad_ms``, ...); fields left out take
+                VadOptions' defaults. None: faster-whisper's defaults of the mode (vad_filter:
+                ``VadOptions()``, i.e. 2 s of silence ends a chunk, 400 ms padding; chunked:
+                ``min_silence_duration_ms=160, max_speech_duration_s=30``). Default None.
+            vad_model_path: the Silero VAD weights (``silero_vad_16k.safetensors``); None
+                uses the installed ``silero-vad`` package's (``pip install --no-deps
+                "silero-vad==6.2.3"``; NotFoundError when missing). Default None.
+            chunked: batched VAD-chunked mode (faster-whisper's ``BatchedInferencePipeline``):
+                the speech chunks are merged into groups of at most 30 s, each decoded as an
+                independent window, and the segments come back in time order on the input's
+                timeline; implies the VAD. :meth:`transcribe_chunked` runs this mode on the
+                engine with that pipeline's defaults (``without_timestamps=True``); here the
+                groups are decoded together by this call alone. Default False.
             **kwargs: nothing else is accepted: an unknown keyword raises InvalidArgumentError
                 naming it.
 
@@ -146,8 +172,10 @@ class Model:
             ``.language_probability``, ``.duration``).
 
         Raises:
-            InvalidArgumentError: a bad option or argument. NotFoundError: a missing audio file.
-            AudioError: audio that cannot be decoded, is empty, or holds NaN/inf.
+            InvalidArgumentError: a bad option or argument. NotFoundError: a missing audio file
+                (or, with the VAD, missing Silero weights). AudioError: audio that cannot be
+                decoded, is empty, or holds NaN/inf. ModelError: a VAD weights file without
+                the Silero tensors.
         """
         options = _transcribe_options(
             language=language,
@@ -165,6 +193,10 @@ class Model:
             log_prob_threshold=log_prob_threshold,
             no_speech_threshold=no_speech_threshold,
             prompt_reset_on_temperature=prompt_reset_on_temperature,
+            vad_filter=vad_filter,
+            vad_parameters=vad_parameters,
+            vad_model_path=vad_model_path,
+            chunked=chunked,
             **kwargs,
         )
         samples, rate = load_audio(audio, sample_rate)
@@ -204,8 +236,10 @@ class Model:
                 ``without_timestamps``, ``max_initial_timestamp``, ``suppress_blank``,
                 ``suppress_tokens``, ``initial_prompt``, ``max_new_tokens``,
                 ``compression_ratio_threshold``, ``log_prob_threshold``, ``no_speech_threshold``,
-                ``prompt_reset_on_temperature``), same meanings and defaults, applied to every
-                item. An unknown keyword raises InvalidArgumentError naming it.
+                ``prompt_reset_on_temperature``, ``vad_filter``, ``vad_parameters``,
+                ``vad_model_path``, ``chunked``), same meanings and defaults, applied to every
+                item (with ``chunked=True`` the speech groups of all items are decoded
+                together; pass ``without_timestamps=True`` for faster-whisper's batched mode). An unknown keyword raises InvalidArgumentError naming it.
 
         Returns:
             a list of :class:`Transcription`, one per item, in input order (``[]`` for an empty
@@ -307,6 +341,83 @@ class Model:
             i, error = failure
             raise _renamed(error, f"audio item {i}{name(i)}: {error}") from None
         return results  # type: ignore[return-value]  # every item succeeded
+
+    def transcribe_chunked(
+        self,
+        audio: AudioInput,
+        *,
+        sample_rate: Optional[int] = None,
+        batch_size: Optional[int] = None,
+        without_timestamps: bool = True,
+        vad_parameters: Union[None, Dict[str, Any], Any] = None,
+        priority: int = 0,
+        **options: Any,
+    ) -> Transcription:
+        """Batched VAD-chunked transcription, the fast path for long recordings (faster-whisper's
+        ``BatchedInferencePipeline.transcribe``).
+
+        Silero VAD (run by the C++ core) finds the speech; its chunks are merged into groups of
+        at most 30 s (faster-whisper's ``collect_chunks``); each group is decoded as an
+        independent 30 s window (no previous-text prompt; ``initial_prompt``, if given,
+        prompts every group), and all groups of the recording go to this model's engine
+        together (up to 32 in flight), so they are decoded as one batch with whatever else the
+        engine runs. The segments come back in time order with times on the input's timeline
+        (each group's times offset by the speech before it, then mapped back through the
+        removed silence as faster-whisper's ``restore_speech_timestamps`` does). Without
+        timestamps (the default), each group gives one segment spanning it. Audio without
+        speech gives no segments.
+
+        Same as ``transcribe(audio, chunked=True, without_timestamps=True, ...)`` except that it
+        runs on the engine (shared with :meth:`submit` and :meth:`transcribe_batch` callers).
+        Differences from faster-whisper's pipeline: greedy decoding by default (this model's
+        ``beam_size`` default, 1; faster-whisper's pipeline uses 5), a group the model judges
+        silent (``no_speech_threshold``, as in :meth:`transcribe`) gives no segment, segments
+        with empty text are dropped, and with ``without_timestamps=False`` text after a
+        group's last timestamp is decoded again from there instead of dropped.
+
+        Args:
+            audio, sample_rate: as :meth:`transcribe`.
+            batch_size: when this call starts the engine and :meth:`start_engine` was never
+                called, the engine's ``max_batch`` (windows decoded together). Default None (64).
+            without_timestamps: one segment per group, no timestamp tokens (the pipeline's
+                default). Default True.
+            vad_parameters: VAD options (:class:`speechcore.vad.VadOptions` or a dict); None:
+                the pipeline's ``min_silence_duration_ms=160, max_speech_duration_s=30``;
+                ``max_speech_duration_s`` is capped at 30. Default None.
+            priority: engine priority, as in :meth:`submit`. Default 0.
+            **options: the other options of :meth:`transcribe` (``language``,
+                ``initial_prompt``, ``vad_model_path``, ...).
+
+        Returns:
+            a :class:`Transcription` (``duration``: the input's length).
+
+        Raises:
+            as :meth:`transcribe`; CancelledError when the engine is shut down meanwhile.
+            KeyboardInterrupt (or any exception) while waiting aborts the request.
+        """
+        if "chunked" in options:
+            raise InvalidArgumentError("transcribe_chunked always runs the chunked mode; do not pass chunked=")
+        native_options = _transcribe_options(without_timestamps=without_timestamps, vad_parameters=vad_parameters,
+                                             chunked=True, **options).to_native()
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
+                                       or batch_size < 1):
+            raise InvalidArgumentError(f"batch_size must be None or an integer >= 1, got {batch_size!r}")
+        if isinstance(priority, bool) or not isinstance(priority, numbers.Integral):
+            raise InvalidArgumentError(f"priority must be an integer, got {priority!r}")
+        self._native.check_options(native_options)  # what only the model knows (and the VAD weights)
+        samples, rate = load_audio(audio, sample_rate)
+        engine = self._get_engine(None if batch_size is None else int(batch_size))
+        future = self._submit_loaded(engine, samples, rate, native_options, int(priority), None)
+        try:
+            while True:
+                try:
+                    return future.result(timeout=0.5)  # a timeout keeps Ctrl-C responsive
+                except concurrent.futures.TimeoutError:
+                    continue
+        except BaseException:
+            if not future.done():
+                engine.abort(future.request_id)
+            raise
 
     # ---- the engine: many transcriptions at once ------------------------------------------
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
-from dataclasses import dataclass, field, fields
+import os
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, Iterable, List, Optional
 
 import numpy as np
@@ -43,6 +44,21 @@ class TranscribeOptions:
             disables it. Default 0.6.
         prompt_reset_on_temperature: drop the previous-text prompt after a window decoded at
             a temperature above this (as faster-whisper). Default 0.5.
+        vad_filter: transcribe only the speech Silero VAD finds (faster-whisper's
+            ``vad_filter``): the speech is concatenated, transcribed, and segment times are
+            mapped back to the input's timeline; audio without speech gives no segments.
+            Default False.
+        vad_parameters: VAD options, a :class:`speechcore.vad.VadOptions` (or
+            faster-whisper's), or a dict of its fields; None: faster-whisper's defaults for
+            the mode (``vad_filter``: ``VadOptions()``; ``chunked``:
+            ``min_silence_duration_ms=160, max_speech_duration_s=30``). In chunked mode
+            ``max_speech_duration_s`` is capped at 30. Default None.
+        vad_model_path: a ``silero_vad_16k.safetensors`` file; None: the one of the installed
+            ``silero-vad`` package (:func:`speechcore.vad.silero_vad_weights`). Default None.
+        chunked: batched VAD-chunked mode (faster-whisper's ``BatchedInferencePipeline``): the
+            speech is cut into groups of at most 30 s, each decoded as an independent window
+            (no previous-text prompt), all together; implies the VAD. See
+            :meth:`speechcore.Model.transcribe_chunked`. Default False.
     """
 
     language: Optional[str] = None
@@ -60,6 +76,11 @@ class TranscribeOptions:
     log_prob_threshold: Optional[float] = -1.0
     no_speech_threshold: Optional[float] = 0.6
     prompt_reset_on_temperature: float = 0.5
+    # voice activity detection
+    vad_filter: bool = False
+    vad_parameters: Any = None
+    vad_model_path: Optional[str] = None
+    chunked: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -113,11 +134,24 @@ class TranscribeOptions:
         if self.no_speech_threshold is not None:
             self.no_speech_threshold = _float("no_speech_threshold", self.no_speech_threshold,
                                               minimum=0.0, maximum=1.0)
+        for name in ("vad_filter", "chunked"):
+            setattr(self, name, _bool(name, getattr(self, name)))
+        if self.vad_parameters is not None:
+            from .vad import VadOptions, _options_dict
+
+            self.vad_parameters = VadOptions(**_options_dict(self.vad_parameters, {}))
+        if self.vad_model_path is not None:
+            if not isinstance(self.vad_model_path, (str, os.PathLike)):
+                raise InvalidArgumentError(
+                    f"vad_model_path must be a file path or None, got {type(self.vad_model_path).__name__}")
+            self.vad_model_path = os.fspath(self.vad_model_path)
 
     def to_native(self) -> Dict[str, Any]:
         """The options dict of the native ``Model.transcribe``.
 
-        None means "not set" for language/initial_prompt/max_new_tokens (the key is left out) and
+        None means "not set" for language/initial_prompt/max_new_tokens/vad_parameters (the key is
+        left out; vad_model_path becomes the silero-vad package's weights when the VAD is on),
+        vad_filter/chunked are sent only when True, and None means
         "disabled" for the three thresholds (sent as the infinity that never triggers).
         """
         out: Dict[str, Any] = {}
@@ -125,6 +159,14 @@ class TranscribeOptions:
             value = getattr(self, f.name)
             if f.name == "suppress_tokens":
                 value = list(value)
+            elif f.name in ("vad_filter", "chunked") and not value:
+                continue  # off: the native default
+            elif f.name == "vad_parameters" and value is not None:
+                value = asdict(value)
+            elif f.name == "vad_model_path" and value is None and (self.vad_filter or self.chunked):
+                from .vad import silero_vad_weights
+
+                value = str(silero_vad_weights())  # NotFoundError (with the pip command) when missing
             if value is None:
                 if f.name in ("compression_ratio_threshold", "no_speech_threshold"):
                     value = math.inf

@@ -3,8 +3,11 @@
 // default_transcribe_options().
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "speechcore/vad.h"
 
 namespace speechcore {
 
@@ -57,6 +60,29 @@ struct TranscribeOptions {
   // The prompt is dropped for the next window when the window was decoded at a temperature
   // above this. Default 0.5; >= 1 disables.
   float prompt_reset_on_temperature = 0.5f;
+
+  // ---- Voice activity detection (faster-whisper's vad_filter / BatchedInferencePipeline) ----
+  // Transcribe only the speech Silero VAD finds (faster-whisper's vad_filter): the speech chunks
+  // are concatenated, transcribed as one recording with the options above, and segment times
+  // are mapped back to the input's timeline. Audio without speech gives no segments (nothing is
+  // decoded). Default false.
+  bool vad_filter = false;
+  // Batched VAD-chunked mode (faster-whisper's BatchedInferencePipeline): the speech chunks are
+  // merged into groups of at most 30 s, each group is decoded as an independent window (no
+  // previous-text prompt; initial_prompt, if any, prompts every group), all groups at once (the
+  // Engine batches them, up to 32 in flight per recording), and the segments come back in time
+  // order with input-timeline times. Implies the VAD (vad_filter is ignored). Use it with
+  // without_timestamps = true (faster-whisper's default in that mode: one segment per group).
+  // Default false.
+  bool chunked = false;
+  // VAD options; unset = faster-whisper's defaults for the mode: vad::VadOptions{} for
+  // vad_filter, and min_silence_duration_ms = 160, max_speech_duration_s = 30 for chunked. In
+  // chunked mode max_speech_duration_s is capped at 30 (a group must fit one window).
+  std::optional<vad::VadOptions> vad_parameters;
+  // Path of the Silero VAD weights (silero_vad_16k.safetensors, from the silero-vad package;
+  // see speechcore/vad.h). Required with vad_filter or chunked: empty is kInvalidArgument, a
+  // missing file kNotFound, a wrong file kInvalidModel. Loaded once per path and process.
+  std::string vad_model_path;
 };
 
 inline LoadOptions default_load_options() { return LoadOptions{}; }

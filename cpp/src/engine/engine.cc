@@ -16,6 +16,7 @@
 #include "io/audio.h"
 #include "runtime/longform.h"
 #include "runtime/model_impl.h"
+#include "runtime/vad_filter.h"
 #include "speechcore/engine.h"
 
 namespace speechcore {
@@ -30,8 +31,7 @@ struct Request {
   size_t frames = 0;
   int sample_rate = 16000, channels = 1;
   std::vector<float> samples;  // 16 kHz mono
-  std::unique_ptr<runtime::DecodePlan> plan;
-  std::unique_ptr<runtime::Recording> recording;
+  std::unique_ptr<runtime::FilteredRecording> recording;  // segments on the input's timeline
   Engine::Callbacks callbacks;
   size_t segments_sent = 0;
   // Its windows in flight (scheduler ids, oldest first: usually one; several when the
@@ -184,10 +184,8 @@ struct Engine::Impl {
     try {
       r.samples = io::prepare_audio(r.pcm.data(), r.frames, r.sample_rate, r.channels);
       std::vector<float>().swap(r.pcm);
-      r.plan = std::make_unique<runtime::DecodePlan>(
-          runtime::make_plan(transcriber.tokenizer(), transcriber.runner(), r.options));
-      r.recording = std::make_unique<runtime::Recording>(*r.plan, transcriber.runner(), transcriber.tokenizer(),
-                                                         transcriber.special_tokens(), r.samples);
+      // Checks the options; begin() runs the VAD (vad_filter / chunked) on this thread.
+      r.recording = std::make_unique<runtime::FilteredRecording>(transcriber, r.options, r.samples);
       r.recording->begin();
       if (r.recording->done()) return complete(r);
       queue_windows(r);

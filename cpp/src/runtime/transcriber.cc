@@ -1,6 +1,7 @@
 #include "runtime/transcriber.h"
 
 #include "runtime/longform.h"
+#include "runtime/vad_filter.h"
 
 #include <zlib.h>
 
@@ -40,22 +41,25 @@ WhisperTranscriber::WhisperTranscriber(std::unique_ptr<WindowRunner> runner,
 
 Transcription WhisperTranscriber::transcribe(const std::vector<float>& samples,
                                              const TranscribeOptions& options) const {
-  const DecodePlan plan = make_plan(*tokenizer_, *runner_, options);  // checks every option first
-  Recording recording(plan, *runner_, *tokenizer_, special_, samples);
-  recording.begin();
-  std::vector<WindowRequest> request(1);
+  FilteredRecording recording(*this, options, samples);  // checks every option first
+  recording.begin();  // the VAD, with vad_filter / chunked
+  std::vector<WindowRequest> requests;
   while (!recording.done()) {
-    request[0] = recording.next_request();
-    const std::vector<WindowResult> results = runner_->run_batch(request, special_);
-    SC_CHECK(results.size() == 1, ErrorCode::kInternal, "run_batch returned ", results.size(),
-             " results for one window");
-    recording.consume(results[0]);
+    // One window at a time; chunked mode's independent windows go together as one batch.
+    requests.clear();
+    do requests.push_back(recording.next_request());
+    while (recording.chunked() && recording.can_issue());
+    const std::vector<WindowResult> results = runner_->run_batch(requests, special_);
+    SC_CHECK(results.size() == requests.size(), ErrorCode::kInternal, "run_batch returned ", results.size(),
+             " results for ", requests.size(), " windows");
+    for (const WindowResult& r : results) recording.consume(r);
   }
   return recording.take_result();
 }
 
 void WhisperTranscriber::check_options(const TranscribeOptions& options) const {
   make_plan(*tokenizer_, *runner_, options);
+  check_vad_options(options);
 }
 
 }  // namespace speechcore::runtime

@@ -1,0 +1,226 @@
+#include "runtime/vad_filter.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <limits>
+#include <map>
+#include <mutex>
+
+#include "core/status.h"
+#include "io/audio.h"
+
+namespace speechcore::runtime {
+
+namespace {
+
+constexpr size_t kNone = std::numeric_limits<size_t>::max();
+
+// Python's round(x, digits) (exact decimal rounding of the binary value, ties to even).
+double python_round(double x, int digits) {
+  if (!std::isfinite(x)) return x;
+  char buf[512];
+  std::snprintf(buf, sizeof(buf), "%.*f", digits, x);
+  return std::strtod(buf, nullptr);
+}
+
+TranscribeOptions mode_options(const TranscribeOptions& o) {
+  TranscribeOptions out = o;
+  // Chunked: every group is independent (faster-whisper's batched pipeline decodes without the
+  // previous text; a group longer than one window does not occur, see effective_vad_options).
+  if (o.chunked) out.condition_on_previous_text = false;
+  return out;
+}
+
+// A group yields a window only when its audio holds a mel frame (Recording: content frames =
+// samples / hop); shorter groups decode to nothing.
+bool has_window(const vad::ChunkGroup& g) {
+  return g.audio.size() >= static_cast<size_t>(io::MelOptions{}.hop_length);
+}
+
+}  // namespace
+
+std::shared_ptr<const vad::SileroVad> vad_model(const std::string& path) {
+  SC_CHECK(!path.empty(), ErrorCode::kInvalidArgument,
+           "vad_filter / chunked need TranscribeOptions::vad_model_path: the path of Silero VAD's "
+           "silero_vad_16k.safetensors (in the silero-vad package: pip install --no-deps \"silero-vad==6.2.3\")");
+  static std::mutex mutex;
+  static std::map<std::string, std::shared_ptr<const vad::SileroVad>> cache;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = cache.find(path);
+  if (it != cache.end()) return it->second;
+  std::shared_ptr<const vad::SileroVad> model = vad::SileroVad::load(path);
+  cache.emplace(path, model);
+  return model;
+}
+
+vad::VadOptions effective_vad_options(const TranscribeOptions& o) {
+  vad::VadOptions v;
+  if (o.vad_parameters) {
+    v = *o.vad_parameters;
+  } else if (o.chunked) {
+    v.min_silence_duration_ms = 160;  // BatchedInferencePipeline's defaults
+    v.max_speech_duration_s = kChunkSeconds;
+  }
+  if (o.chunked) v.max_speech_duration_s = std::min(v.max_speech_duration_s, kChunkSeconds);
+  v.validate();
+  return v;
+}
+
+void check_vad_options(const TranscribeOptions& o) {
+  if (!uses_vad(o)) return;
+  effective_vad_options(o);
+  vad_model(o.vad_model_path);
+}
+
+FilteredRecording::FilteredRecording(const WhisperTranscriber& transcriber, const TranscribeOptions& options,
+                                     const std::vector<float>& samples)
+    : transcriber_(transcriber),
+      mode_(options.chunked ? Mode::kChunked : options.vad_filter ? Mode::kFilter : Mode::kPlain),
+      options_(mode_options(options)),
+      plan_(make_plan(transcriber.tokenizer(), transcriber.runner(), options_)),
+      samples_(samples) {
+  check_vad_options(options_);
+}
+
+FilteredRecording::~FilteredRecording() = default;
+
+void FilteredRecording::begin() {
+  SC_ASSERT(!started_);
+  started_ = true;
+  const WindowRunner& runner = transcriber_.runner();
+  if (mode_ == Mode::kPlain) {
+    single_ = std::make_unique<Recording>(plan_, runner, transcriber_.tokenizer(), transcriber_.special_tokens(),
+                                          samples_);
+    single_->begin();
+    done_ = single_->done();
+    return;
+  }
+  const std::shared_ptr<const vad::SileroVad> model = vad_model(options_.vad_model_path);
+  const std::vector<vad::SpeechTimestamp> chunks = vad::get_speech_timestamps(
+      *model, samples_.data(), samples_.size(), vad::kSampleRate, effective_vad_options(options_));
+  if (chunks.empty()) return finish();  // no speech: nothing to decode
+  map_ = std::make_unique<vad::SpeechTimestampsMap>(chunks, vad::kSampleRate);
+  if (mode_ == Mode::kFilter) {
+    std::vector<vad::ChunkGroup> all = vad::collect_chunks(samples_.data(), samples_.size(), chunks);
+    speech_ = std::move(all.at(0).audio);
+    single_ = std::make_unique<Recording>(plan_, runner, transcriber_.tokenizer(), transcriber_.special_tokens(),
+                                          speech_);
+    single_->begin();
+    if (single_->done()) finish();
+    return;
+  }
+  groups_ = vad::collect_chunks(samples_.data(), samples_.size(), chunks, kChunkSeconds);
+  // Each group keeps the offset collect_chunks gave it, so dropping one changes no other.
+  groups_.erase(std::remove_if(groups_.begin(), groups_.end(), [](const vad::ChunkGroup& g) { return !has_window(g); }),
+                groups_.end());
+  parts_.resize(groups_.size());
+  if (groups_.empty()) finish();
+}
+
+size_t FilteredRecording::next_part() const {
+  for (size_t i = flushed_; i < started_parts_; ++i)
+    if (!parts_[i]->done() && parts_[i]->can_issue()) return i;
+  return started_parts_ < groups_.size() ? started_parts_ : kNone;
+}
+
+bool FilteredRecording::can_issue() const {
+  if (!started_ || done_) return false;
+  if (mode_ != Mode::kChunked) return single_->can_issue();
+  return order_.size() < kMaxChunksInFlight && next_part() != kNone;
+}
+
+WindowRequest FilteredRecording::next_request() {
+  SC_ASSERT(can_issue());
+  if (mode_ != Mode::kChunked) return single_->next_request();
+  const size_t i = next_part();
+  if (i == started_parts_) {
+    parts_[i] = std::make_unique<Recording>(plan_, transcriber_.runner(), transcriber_.tokenizer(),
+                                            transcriber_.special_tokens(), groups_[i].audio);
+    parts_[i]->begin();
+    SC_CHECK(parts_[i]->can_issue(), ErrorCode::kInternal, "speech group ", i, " (", groups_[i].audio.size(),
+             " samples) has no window to decode");
+    ++started_parts_;
+  }
+  order_.push_back(i);
+  return parts_[i]->next_request();
+}
+
+void FilteredRecording::consume(const WindowResult& result) {
+  SC_ASSERT(started_ && !done_);
+  if (mode_ != Mode::kChunked) {
+    single_->consume(result);
+    discarded_ = single_->discarded();
+    if (mode_ == Mode::kFilter) sync_segments();
+    if (single_->done()) finish();
+    return;
+  }
+  SC_ASSERT(!order_.empty());
+  const size_t i = order_.front();
+  order_.pop_front();
+  parts_[i]->consume(result);
+  // A group's recording has one window in flight at a time (or issues ahead within its one
+  // window's length), so it never discards; windows of other groups may follow it in order_.
+  SC_CHECK(parts_[i]->discarded() == 0, ErrorCode::kInternal, "a speech group dropped windows issued ahead");
+  discarded_ = 0;
+  sync_segments();
+}
+
+void FilteredRecording::sync_segments() {
+  if (mode_ == Mode::kFilter) {
+    // faster-whisper's restore_speech_timestamps on the sequential segments.
+    const std::vector<Segment>& segs = single_->segments();
+    for (; mapped_ < segs.size(); ++mapped_) {
+      Segment s = segs[mapped_];
+      s.start = map_->original_time(s.start);
+      s.end = map_->original_time(s.end, -1, /*is_end=*/true);
+      segments_.push_back(std::move(s));
+    }
+    return;
+  }
+  const int timestamp_begin = transcriber_.special_tokens().timestamp_begin;
+  while (flushed_ < started_parts_ && parts_[flushed_]->done()) {
+    const vad::ChunkGroup& g = groups_[flushed_];
+    Transcription part = parts_[flushed_]->take_result();
+    for (Segment& s : part.segments) {
+      // BatchedInferencePipeline: times offset by the speech before the group, rounded to 3
+      // decimals, then mapped. A window without timestamps spans the group's exact duration
+      // (the sequential algorithm's mel frames stop up to 10 ms short of it).
+      const bool timed = std::any_of(s.tokens.begin(), s.tokens.end(), [&](int t) { return t > timestamp_begin; });
+      const double start = python_round(g.offset + s.start, 3);
+      const double end = python_round(timed ? g.offset + s.end : g.offset + g.duration, 3);
+      s.start = map_->original_time(start);
+      s.end = map_->original_time(end, -1, /*is_end=*/true);
+      s.seek += static_cast<int>(g.offset * 100.0);  // mel frames (faster-whisper: int(offset * 100))
+      s.id = static_cast<int>(segments_.size()) + 1;
+      segments_.push_back(std::move(s));
+    }
+    parts_[flushed_].reset();
+    std::vector<float>().swap(groups_[flushed_].audio);
+    ++flushed_;
+  }
+  if (flushed_ == groups_.size()) finish();
+}
+
+void FilteredRecording::finish() { done_ = true; }
+
+const std::vector<Segment>& FilteredRecording::segments() const {
+  return mode_ == Mode::kPlain ? single_->segments() : segments_;
+}
+
+Transcription FilteredRecording::take_result() {
+  SC_ASSERT(done_);
+  if (mode_ == Mode::kPlain) return single_->take_result();
+  Transcription t;
+  if (single_) t = single_->take_result();  // kFilter with speech: its text, language
+  t.language = plan_.language;
+  t.duration = static_cast<double>(samples_.size()) / vad::kSampleRate;
+  t.segments = std::move(segments_);
+  std::string text;
+  for (const Segment& s : t.segments) text += s.text;
+  t.text = strip(text);
+  return t;
+}
+
+}  // namespace speechcore::runtime
