@@ -120,6 +120,33 @@ SC_TEST(admission_limits_and_fcfs) {
   EXPECT_TRUE(s.sched.stats().waiting == 6 && s.sched.stats().running == 4);
 }
 
+SC_TEST(admissions_come_in_batches_while_many_wait) {
+  Sim s(config(4, 2, 1000));
+  s.add(1, 4, 100, 3);   // finishes first
+  s.add(2, 4, 100, 50);
+  s.add(3, 4, 100, 50);
+  s.add(4, 4, 100, 50);
+  for (uint64_t id = 5; id <= 8; ++id) s.add(id, 4, 100, 50);
+  s.step();  // admits 1, 2
+  s.step();  // admits 3, 4
+  s.step();  // 1 finishes here (3 tokens): one free slot, 4 waiting
+  EXPECT_TRUE(s.finished_order == std::vector<uint64_t>({1}));
+  StepPlan p = s.sched.schedule();  // one slot free, more waiting than fit: no admission of one
+  EXPECT_TRUE(p.admitted.empty() && p.decode.size() == 3);
+  // with only as many waiting as fit, they are admitted at once (light load: no waiting)
+  Sim t(config(4, 2, 1000));
+  t.add(1, 4, 100, 3);
+  t.add(2, 4, 100, 50);
+  t.add(3, 4, 100, 50);
+  t.add(4, 4, 100, 50);
+  t.step();
+  t.step();
+  t.step();
+  t.add(5, 4, 100, 50);
+  p = t.sched.schedule();
+  EXPECT_TRUE(p.admitted == std::vector<uint64_t>({5}));
+}
+
 SC_TEST(all_windows_finish_in_order_without_leaks) {
   Sim s(config(8, 3, 1000));
   for (uint64_t id = 1; id <= 50; ++id) s.add(id, 4 + static_cast<int>(id % 7), 200, 20);

@@ -72,6 +72,14 @@ StepPlan Scheduler::schedule() {
   // 2. admit waiting windows in order while the limits allow (no admission past a window that
   //    does not fit: first come first served)
   int slots_used = static_cast<int>(running_.size());
+  // Admissions come in batches: while windows run and more wait than fit, admit only once a
+  // whole admission batch (max_admit windows) fits, so the encoder and the prompt prefill run
+  // over several windows instead of one or two each step. (A window that waits for this waits
+  // until that many running windows finish; with few waiting, as under light load, nothing waits.)
+  const int free_slots = std::min(config_.max_running - static_cast<int>(running_.size()),
+                                  config_.cross_slots - slots_used);
+  const int batch = std::min(config_.max_admit, config_.max_running);
+  if (!running_.empty() && free_slots < batch && static_cast<int>(waiting_.size()) > free_slots) return plan;
   while (!waiting_.empty() && static_cast<int>(plan.admitted.size()) < config_.max_admit &&
          static_cast<int>(running_.size()) < config_.max_running && slots_used < config_.cross_slots) {
     const Key k = *waiting_.begin();
