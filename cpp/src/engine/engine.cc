@@ -4,7 +4,10 @@
 #include <chrono>
 #include <cstdint>
 #include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
 #include <deque>
+#include <string>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
@@ -42,6 +45,33 @@ struct Request {
   std::unordered_map<uint64_t, runtime::WindowResult> results;
 };
 
+// SPEECHCORE_PROFILE=1: where the engine thread's time goes, printed to stderr when the engine
+// stops (request starts: audio preparation, VAD and log-mel; scheduling; admissions: encoder,
+// prefill and first pick; decoder steps; finished windows: the long-form bookkeeping).
+struct EngineProfile {
+  using Clock = std::chrono::steady_clock;
+  const bool on = [] {
+    const char* v = std::getenv("SPEECHCORE_PROFILE");
+    return v != nullptr && v[0] != '\0' && v[0] != '0';
+  }();
+  double start_s = 0, schedule_s = 0, admit_s = 0, step_s = 0, done_s = 0;
+  uint64_t starts = 0, admits = 0, admitted = 0, steps = 0, rows = 0;
+
+  static double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+  void print() const {
+    if (!on || (starts == 0 && steps == 0 && admits == 0)) return;
+    std::fprintf(stderr,
+                 "[speechcore profile] engine: %llu starts %.3f s; schedule %.3f s; %llu admissions of %llu windows "
+                 "%.3f s (%.2f ms each, %.1f windows each); %llu steps over %llu rows %.3f s (%.3f ms each, %.1f rows "
+                 "each); finished windows %.3f s\n",
+                 static_cast<unsigned long long>(starts), start_s, schedule_s, static_cast<unsigned long long>(admits),
+                 static_cast<unsigned long long>(admitted), admit_s, admits ? 1e3 * admit_s / admits : 0.0,
+                 admits ? static_cast<double>(admitted) / admits : 0.0, static_cast<unsigned long long>(steps),
+                 static_cast<unsigned long long>(rows), step_s, steps ? 1e3 * step_s / steps : 0.0,
+                 steps ? static_cast<double>(rows) / steps : 0.0, done_s);
+  }
+};
+
 }  // namespace
 
 struct Engine::Impl {
@@ -66,6 +96,7 @@ struct Engine::Impl {
   std::unordered_map<uint64_t, Request*> by_window;
   uint64_t next_window = 1;
   double busy_seconds = 0.0;
+  EngineProfile profile;
   std::thread thread;
 
   Impl(std::shared_ptr<const Model> m, const EngineOptions& o)
@@ -97,6 +128,8 @@ struct Engine::Impl {
     c.cross_slots = o.max_batch;
     c.block_size = o.kv_block_size;
     c.num_blocks = num_blocks;
+    const char* batch_admit = std::getenv("SPEECHCORE_BATCH_ADMIT");
+    c.batch_admissions = batch_admit == nullptr || std::string(batch_admit) != "0";
     return c;
   }
 
@@ -247,11 +280,25 @@ struct Engine::Impl {
       const runtime::WindowRequest& req = by_window.at(w)->pending.at(w);
       jobs.push_back(engine::AdmitJob{w, req.mel, req.prompt, req.options});
     }
+    auto tp = EngineProfile::Clock::now();
+    if (profile.on) profile.schedule_s += EngineProfile::since(t0);
     guarded(plan.admitted, [&] { runner->admit(jobs, transcriber.special_tokens()); });
+    if (profile.on && !jobs.empty()) {
+      profile.admit_s += EngineProfile::since(tp);
+      profile.admits += 1;
+      profile.admitted += jobs.size();
+    }
     std::vector<uint64_t> decode;
     for (uint64_t w : plan.decode)
       if (by_window.count(w)) decode.push_back(w);
+    tp = EngineProfile::Clock::now();
     guarded(decode, [&] { runner->step(decode); });
+    if (profile.on && !decode.empty()) {
+      profile.step_s += EngineProfile::since(tp);
+      profile.steps += 1;
+      profile.rows += decode.size();
+    }
+    tp = EngineProfile::Clock::now();
     uint64_t tokens = 0;
     for (const std::vector<uint64_t>* ids : {&plan.admitted, &decode}) {
       for (uint64_t w : *ids) {
@@ -261,6 +308,7 @@ struct Engine::Impl {
         if (runner->done(w)) window_done(*it->second, w, runner->take(w));
       }
     }
+    if (profile.on) profile.done_s += EngineProfile::since(tp);
     busy_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::lock_guard<std::mutex> lock(mutex);
     stats.steps += 1;
@@ -304,7 +352,12 @@ struct Engine::Impl {
           active.emplace(ref.id, std::move(r));
           fail(ref, cancel_all ? Error(ErrorCode::kCancelled, "the engine was shut down") : cancelled);
         } else {
+          const auto ts = EngineProfile::Clock::now();
           start(std::move(r));
+          if (profile.on) {
+            profile.start_s += EngineProfile::since(ts);
+            profile.starts += 1;
+          }
         }
       }
       for (RequestId id : to_abort) {
@@ -321,6 +374,7 @@ struct Engine::Impl {
         if (inbox.empty()) break;
       }
     }
+    profile.print();
   }
 };
 

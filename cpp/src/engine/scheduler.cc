@@ -79,7 +79,7 @@ StepPlan Scheduler::schedule() {
   const int free_slots = std::min(config_.max_running - static_cast<int>(running_.size()),
                                   config_.cross_slots - slots_used);
   const int batch = std::min(config_.max_admit, config_.max_running);
-  if (!running_.empty() && free_slots < batch && static_cast<int>(waiting_.size()) > free_slots) return plan;
+  if (config_.batch_admissions && !running_.empty() && free_slots < batch && static_cast<int>(waiting_.size()) > free_slots) return plan;
   while (!waiting_.empty() && static_cast<int>(plan.admitted.size()) < config_.max_admit &&
          static_cast<int>(running_.size()) < config_.max_running && slots_used < config_.cross_slots) {
     const Key k = *waiting_.begin();

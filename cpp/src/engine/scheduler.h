@@ -21,6 +21,10 @@ namespace speechcore::engine {
 struct SchedulerConfig {
   int max_running = 64;     // windows decoding at once (the decoder batch)
   int max_admit = 8;        // windows admitted (encoded + prefilled) per step
+  // While windows run and more wait than fit, admit only once max_admit of them fit, so the
+  // encoder and the prompt prefill run over batches (SPEECHCORE_BATCH_ADMIT=0 in the engine
+  // turns it off, for measurements).
+  bool batch_admissions = true;
   int cross_slots = 64;     // windows whose encoder K/V can be held at once
   int block_size = 16;      // KV positions per block
   int num_blocks = 1792;    // KV blocks in the pool

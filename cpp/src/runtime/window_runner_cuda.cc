@@ -499,6 +499,12 @@ class CudaStepRunner final : public engine::StepRunner {
     host_.reserve(static_cast<size_t>((11 + table_stride) * max_windows + 8) * 4);
   }
 
+  ~CudaStepRunner() override {
+    if (owner_.profile_ && encoded_ > 0)
+      std::fprintf(stderr, "[speechcore profile] engine runner: encoder %.3f s for %lld windows (%.2f ms each)\n",
+                   encode_s_, static_cast<long long>(encoded_), 1e3 * encode_s_ / static_cast<double>(encoded_));
+  }
+
   int num_blocks() const override { return num_blocks_; }
 
   void admit(const std::vector<engine::AdmitJob>& jobs, const WhisperSpecialTokens& sp) override {
@@ -528,7 +534,13 @@ class CudaStepRunner final : public engine::StepRunner {
     }
     try {
       // All windows' encoder passes together (chunks of kEncoderChunk), each K/V to its slot.
+      const auto t_enc = std::chrono::steady_clock::now();
       model_.encode(mels.data(), n, b, slots.data(), kEncoderChunk);
+      if (owner_.profile_) {  // SPEECHCORE_PROFILE=1: the encoder's share of admissions (synchronized)
+        SC_CUDA_CHECK(cudaStreamSynchronize(stream));
+        encode_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t_enc).count();
+        encoded_ += n;
+      }
       // Prefill each prompt; window i's two logits rows (start of transcript, last prompt
       // token) go to rows 2i, 2i + 1 and its pick to picked_[i] (step arrays column i: its
       // history row and 0 tokens so far), so one synchronization serves all of them.
@@ -753,6 +765,8 @@ class CudaStepRunner final : public engine::StepRunner {
   std::map<std::tuple<std::vector<int>, std::vector<int>, int, bool>, std::unique_ptr<Rules>> rules_;
   WhisperSpecialTokens special_;
   HostBuffer host_;
+  double encode_s_ = 0.0;  // SPEECHCORE_PROFILE
+  int64_t encoded_ = 0;
 };
 
 std::unique_ptr<engine::StepRunner> CudaWindowRunner::make_step_runner(const engine::StepRunnerConfig& config) const {
