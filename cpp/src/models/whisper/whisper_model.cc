@@ -9,6 +9,26 @@ namespace speechcore::models::whisper {
 
 namespace {
 Tensor buffer(int64_t rows, int64_t cols) { return Tensor::empty({rows, cols}, DType::kFloat32); }
+
+// y[m, n] = x[m, k] w[n, k]^T (+ bias) (+ y if accumulate) for the few rows of lock-step
+// decoding (beams, samples): a GEMM would pack all of w for a handful of rows, so instead each
+// thread walks blocks of w small enough to stay in cache and runs one matrix-vector product
+// per row on each block: w is read from memory once.
+void linear_rows(const ops::Context& cx, const float* x, const float* w, const float* bias, float* y, int64_t m,
+                 int64_t n, int64_t k, bool accumulate = false) {
+  if (m == 1 || m > 16 || cx.pool == nullptr) return ops::linear(cx, x, w, bias, y, m, n, k, accumulate);
+  const int64_t block = std::max<int64_t>(16, ((32 * 1024) / k) / 16 * 16);  // ~128 KiB of w
+  const int64_t blocks = (n + block - 1) / block;
+  const int threads = cx.pool->num_threads();
+  const ops::Context one{nullptr};  // single-threaded products inside a block
+  cx.pool->parallel_for(blocks, (blocks + threads - 1) / threads, [&](int64_t b, int64_t e) {
+    for (int64_t blk = b; blk < e; ++blk) {
+      const int64_t n0 = blk * block, nb = std::min(n, n0 + block) - n0;
+      for (int64_t i = 0; i < m; ++i)
+        ops::linear(one, x + i * k, w + n0 * k, bias ? bias + n0 : nullptr, y + i * n + n0, 1, nb, k, accumulate);
+    }
+  });
+}
 }  // namespace
 
 WhisperModel::WhisperModel(WhisperWeights weights, int threads)
@@ -248,7 +268,7 @@ void WhisperModel::decode_rows(BatchDecoderState& state, const CrossKV& cross, c
     // self-attention: each row over its own cache
     const AttentionWeights& S = L.self_attn;
     ops::layer_norm(cx, X, S.ln_gamma.data<float>(), S.ln_beta.data<float>(), h.data<float>(), n, d);
-    ops::linear(cx, h.data<float>(), S.qkv_w.data<float>(), S.qkv_b.data<float>(), qkv.data<float>(), n, 3 * d, d);
+    linear_rows(cx, h.data<float>(), S.qkv_w.data<float>(), S.qkv_b.data<float>(), qkv.data<float>(), n, 3 * d, d);
     for (int64_t r = 0; r < n; ++r) {
       float* K = state.k[li].data<float>() + r * row_floats;
       float* V = state.v[li].data<float>() + r * row_floats;
@@ -258,25 +278,25 @@ void WhisperModel::decode_rows(BatchDecoderState& state, const CrossKV& cross, c
       ops::attention(cx, q, 3 * d, K, d, V, d, att.data<float>() + r * d, 1, p0 + 1, heads, hd, p0,
                      scores.data<float>());
     }
-    ops::linear(cx, att.data<float>(), S.out_w.data<float>(), S.out_b.data<float>(), X, n, d, d, true);
+    linear_rows(cx, att.data<float>(), S.out_w.data<float>(), S.out_b.data<float>(), X, n, d, d, true);
     // cross-attention: all rows query the window's one encoder output
     const AttentionWeights& C = L.cross_attn;
     ops::layer_norm(cx, X, C.ln_gamma.data<float>(), C.ln_beta.data<float>(), h.data<float>(), n, d);
-    ops::linear(cx, h.data<float>(), C.qkv_w.data<float>(), C.qkv_b.data<float>(), qkv.data<float>(), n, d, d);
+    linear_rows(cx, h.data<float>(), C.qkv_w.data<float>(), C.qkv_b.data<float>(), qkv.data<float>(), n, d, d);
     const float* KV = cross.kv[li].data<float>();
     ops::attention(cx, qkv.data<float>(), d, KV, 2 * d, KV + d, 2 * d, att.data<float>(), n, t_enc, heads, hd, -1,
                    scores.data<float>());
-    ops::linear(cx, att.data<float>(), C.out_w.data<float>(), C.out_b.data<float>(), X, n, d, d, true);
+    linear_rows(cx, att.data<float>(), C.out_w.data<float>(), C.out_b.data<float>(), X, n, d, d, true);
     // feed-forward
     const FfnWeights& F = L.ffn;
     ops::layer_norm(cx, X, F.ln_gamma.data<float>(), F.ln_beta.data<float>(), h.data<float>(), n, d);
-    ops::linear(cx, h.data<float>(), F.fc1_w.data<float>(), F.fc1_b.data<float>(), ff.data<float>(), n, 4 * d, d);
+    linear_rows(cx, h.data<float>(), F.fc1_w.data<float>(), F.fc1_b.data<float>(), ff.data<float>(), n, 4 * d, d);
     ops::gelu(cx, ff.data<float>(), n * 4 * d);
-    ops::linear(cx, ff.data<float>(), F.fc2_w.data<float>(), F.fc2_b.data<float>(), X, n, d, 4 * d, true);
+    linear_rows(cx, ff.data<float>(), F.fc2_w.data<float>(), F.fc2_b.data<float>(), X, n, d, 4 * d, true);
   }
   state.length = static_cast<int>(p0 + 1);
   ops::layer_norm(cx, X, weights_.dec_ln_gamma.data<float>(), weights_.dec_ln_beta.data<float>(), h.data<float>(), n, d);
-  ops::linear(cx, h.data<float>(), weights_.tok_emb.data<float>(), nullptr, logits, n, c.vocab_size, d);
+  linear_rows(cx, h.data<float>(), weights_.tok_emb.data<float>(), nullptr, logits, n, c.vocab_size, d);
 }
 
 }  // namespace speechcore::models::whisper
