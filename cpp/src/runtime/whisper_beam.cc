@@ -106,6 +106,12 @@ void rules_and_log_softmax(float* row, int vocab, int step, const std::vector<in
   log_softmax_rule_row(row, vocab);
 }
 
+// Positions a window's caches need: the prompt and every token fed back (the last one
+// generated is never fed).
+int positions(const std::vector<int>& prompt, const PromptLayout& layout) {
+  return static_cast<int>(prompt.size()) + std::max(layout.max_new - 1, 0);
+}
+
 struct Hypothesis {
   std::vector<int> tokens;
   float score = 0.0f;  // sum of log-probs
@@ -259,7 +265,7 @@ class BeamSearchDecoder final : public WindowDecoder {
     }
     seqs_ = std::move(seqs);
     if (step_ == 0) {
-      batch_ = model_.new_batch_state(beam_);
+      batch_ = model_.new_batch_state(beam_, positions(prompt_, layout_));
       model_.broadcast(state_, batch_, beam_);
       state_ = DecoderState();
     } else {
@@ -370,7 +376,7 @@ class SamplingDecoder final : public WindowDecoder {
       return;
     }
     if (step_ == 0) {
-      batch_ = model_.new_batch_state(n_);
+      batch_ = model_.new_batch_state(n_, positions(prompt_, layout_));
       model_.broadcast(state_, batch_, static_cast<int>(kept_rows.size()));
       state_ = DecoderState();
     } else if (keep.size() != alive_.size()) {

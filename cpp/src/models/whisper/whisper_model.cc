@@ -176,14 +176,16 @@ void WhisperModel::decode(DecoderState& state, const CrossKV& cross, const int* 
   ops::linear(cx, rows.data<float>(), weights_.tok_emb.data<float>(), nullptr, logits, m, c.vocab_size, d);
 }
 
-BatchDecoderState WhisperModel::new_batch_state(int capacity) const {
+BatchDecoderState WhisperModel::new_batch_state(int capacity, int positions) const {
   const WhisperConfig& c = weights_.config;
-  SC_CHECK(capacity >= 1, ErrorCode::kInvalidArgument, "a batch decoder state needs at least one row");
+  SC_CHECK(capacity >= 1 && positions >= 1 && positions <= c.n_text_ctx, ErrorCode::kInvalidArgument,
+           "a batch decoder state needs at least one row of 1 to ", c.n_text_ctx, " positions");
   BatchDecoderState s;
   s.capacity = capacity;
+  s.positions = positions;
   for (size_t i = 0; i < weights_.dec_layers.size(); ++i) {
-    s.k.push_back(buffer(static_cast<int64_t>(capacity) * c.n_text_ctx, c.d_model));
-    s.v.push_back(buffer(static_cast<int64_t>(capacity) * c.n_text_ctx, c.d_model));
+    s.k.push_back(buffer(static_cast<int64_t>(capacity) * positions, c.d_model));
+    s.v.push_back(buffer(static_cast<int64_t>(capacity) * positions, c.d_model));
   }
   s.workspace = std::make_unique<core::Workspace>(core::default_allocator(Device::kCPU));
   return s;
@@ -191,8 +193,8 @@ BatchDecoderState WhisperModel::new_batch_state(int capacity) const {
 
 void WhisperModel::broadcast(const DecoderState& from, BatchDecoderState& to, int rows) const {
   const WhisperConfig& c = weights_.config;
-  SC_ASSERT(rows >= 1 && rows <= to.capacity && from.k.size() == to.k.size());
-  const size_t row_floats = static_cast<size_t>(c.n_text_ctx) * c.d_model;
+  SC_ASSERT(rows >= 1 && rows <= to.capacity && from.k.size() == to.k.size() && from.length <= to.positions);
+  const size_t row_floats = static_cast<size_t>(to.positions) * c.d_model;
   const size_t used = static_cast<size_t>(from.length) * c.d_model;
   for (size_t li = 0; li < to.k.size(); ++li) {
     for (int r = 0; r < rows; ++r) {
@@ -217,7 +219,7 @@ void WhisperModel::reorder(BatchDecoderState& s, const std::vector<int>& origins
     if (o == i) continue;
     if (o < n && origins[o] != o && slot[o] < 0) slot[o] = saved_rows++;
   }
-  const size_t row_floats = static_cast<size_t>(c.n_text_ctx) * c.d_model;
+  const size_t row_floats = static_cast<size_t>(s.positions) * c.d_model;
   const size_t used = static_cast<size_t>(s.length) * c.d_model;
   if (s.saved.size() < saved_rows * used) s.saved.resize(saved_rows * used);
   for (size_t li = 0; li < s.k.size(); ++li) {
@@ -242,8 +244,8 @@ void WhisperModel::decode_rows(BatchDecoderState& state, const CrossKV& cross, c
   const ops::Context cx = ctx();
   const int64_t d = c.d_model, p0 = state.length, t_enc = c.n_audio_ctx, n = state.rows;
   const int heads = c.decoder_heads, hd = c.d_model / c.decoder_heads;
-  SC_CHECK(n > 0 && p0 + 1 <= c.n_text_ctx, ErrorCode::kInvalidArgument, "decoder sequence of ", p0 + 1,
-           " tokens exceeds the model's ", c.n_text_ctx, " positions");
+  SC_CHECK(n > 0 && p0 + 1 <= state.positions, ErrorCode::kInvalidArgument, "decoder sequence of ", p0 + 1,
+           " tokens exceeds the state's ", state.positions, " positions");
   SC_ASSERT(cross.kv.size() == weights_.dec_layers.size());
   for (int64_t i = 0; i < n; ++i)
     SC_CHECK(tokens[i] >= 0 && tokens[i] < c.vocab_size, ErrorCode::kInvalidArgument, "token id ", tokens[i],
@@ -261,7 +263,7 @@ void WhisperModel::decode_rows(BatchDecoderState& state, const CrossKV& cross, c
   Tensor ff = scratch(n, 4 * d);
   Tensor scores = scratch(std::max(ops::attention_scratch_floats(cx, 1, p0 + 1, heads),
                                    ops::attention_scratch_floats(cx, n, t_enc, heads)), 1);
-  const int64_t row_floats = static_cast<int64_t>(c.n_text_ctx) * d;
+  const int64_t row_floats = static_cast<int64_t>(state.positions) * d;
 
   for (size_t li = 0; li < weights_.dec_layers.size(); ++li) {
     const DecoderLayer& L = weights_.dec_layers[li];

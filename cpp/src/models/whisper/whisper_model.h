@@ -32,8 +32,9 @@ struct DecoderState {
 // a beam search, the candidates of best_of sampling): all rows have the same length and read
 // the same CrossKV (one encoder output, never copied per row).
 struct BatchDecoderState {
-  std::vector<Tensor> k, v;  // per decoder layer: [capacity * n_text_ctx, d_model]; row r starts at r * n_text_ctx
+  std::vector<Tensor> k, v;  // per decoder layer: [capacity * positions, d_model]; row r starts at r * positions
   int capacity = 0;          // rows the buffers hold
+  int positions = 0;         // positions per row (<= n_text_ctx)
   int rows = 0;              // rows in use
   int length = 0;            // positions filled in every row
   std::vector<float> saved;  // reorder() scratch
@@ -59,7 +60,8 @@ class WhisperModel {
   void decode(DecoderState& state, const CrossKV& cross, const int* tokens, int n,
               const std::vector<int>& logit_rows, float* logits) const;
 
-  BatchDecoderState new_batch_state(int capacity) const;
+  // Caches for `capacity` rows of up to `positions` tokens each (prompt + generated).
+  BatchDecoderState new_batch_state(int capacity, int positions) const;
   // Fills `rows` rows of `to` with copies of the sequence in `from` (a prefilled prompt).
   void broadcast(const DecoderState& from, BatchDecoderState& to, int rows) const;
   // Reorders rows: new row i is old row origins[i] (origins[i] < rows); rows becomes
