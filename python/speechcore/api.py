@@ -165,7 +165,8 @@ class Model:
             chunked: batched VAD-chunked mode (faster-whisper's ``BatchedInferencePipeline``):
                 the speech chunks are merged into groups of at most 30 s, each decoded as an
                 independent window, and the segments come back in time order on the input's
-                timeline; implies the VAD. :meth:`transcribe_chunked` runs this mode on the
+                timeline; implies the VAD. As in that pipeline, only the first temperature of a
+                list is used (no fallback). :meth:`transcribe_chunked` runs this mode on the
                 engine with that pipeline's defaults (``without_timestamps=True``); here the
                 groups are decoded together by this call alone. Default False.
             **kwargs: further decoding options, as faster-whisper names them: ``best_of``
