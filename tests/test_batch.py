@@ -142,8 +142,8 @@ def test_options_apply_to_every_item(model, tiny_dir, speech_audio):
 def test_empty_list(model):
     assert model.transcribe_batch([]) == []
     assert model.transcribe_batch((), batch_size=1) == []
-    with pytest.raises(InvalidArgumentError, match="unknown transcribe option 'best_of'"):
-        model.transcribe_batch([], best_of=2)  # options are checked even when there is nothing to do
+    with pytest.raises(InvalidArgumentError, match="unknown transcribe option 'best_off'"):
+        model.transcribe_batch([], best_off=2)  # options are checked even when there is nothing to do
 
 
 def test_bad_items_are_named(model, speech_clips, tmp_path):

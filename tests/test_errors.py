@@ -115,9 +115,9 @@ def test_other_rates_and_stereo(model, speech_audio, rate):
     (dict(task="summarize"), speechcore.InvalidArgumentError),
     (dict(task="translate"), speechcore.InvalidArgumentError),  # English-only model
     (dict(beam_size=0), speechcore.InvalidArgumentError),
-    (dict(beam_size=5), speechcore.UnsupportedError),
+    (dict(best_of=0), speechcore.InvalidArgumentError),
     (dict(temperature=-1.0), speechcore.InvalidArgumentError),
-    (dict(temperature=0.4), speechcore.UnsupportedError),
+    (dict(temperature=[0.0, float("nan")]), speechcore.InvalidArgumentError),
     (dict(max_new_tokens=1000), speechcore.InvalidArgumentError),
     (dict(suppress_tokens=[10**7]), speechcore.InvalidArgumentError),
     (dict(no_such_option=1), speechcore.InvalidArgumentError),

@@ -242,6 +242,8 @@ CONTRACT_KEYS = {"language", "task", "beam_size", "temperature", "condition_on_p
                  "initial_prompt", "max_new_tokens", "compression_ratio_threshold", "log_prob_threshold",
                  "no_speech_threshold", "prompt_reset_on_temperature",
                  "vad_filter", "vad_parameters", "vad_model_path", "chunked"}
+# Search options accepted by transcribe through **kwargs (documented there).
+SEARCH_KEYS = {"best_of", "patience", "length_penalty", "repetition_penalty", "no_repeat_ngram_size", "seed"}
 
 
 def test_option_defaults_and_native_dict():
@@ -252,9 +254,9 @@ def test_option_defaults_and_native_dict():
     assert (o.compression_ratio_threshold, o.log_prob_threshold, o.no_speech_threshold) == (2.4, -1.0, 0.6)
     assert o.prompt_reset_on_temperature == 0.5
     native = o.to_native()
-    assert set(native) <= CONTRACT_KEYS
-    assert set(native) == CONTRACT_KEYS - {"language", "initial_prompt", "max_new_tokens", "vad_filter",
-                                           "vad_parameters", "vad_model_path", "chunked"}
+    assert set(native) <= CONTRACT_KEYS | SEARCH_KEYS
+    assert set(native) == (CONTRACT_KEYS | SEARCH_KEYS) - {"language", "initial_prompt", "max_new_tokens", "vad_filter",
+                                                           "vad_parameters", "vad_model_path", "chunked"}
     assert speechcore.TranscribeOptions(suppress_tokens=[]).suppress_tokens == []  # not shared default
 
 
@@ -352,7 +354,8 @@ def test_transcribe_builds_results_and_native_options(fake_native):
         "condition_on_previous_text": True, "without_timestamps": True, "max_initial_timestamp": 1.0,
         "suppress_blank": True, "suppress_tokens": [5, 6], "initial_prompt": "Hi.",
         "compression_ratio_threshold": 2.4, "log_prob_threshold": -1.0, "no_speech_threshold": math.inf,
-        "prompt_reset_on_temperature": 0.5,
+        "prompt_reset_on_temperature": 0.5, "best_of": 5, "patience": 1.0, "length_penalty": 1.0,
+        "repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "seed": 0,
     }
     assert isinstance(t, speechcore.Transcription)
     assert t.text == NATIVE_RESULT["text"] and t.language == "en" and t.duration == 3.5
@@ -366,8 +369,8 @@ def test_transcribe_builds_results_and_native_options(fake_native):
 
 def test_transcribe_rejects_before_native_work(fake_native, tmp_path):
     m = speechcore.load()
-    with pytest.raises(InvalidArgumentError, match="unknown transcribe option 'best_of'"):
-        m.transcribe(tone(), best_of=5)
+    with pytest.raises(InvalidArgumentError, match="unknown transcribe option 'best_off'"):
+        m.transcribe(tone(), best_off=5)
     with pytest.raises(InvalidArgumentError, match="task"):
         m.transcribe(tone(), task="Translate")
     with pytest.raises(NotFoundError):
@@ -388,6 +391,8 @@ def test_transcribe_signature_defaults_match_the_options_dataclass():
         else:
             assert got == expected, name
         assert f"{name}:" in speechcore.Model.transcribe.__doc__, f"{name} undocumented"
+    for name in SEARCH_KEYS:
+        assert f"``{name}``" in speechcore.Model.transcribe.__doc__, f"{name} undocumented"
 
 
 def test_missing_native_model_is_an_unsupported_error(monkeypatch):

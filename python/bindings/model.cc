@@ -38,7 +38,16 @@ TranscribeOptions parse_transcribe_options(const py::dict& d) {
     if (key == "language") o.language = cast_option<std::string>(v, key, "a string");
     else if (key == "task") o.task = cast_option<std::string>(v, key, "a string");
     else if (key == "beam_size") o.beam_size = cast_option<int>(v, key, "an integer");
-    else if (key == "temperature") o.temperature = cast_option<float>(v, key, "a number");
+    else if (key == "temperature") {
+      if (py::isinstance<py::sequence>(v)) o.temperature = cast_option<std::vector<float>>(v, key, "a number or a list of numbers");
+      else o.temperature = {cast_option<float>(v, key, "a number or a list of numbers")};
+    }
+    else if (key == "best_of") o.best_of = cast_option<int>(v, key, "an integer");
+    else if (key == "patience") o.patience = cast_option<float>(v, key, "a number");
+    else if (key == "length_penalty") o.length_penalty = cast_option<float>(v, key, "a number");
+    else if (key == "repetition_penalty") o.repetition_penalty = cast_option<float>(v, key, "a number");
+    else if (key == "no_repeat_ngram_size") o.no_repeat_ngram_size = cast_option<int>(v, key, "an integer");
+    else if (key == "seed") o.seed = cast_option<uint64_t>(v, key, "an integer >= 0");
     else if (key == "condition_on_previous_text") o.condition_on_previous_text = cast_option<bool>(v, key, "a bool");
     else if (key == "without_timestamps") o.without_timestamps = cast_option<bool>(v, key, "a bool");
     else if (key == "max_initial_timestamp") o.max_initial_timestamp = cast_option<float>(v, key, "a number");

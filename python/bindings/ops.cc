@@ -10,6 +10,7 @@
 #include "core/half.h"
 #include "core/status.h"
 #include "ops/ops.h"
+#include "runtime/whisper_beam.h"
 #include "runtime/whisper_decoding.h"
 
 namespace py = pybind11;
@@ -141,6 +142,23 @@ void register_ops(py::module_& m) {
       py::arg("logits"), py::arg("generated"), py::arg("step"), py::arg("timestamps"), py::arg("eot"),
       py::arg("no_timestamps"), py::arg("timestamp_begin"), py::arg("timestamp_end"), py::arg("suppress"),
       py::arg("suppress_begin"), py::arg("max_initial_timestamp_index") = 50);
+  o.def(
+      "sample_tokens",
+      [](Array logits, float temperature, int n, uint64_t seed) {
+        // runtime::sample_token n times from one row of logits (log-softmaxed first, as the
+        // sampling decoder does); draw i uses the random stream of candidate i.
+        need(logits.ndim() == 1 && logits.shape(0) > 0 && n >= 0, "sample_tokens: logits [vocab], n >= 0");
+        const int vocab = static_cast<int>(logits.shape(0));
+        std::vector<float> row(logits.data(), logits.data() + vocab), scratch;
+        runtime::log_softmax_rule_row(row.data(), vocab);
+        py::array_t<int> out(n);
+        for (int i = 0; i < n; ++i) {
+          runtime::SampleRng rng(seed, static_cast<uint64_t>(i));
+          out.mutable_data()[i] = runtime::sample_token(row.data(), vocab, temperature, rng, scratch);
+        }
+        return out;
+      },
+      py::arg("logits"), py::arg("temperature"), py::arg("n"), py::arg("seed") = 0);
 }
 
 }  // namespace speechcore::bindings

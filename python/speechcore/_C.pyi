@@ -255,5 +255,6 @@ class _Ops:
     def whisper_logits_rules(self, logits: np.ndarray, generated: List[int], step: int, timestamps: bool, eot: int,
                              no_timestamps: int, timestamp_begin: int, timestamp_end: int, suppress: List[int],
                              suppress_begin: List[int], max_initial_timestamp_index: int = 50) -> np.ndarray: ...
+    def sample_tokens(self, logits: np.ndarray, temperature: float, n: int, seed: int = 0) -> np.ndarray: ...
 
 ops: _Ops

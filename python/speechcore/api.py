@@ -122,8 +122,12 @@ class Model:
             language: language code (``"en"``) or name (``"english"``); None detects it.
                 Default None.
             task: ``"transcribe"`` or ``"translate"`` (into English). Default ``"transcribe"``.
-            beam_size: beam search width; 1 is greedy. Default 1.
-            temperature: sampling temperature; 0 is deterministic. Default 0.0.
+            beam_size: beam search width at temperature 0; 1 is greedy (faster-whisper's
+                default is 5). Default 1.
+            temperature: a temperature, or a list tried in turn for each 30 s window (the next
+                one when a window fails the compression-ratio or log-probability check): 0
+                decodes deterministically, above 0 samples `best_of` candidates (faster-whisper's
+                default is ``[0.0, 0.2, 0.4, 0.6, 0.8, 1.0]``). Default 0.0 (no fallback).
             condition_on_previous_text: prompt each 30 s window with the previous text.
                 Default True.
             without_timestamps: text only, no timestamp tokens. Default False.
@@ -161,11 +165,19 @@ class Model:
             chunked: batched VAD-chunked mode (faster-whisper's ``BatchedInferencePipeline``):
                 the speech chunks are merged into groups of at most 30 s, each decoded as an
                 independent window, and the segments come back in time order on the input's
-                timeline; implies the VAD. :meth:`transcribe_chunked` runs this mode on the
+                timeline; implies the VAD. As in that pipeline, only the first temperature of a
+                list is used (no fallback). :meth:`transcribe_chunked` runs this mode on the
                 engine with that pipeline's defaults (``without_timestamps=True``); here the
                 groups are decoded together by this call alone. Default False.
-            **kwargs: nothing else is accepted: an unknown keyword raises InvalidArgumentError
-                naming it.
+            **kwargs: further decoding options, as faster-whisper names them: ``best_of``
+                (candidates sampled at a temperature above 0, the best kept; default 5),
+                ``patience`` (beam search stops after ``round(beam_size * patience)`` finished
+                hypotheses; default 1.0), ``length_penalty`` (hypotheses ranked by
+                ``sum(log-probs) / length**length_penalty``; default 1.0),
+                ``repetition_penalty`` (penalizes tokens already generated in the window;
+                default 1.0 = off), ``no_repeat_ngram_size`` (forbids repeated n-grams; default
+                0 = off), ``seed`` (of the sampling random generator; default 0). Nothing else
+                is accepted: an unknown keyword raises InvalidArgumentError naming it.
 
         Returns:
             a :class:`Transcription` (``.text``, ``.segments``, ``.language``,
@@ -232,7 +244,9 @@ class Model:
                 ``max_batch=batch_size``. Default None = the engine's ``max_batch`` (64 unless
                 set with :meth:`start_engine`).
             **options: the decoding options of :meth:`transcribe` (``language``, ``task``,
-                ``beam_size``, ``temperature``, ``condition_on_previous_text``,
+                ``beam_size``, ``best_of``, ``patience``, ``length_penalty``,
+                ``repetition_penalty``, ``no_repeat_ngram_size``, ``temperature``, ``seed``,
+                ``condition_on_previous_text``,
                 ``without_timestamps``, ``max_initial_timestamp``, ``suppress_blank``,
                 ``suppress_tokens``, ``initial_prompt``, ``max_new_tokens``,
                 ``compression_ratio_threshold``, ``log_prob_threshold``, ``no_speech_threshold``,

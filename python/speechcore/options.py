@@ -7,7 +7,7 @@ import math
 import numbers
 import os
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Union
 
 import numpy as np
 
@@ -25,8 +25,26 @@ class TranscribeOptions:
         language: language code (``"en"``) or English name (``"english"``) of the audio;
             None (or ``"auto"``) detects it from the first 30 s. Default None.
         task: ``"transcribe"`` or ``"translate"`` (to English). Default ``"transcribe"``.
-        beam_size: beams of the beam search; 1 is greedy decoding. Default 1.
-        temperature: sampling temperature; 0 decodes greedily / with beams. Default 0.0.
+        beam_size: beams of the beam search used at temperature 0; 1 is greedy decoding
+            (faster-whisper's default is 5). Default 1.
+        best_of: candidates sampled at a temperature above 0; the best (length-normalized
+            log-probability) is kept. Default 5.
+        patience: the beam search stops once ``round(beam_size * patience)`` hypotheses have
+            finished. Default 1.0.
+        length_penalty: hypotheses are ranked by ``sum(log-probs) / length**length_penalty``;
+            0 ranks by the plain sum. Default 1.0.
+        repetition_penalty: logits of tokens already generated in the window are divided by
+            this (multiplied when negative); 1 disables it. Default 1.0.
+        no_repeat_ngram_size: forbid repeating any n-gram of this size in a window; 0
+            disables it. Default 0.
+        temperature: a temperature or a list of them tried in turn for each 30 s window: 0
+            decodes deterministically (greedy / beam search), above 0 samples `best_of`
+            candidates. A window is decoded again at the next temperature when it fails the
+            compression-ratio or log-probability check (and is not silence); faster-whisper's
+            default is ``[0.0, 0.2, 0.4, 0.6, 0.8, 1.0]``. Default 0.0 (no fallback).
+        seed: seed of the sampling random generator; each window attempt draws its own
+            stream from it, so sampled results are reproducible and independent of batching.
+            Default 0.
         condition_on_previous_text: feed the previous window's text as a prompt. Default True.
         without_timestamps: decode text only, one segment per 30 s window. Default False.
         max_initial_timestamp: latest allowed first timestamp in seconds. Default 1.0.
@@ -64,7 +82,13 @@ class TranscribeOptions:
     language: Optional[str] = None
     task: str = "transcribe"
     beam_size: int = 1
-    temperature: float = 0.0
+    best_of: int = 5
+    patience: float = 1.0
+    length_penalty: float = 1.0
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    temperature: Union[float, List[float]] = 0.0
+    seed: int = 0
     condition_on_previous_text: bool = True
     without_timestamps: bool = False
     max_initial_timestamp: float = 1.0
@@ -114,7 +138,25 @@ class TranscribeOptions:
         if self.task not in TASKS:
             raise InvalidArgumentError(f"task must be 'transcribe' or 'translate', got {self.task!r}")
         self.beam_size = _int("beam_size", self.beam_size, minimum=1)
-        self.temperature = _float("temperature", self.temperature, minimum=0.0)
+        self.best_of = _int("best_of", self.best_of, minimum=1)
+        self.patience = _float("patience", self.patience)
+        if self.patience <= 0:
+            raise InvalidArgumentError(f"patience must be > 0, got {self.patience}")
+        self.length_penalty = _float("length_penalty", self.length_penalty)
+        self.repetition_penalty = _float("repetition_penalty", self.repetition_penalty)
+        if self.repetition_penalty <= 0:
+            raise InvalidArgumentError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        self.no_repeat_ngram_size = _int("no_repeat_ngram_size", self.no_repeat_ngram_size, minimum=0)
+        self.seed = _int("seed", self.seed, minimum=0)
+        if self.seed >= 2**64:
+            raise InvalidArgumentError(f"seed must be < 2**64, got {self.seed}")
+        if isinstance(self.temperature, (list, tuple, np.ndarray)):
+            temps = [_float("temperature", t, minimum=0.0) for t in self.temperature]
+            if not temps:
+                raise InvalidArgumentError("temperature must be a number or a non-empty list of numbers")
+            self.temperature = temps
+        else:
+            self.temperature = _float("temperature", self.temperature, minimum=0.0)
         self.max_initial_timestamp = _float("max_initial_timestamp", self.max_initial_timestamp, minimum=0.0)
         self.prompt_reset_on_temperature = _float("prompt_reset_on_temperature",
                                                   self.prompt_reset_on_temperature, minimum=0.0)
@@ -157,7 +199,7 @@ class TranscribeOptions:
         out: Dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "suppress_tokens":
+            if f.name in ("suppress_tokens", "temperature") and isinstance(value, (list, tuple)):
                 value = list(value)
             elif f.name in ("vad_filter", "chunked") and not value:
                 continue  # off: the native default

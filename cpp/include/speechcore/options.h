@@ -3,6 +3,7 @@
 // default_transcribe_options().
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -29,10 +30,33 @@ struct TranscribeOptions {
   std::string language;
   // "transcribe" or "translate" (to English; multilingual checkpoints only). Default "transcribe".
   std::string task = "transcribe";
-  // Beam width. Only 1 (greedy) is implemented in this release. Default 1.
+  // Beam width of the beam search used at temperature 0 (faster-whisper's default is 5);
+  // 1 = greedy decoding. Default 1.
   int beam_size = 1;
-  // Sampling temperature. Only 0 (greedy) is implemented in this release. Default 0.
-  float temperature = 0.0f;
+  // Beam search stops once round(beam_size * patience) hypotheses have finished. Default 1.0
+  // (must be > 0).
+  float patience = 1.0f;
+  // Hypotheses are ranked by sum(log-probs) / length^length_penalty (beam search, and the
+  // best_of samples). Default 1.0; 0 ranks by the plain sum (and lets the beam search stop as
+  // soon as its best beam has finished).
+  float length_penalty = 1.0f;
+  // Logits of tokens already generated in the window are divided by this (multiplied when
+  // negative). Default 1.0 (off); must be > 0.
+  float repetition_penalty = 1.0f;
+  // Forbids repeating any n-gram of this size within a window. Default 0 (off).
+  int no_repeat_ngram_size = 0;
+  // Temperatures tried in turn for each 30 s window: 0 decodes deterministically (greedy or
+  // beam search), > 0 samples (best_of candidates). The next one is tried when a window fails
+  // the compression-ratio or log-probability check (and is not silence). faster-whisper's
+  // default is {0.0, 0.2, 0.4, 0.6, 0.8, 1.0}. Default {0.0} (no fallback).
+  std::vector<float> temperature = {0.0f};
+  // Candidates sampled at a temperature > 0; the one with the best length-normalized score is
+  // kept. Default 5.
+  int best_of = 5;
+  // Seed of the sampling random generator. Each window attempt draws from its own stream
+  // (derived from the seed, the window's position and the temperature index), so results are
+  // reproducible and independent of batching. Default 0.
+  uint64_t seed = 0;
   // Feed the previous window's text as a prompt to the next 30 s window. Default true.
   bool condition_on_previous_text = true;
   // Decode without timestamp tokens (one segment per 30 s window). Default false.
@@ -49,13 +73,17 @@ struct TranscribeOptions {
   // Upper bound on tokens generated per 30 s window; 0 = the model's limit (448 minus the
   // prompt). Default 0.
   int max_new_tokens = 0;
-  // A window whose text compresses (zlib) better than this ratio counts as a failed decode
-  // (only used to pick among fallback temperatures). Default 2.4; <= 0 disables.
+  // A window whose text compresses (zlib) better than this ratio counts as failed (too
+  // repetitive) and is decoded again at the next temperature. Default 2.4; +inf disables
+  // (None in faster-whisper).
   float compression_ratio_threshold = 2.4f;
-  // A window with average log-probability below this counts as failed. Default -1.0.
+  // A window whose average log-probability is below this counts as failed. Default -1.0; -inf
+  // disables (None in faster-whisper).
   float log_prob_threshold = -1.0f;
   // A window is skipped as silence when its no-speech probability exceeds this and its average
-  // log-probability is below log_prob_threshold. Default 0.6; > 1 disables.
+  // log-probability is not above log_prob_threshold (when that is disabled, the no-speech
+  // probability alone decides); such a window is also never a failed one. Default 0.6; +inf
+  // disables (None in faster-whisper).
   float no_speech_threshold = 0.6f;
   // The prompt is dropped for the next window when the window was decoded at a temperature
   // above this. Default 0.5; >= 1 disables.

@@ -1,6 +1,9 @@
 #include "runtime/longform.h"
 
+#include "runtime/whisper_beam.h"
+
 #include <cmath>
+#include <limits>
 #include <set>
 
 namespace speechcore::runtime {
@@ -18,12 +21,36 @@ DecodePlan make_plan(const io::Tokenizer& tok, const WindowRunner& model, const 
   SC_CHECK(opt.task == "transcribe" || opt.task == "translate", ErrorCode::kInvalidArgument,
            "task must be 'transcribe' or 'translate', got '", opt.task, "'");
   SC_CHECK(opt.beam_size >= 1, ErrorCode::kInvalidArgument, "beam_size must be >= 1, got ", opt.beam_size);
-  SC_CHECK(opt.beam_size == 1, ErrorCode::kUnsupported, "beam search (beam_size=", opt.beam_size,
-           ") is not implemented yet; use beam_size=1");
-  SC_CHECK(std::isfinite(opt.temperature) && opt.temperature >= 0.0f, ErrorCode::kInvalidArgument,
-           "temperature must be a finite number >= 0, got ", opt.temperature);
-  SC_CHECK(opt.temperature == 0.0f, ErrorCode::kUnsupported, "sampling (temperature=", opt.temperature,
-           ") is not implemented yet; use temperature=0");
+  SC_CHECK(opt.best_of >= 1, ErrorCode::kInvalidArgument, "best_of must be >= 1, got ", opt.best_of);
+  SC_CHECK(std::isfinite(opt.patience) && opt.patience > 0.0f, ErrorCode::kInvalidArgument,
+           "patience must be a finite number > 0, got ", opt.patience);
+  SC_CHECK(std::isfinite(opt.length_penalty), ErrorCode::kInvalidArgument, "length_penalty must be finite, got ",
+           opt.length_penalty);
+  SC_CHECK(std::isfinite(opt.repetition_penalty) && opt.repetition_penalty > 0.0f, ErrorCode::kInvalidArgument,
+           "repetition_penalty must be a finite number > 0, got ", opt.repetition_penalty);
+  SC_CHECK(opt.no_repeat_ngram_size >= 0, ErrorCode::kInvalidArgument, "no_repeat_ngram_size must be >= 0, got ",
+           opt.no_repeat_ngram_size);
+  SC_CHECK(!opt.temperature.empty(), ErrorCode::kInvalidArgument,
+           "temperature must be a number or a non-empty list of numbers");
+  bool deterministic = false;
+  for (float t : opt.temperature) {
+    SC_CHECK(std::isfinite(t) && t >= 0.0f, ErrorCode::kInvalidArgument,
+             "temperature must be finite numbers >= 0, got ", t);
+    deterministic = deterministic || t == 0.0f;
+  }
+  // CTranslate2 refuses a search that cannot keep one hypothesis (beam_size * patience < 0.5).
+  SC_CHECK(!deterministic || std::round(static_cast<float>(opt.beam_size) * opt.patience) >= 1.0f,
+           ErrorCode::kInvalidArgument, "beam_size * patience must be at least 0.5 (got beam_size=", opt.beam_size,
+           ", patience=", opt.patience, ")");
+  for (const char* name : {"compression_ratio_threshold", "log_prob_threshold", "no_speech_threshold",
+                           "prompt_reset_on_temperature"}) {
+    const std::string n = name;
+    const float v = n == "compression_ratio_threshold" ? opt.compression_ratio_threshold
+                    : n == "log_prob_threshold"        ? opt.log_prob_threshold
+                    : n == "no_speech_threshold"       ? opt.no_speech_threshold
+                                                       : opt.prompt_reset_on_temperature;
+    SC_CHECK(!std::isnan(v), ErrorCode::kInvalidArgument, name, " must be a number, got NaN");
+  }
   SC_CHECK(opt.max_new_tokens >= 0, ErrorCode::kInvalidArgument, "max_new_tokens must be >= 0");
   DecodePlan plan;
   plan.opt = &opt;
@@ -73,7 +100,48 @@ DecodePlan make_plan(const io::Tokenizer& tok, const WindowRunner& model, const 
   if (!opt.initial_prompt.empty()) plan.initial_tokens = tok.encode(" " + strip(opt.initial_prompt));
   plan.n_mels = cfg.n_mels;
   plan.window_frames = model.n_frames();
+  wopt.patience = opt.patience;
+  wopt.length_penalty = opt.length_penalty;
+  wopt.repetition_penalty = opt.repetition_penalty;
+  wopt.no_repeat_ngram_size = opt.no_repeat_ngram_size;
+  plan.temperatures = opt.temperature;
+  // Every attempt's search must be one this backend runs (never decoded greedily instead).
+  const DecodingSupport support = model.decoding_support();
+  for (size_t a = 0; a < plan.temperatures.size(); ++a)
+    check_decoding_support(window_for(plan, a, 0), support, model.device());
   return plan;
+}
+
+WindowOptions window_for(const DecodePlan& plan, size_t attempt, int64_t seek) {
+  SC_ASSERT(attempt < plan.temperatures.size());
+  WindowOptions o = plan.window;
+  const float t = plan.temperatures[attempt];
+  o.temperature = t;
+  if (t > 0.0f) {
+    o.beam_size = 1;
+    o.num_hypotheses = plan.opt->best_of;
+  } else {
+    o.beam_size = plan.opt->beam_size;
+    o.num_hypotheses = 1;
+  }
+  o.seed = mix_seed(mix_seed(plan.opt->seed, static_cast<uint64_t>(seek)), static_cast<uint64_t>(attempt));
+  return o;
+}
+
+bool needs_fallback(const TranscribeOptions& opt, float cr, double avg, float no_speech_prob) {
+  bool fallback = false;
+  if (cr > opt.compression_ratio_threshold) fallback = true;  // too repetitive
+  if (avg < opt.log_prob_threshold) fallback = true;          // average log-prob too low
+  if (no_speech_prob > opt.no_speech_threshold && avg < opt.log_prob_threshold) fallback = false;  // silence
+  return fallback;
+}
+
+bool is_silence(const TranscribeOptions& opt, double avg, float no_speech_prob) {
+  bool skip = no_speech_prob > opt.no_speech_threshold;
+  // -inf stands for faster-whisper's None: the log-prob then never overrides.
+  const bool log_prob_check = opt.log_prob_threshold != -std::numeric_limits<float>::infinity();
+  if (log_prob_check && avg > opt.log_prob_threshold) skip = false;
+  return skip;
 }
 
 }  // namespace speechcore::runtime

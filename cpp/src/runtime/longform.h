@@ -1,7 +1,8 @@
 // The long-form algorithm of faster-whisper 1.2.1 (30 s windows, seek by the last timestamp,
-// condition on the previous text) as a per-recording state machine: a Recording produces its
-// next window request and consumes the window's result, so the windows of many recordings can
-// be decoded together (WhisperTranscriber::transcribe_batch rounds, the Engine's scheduler).
+// condition on the previous text, temperature fallback) as a per-recording state machine: a
+// Recording produces its next window request and consumes the window's result, so the windows
+// of many recordings can be decoded together (WhisperTranscriber::transcribe_batch rounds, the
+// Engine's scheduler).
 #pragma once
 
 #include <algorithm>
@@ -38,14 +39,27 @@ struct DecodePlan {
   std::string language;
   std::vector<int> sot_sequence;
   std::vector<int> initial_tokens;  // " " + initial_prompt, encoded
-  WindowOptions window;             // max_length is set per window
+  WindowOptions window;             // max_length is set per window; search fields per attempt (window_for)
+  std::vector<float> temperatures;  // tried in turn for each window
   int max_length = 448;             // the decoder's positions
   int n_mels = 80;
   int window_frames = 3000;         // mel frames per 30 s window
 };
 
-// Checks and resolves the options of one call (throws kInvalidArgument / kUnsupported).
+// Checks and resolves the options of one call (throws kInvalidArgument, or kUnsupported for
+// search features the runner's backend lacks: see WindowRunner::decoding_support).
 DecodePlan make_plan(const io::Tokenizer& tok, const WindowRunner& model, const TranscribeOptions& opt);
+
+// The window options of attempt `attempt` (index into plan.temperatures) of the window starting
+// at mel frame `seek`: at temperature 0 greedy / beam search (beam_size), above it best_of
+// samples, with a random stream of its own (faster-whisper's generate_with_fallback).
+WindowOptions window_for(const DecodePlan& plan, size_t attempt, int64_t seek);
+
+// faster-whisper's rule: a window decoded at some temperature needs the next one when its text
+// is too repetitive or its average log-prob too low, unless it is silence.
+bool needs_fallback(const TranscribeOptions& opt, float compression_ratio, double avg_logprob, float no_speech_prob);
+// faster-whisper's skip rule: the window is silence.
+bool is_silence(const TranscribeOptions& opt, double avg_logprob, float no_speech_prob);
 
 // float compression_ratio(...) is declared in runtime/transcriber.h.
 float compression_ratio(const std::string& text);
@@ -53,14 +67,21 @@ float compression_ratio(const std::string& text);
 // The long-form state of one recording: begin() computes its features, then next_request()
 // and consume() alternate (one 30 s window each) until done().
 //
+// Temperature fallback: when a window fails faster-whisper's checks (needs_fallback) and a
+// temperature is left, consume() keeps the seek and the next next_request() re-issues the same
+// window (same features and prompt) at the next temperature; when every temperature failed,
+// the attempt with the best average log-prob (among those passing the compression check, if
+// any) is used, reported with the last temperature. Nothing after a window is consumed before
+// the window's final attempt.
+//
 // Look-ahead: a window's prompt and start normally depend on the previous window's result, so
 // one window is in flight at a time. When they cannot (without_timestamps and no conditioning on
 // previous text: every window starts where the previous one ends and is prompted with the
 // start-of-transcript sequence alone), next_request() may issue up to kMaxLookahead windows
 // ahead, guessing that start and prompt. consume() takes the oldest issued window and checks the
 // guess for the next one against what the sequential algorithm would now issue (a silent window
-// keeps the initial prompt; a stray timestamp pair seeks elsewhere); on a mismatch every window
-// still issued is dropped (discarded() says how many, newest last) and issuing restarts from the
+// keeps the initial prompt; a stray timestamp pair seeks elsewhere; a window that falls back is
+// re-issued first); on a mismatch every window still issued is dropped (discarded() says how many, newest last) and issuing restarts from the
 // real state, so the result always equals decoding the windows one at a time.
 class Recording {
  public:
@@ -102,6 +123,8 @@ class Recording {
     const int window = plan_.window_frames;
     Issued w;
     w.seek = issue_seek_;
+    // The oldest window in flight is at its current attempt; one issued ahead at the first.
+    w.attempt = issued_.empty() ? attempt_ : 0;
     w.size = std::min<int64_t>(window, content_frames_ - w.seek);
     w.mel.assign(static_cast<size_t>(plan_.n_mels) * window, 0.0f);
     for (int m = 0; m < plan_.n_mels; ++m)
@@ -116,7 +139,7 @@ class Recording {
     WindowRequest req;
     req.mel = last.mel.data();
     req.prompt = last.prompt;
-    req.options = plan_.window;
+    req.options = window_for(plan_, last.attempt, last.seek);
     const int max_new_tokens = plan_.opt->max_new_tokens;
     if (max_new_tokens > 0) {
       req.options.max_length = static_cast<int>(req.prompt.size()) + max_new_tokens;
@@ -130,10 +153,44 @@ class Recording {
   // Takes the decoded oldest issued window: skips it as silence or splits it into segments,
   // then seeks (and checks the windows issued ahead, see the class comment).
   void consume(const WindowResult& window_result) {
-    SC_ASSERT(started_ && !done_ && !issued_.empty() && issued_.front().seek == seek_);
-    consume_front(window_result);
-    issued_.pop_front();
+    SC_ASSERT(started_ && !done_ && !issued_.empty() && issued_.front().seek == seek_ &&
+              issued_.front().attempt == attempt_);
+    const TranscribeOptions& opt = *plan_.opt;
+    const float temperature = plan_.temperatures[attempt_];
+    const float cr = compression_ratio(strip(tok_.decode(window_result.tokens)));
+    const double avg = window_result.avg_logprob;
     discarded_ = 0;
+    if (needs_fallback(opt, cr, avg, window_result.no_speech_prob)) {
+      failed_.push_back(Attempt{window_result, cr});
+      if (attempt_ + 1 < plan_.temperatures.size()) {
+        // Decode this window again at the next temperature, before anything after it.
+        ++attempt_;
+        issued_.pop_front();
+        discarded_ = issued_.size();
+        issued_.clear();
+        issue_seek_ = seek_;
+        return;
+      }
+      // Every temperature failed: the best average log-prob among the attempts passing the
+      // compression check (all of them when none does), the first on ties; the last temperature.
+      std::vector<size_t> pool;
+      for (size_t i = 0; i < failed_.size(); ++i)
+        if (!(failed_[i].compression_ratio > opt.compression_ratio_threshold)) pool.push_back(i);
+      if (pool.empty())
+        for (size_t i = 0; i < failed_.size(); ++i) pool.push_back(i);
+      size_t best = pool[0];
+      for (size_t i : pool)
+        if (failed_[i].result.avg_logprob > failed_[best].result.avg_logprob) best = i;
+      const Attempt chosen = std::move(failed_[best]);
+      failed_.clear();
+      attempt_ = 0;
+      consume_front(chosen.result, chosen.compression_ratio, temperature);
+    } else {
+      failed_.clear();
+      attempt_ = 0;
+      consume_front(window_result, cr, temperature);
+    }
+    issued_.pop_front();
     if (!issued_.empty() && (done_ || issued_.front().seek != seek_ ||
                              issued_.front().prompt != prompt_since(prompt_reset_since_))) {
       discarded_ = issued_.size();
@@ -167,20 +224,18 @@ class Recording {
     return prompt;
   }
 
-  void consume_front(const WindowResult& window_result) {
+  // The window's final result (cr: its compression ratio, temperature: the one reported).
+  void consume_front(const WindowResult& window_result, float cr, float temperature) {
     const TranscribeOptions& opt = *plan_.opt;
     const double time_offset = static_cast<double>(seek_) * kTimePerFrame;
     const int64_t segment_size = issued_.front().size;
     const double segment_duration = static_cast<double>(segment_size) * kTimePerFrame;
-    const float temperature = 0.0f;
 
-    if (window_result.no_speech_prob > opt.no_speech_threshold &&
-        !(window_result.avg_logprob > opt.log_prob_threshold)) {
+    if (is_silence(opt, window_result.avg_logprob, window_result.no_speech_prob)) {
       seek_ += segment_size;  // silence: skip the window
       update_done();
       return;
     }
-    const float cr = compression_ratio(strip(tok_.decode(window_result.tokens)));
 
     // ---- split into segments at timestamp pairs ------------------------------------
     const std::vector<int>& tokens = window_result.tokens;
@@ -229,7 +284,7 @@ class Recording {
       out.end = s.end;
       out.text = std::move(text);
       out.tokens = std::move(s.tokens);
-      out.avg_logprob = window_result.avg_logprob;
+      out.avg_logprob = static_cast<float>(window_result.avg_logprob);
       out.compression_ratio = cr;
       out.no_speech_prob = window_result.no_speech_prob;
       out.temperature = temperature;
@@ -268,7 +323,14 @@ class Recording {
     int64_t size = 0;            // frames of content (the rest of the 30 s is zeros)
     std::vector<float> mel;      // [n_mels, window_frames]
     std::vector<int> prompt;
+    size_t attempt = 0;          // index into plan.temperatures
   };
+  struct Attempt {               // a failed attempt of the window at seek_
+    WindowResult result;
+    float compression_ratio = 0.0f;
+  };
+  size_t attempt_ = 0;           // the attempt of the window at seek_ being decoded
+  std::vector<Attempt> failed_;  // its failed attempts so far
   std::deque<Issued> issued_;    // issued, not consumed, oldest first
   int64_t issue_seek_ = 0;       // where the next issued window starts
   size_t discarded_ = 0;

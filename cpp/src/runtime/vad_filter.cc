@@ -29,7 +29,11 @@ TranscribeOptions mode_options(const TranscribeOptions& o) {
   TranscribeOptions out = o;
   // Chunked: every group is independent (faster-whisper's batched pipeline decodes without the
   // previous text; a group longer than one window does not occur, see effective_vad_options).
-  if (o.chunked) out.condition_on_previous_text = false;
+  // Nor does it fall back: only the first temperature of the list is used.
+  if (o.chunked) {
+    out.condition_on_previous_text = false;
+    if (out.temperature.size() > 1) out.temperature.resize(1);
+  }
   return out;
 }
 

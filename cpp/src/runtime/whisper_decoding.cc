@@ -10,6 +10,7 @@
 #include "engine/step_runner.h"
 #include "io/audio.h"
 #include "ops/ops.h"
+#include "runtime/whisper_beam.h"
 #include "runtime/whisper_greedy.h"
 
 namespace speechcore::runtime {
@@ -92,14 +93,67 @@ Tensor WindowRunner::log_mel(const std::vector<float>& samples) const {
 }
 
 bool add_pick(WindowResult& r, int token, float logprob, int eot, int max_new) {
-  r.sum_logprob += static_cast<double>(logprob);
+  r.sum_logprob = static_cast<float>(static_cast<float>(r.sum_logprob) + logprob);  // float, as CTranslate2
   if (token == eot) return true;
   r.tokens.push_back(token);
   return static_cast<int>(r.tokens.size()) >= max_new;
 }
 
-void finish_window(WindowResult& r) {
-  r.avg_logprob = static_cast<float>(r.sum_logprob / (static_cast<double>(r.tokens.size()) + 1.0));
+float normalized_score(float sum_logprob, size_t length, float length_penalty) {
+  return sum_logprob / std::pow(static_cast<float>(length), length_penalty);
+}
+
+double average_logprob(float score, size_t length, float length_penalty) {
+  const double n = static_cast<double>(length);
+  return static_cast<double>(score) * std::pow(n, static_cast<double>(length_penalty)) / (n + 1.0);
+}
+
+void finish_window(WindowResult& r, float length_penalty) {
+  const size_t n = r.tokens.size();
+  r.avg_logprob = average_logprob(normalized_score(static_cast<float>(r.sum_logprob), n, length_penalty), n,
+                                  length_penalty);
+}
+
+void check_decoding_support(const WindowOptions& o, const DecodingSupport& s, const std::string& device) {
+  if (o.temperature == 0.0f && o.beam_size > 1)
+    SC_CHECK(s.beam_search, ErrorCode::kUnsupported, "beam_size=", o.beam_size,
+             " (beam search) is not supported on the ", device, " backend yet; use beam_size=1");
+  if (o.temperature > 0.0f)
+    SC_CHECK(s.sampling, ErrorCode::kUnsupported, "temperature=", o.temperature,
+             " (sampling) is not supported on the ", device, " backend yet; use temperature=0");
+  if (!s.penalties) {
+    SC_CHECK(o.repetition_penalty == 1.0f, ErrorCode::kUnsupported, "repetition_penalty=", o.repetition_penalty,
+             " is not supported on the ", device, " backend yet; use 1");
+    SC_CHECK(o.no_repeat_ngram_size == 0, ErrorCode::kUnsupported, "no_repeat_ngram_size=", o.no_repeat_ngram_size,
+             " is not supported on the ", device, " backend yet; use 0");
+    SC_CHECK(o.length_penalty == 1.0f, ErrorCode::kUnsupported, "length_penalty=", o.length_penalty,
+             " is not supported on the ", device, " backend yet; use 1");
+  }
+}
+
+void apply_penalties(float* logits, int vocab, const std::vector<int>& generated, const WindowOptions& o) {
+  if (o.repetition_penalty != 1.0f && !generated.empty()) {
+    // Every previous token's logit is penalized once, from its value before any penalty.
+    std::vector<float> previous(generated.size());
+    for (size_t j = 0; j < generated.size(); ++j) previous[j] = logits[generated[j]];
+    for (size_t j = 0; j < generated.size(); ++j) {
+      const float x = previous[j];
+      logits[generated[j]] = x < 0.0f ? x * o.repetition_penalty : x / o.repetition_penalty;
+    }
+  }
+  const size_t n = static_cast<size_t>(std::max(o.no_repeat_ngram_size, 0));
+  if (n > 0 && generated.size() >= n) {
+    // Ban the token that would complete an n-gram already seen: the last n-1 tokens matched
+    // at every earlier position p (p + n <= length).
+    const size_t len = generated.size();
+    const int* tail = generated.data() + len - (n - 1);
+    for (size_t p = 0; p + n <= len; ++p) {
+      if (std::equal(tail, tail + (n - 1), generated.data() + p)) {
+        const int id = generated[p + n - 1];
+        if (id >= 0 && id < vocab) logits[id] = kNegInf;
+      }
+    }
+  }
 }
 
 std::unique_ptr<engine::StepRunner> WindowRunner::make_step_runner(const engine::StepRunnerConfig&) const {
@@ -109,9 +163,9 @@ std::unique_ptr<engine::StepRunner> WindowRunner::make_step_runner(const engine:
 
 namespace {
 
-// The engine's runner on the CPU: one GreedyWindow (own KV cache, host logits rules) per window;
-// a step advances each window in turn (CPU kernels are per sequence, so results equal the
-// window decoded alone).
+// The engine's runner on the CPU: one WindowDecoder (own KV caches, host logits rules; greedy,
+// beam search or sampling) per window; a step advances each window in turn (CPU kernels are
+// per window, so results equal the window decoded alone).
 class CpuStepRunner final : public engine::StepRunner {
  public:
   CpuStepRunner(std::shared_ptr<const models::whisper::WhisperModel> model, const engine::StepRunnerConfig& c)
@@ -124,21 +178,21 @@ class CpuStepRunner final : public engine::StepRunner {
       SC_CHECK(windows_.count(j.id) == 0, ErrorCode::kInternal, "window ", j.id, " admitted twice");
       auto w = std::make_unique<Window>();
       w->cross = model_->encode(j.mel);
-      w->greedy = std::make_unique<Greedy>(*model_, w->cross, j.prompt, special, j.options);
-      w->greedy->step();
+      w->decoder = make_cpu_window_decoder(*model_, w->cross, j.prompt, special, j.options);
+      w->decoder->step();
       windows_.emplace(j.id, std::move(w));
     }
   }
   void step(const std::vector<uint64_t>& ids) override {
     for (uint64_t id : ids) {
-      Greedy& g = *window(id).greedy;
-      SC_CHECK(!g.done(), ErrorCode::kInternal, "window ", id, " stepped after it finished");
-      g.step();
+      WindowDecoder& d = *window(id).decoder;
+      SC_CHECK(!d.done(), ErrorCode::kInternal, "window ", id, " stepped after it finished");
+      d.step();
     }
   }
-  bool done(uint64_t id) const override { return windows_.at(id)->greedy->done(); }
+  bool done(uint64_t id) const override { return windows_.at(id)->decoder->done(); }
   WindowResult take(uint64_t id) override {
-    WindowResult r = window(id).greedy->take_result();
+    WindowResult r = window(id).decoder->take_result();
     windows_.erase(id);
     return r;
   }
@@ -146,10 +200,9 @@ class CpuStepRunner final : public engine::StepRunner {
   size_t windows() const override { return windows_.size(); }
 
  private:
-  using Greedy = GreedyWindow<models::whisper::WhisperModel, models::whisper::CrossKV>;
   struct Window {
     models::whisper::CrossKV cross;
-    std::unique_ptr<Greedy> greedy;  // refers to cross: the Window stays put (held by pointer)
+    std::unique_ptr<WindowDecoder> decoder;  // refers to cross: the Window stays put (held by pointer)
   };
   Window& window(uint64_t id) {
     auto it = windows_.find(id);
@@ -169,10 +222,11 @@ class CpuWindowRunner final : public WindowRunner {
                    const WindowOptions& options) const override {
     prompt_layout(prompt, special, options);  // reject a bad prompt before the encoder runs
     const models::whisper::CrossKV cross = model_->encode(mel);
-    return decode_window_greedy(*model_, cross, prompt, special, options);
+    return decode_window_cpu(*model_, cross, prompt, special, options);
   }
   std::string device() const override { return "cpu"; }
   std::string compute_type() const override { return "float32"; }
+  DecodingSupport decoding_support() const override { return {true, true, true}; }
   std::vector<float> prompt_logits(const float* mel, const std::vector<int>& prompt) const override {
     return runtime::prompt_logits(*model_, model_->encode(mel), prompt);
   }

@@ -1,8 +1,10 @@
 // Decoding of one 30 s window: Whisper's logits rules (suppressed tokens, suppress-blank,
-// timestamp rules) and greedy selection, computing the window's scores the way
-// CTranslate2's Whisper generate does.
+// timestamp rules, repetition penalty, no-repeat n-grams) and the window's scores, computed
+// the way CTranslate2's Whisper generate does. Greedy decoding is in whisper_greedy.h, beam
+// search and sampling in whisper_beam.h.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -31,12 +33,32 @@ struct WindowOptions {
   std::vector<int> suppress_tokens_begin;  // not sampled as the first token (suppress_blank)
   int max_initial_timestamp_index = 50;    // -1 = no limit
   int max_length = 448;                    // prompt + generated tokens; generation stops at min(max_length/2, max_length - prompt + 1) tokens
+  // Search (TranscribeOptions has the meanings): temperature 0 decodes greedily (beam_size 1)
+  // or with a beam search; temperature > 0 samples num_hypotheses candidates and keeps the best.
+  int beam_size = 1;
+  float patience = 1.0f;
+  float length_penalty = 1.0f;
+  float repetition_penalty = 1.0f;
+  int no_repeat_ngram_size = 0;
+  float temperature = 0.0f;
+  int num_hypotheses = 1;                  // candidates sampled at temperature > 0 (best_of)
+  uint64_t seed = 0;                       // random stream of this window attempt (sampling only)
+};
+
+// What a WindowOptions asks beyond plain greedy decoding; a backend reports what it supports
+// (WindowRunner::decoding_support) and make_plan rejects the rest with kUnsupported.
+struct DecodingSupport {
+  bool beam_search = false;  // beam_size > 1 at temperature 0
+  bool sampling = false;     // temperature > 0 (with best_of candidates)
+  bool penalties = false;    // repetition_penalty != 1, no_repeat_ngram_size > 0, length_penalty != 1
 };
 
 struct WindowResult {
   std::vector<int> tokens;     // generated tokens, end-of-text excluded
-  double sum_logprob = 0.0;    // including the end-of-text token when it was generated
-  float avg_logprob = 0.0f;    // sum_logprob / (tokens.size() + 1), as faster-whisper reports it
+  double sum_logprob = 0.0;    // including the end-of-text token when it was generated (summed in float, as CTranslate2)
+  // sum_logprob / (tokens.size() + 1), recovered from the length-normalized score the way
+  // faster-whisper does (NaN for an empty window, as there)
+  double avg_logprob = 0.0;
   float no_speech_prob = 0.0f; // P(<|nospeech|>) at the start-of-transcript position
 };
 
@@ -87,6 +109,10 @@ class WindowRunner {
   virtual std::unique_ptr<engine::StepRunner> make_step_runner(const engine::StepRunnerConfig& config) const;
   virtual std::string device() const = 0;
   virtual std::string compute_type() const = 0;
+  // The search features run() / run_batch() / make_step_runner() implement; options needing
+  // others are rejected (kUnsupported) before any window runs, never decoded greedily.
+  // The default: plain greedy decoding only.
+  virtual DecodingSupport decoding_support() const { return {}; }
   // Raw float32 logits [vocab] at the last prompt position (tests compare backends with it).
   virtual std::vector<float> prompt_logits(const float* mel, const std::vector<int>& prompt) const = 0;
 };
@@ -108,7 +134,20 @@ bool cuda_device_available();
 // (end-of-text, or max_new tokens generated). Every backend's decoding loop goes through it;
 // finish_window() then sets avg_logprob.
 bool add_pick(WindowResult& result, int token, float logprob, int eot, int max_new);
-void finish_window(WindowResult& result);
+void finish_window(WindowResult& result, float length_penalty = 1.0f);
+
+// CTranslate2's final score of a hypothesis: sum of log-probs / length^length_penalty (float).
+float normalized_score(float sum_logprob, size_t length, float length_penalty);
+// faster-whisper's average log-prob recovered from that score: score * length^lp / (length + 1).
+double average_logprob(float score, size_t length, float length_penalty);
+
+// The options' needs in DecodingSupport terms; when `support` lacks one, throws kUnsupported
+// naming the option and the backend (`device`).
+void check_decoding_support(const WindowOptions& options, const DecodingSupport& support, const std::string& device);
+
+// CTranslate2's repetition penalty and no-repeat-n-gram rule on one row of logits, given the
+// tokens generated so far in this window (run before apply_whisper_logits_rules).
+void apply_penalties(float* logits, int vocab, const std::vector<int>& generated, const WindowOptions& options);
 
 // Applies the logits rules for decoding step `step` (0 = first generated token) given the
 // tokens generated so far. logits: [vocab] (modified in place: disallowed tokens -> -inf).

@@ -1,4 +1,4 @@
-// Host-side greedy decoding of one window, shared by the backends' WindowRunners.
+// Host-side greedy decoding of one window (temperature 0, beam_size 1) on the CPU backend.
 #pragma once
 
 #include <cmath>
@@ -48,6 +48,7 @@ class GreedyWindow {
       model_.decode(state_, cross_, &last, 1, {0}, logits_.data());
     }
     const int step = static_cast<int>(result_.tokens.size());
+    apply_penalties(step_logits, vocab_, result_.tokens, o_);
     apply_whisper_logits_rules(step_logits, vocab_, step, result_.tokens, layout_.timestamps, sp_, o_);
     // log-softmax and greedy choice (first index among equal maxima)
     const double lse = ops::logsumexp(step_logits, vocab_);
@@ -65,7 +66,7 @@ class GreedyWindow {
  private:
   void finish() {
     done_ = true;
-    finish_window(result_);
+    finish_window(result_, o_.length_penalty);
   }
 
   const Model& model_;

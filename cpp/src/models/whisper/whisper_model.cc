@@ -9,6 +9,26 @@ namespace speechcore::models::whisper {
 
 namespace {
 Tensor buffer(int64_t rows, int64_t cols) { return Tensor::empty({rows, cols}, DType::kFloat32); }
+
+// y[m, n] = x[m, k] w[n, k]^T (+ bias) (+ y if accumulate) for the few rows of lock-step
+// decoding (beams, samples): a GEMM would pack all of w for a handful of rows, so instead each
+// thread walks blocks of w small enough to stay in cache and runs one matrix-vector product
+// per row on each block: w is read from memory once.
+void linear_rows(const ops::Context& cx, const float* x, const float* w, const float* bias, float* y, int64_t m,
+                 int64_t n, int64_t k, bool accumulate = false) {
+  if (m == 1 || m > 16 || cx.pool == nullptr) return ops::linear(cx, x, w, bias, y, m, n, k, accumulate);
+  const int64_t block = std::max<int64_t>(16, ((32 * 1024) / k) / 16 * 16);  // ~128 KiB of w
+  const int64_t blocks = (n + block - 1) / block;
+  const int threads = cx.pool->num_threads();
+  const ops::Context one{nullptr};  // single-threaded products inside a block
+  cx.pool->parallel_for(blocks, (blocks + threads - 1) / threads, [&](int64_t b, int64_t e) {
+    for (int64_t blk = b; blk < e; ++blk) {
+      const int64_t n0 = blk * block, nb = std::min(n, n0 + block) - n0;
+      for (int64_t i = 0; i < m; ++i)
+        ops::linear(one, x + i * k, w + n0 * k, bias ? bias + n0 : nullptr, y + i * n + n0, 1, nb, k, accumulate);
+    }
+  });
+}
 }  // namespace
 
 WhisperModel::WhisperModel(WhisperWeights weights, int threads)
@@ -154,6 +174,131 @@ void WhisperModel::decode(DecoderState& state, const CrossKV& cross, const int* 
                     rows.data<float>() + r * d, 1, d);
   }
   ops::linear(cx, rows.data<float>(), weights_.tok_emb.data<float>(), nullptr, logits, m, c.vocab_size, d);
+}
+
+BatchDecoderState WhisperModel::new_batch_state(int capacity, int positions) const {
+  const WhisperConfig& c = weights_.config;
+  SC_CHECK(capacity >= 1 && positions >= 1 && positions <= c.n_text_ctx, ErrorCode::kInvalidArgument,
+           "a batch decoder state needs at least one row of 1 to ", c.n_text_ctx, " positions");
+  BatchDecoderState s;
+  s.capacity = capacity;
+  s.positions = positions;
+  for (size_t i = 0; i < weights_.dec_layers.size(); ++i) {
+    s.k.push_back(buffer(static_cast<int64_t>(capacity) * positions, c.d_model));
+    s.v.push_back(buffer(static_cast<int64_t>(capacity) * positions, c.d_model));
+  }
+  s.workspace = std::make_unique<core::Workspace>(core::default_allocator(Device::kCPU));
+  return s;
+}
+
+void WhisperModel::broadcast(const DecoderState& from, BatchDecoderState& to, int rows) const {
+  const WhisperConfig& c = weights_.config;
+  SC_ASSERT(rows >= 1 && rows <= to.capacity && from.k.size() == to.k.size() && from.length <= to.positions);
+  const size_t row_floats = static_cast<size_t>(to.positions) * c.d_model;
+  const size_t used = static_cast<size_t>(from.length) * c.d_model;
+  for (size_t li = 0; li < to.k.size(); ++li) {
+    for (int r = 0; r < rows; ++r) {
+      std::memcpy(to.k[li].data<float>() + r * row_floats, from.k[li].data<float>(), sizeof(float) * used);
+      std::memcpy(to.v[li].data<float>() + r * row_floats, from.v[li].data<float>(), sizeof(float) * used);
+    }
+  }
+  to.rows = rows;
+  to.length = from.length;
+}
+
+void WhisperModel::reorder(BatchDecoderState& s, const std::vector<int>& origins) const {
+  const WhisperConfig& c = weights_.config;
+  const int n = static_cast<int>(origins.size());
+  SC_ASSERT(n >= 1 && n <= s.capacity);
+  for (int o : origins) SC_ASSERT(o >= 0 && o < s.rows);
+  // A source row that is itself overwritten is saved first.
+  std::vector<int> slot(static_cast<size_t>(s.rows), -1);
+  int saved_rows = 0;
+  for (int i = 0; i < n; ++i) {
+    const int o = origins[i];
+    if (o == i) continue;
+    if (o < n && origins[o] != o && slot[o] < 0) slot[o] = saved_rows++;
+  }
+  const size_t row_floats = static_cast<size_t>(s.positions) * c.d_model;
+  const size_t used = static_cast<size_t>(s.length) * c.d_model;
+  if (s.saved.size() < saved_rows * used) s.saved.resize(saved_rows * used);
+  for (size_t li = 0; li < s.k.size(); ++li) {
+    for (Tensor* t : {&s.k[li], &s.v[li]}) {
+      float* base = t->data<float>();
+      for (int r = 0; r < s.rows; ++r)
+        if (slot[r] >= 0) std::memcpy(s.saved.data() + slot[r] * used, base + r * row_floats, sizeof(float) * used);
+      for (int i = 0; i < n; ++i) {
+        const int o = origins[i];
+        if (o == i) continue;
+        const float* src = slot[o] >= 0 ? s.saved.data() + slot[o] * used : base + o * row_floats;
+        std::memcpy(base + i * row_floats, src, sizeof(float) * used);
+      }
+    }
+  }
+  s.rows = n;
+}
+
+void WhisperModel::decode_rows(BatchDecoderState& state, const CrossKV& cross, const int* tokens,
+                               float* logits) const {
+  const WhisperConfig& c = weights_.config;
+  const ops::Context cx = ctx();
+  const int64_t d = c.d_model, p0 = state.length, t_enc = c.n_audio_ctx, n = state.rows;
+  const int heads = c.decoder_heads, hd = c.d_model / c.decoder_heads;
+  SC_CHECK(n > 0 && p0 + 1 <= state.positions, ErrorCode::kInvalidArgument, "decoder sequence of ", p0 + 1,
+           " tokens exceeds the state's ", state.positions, " positions");
+  SC_ASSERT(cross.kv.size() == weights_.dec_layers.size());
+  for (int64_t i = 0; i < n; ++i)
+    SC_CHECK(tokens[i] >= 0 && tokens[i] < c.vocab_size, ErrorCode::kInvalidArgument, "token id ", tokens[i],
+             " is outside the vocabulary (", c.vocab_size, ")");
+  core::Workspace& ws = *state.workspace;
+  ws.reset();
+  auto scratch = [&](int64_t rows, int64_t cols) { return ws.tensor({rows, cols}, DType::kFloat32); };
+  Tensor x = scratch(n, d);
+  float* X = x.data<float>();
+  for (int64_t i = 0; i < n; ++i)  // every row is at position p0
+    ops::embedding(weights_.tok_emb.data<float>(), tokens + i, 1, d, weights_.dec_pos.data<float>() + p0 * d, X + i * d);
+  Tensor h = scratch(n, d);
+  Tensor qkv = scratch(n, 3 * d);
+  Tensor att = scratch(n, d);
+  Tensor ff = scratch(n, 4 * d);
+  Tensor scores = scratch(std::max(ops::attention_scratch_floats(cx, 1, p0 + 1, heads),
+                                   ops::attention_scratch_floats(cx, n, t_enc, heads)), 1);
+  const int64_t row_floats = static_cast<int64_t>(state.positions) * d;
+
+  for (size_t li = 0; li < weights_.dec_layers.size(); ++li) {
+    const DecoderLayer& L = weights_.dec_layers[li];
+    // self-attention: each row over its own cache
+    const AttentionWeights& S = L.self_attn;
+    ops::layer_norm(cx, X, S.ln_gamma.data<float>(), S.ln_beta.data<float>(), h.data<float>(), n, d);
+    linear_rows(cx, h.data<float>(), S.qkv_w.data<float>(), S.qkv_b.data<float>(), qkv.data<float>(), n, 3 * d, d);
+    for (int64_t r = 0; r < n; ++r) {
+      float* K = state.k[li].data<float>() + r * row_floats;
+      float* V = state.v[li].data<float>() + r * row_floats;
+      const float* q = qkv.data<float>() + r * 3 * d;
+      std::memcpy(K + p0 * d, q + d, sizeof(float) * d);
+      std::memcpy(V + p0 * d, q + 2 * d, sizeof(float) * d);
+      ops::attention(cx, q, 3 * d, K, d, V, d, att.data<float>() + r * d, 1, p0 + 1, heads, hd, p0,
+                     scores.data<float>());
+    }
+    linear_rows(cx, att.data<float>(), S.out_w.data<float>(), S.out_b.data<float>(), X, n, d, d, true);
+    // cross-attention: all rows query the window's one encoder output
+    const AttentionWeights& C = L.cross_attn;
+    ops::layer_norm(cx, X, C.ln_gamma.data<float>(), C.ln_beta.data<float>(), h.data<float>(), n, d);
+    linear_rows(cx, h.data<float>(), C.qkv_w.data<float>(), C.qkv_b.data<float>(), qkv.data<float>(), n, d, d);
+    const float* KV = cross.kv[li].data<float>();
+    ops::attention(cx, qkv.data<float>(), d, KV, 2 * d, KV + d, 2 * d, att.data<float>(), n, t_enc, heads, hd, -1,
+                   scores.data<float>());
+    linear_rows(cx, att.data<float>(), C.out_w.data<float>(), C.out_b.data<float>(), X, n, d, d, true);
+    // feed-forward
+    const FfnWeights& F = L.ffn;
+    ops::layer_norm(cx, X, F.ln_gamma.data<float>(), F.ln_beta.data<float>(), h.data<float>(), n, d);
+    linear_rows(cx, h.data<float>(), F.fc1_w.data<float>(), F.fc1_b.data<float>(), ff.data<float>(), n, 4 * d, d);
+    ops::gelu(cx, ff.data<float>(), n * 4 * d);
+    linear_rows(cx, ff.data<float>(), F.fc2_w.data<float>(), F.fc2_b.data<float>(), X, n, d, 4 * d, true);
+  }
+  state.length = static_cast<int>(p0 + 1);
+  ops::layer_norm(cx, X, weights_.dec_ln_gamma.data<float>(), weights_.dec_ln_beta.data<float>(), h.data<float>(), n, d);
+  linear_rows(cx, h.data<float>(), weights_.tok_emb.data<float>(), nullptr, logits, n, c.vocab_size, d);
 }
 
 }  // namespace speechcore::models::whisper

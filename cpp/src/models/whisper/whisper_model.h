@@ -28,6 +28,19 @@ struct DecoderState {
   std::unique_ptr<core::Workspace> workspace;
 };
 
+// Self-attention caches of several sequences of one window decoded in lock step (the beams of
+// a beam search, the candidates of best_of sampling): all rows have the same length and read
+// the same CrossKV (one encoder output, never copied per row).
+struct BatchDecoderState {
+  std::vector<Tensor> k, v;  // per decoder layer: [capacity * positions, d_model]; row r starts at r * positions
+  int capacity = 0;          // rows the buffers hold
+  int positions = 0;         // positions per row (<= n_text_ctx)
+  int rows = 0;              // rows in use
+  int length = 0;            // positions filled in every row
+  std::vector<float> saved;  // reorder() scratch
+  std::unique_ptr<core::Workspace> workspace;  // per-step activations (as DecoderState)
+};
+
 class WhisperModel {
  public:
   WhisperModel(WhisperWeights weights, int threads);
@@ -46,6 +59,18 @@ class WhisperModel {
   // logits: [logit_rows.size(), vocab_size].
   void decode(DecoderState& state, const CrossKV& cross, const int* tokens, int n,
               const std::vector<int>& logit_rows, float* logits) const;
+
+  // Caches for `capacity` rows of up to `positions` tokens each (prompt + generated).
+  BatchDecoderState new_batch_state(int capacity, int positions) const;
+  // Fills `rows` rows of `to` with copies of the sequence in `from` (a prefilled prompt).
+  void broadcast(const DecoderState& from, BatchDecoderState& to, int rows) const;
+  // Reorders rows: new row i is old row origins[i] (origins[i] < rows); rows becomes
+  // origins.size(). Only rows that change are copied.
+  void reorder(BatchDecoderState& state, const std::vector<int>& origins) const;
+  // Appends one token per row (tokens: [rows]) at position state.length and writes every
+  // row's logits: [rows, vocab_size]. Rows are batched through the linear layers and the
+  // cross-attention (all rows query the one CrossKV); self-attention reads each row's cache.
+  void decode_rows(BatchDecoderState& state, const CrossKV& cross, const int* tokens, float* logits) const;
 
  private:
   ops::Context ctx() const { return ops::Context{pool_.get()}; }

@@ -1,0 +1,448 @@
+#include "runtime/whisper_beam.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <utility>
+
+#include "core/status.h"
+#include "ops/ops.h"
+#include "runtime/whisper_greedy.h"
+
+namespace speechcore::runtime {
+
+using models::whisper::BatchDecoderState;
+using models::whisper::CrossKV;
+using models::whisper::DecoderState;
+using models::whisper::WhisperModel;
+
+// ---- random numbers and the sampler -------------------------------------------------------
+
+namespace {
+uint64_t splitmix64(uint64_t& x) {
+  uint64_t z = (x += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+}  // namespace
+
+uint64_t mix_seed(uint64_t a, uint64_t b) {
+  uint64_t x = a;
+  const uint64_t h = splitmix64(x);
+  x = h ^ (b * 0xD6E8FEB86659FD93ull);
+  return splitmix64(x);
+}
+
+SampleRng::SampleRng(uint64_t seed, uint64_t stream) : state_(mix_seed(seed, stream)) {}
+
+uint64_t SampleRng::next() { return splitmix64(state_); }
+
+double SampleRng::uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
+
+int sample_token(const float* log_probs, int vocab, float temperature, SampleRng& rng, std::vector<float>& p) {
+  SC_CHECK(temperature > 0.0f && vocab > 0, ErrorCode::kInvalidArgument, "sample_token: temperature must be > 0");
+  p.resize(static_cast<size_t>(vocab));
+  const float inv = 1.0f / temperature;  // CTranslate2 scales by the reciprocal
+  float max = -std::numeric_limits<float>::infinity();
+  for (int i = 0; i < vocab; ++i) {
+    p[i] = log_probs[i] * inv;
+    max = std::max(max, p[i]);
+  }
+  double sum = 0.0;
+  for (int i = 0; i < vocab; ++i) {
+    p[i] = std::exp(p[i] - max);
+    sum += p[i];
+  }
+  const double u = rng.uniform() * sum;
+  double cum = 0.0;
+  int last = -1;
+  for (int i = 0; i < vocab; ++i) {
+    if (p[i] <= 0.0f) continue;
+    cum += p[i];
+    last = i;
+    if (u < cum) return i;
+  }
+  SC_ASSERT(last >= 0);
+  return last;  // rounding left u at the very end
+}
+
+void log_softmax_rule_row(float* x, int vocab) {
+  constexpr float kLowest = std::numeric_limits<float>::lowest();
+  for (int i = 0; i < vocab; ++i)
+    if (x[i] == -std::numeric_limits<float>::infinity()) x[i] = kLowest;
+  const float lse = ops::logsumexp(x, vocab);
+  for (int i = 0; i < vocab; ++i) x[i] = x[i] - lse;
+}
+
+namespace {
+
+// ---- shared pieces --------------------------------------------------------------------------
+
+// Runs the whole prompt on `state` (CTranslate2 forwards all but the last token, then decodes
+// from the last one: the same arithmetic), writes the last position's raw logits to
+// logits[0, vocab) and the no-speech probability (softmax at the start-of-transcript row).
+void prefill(const WhisperModel& model, const CrossKV& cross, const std::vector<int>& prompt,
+             const PromptLayout& layout, const WhisperSpecialTokens& sp, DecoderState& state,
+             std::vector<float>& logits, WindowResult& result) {
+  const int vocab = model.config().vocab_size;
+  const int prompt_len = static_cast<int>(prompt.size());
+  std::vector<int> rows = {prompt_len - 1};
+  if (layout.sot_index != prompt_len - 1) rows.insert(rows.begin(), layout.sot_index);
+  std::vector<float> out(rows.size() * static_cast<size_t>(vocab));
+  model.decode(state, cross, prompt.data(), prompt_len, rows, out.data());
+  const double lse = ops::logsumexp(out.data(), vocab);
+  result.no_speech_prob = sp.no_speech >= 0 ? static_cast<float>(std::exp(out[sp.no_speech] - lse)) : 0.0f;
+  std::copy(out.end() - vocab, out.end(), logits.begin());
+}
+
+// The logits rules (penalties, suppressions, timestamps) for one row at generation step
+// `step` of a sequence `generated`, then its log-softmax.
+void rules_and_log_softmax(float* row, int vocab, int step, const std::vector<int>& generated, bool timestamps,
+                           const WhisperSpecialTokens& sp, const WindowOptions& o) {
+  apply_penalties(row, vocab, generated, o);
+  apply_whisper_logits_rules(row, vocab, step, generated, timestamps, sp, o);
+  log_softmax_rule_row(row, vocab);
+}
+
+// Positions a window's caches need: the prompt and every token fed back (the last one
+// generated is never fed).
+int positions(const std::vector<int>& prompt, const PromptLayout& layout) {
+  return static_cast<int>(prompt.size()) + std::max(layout.max_new - 1, 0);
+}
+
+struct Hypothesis {
+  std::vector<int> tokens;
+  float score = 0.0f;  // sum of log-probs
+};
+
+// The best hypothesis by sum / length^length_penalty (CTranslate2 sorts the finished
+// hypotheses with std::sort on that score and keeps the first).
+WindowResult best_hypothesis(std::vector<Hypothesis>& hyps, float length_penalty, float no_speech_prob) {
+  SC_ASSERT(!hyps.empty());
+  std::vector<float> norm(hyps.size());
+  for (size_t i = 0; i < hyps.size(); ++i)
+    norm[i] = normalized_score(hyps[i].score, hyps[i].tokens.size(), length_penalty);
+  std::vector<size_t> idx(hyps.size());
+  std::iota(idx.begin(), idx.end(), 0);
+  std::sort(idx.begin(), idx.end(), [&](size_t a, size_t b) { return norm[a] > norm[b]; });
+  Hypothesis& best = hyps[idx[0]];
+  WindowResult r;
+  r.no_speech_prob = no_speech_prob;
+  r.sum_logprob = best.score;
+  r.avg_logprob = average_logprob(norm[idx[0]], best.tokens.size(), length_penalty);
+  r.tokens = std::move(best.tokens);
+  return r;
+}
+
+// ---- greedy ---------------------------------------------------------------------------------
+
+class GreedyDecoder final : public WindowDecoder {
+ public:
+  GreedyDecoder(const WhisperModel& model, const CrossKV& cross, std::vector<int> prompt, const WhisperSpecialTokens& sp,
+                WindowOptions o)
+      : w_(model, cross, std::move(prompt), sp, std::move(o)) {}
+  void step() override { w_.step(); }
+  bool done() const override { return w_.done(); }
+  WindowResult take_result() override { return w_.take_result(); }
+
+ private:
+  GreedyWindow<WhisperModel, CrossKV> w_;
+};
+
+// ---- beam search ----------------------------------------------------------------------------
+
+class BeamSearchDecoder final : public WindowDecoder {
+ public:
+  BeamSearchDecoder(const WhisperModel& model, const CrossKV& cross, std::vector<int> prompt,
+                    const WhisperSpecialTokens& sp, WindowOptions o)
+      : model_(model), cross_(cross), prompt_(std::move(prompt)), sp_(sp), o_(std::move(o)),
+        layout_(prompt_layout(prompt_, sp_, o_)), vocab_(model.config().vocab_size), beam_(o_.beam_size),
+        candidates_(2 * o_.beam_size),
+        max_finished_(static_cast<size_t>(std::round(static_cast<float>(o_.beam_size) * o_.patience))) {
+    SC_CHECK(beam_ >= 2 && candidates_ <= vocab_, ErrorCode::kInvalidArgument, "beam_size ", beam_,
+             " is out of range for a vocabulary of ", vocab_);
+    SC_CHECK(max_finished_ >= 1, ErrorCode::kInvalidArgument, "beam_size * patience must round to at least 1");
+  }
+
+  bool done() const override { return done_; }
+  WindowResult take_result() override {
+    SC_ASSERT(done_);
+    return std::move(result_);
+  }
+
+  void step() override {
+    SC_ASSERT(!done_);
+    int rows_in = beam_;
+    if (step_ == 0) {
+      state_ = model_.new_state();
+      logits_.assign(static_cast<size_t>(beam_) * vocab_, 0.0f);
+      prefill(model_, cross_, prompt_, layout_, sp_, state_, logits_, result_);
+      if (layout_.max_new <= 0) {
+        done_ = true;
+        finish_window(result_, o_.length_penalty);
+        return;
+      }
+      rows_in = 1;  // the first step expands the one prompt row (CTranslate2 on the CPU)
+      seqs_.assign(1, {});
+      scores_.assign(1, 0.0f);
+    } else {
+      model_.decode_rows(batch_, cross_, last_.data(), logits_.data());
+    }
+
+    // Cumulative log-probs of every continuation of every beam.
+    for (int r = 0; r < rows_in; ++r) {
+      float* row = logits_.data() + static_cast<size_t>(r) * vocab_;
+      rules_and_log_softmax(row, vocab_, step_, seqs_[r], layout_.timestamps, sp_, o_);
+      if (step_ > 0) {
+        const float s = scores_[r];
+        for (int i = 0; i < vocab_; ++i) row[i] = row[i] + s;
+      }
+    }
+    // The 2B best over all of them (CTranslate2's CPU TopK: partial_sort of the flat indices).
+    const int depth = rows_in * vocab_;
+    ids_.resize(static_cast<size_t>(depth));
+    std::iota(ids_.begin(), ids_.end(), 0);
+    const float* flat = logits_.data();
+    std::partial_sort(ids_.begin(), ids_.begin() + candidates_, ids_.end(),
+                      [flat](int a, int b) { return flat[a] > flat[b]; });
+    std::vector<int> word(candidates_), origin(candidates_);
+    std::vector<float> score(candidates_);
+    for (int j = 0; j < candidates_; ++j) {
+      word[j] = ids_[j] % vocab_;
+      origin[j] = ids_[j] / vocab_;
+      score[j] = flat[ids_[j]];
+    }
+
+    // Finished hypotheses among the first B candidates; each is replaced by the next
+    // candidate that does not end.
+    const bool last_step = step_ + 1 == layout_.max_new;
+    std::vector<int> active(beam_);
+    int secondary = beam_;
+    for (int k = 0; k < beam_; ++k) {
+      int next = k;
+      if (word[k] == sp_.eot || last_step) {
+        if (k == 0) top_beam_finished_ = true;
+        Hypothesis h;
+        h.tokens = seqs_[origin[k]];
+        if (word[k] != sp_.eot) h.tokens.push_back(word[k]);
+        h.score = score[k];
+        finished_.push_back(std::move(h));
+        for (int j = secondary; j < candidates_; ++j) {
+          if (word[j] != sp_.eot) {
+            next = j;
+            secondary = j + 1;
+            break;
+          }
+        }
+      }
+      active[k] = next;
+    }
+    const bool early_exit = o_.length_penalty == 0.0f;
+    const bool finished = last_step || (early_exit ? top_beam_finished_ && !finished_.empty()
+                                                   : finished_.size() >= max_finished_);
+    if (finished) {
+      const float no_speech = result_.no_speech_prob;
+      result_ = best_hypothesis(finished_, o_.length_penalty, no_speech);
+      done_ = true;
+      release();
+      return;
+    }
+
+    // The B kept candidates become the beams; their caches come from their origin beams.
+    std::vector<std::vector<int>> seqs(beam_);
+    std::vector<int> origins(beam_);
+    scores_.assign(beam_, 0.0f);
+    last_.assign(beam_, 0);
+    for (int k = 0; k < beam_; ++k) {
+      const int c = active[k];
+      seqs[k] = seqs_[origin[c]];
+      seqs[k].push_back(word[c]);
+      scores_[k] = score[c];
+      last_[k] = word[c];
+      origins[k] = origin[c];
+    }
+    seqs_ = std::move(seqs);
+    if (step_ == 0) {
+      batch_ = model_.new_batch_state(beam_, positions(prompt_, layout_));
+      model_.broadcast(state_, batch_, beam_);
+      state_ = DecoderState();
+    } else {
+      model_.reorder(batch_, origins);
+    }
+    ++step_;
+  }
+
+ private:
+  void release() {
+    batch_ = BatchDecoderState();
+    state_ = DecoderState();
+    std::vector<float>().swap(logits_);
+    std::vector<int>().swap(ids_);
+  }
+
+  const WhisperModel& model_;
+  const CrossKV& cross_;
+  std::vector<int> prompt_;
+  WhisperSpecialTokens sp_;
+  WindowOptions o_;
+  PromptLayout layout_;
+  int vocab_;
+  int beam_;
+  int candidates_;
+  size_t max_finished_;
+
+  DecoderState state_;             // the prompt, before the beams exist
+  BatchDecoderState batch_;        // the beams' caches
+  std::vector<float> logits_;      // [beam, vocab]
+  std::vector<int> ids_;           // top-k scratch
+  std::vector<std::vector<int>> seqs_;  // each beam's tokens so far
+  std::vector<float> scores_;      // each beam's cumulative log-prob
+  std::vector<int> last_;          // each beam's last token (the next input)
+  std::vector<Hypothesis> finished_;
+  bool top_beam_finished_ = false;
+  int step_ = 0;
+  bool done_ = false;
+  WindowResult result_;
+};
+
+// ---- sampling -------------------------------------------------------------------------------
+
+class SamplingDecoder final : public WindowDecoder {
+ public:
+  SamplingDecoder(const WhisperModel& model, const CrossKV& cross, std::vector<int> prompt,
+                  const WhisperSpecialTokens& sp, WindowOptions o)
+      : model_(model), cross_(cross), prompt_(std::move(prompt)), sp_(sp), o_(std::move(o)),
+        layout_(prompt_layout(prompt_, sp_, o_)), vocab_(model.config().vocab_size), n_(o_.num_hypotheses) {
+    SC_CHECK(o_.temperature > 0.0f && std::isfinite(o_.temperature), ErrorCode::kInvalidArgument,
+             "sampling needs a finite temperature > 0");
+    SC_CHECK(n_ >= 1, ErrorCode::kInvalidArgument, "best_of must be >= 1, got ", n_);
+    for (int r = 0; r < n_; ++r) rng_.emplace_back(o_.seed, static_cast<uint64_t>(r));
+    hyps_.resize(n_);
+    ended_.assign(n_, false);
+  }
+
+  bool done() const override { return done_; }
+  WindowResult take_result() override {
+    SC_ASSERT(done_);
+    return std::move(result_);
+  }
+
+  void step() override {
+    SC_ASSERT(!done_);
+    std::vector<int> picks;
+    if (step_ == 0) {
+      state_ = model_.new_state();
+      logits_.assign(static_cast<size_t>(n_) * vocab_, 0.0f);
+      prefill(model_, cross_, prompt_, layout_, sp_, state_, logits_, result_);
+      if (layout_.max_new <= 0) {
+        done_ = true;
+        finish_window(result_, o_.length_penalty);
+        return;
+      }
+      // Every candidate starts from the same distribution.
+      rules_and_log_softmax(logits_.data(), vocab_, 0, {}, layout_.timestamps, sp_, o_);
+      for (int r = 0; r < n_; ++r) {
+        alive_.push_back(r);
+        pick(r, logits_.data());
+      }
+    } else {
+      model_.decode_rows(batch_, cross_, last_.data(), logits_.data());
+      for (size_t i = 0; i < alive_.size(); ++i) {
+        float* row = logits_.data() + i * vocab_;
+        const int r = alive_[i];
+        rules_and_log_softmax(row, vocab_, step_, hyps_[r].tokens, layout_.timestamps, sp_, o_);
+        pick(r, row);
+      }
+    }
+    // Candidates that ended drop out of the batch.
+    std::vector<int> keep, kept_rows;
+    last_.clear();
+    for (size_t i = 0; i < alive_.size(); ++i) {
+      const int r = alive_[i];
+      if (ended_[r]) continue;
+      keep.push_back(static_cast<int>(i));
+      kept_rows.push_back(r);
+      last_.push_back(hyps_[r].tokens.back());
+    }
+    if (kept_rows.empty()) {
+      const float no_speech = result_.no_speech_prob;
+      result_ = best_hypothesis(hyps_, o_.length_penalty, no_speech);
+      done_ = true;
+      batch_ = BatchDecoderState();
+      state_ = DecoderState();
+      std::vector<float>().swap(logits_);
+      return;
+    }
+    if (step_ == 0) {
+      batch_ = model_.new_batch_state(n_, positions(prompt_, layout_));
+      model_.broadcast(state_, batch_, static_cast<int>(kept_rows.size()));
+      state_ = DecoderState();
+    } else if (keep.size() != alive_.size()) {
+      model_.reorder(batch_, keep);
+    }
+    alive_ = std::move(kept_rows);
+    ++step_;
+  }
+
+ private:
+  // Draws candidate r's next token from its log-probs `row`.
+  void pick(int r, const float* row) {
+    const int token = sample_token(row, vocab_, o_.temperature, rng_[r], scratch_);
+    Hypothesis& h = hyps_[r];
+    h.score = h.score + row[token];
+    if (token == sp_.eot) {
+      ended_[r] = true;
+      return;
+    }
+    h.tokens.push_back(token);
+    if (static_cast<int>(h.tokens.size()) >= layout_.max_new) ended_[r] = true;
+  }
+
+  const WhisperModel& model_;
+  const CrossKV& cross_;
+  std::vector<int> prompt_;
+  WhisperSpecialTokens sp_;
+  WindowOptions o_;
+  PromptLayout layout_;
+  int vocab_;
+  int n_;
+
+  DecoderState state_;
+  BatchDecoderState batch_;
+  std::vector<float> logits_;     // [alive, vocab]
+  std::vector<float> scratch_;
+  std::vector<SampleRng> rng_;    // one stream per candidate
+  std::vector<Hypothesis> hyps_;  // per candidate
+  std::vector<bool> ended_;
+  std::vector<int> alive_;        // candidates still decoding, in batch-row order
+  std::vector<int> last_;         // their last tokens
+  int step_ = 0;
+  bool done_ = false;
+  WindowResult result_;
+};
+
+}  // namespace
+
+std::unique_ptr<WindowDecoder> make_cpu_window_decoder(const WhisperModel& model, const CrossKV& cross,
+                                                       std::vector<int> prompt, const WhisperSpecialTokens& special,
+                                                       WindowOptions options) {
+  SC_CHECK(options.beam_size >= 1, ErrorCode::kInvalidArgument, "beam_size must be >= 1, got ", options.beam_size);
+  SC_CHECK(std::isfinite(options.temperature) && options.temperature >= 0.0f, ErrorCode::kInvalidArgument,
+           "temperature must be a finite number >= 0, got ", options.temperature);
+  if (options.temperature > 0.0f)
+    return std::make_unique<SamplingDecoder>(model, cross, std::move(prompt), special, std::move(options));
+  if (options.beam_size > 1)
+    return std::make_unique<BeamSearchDecoder>(model, cross, std::move(prompt), special, std::move(options));
+  return std::make_unique<GreedyDecoder>(model, cross, std::move(prompt), special, std::move(options));
+}
+
+WindowResult decode_window_cpu(const WhisperModel& model, const CrossKV& cross, const std::vector<int>& prompt,
+                               const WhisperSpecialTokens& special, const WindowOptions& options) {
+  std::unique_ptr<WindowDecoder> d = make_cpu_window_decoder(model, cross, prompt, special, options);
+  while (!d->done()) d->step();
+  return d->take_result();
+}
+
+}  // namespace speechcore::runtime

@@ -1,0 +1,70 @@
+// Beam search and best-of sampling for one 30 s window on the CPU backend, following
+// CTranslate2's BeamSearch / GreedySearch with a RandomSampler (the algorithm faster-whisper
+// runs), and the factory that picks greedy, beam or sampling decoding from WindowOptions.
+//
+// Beam search (temperature 0, beam_size B > 1): the prompt is run once; the first step takes
+// the 2B best tokens of that one row, later steps the 2B best (cumulative log-prob) of the B
+// beams' B x vocab continuations. Of the first B candidates, those ending in end-of-text (or
+// all of them at the length limit) become finished hypotheses and are replaced by the next
+// candidates that do not end; the B kept candidates' KV caches are gathered from their origin
+// beams. The search ends when round(B * patience) hypotheses have finished (or, with
+// length_penalty 0, when the best beam has finished); the hypothesis with the best
+// sum / length^length_penalty wins. All beams read the window's one CrossKV.
+//
+// Sampling (temperature T > 0): num_hypotheses candidates are drawn independently, each token
+// from softmax(log_probs / T) after the logits rules; a candidate's score is the sum of its
+// tokens' log-probs at temperature 1 and the best length-normalized score wins.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "models/whisper/whisper_model.h"
+#include "runtime/whisper_decoding.h"
+
+namespace speechcore::runtime {
+
+// Decoding of one window, one decoder step per step() (the first one runs the prompt);
+// done() once finished, then take_result(). Holds references to the model and the CrossKV.
+class WindowDecoder {
+ public:
+  virtual ~WindowDecoder() = default;
+  virtual void step() = 0;
+  virtual bool done() const = 0;
+  virtual WindowResult take_result() = 0;
+};
+
+// Greedy (GreedyWindow), beam search or sampling, as `options` ask.
+std::unique_ptr<WindowDecoder> make_cpu_window_decoder(const models::whisper::WhisperModel& model,
+                                                       const models::whisper::CrossKV& cross, std::vector<int> prompt,
+                                                       const WhisperSpecialTokens& special, WindowOptions options);
+
+// A whole window at once.
+WindowResult decode_window_cpu(const models::whisper::WhisperModel& model, const models::whisper::CrossKV& cross,
+                               const std::vector<int>& prompt, const WhisperSpecialTokens& special,
+                               const WindowOptions& options);
+
+// The random stream of one sampled candidate: SplitMix64 over (seed, stream), so every window
+// attempt and candidate draws the same numbers however windows are batched or scheduled.
+class SampleRng {
+ public:
+  SampleRng(uint64_t seed, uint64_t stream);
+  uint64_t next();
+  double uniform();  // [0, 1), 53 random bits
+ private:
+  uint64_t state_;
+};
+
+// Mixes a few values into one seed (for per-window streams).
+uint64_t mix_seed(uint64_t a, uint64_t b);
+
+// One token drawn from softmax(log_probs * (1 / temperature)) over [vocab] (tokens whose
+// probability underflows to 0 are never drawn). scratch is resized as needed.
+int sample_token(const float* log_probs, int vocab, float temperature, SampleRng& rng, std::vector<float>& scratch);
+
+// log_softmax of one row in float as CTranslate2 computes it (x - logsumexp(x)); disabled
+// tokens (-inf after the rules) become float's lowest value first, CTranslate2's disable value.
+void log_softmax_rule_row(float* logits, int vocab);
+
+}  // namespace speechcore::runtime
