@@ -150,7 +150,9 @@ class Engine {
     std::function<void(const Error&)> on_error;
   };
 
-  // Starts the engine thread over a loaded model (kept alive by the engine). Throws
+  // Starts the engine thread over a loaded model (kept alive by the engine), and a second
+  // thread that prepares new requests (audio to 16 kHz mono, option checks, the VAD, the
+  // log-mel) so that a request arriving does not stall the decoding of the others. Throws
   // kUnsupported when the model's backend has no step runner yet, kInvalidArgument for bad options.
   explicit Engine(std::shared_ptr<const Model> model, const EngineOptions& options = EngineOptions{});
   ~Engine();  // shutdown(true)

@@ -36,6 +36,7 @@ struct Request {
   std::vector<float> samples;  // 16 kHz mono
   std::unique_ptr<runtime::FilteredRecording> recording;  // segments on the input's timeline
   Engine::Callbacks callbacks;
+  std::unique_ptr<Error> prepare_error;  // set by the preparation thread
   size_t segments_sent = 0;
   // Its windows in flight (scheduler ids, oldest first: usually one; several when the
   // recording can look ahead), each one's request (features owned by the recording, prompt,
@@ -56,15 +57,18 @@ struct EngineProfile {
   }();
   double start_s = 0, schedule_s = 0, admit_s = 0, step_s = 0, done_s = 0;
   uint64_t starts = 0, admits = 0, admitted = 0, steps = 0, rows = 0;
+  double prepare_s = 0;  // the preparation thread's (written there only; read after it is joined)
+  uint64_t prepared = 0;
 
   static double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
   void print() const {
     if (!on || (starts == 0 && steps == 0 && admits == 0)) return;
     std::fprintf(stderr,
-                 "[speechcore profile] engine: %llu starts %.3f s; schedule %.3f s; %llu admissions of %llu windows "
+                 "[speechcore profile] engine: %llu requests prepared %.3f s (preparation thread); %llu starts %.3f s; schedule %.3f s; %llu admissions of %llu windows "
                  "%.3f s (%.2f ms each, %.1f windows each); %llu steps over %llu rows %.3f s (%.3f ms each, %.1f rows "
                  "each); finished windows %.3f s\n",
-                 static_cast<unsigned long long>(starts), start_s, schedule_s, static_cast<unsigned long long>(admits),
+                 static_cast<unsigned long long>(prepared), prepare_s, static_cast<unsigned long long>(starts), start_s,
+                 schedule_s, static_cast<unsigned long long>(admits),
                  static_cast<unsigned long long>(admitted), admit_s, admits ? 1e3 * admit_s / admits : 0.0,
                  admits ? static_cast<double>(admitted) / admits : 0.0, static_cast<unsigned long long>(steps),
                  static_cast<unsigned long long>(rows), step_s, steps ? 1e3 * step_s / steps : 0.0,
@@ -91,7 +95,20 @@ struct Engine::Impl {
   RequestId next_id = 1;
   EngineStats stats;
 
+  // Requests are prepared (audio to 16 kHz mono, options checked, VAD, log-mel) on a second
+  // thread, so the step loop does not wait for them: the engine thread hands each new request
+  // to `to_prepare` (prep_mutex) and gets it back in `prepared` (mutex).
+  std::mutex prep_mutex;
+  std::condition_variable prep_wake;
+  std::deque<std::unique_ptr<Request>> to_prepare;
+  bool prep_stop = false;
+  std::deque<std::unique_ptr<Request>> prepared;  // under `mutex`
+  size_t preparing_count = 0;                      // under `mutex`: preparing.size()
+  std::thread prep_thread;
+
   // engine thread only
+  std::unordered_set<RequestId> preparing;          // handed to the preparation thread
+  std::unordered_set<RequestId> aborted_preparing;  // aborted meanwhile: failed when back
   std::unordered_map<RequestId, std::unique_ptr<Request>> active;
   std::unordered_map<uint64_t, Request*> by_window;
   uint64_t next_window = 1;
@@ -211,15 +228,58 @@ struct Engine::Impl {
     }
   }
 
-  void start(std::unique_ptr<Request> owned) {
-    Request& r = *owned;
-    active.emplace(r.id, std::move(owned));
+  // Preparation thread: the audio at 16 kHz mono, the recording (checks the options; begin()
+  // runs the VAD for vad_filter / chunked and the log-mel on the backend).
+  void prepare(Request& r) {
     try {
       r.samples = io::prepare_audio(r.pcm.data(), r.frames, r.sample_rate, r.channels);
       std::vector<float>().swap(r.pcm);
-      // Checks the options; begin() runs the VAD (vad_filter / chunked) on this thread.
       r.recording = std::make_unique<runtime::FilteredRecording>(transcriber, r.options, r.samples);
       r.recording->begin();
+    } catch (const Error& e) {
+      r.prepare_error = std::make_unique<Error>(e);
+    } catch (const std::exception& e) {
+      r.prepare_error = std::make_unique<Error>(ErrorCode::kInternal, e.what());
+    }
+  }
+
+  void prepare_loop() {
+    for (;;) {
+      std::unique_ptr<Request> r;
+      {
+        std::unique_lock<std::mutex> lock(prep_mutex);
+        prep_wake.wait(lock, [&] { return prep_stop || !to_prepare.empty(); });
+        if (to_prepare.empty()) return;
+        r = std::move(to_prepare.front());
+        to_prepare.pop_front();
+      }
+      const auto t = EngineProfile::Clock::now();
+      prepare(*r);
+      if (profile.on) {
+        profile.prepare_s += EngineProfile::since(t);
+        profile.prepared += 1;
+      }
+      std::lock_guard<std::mutex> lock(mutex);
+      prepared.push_back(std::move(r));
+      wake.notify_one();
+    }
+  }
+
+  void stop_preparation() {
+    {
+      std::lock_guard<std::mutex> lock(prep_mutex);
+      prep_stop = true;
+    }
+    prep_wake.notify_one();
+    if (prep_thread.joinable()) prep_thread.join();
+  }
+
+  // Engine thread: a prepared request starts (its windows queued) or fails.
+  void start(std::unique_ptr<Request> owned) {
+    Request& r = *owned;
+    active.emplace(r.id, std::move(owned));
+    if (r.prepare_error) return fail(r, *r.prepare_error);
+    try {
       if (r.recording->done()) return complete(r);
       queue_windows(r);
     } catch (const Error& e) {
@@ -319,7 +379,8 @@ struct Engine::Impl {
   void publish_stats() {
     const engine::SchedulerStats s = scheduler.stats();
     std::lock_guard<std::mutex> lock(mutex);
-    stats.queued_requests = inbox.size();
+    stats.queued_requests = inbox.size() + preparing.size() + prepared.size();
+    preparing_count = preparing.size();
     stats.active_requests = active.size();
     stats.waiting_windows = s.waiting;
     stats.running_windows = s.running;
@@ -330,15 +391,22 @@ struct Engine::Impl {
 
   void loop() {
     for (;;) {
-      std::vector<std::unique_ptr<Request>> incoming;
+      std::vector<std::unique_ptr<Request>> incoming, ready;
       std::vector<RequestId> to_abort;
       bool stop_now = false, cancel_all = false;
       {
         std::unique_lock<std::mutex> lock(mutex);
-        wake.wait(lock, [&] { return stopping || !inbox.empty() || !aborts.empty() || !active.empty(); });
+        wake.wait(lock, [&] {
+          return (stopping && preparing.empty()) || !inbox.empty() || !aborts.empty() || !active.empty() ||
+                 !prepared.empty();
+        });
         while (!inbox.empty()) {
           incoming.push_back(std::move(inbox.front()));
           inbox.pop_front();
+        }
+        while (!prepared.empty()) {
+          ready.push_back(std::move(prepared.front()));
+          prepared.pop_front();
         }
         to_abort.assign(aborts.begin(), aborts.end());
         aborts.clear();
@@ -346,11 +414,35 @@ struct Engine::Impl {
         stop_now = stopping && (cancel || (incoming.empty() && active.empty()));
       }
       const Error cancelled(ErrorCode::kCancelled, "the request was aborted");
+      const Error shut_down(ErrorCode::kCancelled, "the engine was shut down");
+      for (RequestId id : to_abort)
+        if (preparing.count(id)) aborted_preparing.insert(id);
       for (auto& r : incoming) {
         if (cancel_all || std::find(to_abort.begin(), to_abort.end(), r->id) != to_abort.end()) {
           Request& ref = *r;
           active.emplace(ref.id, std::move(r));
-          fail(ref, cancel_all ? Error(ErrorCode::kCancelled, "the engine was shut down") : cancelled);
+          fail(ref, cancel_all ? shut_down : cancelled);
+        } else {
+          preparing.insert(r->id);
+          std::lock_guard<std::mutex> lock(prep_mutex);
+          to_prepare.push_back(std::move(r));
+          prep_wake.notify_one();
+        }
+      }
+      if (cancel_all) {  // requests still waiting for preparation fail now
+        std::lock_guard<std::mutex> lock(prep_mutex);
+        while (!to_prepare.empty()) {
+          ready.push_back(std::move(to_prepare.front()));
+          to_prepare.pop_front();
+        }
+      }
+      for (auto& r : ready) {
+        preparing.erase(r->id);
+        const bool aborted = aborted_preparing.erase(r->id) > 0;
+        if (cancel_all || aborted) {
+          Request& ref = *r;
+          active.emplace(ref.id, std::move(r));
+          fail(ref, cancel_all ? shut_down : cancelled);
         } else {
           const auto ts = EngineProfile::Clock::now();
           start(std::move(r));
@@ -369,11 +461,12 @@ struct Engine::Impl {
       }
       if (!scheduler.idle()) step();
       publish_stats();
-      if (stop_now && active.empty()) {
+      if (stop_now && active.empty() && preparing.empty()) {
         std::lock_guard<std::mutex> lock(mutex);
         if (inbox.empty()) break;
       }
     }
+    stop_preparation();
     profile.print();
   }
 };
@@ -382,6 +475,7 @@ Engine::Engine(std::shared_ptr<const Model> model, const EngineOptions& options)
   SC_CHECK(model != nullptr, ErrorCode::kInvalidArgument, "Engine needs a model");
   impl_ = std::make_unique<Impl>(std::move(model), options);
   impl_->stats.kv_blocks_total = impl_->scheduler.kv().num_blocks();
+  impl_->prep_thread = std::thread([this] { impl_->prepare_loop(); });
   impl_->thread = std::thread([this] { impl_->loop(); });
 }
 
@@ -448,7 +542,7 @@ void Engine::shutdown(bool cancel) {
 EngineStats Engine::stats() const {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   EngineStats s = impl_->stats;
-  s.queued_requests = impl_->inbox.size();
+  s.queued_requests = impl_->inbox.size() + impl_->preparing_count + impl_->prepared.size();
   return s;
 }
 
