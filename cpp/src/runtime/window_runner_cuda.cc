@@ -133,6 +133,8 @@ class CudaWindowRunner final : public WindowRunner {
     return results;
   }
 
+  // On the mel stage's own stream and buffers, without the model's lock: the engine prepares
+  // requests on another thread while its step loop decodes (neither waits for the other).
   Tensor log_mel(const std::vector<float>& samples) const override {
     const int padding = io::MelOptions().padding;
     // Clips under a second cost little on the CPU, which also reports too-short input.
@@ -140,23 +142,22 @@ class CudaWindowRunner final : public WindowRunner {
     const int nm = config().n_mels;
     const int64_t n = static_cast<int64_t>(samples.size());
     const int64_t frames = cuda::log_mel_num_frames(n, padding);
-    const cudaStream_t stream = model_.stream();
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (!mel_filters_.defined()) {
+    MelStage& m = mel_;
+    std::lock_guard<std::mutex> lock(m.mutex);
+    if (m.stream == nullptr) {
+      SC_CUDA_CHECK(cudaStreamCreateWithFlags(&m.stream, cudaStreamNonBlocking));
       const std::vector<float> f = io::mel_filters(io::kWhisperSampleRate, cuda::kMelNFft, nm);
-      mel_filters_ = Tensor::empty({nm, cuda::kMelFreqs}, DType::kFloat32, Device::kCUDA);
-      SC_CUDA_CHECK(cudaMemcpy(mel_filters_.raw(), f.data(), f.size() * sizeof(float), cudaMemcpyHostToDevice));
+      m.filters = m.buffer(0, f.size() * sizeof(float));
+      SC_CUDA_CHECK(cudaMemcpy(m.filters, f.data(), f.size() * sizeof(float), cudaMemcpyHostToDevice));
     }
-    Tensor audio = Tensor::empty({n}, DType::kFloat32, Device::kCUDA);
-    Tensor mel = Tensor::empty({nm, frames}, DType::kFloat32, Device::kCUDA);
-    const size_t sb = cuda::log_mel_scratch_bytes(n, padding, nm);
-    Tensor scratch = Tensor::empty({static_cast<int64_t>(std::max<size_t>(sb, 16))}, DType::kUInt8, Device::kCUDA);
+    float* audio = static_cast<float*>(m.buffer(1, static_cast<size_t>(n) * sizeof(float)));
+    float* mel = static_cast<float*>(m.buffer(2, static_cast<size_t>(nm * frames) * sizeof(float)));
+    void* scratch = m.buffer(3, std::max<size_t>(cuda::log_mel_scratch_bytes(n, padding, nm), 16));
     Tensor out = Tensor::empty({nm, frames}, DType::kFloat32, Device::kCPU);
-    SC_CUDA_CHECK(cudaMemcpyAsync(audio.raw(), samples.data(), n * sizeof(float), cudaMemcpyHostToDevice, stream));
-    cuda::log_mel(audio.data<float>(), n, padding, mel_filters_.data<float>(), nm, mel.data<float>(), scratch.raw(),
-                  stream);
-    SC_CUDA_CHECK(cudaMemcpyAsync(out.raw(), mel.raw(), mel.nbytes(), cudaMemcpyDeviceToHost, stream));
-    SC_CUDA_CHECK(cudaStreamSynchronize(stream));
+    SC_CUDA_CHECK(cudaMemcpyAsync(audio, samples.data(), n * sizeof(float), cudaMemcpyHostToDevice, m.stream));
+    cuda::log_mel(audio, n, padding, static_cast<const float*>(m.filters), nm, mel, scratch, m.stream);
+    SC_CUDA_CHECK(cudaMemcpyAsync(out.raw(), mel, out.nbytes(), cudaMemcpyDeviceToHost, m.stream));
+    SC_CUDA_CHECK(cudaStreamSynchronize(m.stream));
     return out;
   }
 
@@ -434,7 +435,35 @@ class CudaWindowRunner final : public WindowRunner {
   mutable std::mutex mutex_;
   mutable HostBuffer host_;
   mutable std::unique_ptr<CachedBatch> cached_;
-  mutable Tensor mel_filters_;
+  // The log-mel's stream and device buffers, apart from the caching allocator (which does not
+  // track streams: a block freed by the decoding stream with work pending could be handed out
+  // here). Buffers only grow; the replaced ones are freed with the runner (no cudaFree, which
+  // synchronizes the device, while the engine runs).
+  struct MelStage {
+    std::mutex mutex;
+    cudaStream_t stream = nullptr;
+    void* filters = nullptr;
+    void* bufs[4] = {nullptr, nullptr, nullptr, nullptr};
+    size_t sizes[4] = {0, 0, 0, 0};
+    std::vector<void*> retired;
+    void* buffer(int i, size_t bytes) {
+      if (bytes > sizes[i]) {
+        if (bufs[i] != nullptr) retired.push_back(bufs[i]);
+        const size_t want = std::max(bytes + bytes / 4, sizes[i] * 2);  // room to grow
+        void* p = nullptr;
+        SC_CUDA_CHECK(cudaMalloc(&p, want));
+        bufs[i] = p;
+        sizes[i] = want;
+      }
+      return bufs[i];
+    }
+    ~MelStage() {
+      for (void* p : retired) cudaFree(p);
+      for (void* p : bufs) if (p != nullptr) cudaFree(p);
+      if (stream != nullptr) cudaStreamDestroy(stream);
+    }
+  };
+  mutable MelStage mel_;
 };
 
 // The engine's runner on the GPU: `max_windows` slots of one persistent batch (cross K/V and a
