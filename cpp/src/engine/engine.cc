@@ -243,24 +243,32 @@ struct Engine::Impl {
     }
   }
 
+  // Takes the queued requests up to one admission's worth at a time and hands them back
+  // together, so that under a burst the engine admits (encodes) them as a batch rather than
+  // one by one as each is ready; a request arriving alone comes back as soon as it is ready.
   void prepare_loop() {
+    const size_t group = static_cast<size_t>(std::max(options.max_encode_batch, 1));
     for (;;) {
-      std::unique_ptr<Request> r;
+      std::vector<std::unique_ptr<Request>> batch;
       {
         std::unique_lock<std::mutex> lock(prep_mutex);
         prep_wake.wait(lock, [&] { return prep_stop || !to_prepare.empty(); });
         if (to_prepare.empty()) return;
-        r = std::move(to_prepare.front());
-        to_prepare.pop_front();
+        while (!to_prepare.empty() && batch.size() < group) {
+          batch.push_back(std::move(to_prepare.front()));
+          to_prepare.pop_front();
+        }
       }
-      const auto t = EngineProfile::Clock::now();
-      prepare(*r);
-      if (profile.on) {
-        profile.prepare_s += EngineProfile::since(t);
-        profile.prepared += 1;
+      for (auto& r : batch) {
+        const auto t = EngineProfile::Clock::now();
+        prepare(*r);
+        if (profile.on) {
+          profile.prepare_s += EngineProfile::since(t);
+          profile.prepared += 1;
+        }
       }
       std::lock_guard<std::mutex> lock(mutex);
-      prepared.push_back(std::move(r));
+      for (auto& r : batch) prepared.push_back(std::move(r));
       wake.notify_one();
     }
   }
