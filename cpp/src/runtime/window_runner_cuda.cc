@@ -56,6 +56,18 @@ struct HostBuffer {  // pinned host staging (asynchronous copies, no pageable bo
   template <typename T> T* as() { return static_cast<T*>(ptr); }
 };
 
+// The logits rules' parameters of a window (the device-side twin of apply_whisper_logits_rules).
+cuda::WhisperRuleParams rule_params(const WhisperSpecialTokens& sp, const WindowOptions& o, bool timestamps) {
+  cuda::WhisperRuleParams p;
+  p.eot = sp.eot;
+  p.no_timestamps = sp.no_timestamps;
+  p.timestamp_begin = sp.timestamp_begin;
+  p.timestamp_end = sp.timestamp_end;
+  p.max_initial_timestamp_index = o.max_initial_timestamp_index;
+  p.timestamps = timestamps;
+  return p;
+}
+
 Tensor device_ints(int64_t n) { return Tensor::empty({std::max<int64_t>(n, 1)}, DType::kInt32, Device::kCUDA); }
 
 // SPEECHCORE_PROFILE=1: per batch, wall time of the encoder, the prefill and the decoder steps on
@@ -341,13 +353,7 @@ class CudaWindowRunner final : public WindowRunner {
     x = Tensor();
 
     // the rules' parameters and the device-side history of generated tokens
-    cuda::WhisperRuleParams p;
-    p.eot = sp.eot;
-    p.no_timestamps = sp.no_timestamps;
-    p.timestamp_begin = sp.timestamp_begin;
-    p.timestamp_end = sp.timestamp_end;
-    p.max_initial_timestamp_index = o.max_initial_timestamp_index;
-    p.timestamps = layouts[chunk[0]].timestamps;
+    const cuda::WhisperRuleParams p = rule_params(sp, o, layouts[chunk[0]].timestamps);
     Tensor suppress = device_ints(n_sup + n_beg);
     Tensor generated = device_ints(static_cast<int64_t>(n) * max_steps);
     Tensor picked = device_ints(2 * n + n);  // next token [n], log-prob [n] (float), no-speech [n] (float)
@@ -732,8 +738,8 @@ class CudaStepRunner final : public engine::StepRunner {
     const int bs = state_.batch.block_size;
     SC_CHECK(static_cast<int64_t>(t.size()) * bs >= positions && static_cast<int>(t.size()) <= state_.batch.table_stride,
              ErrorCode::kInternal, "window ", id, " has ", t.size(), " KV blocks for ", positions, " positions");
-    for (int blk : t)
-      SC_CHECK(blk >= 0 && blk < num_blocks_, ErrorCode::kInternal, "KV block ", blk, " is outside the pool");
+    // (the block ids themselves come from the scheduler's pool of num_blocks_, sized by this
+    // runner; they are not rechecked on every step)
     return t;
   }
 
@@ -743,12 +749,7 @@ class CudaStepRunner final : public engine::StepRunner {
     auto it = rules_.find(key);
     if (it != rules_.end()) return it->second.get();
     auto r = std::make_unique<Rules>();
-    r->params.eot = sp.eot;
-    r->params.no_timestamps = sp.no_timestamps;
-    r->params.timestamp_begin = sp.timestamp_begin;
-    r->params.timestamp_end = sp.timestamp_end;
-    r->params.max_initial_timestamp_index = o.max_initial_timestamp_index;
-    r->params.timestamps = timestamps;
+    r->params = rule_params(sp, o, timestamps);
     r->n_suppress = static_cast<int>(o.suppress_tokens.size());
     r->n_begin = static_cast<int>(o.suppress_tokens_begin.size());
     std::vector<int32_t> lists(o.suppress_tokens.begin(), o.suppress_tokens.end());
