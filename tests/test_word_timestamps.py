@@ -67,3 +67,97 @@ def test_longform_words_match_faster_whisper(pair, longform_audio):
     # word timestamps move segment boundaries and window seeks
     assert [(s.start, s.end) for s in sc.segments] != [(s.start, s.end) for s in plain.segments]
     _assert_same(sc, fw, f"{name} long-form")
+
+
+# ----------------------------------------------------------------------------- one model, tiny.en
+
+@pytest.fixture(scope="module")
+def tiny(tiny_dir):
+    ours = speechcore.load(str(tiny_dir), device="cpu", threads=2)
+    theirs = faster_whisper.WhisperModel(str(tiny_dir), device="cpu", compute_type="float32", cpu_threads=2)
+    yield ours, theirs
+    ours.close()
+
+
+def _silences(speech_audio, noise: float) -> np.ndarray:
+    """Four real clips after 8-25 s of quiet noise each (~80 s): tiny.en hallucinates short
+    words in the noise, which hallucination_silence_threshold skips."""
+    rng = np.random.default_rng(0)
+    parts = []
+    for seconds, (_, a) in zip([12, 25, 8, 18], speech_audio[:3] + speech_audio[5:6]):
+        parts += [rng.normal(0, noise, seconds * 16000).astype(np.float32), a]
+    return np.concatenate(parts)
+
+
+def test_hallucination_silence_threshold_matches_faster_whisper(tiny, speech_audio):
+    ours, theirs = tiny
+    audio = _silences(speech_audio, 0.01)
+    texts = {}
+    for threshold in (None, 1.0):
+        fw = _fw(theirs, audio, hallucination_silence_threshold=threshold)
+        sc = ours.transcribe(audio, sample_rate=16000, **OPTIONS, hallucination_silence_threshold=threshold)
+        _assert_same(sc, fw, f"hallucination_silence_threshold={threshold}")
+        texts[threshold] = [s.text for s in sc.segments]
+    assert texts[None] != texts[1.0]  # the threshold really skipped something here
+
+
+def test_batch_and_engine_equal_transcribe(tiny, speech_audio, longform_audio):
+    ours, _ = tiny
+    audios = [a for _, a in speech_audio[:3]] + [longform_audio]
+    want = [ours.transcribe(a, sample_rate=16000, **OPTIONS) for a in audios]
+    got = ours.transcribe_batch(audios, sample_rate=16000, **OPTIONS)
+    assert [g.to_dict() for g in got] == [w.to_dict() for w in want]
+    streamed = list(ours.transcribe_stream(audios[-1], sample_rate=16000, **OPTIONS))
+    assert [s.words for s in streamed] == [s.words for s in want[-1].segments]
+    # beam search with words, through the engine too
+    beam = dict(OPTIONS, beam_size=3)
+    assert ours.submit(audios[0], sample_rate=16000, **beam).result().to_dict() == \
+        ours.transcribe(audios[0], sample_rate=16000, **beam).to_dict()
+
+
+def test_vad_filter_words_match_faster_whisper(tiny, speech_audio, tmp_path):
+    pytest.importorskip("onnx")
+    from vad_oracle import faster_whisper_weights
+
+    ours, theirs = tiny
+    weights = tmp_path / "fw_silero.safetensors"
+    faster_whisper_weights(weights)
+    audio = _silences(speech_audio, 0.0)[: 50 * 16000]
+    fw, _ = theirs.transcribe(audio, vad_filter=True, **OPTIONS)
+    sc = ours.transcribe(audio, sample_rate=16000, vad_filter=True, vad_model_path=str(weights), **OPTIONS)
+    _assert_same(sc, list(fw), "vad_filter")
+
+
+def test_options_and_errors(tiny, speech_audio):
+    ours, _ = tiny
+    audio = speech_audio[0][1]
+    plain = ours.transcribe(audio, sample_rate=16000, language="en")
+    assert all(s.words is None for s in plain.segments)
+    # other punctuation sets change how words are merged, as in faster-whisper
+    sc = ours.transcribe(audio, sample_rate=16000, **OPTIONS, append_punctuations="")
+    assert any(w.word.strip() in (",", ".") for s in sc.segments for w in s.words)
+    with pytest.raises(speechcore.UnsupportedError, match="word_timestamps"):
+        ours.transcribe(audio, sample_rate=16000, **OPTIONS, chunked=True, vad_model_path="x")
+    for bad in (dict(word_timestamps="yes"), dict(hallucination_silence_threshold=float("nan")),
+                dict(prepend_punctuations=3)):
+        with pytest.raises(speechcore.InvalidArgumentError):
+            ours.transcribe(audio, sample_rate=16000, language="en", **bad)
+
+
+@pytest.mark.cuda
+def test_cuda_refuses_word_timestamps(tiny_dir, speech_audio):
+    model = speechcore.load(str(tiny_dir), device="cuda")
+    with pytest.raises(speechcore.UnsupportedError, match="word_timestamps"):
+        model.transcribe(speech_audio[0][1], sample_rate=16000, **OPTIONS)
+
+
+def test_cli_json_has_words(tiny_dir, speech_clips, tmp_path, capsys):
+    import json
+
+    from speechcore import cli
+
+    assert cli.main(["transcribe", "--model", str(tiny_dir), "--threads", "2", "--word-timestamps", "-f", "json",
+                     "-o", str(tmp_path), str(speech_clips[5])]) == 0
+    d = json.loads((tmp_path / (speech_clips[5].stem + ".json")).read_text())
+    words = [w for s in d["segments"] for w in s["words"]]
+    assert words and {"start", "end", "word", "probability"} <= set(words[0])
