@@ -107,8 +107,13 @@ class Transcription:
         )
 
     def to_dict(self) -> Dict[str, Any]:
-        """Returns plain Python types only (JSON-serializable), segments as dicts."""
-        return asdict(self)
+        """Returns plain Python types only (JSON-serializable), segments as dicts (a segment's
+        ``words`` only when it has them: with ``word_timestamps=True``)."""
+        d = asdict(self)
+        for s in d["segments"]:
+            if s["words"] is None:
+                del s["words"]
+        return d
 
     def __str__(self) -> str:
         return self.text
