@@ -59,6 +59,12 @@ TranscribeOptions parse_transcribe_options(const py::dict& d) {
     else if (key == "log_prob_threshold") o.log_prob_threshold = cast_option<float>(v, key, "a number");
     else if (key == "no_speech_threshold") o.no_speech_threshold = cast_option<float>(v, key, "a number");
     else if (key == "prompt_reset_on_temperature") o.prompt_reset_on_temperature = cast_option<float>(v, key, "a number");
+    // word-level timestamps
+    else if (key == "word_timestamps") o.word_timestamps = cast_option<bool>(v, key, "a bool");
+    else if (key == "prepend_punctuations") o.prepend_punctuations = cast_option<std::string>(v, key, "a string");
+    else if (key == "append_punctuations") o.append_punctuations = cast_option<std::string>(v, key, "a string");
+    else if (key == "hallucination_silence_threshold")
+      o.hallucination_silence_threshold = cast_option<float>(v, key, "a number");
     // voice activity detection
     else if (key == "vad_filter") o.vad_filter = cast_option<bool>(v, key, "a bool");
     else if (key == "chunked") o.chunked = cast_option<bool>(v, key, "a bool");
@@ -86,6 +92,16 @@ py::dict segment_dict(const Segment& s) {
   d["compression_ratio"] = s.compression_ratio;
   d["no_speech_prob"] = s.no_speech_prob;
   d["temperature"] = s.temperature;
+  py::list words;  // word_timestamps only
+  for (const Word& w : s.words) {
+    py::dict wd;
+    wd["start"] = w.start;
+    wd["end"] = w.end;
+    wd["word"] = w.word;
+    wd["probability"] = w.probability;
+    words.append(wd);
+  }
+  d["words"] = words;
   return d;
 }
 

@@ -41,7 +41,7 @@ from .errors import (  # noqa: E402
 from .api import Model, load  # noqa: E402
 from .audio import load_audio  # noqa: E402
 from .options import TranscribeOptions  # noqa: E402
-from .results import Segment, Transcription  # noqa: E402
+from .results import Segment, Transcription, Word  # noqa: E402
 
 __version__ = _C.__version__
 
@@ -50,6 +50,7 @@ __all__ = [
     "Model",
     "Transcription",
     "Segment",
+    "Word",
     "TranscribeOptions",
     "load_audio",
     "AudioError",

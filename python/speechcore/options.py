@@ -62,6 +62,17 @@ class TranscribeOptions:
             disables it. Default 0.6.
         prompt_reset_on_temperature: drop the previous-text prompt after a window decoded at
             a temperature above this (as faster-whisper). Default 0.5.
+        word_timestamps: give every segment its words (``Segment.words``: start, end, word,
+            probability) from the cross-attention of the model's alignment heads, as
+            faster-whisper; segment boundaries and the next window's start then follow the
+            words. CPU backend only. Default False.
+        prepend_punctuations: with word_timestamps, punctuation merged into the following
+            word. Default faster-whisper's ``"\"'“¿([{-"``.
+        append_punctuations: with word_timestamps, punctuation merged into the previous word.
+            Default faster-whisper's ``"\"'.。,，!！?？:：”)]}、"``.
+        hallucination_silence_threshold: with word_timestamps, skip silent periods longer than
+            this many seconds around a possible hallucination (faster-whisper's algorithm);
+            None disables. Default None.
         vad_filter: transcribe only the speech Silero VAD finds (faster-whisper's
             ``vad_filter``): the speech is concatenated, transcribed, and segment times are
             mapped back to the input's timeline; audio without speech gives no segments.
@@ -100,6 +111,11 @@ class TranscribeOptions:
     log_prob_threshold: Optional[float] = -1.0
     no_speech_threshold: Optional[float] = 0.6
     prompt_reset_on_temperature: float = 0.5
+    # word-level timestamps
+    word_timestamps: bool = False
+    prepend_punctuations: str = "\"'“¿([{-"
+    append_punctuations: str = "\"'.。,，!！?？:：”)]}、"
+    hallucination_silence_threshold: Optional[float] = None
     # voice activity detection
     vad_filter: bool = False
     vad_parameters: Any = None
@@ -176,6 +192,13 @@ class TranscribeOptions:
         if self.no_speech_threshold is not None:
             self.no_speech_threshold = _float("no_speech_threshold", self.no_speech_threshold,
                                               minimum=0.0, maximum=1.0)
+        self.word_timestamps = _bool("word_timestamps", self.word_timestamps)
+        for name in ("prepend_punctuations", "append_punctuations"):
+            if not isinstance(getattr(self, name), str):
+                raise InvalidArgumentError(f"{name} must be a string, got {type(getattr(self, name)).__name__}")
+        if self.hallucination_silence_threshold is not None:
+            self.hallucination_silence_threshold = _float(
+                "hallucination_silence_threshold", self.hallucination_silence_threshold)
         for name in ("vad_filter", "chunked"):
             setattr(self, name, _bool(name, getattr(self, name)))
         if self.vad_parameters is not None:
@@ -193,7 +216,8 @@ class TranscribeOptions:
 
         None means "not set" for language/initial_prompt/max_new_tokens/vad_parameters (the key is
         left out; vad_model_path becomes the silero-vad package's weights when the VAD is on),
-        vad_filter/chunked are sent only when True, and None means
+        vad_filter/chunked are sent only when True (the word timestamp options only with
+        word_timestamps), and None means
         "disabled" for the three thresholds (sent as the infinity that never triggers).
         """
         out: Dict[str, Any] = {}
@@ -203,6 +227,9 @@ class TranscribeOptions:
                 value = list(value)
             elif f.name in ("vad_filter", "chunked") and not value:
                 continue  # off: the native default
+            elif f.name in ("word_timestamps", "prepend_punctuations", "append_punctuations",
+                            "hallucination_silence_threshold") and not self.word_timestamps:
+                continue  # word timestamps off: the native default
             elif f.name == "vad_parameters" and value is not None:
                 value = asdict(value)
             elif f.name == "vad_model_path" and value is None and (self.vad_filter or self.chunked):

@@ -3,7 +3,30 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Mapping
+from typing import Any, Dict, List, Mapping, Optional
+
+
+@dataclass
+class Word:
+    """One word of a segment (``word_timestamps=True``), as faster-whisper's ``Word``.
+
+    Attributes:
+        start: start time in seconds from the beginning of the audio.
+        end: end time in seconds.
+        word: the word with its leading space and the punctuation merged into it.
+        probability: mean probability of the word's tokens.
+    """
+
+    start: float
+    end: float
+    word: str
+    probability: float
+
+    @classmethod
+    def from_native(cls, d: Mapping[str, Any]) -> "Word":
+        """Builds a word from the dict the native module returns."""
+        return cls(start=float(d["start"]), end=float(d["end"]), word=str(d["word"]),
+                   probability=float(d["probability"]))
 
 
 @dataclass
@@ -21,6 +44,7 @@ class Segment:
         compression_ratio: gzip compression ratio of the text (high means repetitive).
         no_speech_prob: probability of the no-speech token for the window.
         temperature: sampling temperature that produced the segment (0 = greedy/beam).
+        words: the segment's words with ``word_timestamps=True``, else None.
     """
 
     id: int
@@ -33,6 +57,7 @@ class Segment:
     compression_ratio: float = 0.0
     no_speech_prob: float = 0.0
     temperature: float = 0.0
+    words: Optional[List[Word]] = None
 
     @classmethod
     def from_native(cls, d: Mapping[str, Any]) -> "Segment":
@@ -48,6 +73,7 @@ class Segment:
             compression_ratio=float(d.get("compression_ratio", 0.0)),
             no_speech_prob=float(d.get("no_speech_prob", 0.0)),
             temperature=float(d.get("temperature", 0.0)),
+            words=[Word.from_native(w) for w in d["words"]] if d.get("words") else None,
         )
 
 
@@ -81,11 +107,16 @@ class Transcription:
         )
 
     def to_dict(self) -> Dict[str, Any]:
-        """Returns plain Python types only (JSON-serializable), segments as dicts."""
-        return asdict(self)
+        """Returns plain Python types only (JSON-serializable), segments as dicts (a segment's
+        ``words`` only when it has them: with ``word_timestamps=True``)."""
+        d = asdict(self)
+        for s in d["segments"]:
+            if s["words"] is None:
+                del s["words"]
+        return d
 
     def __str__(self) -> str:
         return self.text
 
 
-__all__ = ["Segment", "Transcription"]
+__all__ = ["Segment", "Transcription", "Word"]

@@ -89,6 +89,20 @@ struct TranscribeOptions {
   // above this. Default 0.5; >= 1 disables.
   float prompt_reset_on_temperature = 0.5f;
 
+  // ---- Word-level timestamps (faster-whisper's word_timestamps) ----
+  // Align each window's text to the audio with the cross-attention of the checkpoint's
+  // alignment heads and give every segment its words (Segment::words; start, end, probability).
+  // Segment boundaries and the next window's start then follow the words, as in faster-whisper.
+  // CPU backend only (kUnsupported elsewhere). Default false.
+  bool word_timestamps = false;
+  // With word_timestamps: punctuation merged into the following word (prepend) or into the
+  // previous word (append). Defaults are faster-whisper's.
+  std::string prepend_punctuations = "\"'\u201c\u00bf([{-";
+  std::string append_punctuations = "\"'.\u3002,\uff0c!\uff01?\uff1f:\uff1a\u201d)]}\u3001";
+  // With word_timestamps: skip silent periods longer than this many seconds around a possible
+  // hallucination (faster-whisper's algorithm). Default: unset (off; None in faster-whisper).
+  std::optional<float> hallucination_silence_threshold;
+
   // ---- Voice activity detection (faster-whisper's vad_filter / BatchedInferencePipeline) ----
   // Transcribe only the speech Silero VAD finds (faster-whisper's vad_filter): the speech chunks
   // are concatenated, transcribed as one recording with the options above, and segment times

@@ -7,6 +7,14 @@
 
 namespace speechcore {
 
+// A word of a segment (TranscribeOptions::word_timestamps), as faster-whisper's Word.
+struct Word {
+  double start = 0.0;          // seconds
+  double end = 0.0;            // seconds
+  std::string word;            // with its leading space and merged punctuation
+  double probability = 0.0;    // mean probability of its tokens
+};
+
 struct Segment {
   int id = 0;
   int seek = 0;                // mel frame (10 ms) where the window that produced it starts
@@ -18,6 +26,7 @@ struct Segment {
   float compression_ratio = 0.0f;
   float no_speech_prob = 0.0f;
   float temperature = 0.0f;
+  std::vector<Word> words;     // with word_timestamps only (else empty)
 };
 
 struct Transcription {

@@ -52,6 +52,10 @@ DecodePlan make_plan(const io::Tokenizer& tok, const WindowRunner& model, const 
     SC_CHECK(!std::isnan(v), ErrorCode::kInvalidArgument, name, " must be a number, got NaN");
   }
   SC_CHECK(opt.max_new_tokens >= 0, ErrorCode::kInvalidArgument, "max_new_tokens must be >= 0");
+  SC_CHECK(!opt.hallucination_silence_threshold || !std::isnan(*opt.hallucination_silence_threshold),
+           ErrorCode::kInvalidArgument, "hallucination_silence_threshold must be a number, got NaN");
+  SC_CHECK(!(opt.word_timestamps && opt.chunked), ErrorCode::kUnsupported,
+           "word_timestamps is not available in the chunked (batched VAD) mode yet");
   DecodePlan plan;
   plan.opt = &opt;
   const bool multilingual = tok.multilingual();
@@ -107,6 +111,9 @@ DecodePlan make_plan(const io::Tokenizer& tok, const WindowRunner& model, const 
   plan.temperatures = opt.temperature;
   // Every attempt's search must be one this backend runs (never decoded greedily instead).
   const DecodingSupport support = model.decoding_support();
+  SC_CHECK(!opt.word_timestamps || support.word_timestamps, ErrorCode::kUnsupported,
+           "word_timestamps is not available on ", model.device(), " yet");
+  wopt.keep_encoder_output = opt.word_timestamps;
   for (size_t a = 0; a < plan.temperatures.size(); ++a)
     check_decoding_support(window_for(plan, a, 0), support, model.device());
   return plan;

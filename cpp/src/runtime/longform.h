@@ -8,13 +8,16 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <cmath>
 #include <deque>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "core/status.h"
 #include "io/tokenizer.h"
 #include "runtime/whisper_decoding.h"
+#include "runtime/word_timestamps.h"
 #include "speechcore/options.h"
 #include "speechcore/results.h"
 
@@ -23,12 +26,6 @@ namespace speechcore::runtime {
 constexpr double kTimePerFrame = 0.01;   // mel hop 160 / 16 kHz
 constexpr double kTimePrecision = 0.02;  // one timestamp token
 constexpr int kInputStride = 2;          // mel frames per encoder position
-
-// A window's tokens between two timestamp pairs (times in seconds).
-struct SplitSegment {
-  double start, end;
-  std::vector<int> tokens;
-};
 
 // s without leading/trailing whitespace (Python's str.strip()).
 std::string strip(const std::string& s);
@@ -90,7 +87,8 @@ class Recording {
   Recording(const DecodePlan& plan, const WindowRunner& runner, const io::Tokenizer& tok,
             const WhisperSpecialTokens& special, const std::vector<float>& samples)
       : plan_(plan), runner_(runner), tok_(tok), special_(special), samples_(samples),
-        lookahead_(plan.opt->without_timestamps && !plan.opt->condition_on_previous_text) {}
+        lookahead_(plan.opt->without_timestamps && !plan.opt->condition_on_previous_text &&
+                   !plan.opt->word_timestamps) {}  // word timestamps seek by the last word
 
   bool started() const { return started_; }
   bool done() const { return done_; }
@@ -162,6 +160,7 @@ class Recording {
     discarded_ = 0;
     if (needs_fallback(opt, cr, avg, window_result.no_speech_prob)) {
       failed_.push_back(Attempt{window_result, cr});
+      if (failed_.size() > 1) failed_.back().result.encoder_output.reset();  // the same window's: keep one
       if (attempt_ + 1 < plan_.temperatures.size()) {
         // Decode this window again at the next temperature, before anything after it.
         ++attempt_;
@@ -181,7 +180,8 @@ class Recording {
       size_t best = pool[0];
       for (size_t i : pool)
         if (failed_[i].result.avg_logprob > failed_[best].result.avg_logprob) best = i;
-      const Attempt chosen = std::move(failed_[best]);
+      Attempt chosen = std::move(failed_[best]);
+      if (!chosen.result.encoder_output) chosen.result.encoder_output = failed_[0].result.encoder_output;
       failed_.clear();
       attempt_ = 0;
       consume_front(chosen.result, chosen.compression_ratio, temperature);
@@ -269,8 +269,14 @@ class Recording {
       for (int t : tokens)
         if (t >= tb) last_ts = t;
       if (last_ts >= 0 && last_ts != tb) duration = (last_ts - tb) * kTimePrecision;
-      segments.push_back(SplitSegment{time_offset, time_offset + duration, tokens});
+      segments.push_back(SplitSegment{time_offset, time_offset + duration, tokens, {}});
       seek_ += segment_size;
+    }
+
+    if (opt.word_timestamps && !word_timestamps(segments, window_result, time_offset, previous_seek, segment_size,
+                                                single_timestamp_ending)) {
+      update_done();  // a leading hallucination skipped: nothing of this window is kept
+      return;
     }
 
     for (SplitSegment& s : segments) {
@@ -288,11 +294,83 @@ class Recording {
       out.compression_ratio = cr;
       out.no_speech_prob = window_result.no_speech_prob;
       out.temperature = temperature;
+      out.words = std::move(s.words);
       result_.segments.push_back(std::move(out));
     }
     if (!opt.condition_on_previous_text || temperature > opt.prompt_reset_on_temperature)
       prompt_reset_since_ = all_tokens_.size();
     update_done();
+  }
+
+  // Word timestamps of the window's segments and faster-whisper's seek by the last word and
+  // skipping of silence around hallucinations (hallucination_silence_threshold). Moves seek_
+  // and may drop segments; false when the whole window is dropped (its first words look like
+  // a hallucination after a long silence: seek to them, keep nothing, prompt unchanged).
+  bool word_timestamps(std::vector<SplitSegment>& segments, const WindowResult& window_result, double time_offset,
+                       int64_t previous_seek, int64_t segment_size, bool single_timestamp_ending) {
+    const TranscribeOptions& opt = *plan_.opt;
+    const int eot = special_.eot;
+    AlignRequest req;
+    req.mel = issued_.front().mel.data();
+    req.encoder_output = window_result.encoder_output.get();
+    req.sot_sequence = plan_.sot_sequence;
+    for (const SplitSegment& s : segments)
+      for (int t : s.tokens)
+        if (t < eot) req.text_tokens.push_back(t);
+    req.num_frames = segment_size;
+    std::vector<WordTiming> words;
+    if (!req.text_tokens.empty())
+      words = words_from_alignment(tok_, result_.language, req.text_tokens, runner_.align(req, special_));
+    add_word_timestamps(segments, std::move(words), previous_seek, opt.prepend_punctuations, opt.append_punctuations,
+                        eot, last_speech_timestamp_);
+    if (!single_timestamp_ending) {
+      const std::optional<double> last_word_end = segments_end(segments);
+      if (last_word_end && *last_word_end > time_offset) seek_ = std::llround(std::nearbyint(*last_word_end * 100.0));
+    }
+    if (opt.hallucination_silence_threshold) {
+      const double threshold = *opt.hallucination_silence_threshold;
+      const double segment_duration = static_cast<double>(segment_size) * kTimePerFrame;
+      const double window_end_time = static_cast<double>(previous_seek + plan_.window_frames) * kTimePerFrame;
+      const double content_duration = static_cast<double>(content_frames_) * kTimePerFrame;
+      auto next_words_segment = [&](size_t from) -> const SplitSegment* {
+        for (size_t i = from; i < segments.size(); ++i)
+          if (!segments[i].words.empty()) return &segments[i];
+        return nullptr;
+      };
+      // A first segment that may be a hallucination: skip the silence before it.
+      const SplitSegment* first = next_words_segment(0);
+      if (first != nullptr && is_segment_anomaly(first)) {
+        const double gap = first->start - time_offset;
+        if (gap > threshold) {
+          seek_ = previous_seek + std::llround(std::nearbyint(gap * 100.0));
+          return false;
+        }
+      }
+      // Skip the silence before any possible hallucination surrounded by silence or more
+      // hallucinations (and drop it and everything after it).
+      double hal_last_end = last_speech_timestamp_;
+      for (size_t si = 0; si < segments.size(); ++si) {
+        const SplitSegment& segment = segments[si];
+        if (segment.words.empty()) continue;
+        if (is_segment_anomaly(&segment)) {
+          const SplitSegment* next = next_words_segment(si + 1);
+          const double hal_next_start = next != nullptr ? next->words.front().start : time_offset + segment_duration;
+          const bool silence_before = segment.start - hal_last_end > threshold || segment.start < threshold ||
+                                      segment.start - time_offset < 2.0;
+          const bool silence_after = hal_next_start - segment.end > threshold || is_segment_anomaly(next) ||
+                                     window_end_time - segment.end < 2.0;
+          if (silence_before && silence_after) {
+            seek_ = std::llround(std::nearbyint(std::max(time_offset + 1, segment.start) * 100.0));
+            if (content_duration - segment.end < threshold) seek_ = content_frames_;
+            segments.resize(si);
+            break;
+          }
+        }
+        hal_last_end = segment.end;
+      }
+    }
+    if (const std::optional<double> last_word_end = segments_end(segments)) last_speech_timestamp_ = *last_word_end;
+    return true;
   }
 
  private:
@@ -337,6 +415,7 @@ class Recording {
   std::vector<int> all_tokens_;  // the initial prompt, then every kept segment's tokens
   size_t prompt_reset_since_ = 0;
   int64_t seek_ = 0;             // mel frame where the next window starts
+  double last_speech_timestamp_ = 0.0;  // word timestamps: end of the last word kept
   int segment_id_ = 0;
   Transcription result_;
 };

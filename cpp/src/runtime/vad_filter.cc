@@ -177,6 +177,18 @@ void FilteredRecording::sync_segments() {
     const std::vector<Segment>& segs = single_->segments();
     for (; mapped_ < segs.size(); ++mapped_) {
       Segment s = segs[mapped_];
+      if (!s.words.empty()) {
+        // Words: both ends by the chunk of the word's middle; the segment spans its words.
+        for (Word& w : s.words) {
+          const int64_t chunk = map_->chunk_index((w.start + w.end) / 2);
+          w.start = map_->original_time(w.start, chunk);
+          w.end = map_->original_time(w.end, chunk);
+        }
+        s.start = s.words.front().start;
+        s.end = s.words.back().end;
+        segments_.push_back(std::move(s));
+        continue;
+      }
       s.start = map_->original_time(s.start);
       s.end = map_->original_time(s.end, -1, /*is_end=*/true);
       segments_.push_back(std::move(s));

@@ -10,6 +10,7 @@
 #include "engine/step_runner.h"
 #include "io/audio.h"
 #include "ops/ops.h"
+#include "runtime/whisper_align.h"
 #include "runtime/whisper_beam.h"
 #include "runtime/whisper_greedy.h"
 
@@ -156,6 +157,10 @@ void apply_penalties(float* logits, int vocab, const std::vector<int>& generated
   }
 }
 
+Alignment WindowRunner::align(const AlignRequest&, const WhisperSpecialTokens&) const {
+  throw_error(ErrorCode::kUnsupported, "word_timestamps is not available on ", device(), " yet");
+}
+
 std::unique_ptr<engine::StepRunner> WindowRunner::make_step_runner(const engine::StepRunnerConfig&) const {
   throw_error(ErrorCode::kUnsupported, "the engine (submit / transcribe_stream / atranscribe) is not available on ",
               device(), " yet; use transcribe or transcribe_batch");
@@ -177,8 +182,9 @@ class CpuStepRunner final : public engine::StepRunner {
     for (const engine::AdmitJob& j : jobs) {
       SC_CHECK(windows_.count(j.id) == 0, ErrorCode::kInternal, "window ", j.id, " admitted twice");
       auto w = std::make_unique<Window>();
-      w->cross = model_->encode(j.mel);
-      w->decoder = make_cpu_window_decoder(*model_, w->cross, j.prompt, special, j.options);
+      w->cross = std::make_shared<models::whisper::CrossKV>(model_->encode(j.mel));
+      w->keep_cross = j.options.keep_encoder_output;
+      w->decoder = make_cpu_window_decoder(*model_, *w->cross, j.prompt, special, j.options);
       w->decoder->step();
       windows_.emplace(j.id, std::move(w));
     }
@@ -192,7 +198,9 @@ class CpuStepRunner final : public engine::StepRunner {
   }
   bool done(uint64_t id) const override { return windows_.at(id)->decoder->done(); }
   WindowResult take(uint64_t id) override {
-    WindowResult r = window(id).decoder->take_result();
+    Window& w = window(id);
+    WindowResult r = w.decoder->take_result();
+    if (w.keep_cross) r.encoder_output = w.cross;
     windows_.erase(id);
     return r;
   }
@@ -201,8 +209,9 @@ class CpuStepRunner final : public engine::StepRunner {
 
  private:
   struct Window {
-    models::whisper::CrossKV cross;
-    std::unique_ptr<WindowDecoder> decoder;  // refers to cross: the Window stays put (held by pointer)
+    std::shared_ptr<const models::whisper::CrossKV> cross;
+    bool keep_cross = false;                 // handed out with the result (WindowOptions::keep_encoder_output)
+    std::unique_ptr<WindowDecoder> decoder;  // refers to *cross
   };
   Window& window(uint64_t id) {
     auto it = windows_.find(id);
@@ -221,12 +230,17 @@ class CpuWindowRunner final : public WindowRunner {
   WindowResult run(const float* mel, const std::vector<int>& prompt, const WhisperSpecialTokens& special,
                    const WindowOptions& options) const override {
     prompt_layout(prompt, special, options);  // reject a bad prompt before the encoder runs
-    const models::whisper::CrossKV cross = model_->encode(mel);
-    return decode_window_cpu(*model_, cross, prompt, special, options);
+    auto cross = std::make_shared<const models::whisper::CrossKV>(model_->encode(mel));
+    WindowResult r = decode_window_cpu(*model_, *cross, prompt, special, options);
+    if (options.keep_encoder_output) r.encoder_output = std::move(cross);
+    return r;
+  }
+  Alignment align(const AlignRequest& request, const WhisperSpecialTokens& special) const override {
+    return align_window_cpu(*model_, request, special);
   }
   std::string device() const override { return "cpu"; }
   std::string compute_type() const override { return "float32"; }
-  DecodingSupport decoding_support() const override { return {true, true, true}; }
+  DecodingSupport decoding_support() const override { return {true, true, true, true}; }
   std::vector<float> prompt_logits(const float* mel, const std::vector<int>& prompt) const override {
     return runtime::prompt_logits(*model_, model_->encode(mel), prompt);
   }

@@ -43,6 +43,7 @@ struct WindowOptions {
   float temperature = 0.0f;
   int num_hypotheses = 1;                  // candidates sampled at temperature > 0 (best_of)
   uint64_t seed = 0;                       // random stream of this window attempt (sampling only)
+  bool keep_encoder_output = false;        // return it in WindowResult::encoder_output (word timestamps)
 };
 
 // What a WindowOptions asks beyond plain greedy decoding; a backend reports what it supports
@@ -51,6 +52,7 @@ struct DecodingSupport {
   bool beam_search = false;  // beam_size > 1 at temperature 0
   bool sampling = false;     // temperature > 0 (with best_of candidates)
   bool penalties = false;    // repetition_penalty != 1, no_repeat_ngram_size > 0, length_penalty != 1
+  bool word_timestamps = false;  // WindowRunner::align
 };
 
 struct WindowResult {
@@ -60,6 +62,24 @@ struct WindowResult {
   // faster-whisper does (NaN for an empty window, as there)
   double avg_logprob = 0.0;
   float no_speech_prob = 0.0f; // P(<|nospeech|>) at the start-of-transcript position
+  // The window's encoder output, kept when WindowOptions::keep_encoder_output asked for it on a
+  // backend that can (the CPU), so WindowRunner::align need not encode the window again.
+  std::shared_ptr<const models::whisper::CrossKV> encoder_output;
+};
+
+// Word alignment of a window's text (WindowRunner::align): CTranslate2's Whisper align.
+struct AlignRequest {
+  const float* mel = nullptr;          // [n_mels, n_frames()] host float32 (the window's features)
+  const models::whisper::CrossKV* encoder_output = nullptr;  // the window's, if kept (else encoded from mel)
+  std::vector<int> sot_sequence;       // start-of-transcript sequence (no previous-text prompt)
+  std::vector<int> text_tokens;        // the text tokens to align (timestamps and end-of-text excluded)
+  int64_t num_frames = 0;              // mel frames of content in the window (<= n_frames())
+};
+struct Alignment {
+  // DTW path over (text row, encoder frame): row 0 is the no-timestamps position (it predicts
+  // text_tokens[0]), row text_tokens.size() the end-of-text one; empty when num_frames < 2.
+  std::vector<std::pair<int, int>> path;
+  std::vector<float> text_token_probs;  // P(text_tokens[t]) over the text vocabulary (ids < eot)
 };
 
 // Checks of a window's prompt shared by every backend: index of the start-of-transcript token,
@@ -113,6 +133,12 @@ class WindowRunner {
   // others are rejected (kUnsupported) before any window runs, never decoded greedily.
   // The default: plain greedy decoding only.
   virtual DecodingSupport decoding_support() const { return {}; }
+  // Cross-attention alignment of a window's text (word timestamps): the decoder runs over
+  // sot_sequence + no-timestamps + text + end-of-text and the alignment heads' cross-attention
+  // (softmax over the content frames, standardized per frame over the tokens, median filter of
+  // width 7 over frames, mean over heads) goes through DTW, as CTranslate2's Whisper align.
+  // kUnsupported where the backend has none (decoding_support().word_timestamps).
+  virtual Alignment align(const AlignRequest& request, const WhisperSpecialTokens& special) const;
   // Raw float32 logits [vocab] at the last prompt position (tests compare backends with it).
   virtual std::vector<float> prompt_logits(const float* mel, const std::vector<int>& prompt) const = 0;
 };

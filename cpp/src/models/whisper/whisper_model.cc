@@ -1,6 +1,7 @@
 #include "models/whisper/whisper_model.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "core/status.h"
@@ -108,7 +109,7 @@ DecoderState WhisperModel::new_state() const {
 }
 
 void WhisperModel::decode(DecoderState& state, const CrossKV& cross, const int* tokens, int n,
-                          const std::vector<int>& logit_rows, float* logits) const {
+                          const std::vector<int>& logit_rows, float* logits, CrossAttentionCapture* capture) const {
   const WhisperConfig& c = weights_.config;
   const ops::Context cx = ctx();
   const int64_t d = c.d_model, p0 = state.length, t_enc = c.n_audio_ctx;
@@ -132,6 +133,13 @@ void WhisperModel::decode(DecoderState& state, const CrossKV& cross, const int* 
   Tensor ff = scratch(n, 4 * d);
   Tensor scores = scratch(std::max(ops::attention_scratch_floats(cx, n, p0 + n, heads),
                                    ops::attention_scratch_floats(cx, n, t_enc, heads)), 1);
+  if (capture != nullptr) {
+    for (const auto& [layer, head] : capture->heads)
+      SC_CHECK(layer >= 0 && layer < static_cast<int>(weights_.dec_layers.size()) && head >= 0 && head < heads,
+               ErrorCode::kInvalidArgument, "alignment head (", layer, ", ", head, ") is outside the decoder (",
+               weights_.dec_layers.size(), " layers of ", heads, " heads)");
+    capture->scores.assign(capture->heads.size() * static_cast<size_t>(n) * t_enc, 0.0f);
+  }
 
   for (size_t li = 0; li < weights_.dec_layers.size(); ++li) {
     const DecoderLayer& L = weights_.dec_layers[li];
@@ -155,6 +163,7 @@ void WhisperModel::decode(DecoderState& state, const CrossKV& cross, const int* 
     const float* KV = cross.kv[li].data<float>();
     ops::attention(cx, qkv.data<float>(), d, KV, 2 * d, KV + d, 2 * d, att.data<float>(), n, t_enc, heads, hd, -1,
                    scores.data<float>());
+    if (capture != nullptr) capture_cross_scores(*capture, static_cast<int>(li), qkv.data<float>(), KV, n);
     ops::linear(cx, att.data<float>(), C.out_w.data<float>(), C.out_b.data<float>(), X, n, d, d, true);
     // feed-forward
     const FfnWeights& F = L.ffn;
@@ -174,6 +183,24 @@ void WhisperModel::decode(DecoderState& state, const CrossKV& cross, const int* 
                     rows.data<float>() + r * d, 1, d);
   }
   ops::linear(cx, rows.data<float>(), weights_.tok_emb.data<float>(), nullptr, logits, m, c.vocab_size, d);
+}
+
+void WhisperModel::capture_cross_scores(CrossAttentionCapture& capture, int layer, const float* q, const float* kv,
+                                        int64_t n) const {
+  const WhisperConfig& c = weights_.config;
+  const ops::Context cx = ctx();
+  const int64_t d = c.d_model, t_enc = c.n_audio_ctx, hd = c.d_model / c.decoder_heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  std::vector<float> qh(static_cast<size_t>(n * hd)), kh(static_cast<size_t>(t_enc * hd));
+  for (size_t i = 0; i < capture.heads.size(); ++i) {
+    if (capture.heads[i].first != layer) continue;
+    const int64_t off = capture.heads[i].second * hd;
+    for (int64_t r = 0; r < n; ++r)  // q: [n, d] (the cross query), scaled as the attention does
+      for (int64_t j = 0; j < hd; ++j) qh[r * hd + j] = q[r * d + off + j] * scale;
+    for (int64_t r = 0; r < t_enc; ++r)  // k: [t_enc, 2d] (K | V)
+      std::memcpy(kh.data() + r * hd, kv + r * 2 * d + off, sizeof(float) * hd);
+    ops::linear(cx, qh.data(), kh.data(), nullptr, capture.scores.data() + i * n * t_enc, n, t_enc, hd);
+  }
 }
 
 BatchDecoderState WhisperModel::new_batch_state(int capacity, int positions) const {

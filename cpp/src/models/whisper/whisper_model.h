@@ -41,6 +41,13 @@ struct BatchDecoderState {
   std::unique_ptr<core::Workspace> workspace;  // per-step activations (as DecoderState)
 };
 
+// Cross-attention scores of chosen heads captured by WhisperModel::decode (word alignment):
+// q.k / sqrt(head_dim) before the softmax, over all encoder positions.
+struct CrossAttentionCapture {
+  std::vector<std::pair<int, int>> heads;  // (decoder layer, head)
+  std::vector<float> scores;               // [heads.size(), n, n_audio_ctx], written by decode
+};
+
 class WhisperModel {
  public:
   WhisperModel(WhisperWeights weights, int threads);
@@ -57,8 +64,10 @@ class WhisperModel {
   // Appends `n` tokens to the sequence in `state` (positions state.length ...) and writes the
   // logits of the rows listed in `logit_rows` (indices into tokens) to
   // logits: [logit_rows.size(), vocab_size].
+  // With `capture`, also writes the raw cross-attention scores of its heads (the normal path
+  // computes nothing more without it).
   void decode(DecoderState& state, const CrossKV& cross, const int* tokens, int n,
-              const std::vector<int>& logit_rows, float* logits) const;
+              const std::vector<int>& logit_rows, float* logits, CrossAttentionCapture* capture = nullptr) const;
 
   // Caches for `capacity` rows of up to `positions` tokens each (prompt + generated).
   BatchDecoderState new_batch_state(int capacity, int positions) const;
@@ -74,6 +83,9 @@ class WhisperModel {
 
  private:
   ops::Context ctx() const { return ops::Context{pool_.get()}; }
+  // capture's heads of decoder layer `layer`: q: [n, d] cross queries, kv: [n_audio_ctx, 2d].
+  void capture_cross_scores(CrossAttentionCapture& capture, int layer, const float* q, const float* kv,
+                            int64_t n) const;
 
   WhisperWeights weights_;
   std::unique_ptr<core::ThreadPool> pool_;
