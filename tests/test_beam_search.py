@@ -129,21 +129,3 @@ def test_bad_search_options(tiny, options, message):
     ours, _ = tiny
     with pytest.raises(speechcore.InvalidArgumentError, match=message):
         ours.transcribe(np.zeros(16000, np.float32), sample_rate=16000, **options)
-
-
-@pytest.mark.cuda
-def test_cuda_rejects_search_it_lacks(tiny_dir):
-    """The CUDA backend has greedy decoding only: beams, sampling and penalties are refused
-    (UnsupportedError naming the option), never decoded greedily."""
-    model = speechcore.load(str(tiny_dir), device="cuda")
-    audio = np.zeros(16000, np.float32)
-    for options, name in [(dict(beam_size=5), "beam_size"), (dict(temperature=[0.0, 0.2]), "temperature"),
-                          (dict(repetition_penalty=1.2), "repetition_penalty"),
-                          (dict(no_repeat_ngram_size=3), "no_repeat_ngram_size")]:
-        with pytest.raises(speechcore.UnsupportedError, match=name):
-            model.transcribe(audio, sample_rate=16000, **options)
-        with pytest.raises(speechcore.UnsupportedError, match=name):
-            model.transcribe_batch([audio], sample_rate=16000, **options)
-        with pytest.raises(speechcore.UnsupportedError, match=name):
-            model.submit(audio, sample_rate=16000, **options).result(timeout=60)
-    model.transcribe(audio, sample_rate=16000, beam_size=1, temperature=0.0)  # greedy still works

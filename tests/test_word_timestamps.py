@@ -142,13 +142,6 @@ def test_options_and_errors(tiny, speech_audio):
             ours.transcribe(audio, sample_rate=16000, language="en", **bad)
 
 
-@pytest.mark.cuda
-def test_cuda_refuses_word_timestamps(tiny_dir, speech_audio):
-    model = speechcore.load(str(tiny_dir), device="cuda")
-    with pytest.raises(speechcore.UnsupportedError, match="word_timestamps"):
-        model.transcribe(speech_audio[0][1], sample_rate=16000, **OPTIONS)
-
-
 def test_cli_json_has_words(tiny_dir, speech_clips, tmp_path, capsys):
     import json
 

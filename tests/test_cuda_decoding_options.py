@@ -1,4 +1,7 @@
-"""The VAD modes on the GPU against the CPU path (the oracle), real tiny.en weights in float32:
+"""Decoding options on the GPU, real tiny.en weights: what the CUDA backend does not run yet
+(beam search, sampling, penalties, word timestamps) is refused with UnsupportedError naming
+the option on every path, never decoded greedily instead; and the VAD modes against the CPU
+path (the oracle) in float32:
 vad_filter=True through transcribe and the engine, and the batched VAD-chunked mode
 (transcribe_chunked on the engine, transcribe(chunked=True) without it) give the CPU's tokens
 and times. The Silero weights come from the silero-vad package, or from
@@ -64,3 +67,22 @@ def test_vad_modes_on_gpu_match_cpu(tiny_dir, gapped, vad_weights):
     finally:
         cpu.close()
         gpu.close()
+
+
+def test_cuda_rejects_search_it_lacks(tiny_dir):
+    """Beams, sampling (a fallback temperature list) and penalties: refused by transcribe,
+    transcribe_batch and the engine before any window runs; greedy still works."""
+    model = speechcore.load(str(tiny_dir), device="cuda")
+    audio = np.zeros(16000, np.float32)
+    for options, name in [(dict(beam_size=5), "beam_size"), (dict(temperature=[0.0, 0.2]), "temperature"),
+                          (dict(repetition_penalty=1.2), "repetition_penalty"),
+                          (dict(no_repeat_ngram_size=3), "no_repeat_ngram_size"),
+                          (dict(word_timestamps=True), "word_timestamps")]:
+        with pytest.raises(speechcore.UnsupportedError, match=name):
+            model.transcribe(audio, sample_rate=16000, language="en", **options)
+        with pytest.raises(speechcore.UnsupportedError, match=name):
+            model.transcribe_batch([audio], sample_rate=16000, language="en", **options)
+        with pytest.raises(speechcore.UnsupportedError, match=name):
+            model.submit(audio, sample_rate=16000, language="en", **options).result(timeout=60)
+    model.transcribe(audio, sample_rate=16000, beam_size=1, temperature=0.0)  # greedy still works
+    model.close()
