@@ -69,17 +69,61 @@ def test_vad_modes_on_gpu_match_cpu(tiny_dir, gapped, vad_weights):
         gpu.close()
 
 
+def _tokens(t):
+    return [s.tokens for s in t.segments]
+
+
+def test_cuda_beam_search_and_sampling_match_cpu(tiny_dir, speech_audio, longform_audio):
+    """Beam search, best-of sampling and the temperature fallback on the GPU (transcribe):
+    float32 tokens identical to the CPU's on real clips and the 70 s long-form file (sampling
+    draws the same numbers from the same seed; the GPU's float32 log-probs differ from the
+    CPU's by rounding only, far from any draw's boundary on real speech)."""
+    cpu = speechcore.load(str(tiny_dir), device="cpu", threads=8)
+    gpu = speechcore.load(str(tiny_dir), device="cuda", compute_type="float32")
+    try:
+        settings = [dict(beam_size=5), dict(beam_size=3, patience=2.0),
+                    dict(temperature=0.6, best_of=4, seed=3),
+                    # every window fails the log-prob threshold: all six temperatures run
+                    dict(temperature=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0], log_prob_threshold=0.0, beam_size=2, seed=5)]
+        for opts in settings:
+            for name, audio in speech_audio[:4]:
+                want = cpu.transcribe(audio, language="en", **opts)
+                got = gpu.transcribe(audio, language="en", **opts)
+                assert _tokens(got) == _tokens(want), (opts, name)
+                assert [s.temperature for s in got.segments] == [s.temperature for s in want.segments], (opts, name)
+        want = cpu.transcribe(longform_audio, language="en", beam_size=5)
+        got = gpu.transcribe(longform_audio, language="en", beam_size=5)
+        assert _tokens(got) == _tokens(want)
+        assert [(round(s.start, 2), round(s.end, 2)) for s in got.segments] == \
+            [(round(s.start, 2), round(s.end, 2)) for s in want.segments]
+        # bfloat16: the same words as the CPU on the clips (WER-level agreement)
+        half = speechcore.load(str(tiny_dir), device="cuda", compute_type="bfloat16")
+        same = sum(half.transcribe(a, language="en", beam_size=5).text == cpu.transcribe(a, language="en",
+                                                                                         beam_size=5).text
+                   for _, a in speech_audio)
+        assert same >= len(speech_audio) - 2, same
+        half.close()
+    finally:
+        cpu.close()
+        gpu.close()
+
+
 def test_cuda_rejects_search_it_lacks(tiny_dir):
-    """Beams, sampling (a fallback temperature list) and penalties: refused by transcribe,
-    transcribe_batch and the engine before any window runs; greedy still works."""
+    """Beams and sampling run through transcribe but not yet on the engine (transcribe_batch,
+    submit): refused there before any window runs; penalties and word timestamps are refused
+    everywhere (UnsupportedError naming the option, never decoded greedily); greedy still works."""
     model = speechcore.load(str(tiny_dir), device="cuda")
     audio = np.zeros(16000, np.float32)
-    for options, name in [(dict(beam_size=5), "beam_size"), (dict(temperature=[0.0, 0.2]), "temperature"),
-                          (dict(repetition_penalty=1.2), "repetition_penalty"),
-                          (dict(no_repeat_ngram_size=3), "no_repeat_ngram_size"),
-                          (dict(word_timestamps=True), "word_timestamps")]:
-        with pytest.raises(speechcore.UnsupportedError, match=name):
+    for options, name, direct in [(dict(beam_size=5), "beam_size", True),
+                                  (dict(temperature=[0.0, 0.2]), "temperature", True),
+                                  (dict(repetition_penalty=1.2), "repetition_penalty", False),
+                                  (dict(no_repeat_ngram_size=3), "no_repeat_ngram_size", False),
+                                  (dict(word_timestamps=True), "word_timestamps", False)]:
+        if direct:
             model.transcribe(audio, sample_rate=16000, language="en", **options)
+        else:
+            with pytest.raises(speechcore.UnsupportedError, match=name):
+                model.transcribe(audio, sample_rate=16000, language="en", **options)
         with pytest.raises(speechcore.UnsupportedError, match=name):
             model.transcribe_batch([audio], sample_rate=16000, language="en", **options)
         with pytest.raises(speechcore.UnsupportedError, match=name):

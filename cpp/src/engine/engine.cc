@@ -235,6 +235,11 @@ struct Engine::Impl {
       r.samples = io::prepare_audio(r.pcm.data(), r.frames, r.sample_rate, r.channels);
       std::vector<float>().swap(r.pcm);
       r.recording = std::make_unique<runtime::FilteredRecording>(transcriber, r.options, r.samples);
+      // every attempt's search must be one the step runner has (the model's runner was checked)
+      const runtime::DecodePlan& plan = r.recording->plan();
+      for (size_t a = 0; a < plan.temperatures.size(); ++a)
+        runtime::check_decoding_support(runtime::window_for(plan, a, 0), runner->decoding_support(),
+                                        transcriber.runner().device() + " engine");
       r.recording->begin();
     } catch (const Error& e) {
       r.prepare_error = std::make_unique<Error>(e);

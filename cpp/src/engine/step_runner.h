@@ -51,6 +51,9 @@ class StepRunner {
   // Forgets a window in any state (no-op for an unknown id).
   virtual void release(uint64_t id) = 0;
   virtual size_t windows() const = 0;  // windows held
+  // The searches admit() runs (the engine rejects a request needing another one up front,
+  // kUnsupported); default: greedy decoding only.
+  virtual runtime::DecodingSupport decoding_support() const { return {}; }
 
  protected:
   const KVCacheManager* kv_ = nullptr;

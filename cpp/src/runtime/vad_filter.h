@@ -58,6 +58,8 @@ void check_vad_options(const TranscribeOptions& o);
 // begin() runs the VAD.
 class FilteredRecording {
  public:
+  // The decoding plan (options as the windows get them; every attempt's search).
+  const DecodePlan& plan() const { return plan_; }
   FilteredRecording(const WhisperTranscriber& transcriber, const TranscribeOptions& options,
                     const std::vector<float>& samples);
   FilteredRecording(const FilteredRecording&) = delete;

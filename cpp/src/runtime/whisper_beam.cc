@@ -80,22 +80,46 @@ namespace {
 
 // ---- shared pieces --------------------------------------------------------------------------
 
-// Runs the whole prompt on `state` (CTranslate2 forwards all but the last token, then decodes
-// from the last one: the same arithmetic), writes the last position's raw logits to
-// logits[0, vocab) and the no-speech probability (softmax at the start-of-transcript row).
-void prefill(const WhisperModel& model, const CrossKV& cross, const std::vector<int>& prompt,
-             const PromptLayout& layout, const WhisperSpecialTokens& sp, DecoderState& state,
-             std::vector<float>& logits, WindowResult& result) {
-  const int vocab = model.config().vocab_size;
-  const int prompt_len = static_cast<int>(prompt.size());
-  std::vector<int> rows = {prompt_len - 1};
-  if (layout.sot_index != prompt_len - 1) rows.insert(rows.begin(), layout.sot_index);
-  std::vector<float> out(rows.size() * static_cast<size_t>(vocab));
-  model.decode(state, cross, prompt.data(), prompt_len, rows, out.data());
-  const double lse = ops::logsumexp(out.data(), vocab);
-  result.no_speech_prob = sp.no_speech >= 0 ? static_cast<float>(std::exp(out[sp.no_speech] - lse)) : 0.0f;
-  std::copy(out.end() - vocab, out.end(), logits.begin());
-}
+// The CPU model's rows: the prompt on one DecoderState, then a BatchDecoderState.
+class CpuSearchRows final : public SearchRows {
+ public:
+  CpuSearchRows(const WhisperModel& model, const CrossKV& cross, int positions)
+      : model_(model), cross_(cross), positions_(positions) {}
+
+  // CTranslate2 forwards all but the last prompt token, then decodes from the last one: the
+  // same arithmetic as running the whole prompt.
+  float prefill(const std::vector<int>& prompt, int sot_index, int no_speech, float* logits) override {
+    const int vocab = model_.config().vocab_size;
+    const int prompt_len = static_cast<int>(prompt.size());
+    std::vector<int> rows = {prompt_len - 1};
+    if (sot_index != prompt_len - 1) rows.insert(rows.begin(), sot_index);
+    std::vector<float> out(rows.size() * static_cast<size_t>(vocab));
+    state_ = model_.new_state();
+    model_.decode(state_, cross_, prompt.data(), prompt_len, rows, out.data());
+    std::copy(out.end() - vocab, out.end(), logits);
+    return no_speech_probability(out.data(), vocab, no_speech);
+  }
+  void broadcast(int rows) override {
+    batch_ = model_.new_batch_state(rows, positions_);
+    model_.broadcast(state_, batch_, rows);
+    state_ = DecoderState();
+  }
+  void decode(const int* tokens, int /*rows*/, float* logits) override {
+    model_.decode_rows(batch_, cross_, tokens, logits);
+  }
+  void reorder(const std::vector<int>& origins) override { model_.reorder(batch_, origins); }
+  void release() override {
+    batch_ = BatchDecoderState();
+    state_ = DecoderState();
+  }
+
+ private:
+  const WhisperModel& model_;
+  const CrossKV& cross_;
+  int positions_;
+  DecoderState state_;       // the prompt, before the rows exist
+  BatchDecoderState batch_;  // the rows' caches
+};
 
 // The logits rules (penalties, suppressions, timestamps) for one row at generation step
 // `step` of a sequence `generated`, then its log-softmax.
@@ -155,10 +179,10 @@ class GreedyDecoder final : public WindowDecoder {
 
 class BeamSearchDecoder final : public WindowDecoder {
  public:
-  BeamSearchDecoder(const WhisperModel& model, const CrossKV& cross, std::vector<int> prompt,
+  BeamSearchDecoder(std::unique_ptr<SearchRows> rows, int vocab, std::vector<int> prompt,
                     const WhisperSpecialTokens& sp, WindowOptions o)
-      : model_(model), cross_(cross), prompt_(std::move(prompt)), sp_(sp), o_(std::move(o)),
-        layout_(prompt_layout(prompt_, sp_, o_)), vocab_(model.config().vocab_size), beam_(o_.beam_size),
+      : rows_(std::move(rows)), prompt_(std::move(prompt)), sp_(sp), o_(std::move(o)),
+        layout_(prompt_layout(prompt_, sp_, o_)), vocab_(vocab), beam_(o_.beam_size),
         candidates_(2 * o_.beam_size),
         max_finished_(static_cast<size_t>(std::round(static_cast<float>(o_.beam_size) * o_.patience))) {
     SC_CHECK(beam_ >= 2 && candidates_ <= vocab_, ErrorCode::kInvalidArgument, "beam_size ", beam_,
@@ -176,9 +200,8 @@ class BeamSearchDecoder final : public WindowDecoder {
     SC_ASSERT(!done_);
     int rows_in = beam_;
     if (step_ == 0) {
-      state_ = model_.new_state();
       logits_.assign(static_cast<size_t>(beam_) * vocab_, 0.0f);
-      prefill(model_, cross_, prompt_, layout_, sp_, state_, logits_, result_);
+      result_.no_speech_prob = rows_->prefill(prompt_, layout_.sot_index, sp_.no_speech, logits_.data());
       if (layout_.max_new <= 0) {
         done_ = true;
         finish_window(result_, o_.length_penalty);
@@ -188,7 +211,7 @@ class BeamSearchDecoder final : public WindowDecoder {
       seqs_.assign(1, {});
       scores_.assign(1, 0.0f);
     } else {
-      model_.decode_rows(batch_, cross_, last_.data(), logits_.data());
+      rows_->decode(last_.data(), beam_, logits_.data());
     }
 
     // Cumulative log-probs of every continuation of every beam.
@@ -265,25 +288,21 @@ class BeamSearchDecoder final : public WindowDecoder {
     }
     seqs_ = std::move(seqs);
     if (step_ == 0) {
-      batch_ = model_.new_batch_state(beam_, positions(prompt_, layout_));
-      model_.broadcast(state_, batch_, beam_);
-      state_ = DecoderState();
+      rows_->broadcast(beam_);
     } else {
-      model_.reorder(batch_, origins);
+      rows_->reorder(origins);
     }
     ++step_;
   }
 
  private:
   void release() {
-    batch_ = BatchDecoderState();
-    state_ = DecoderState();
+    rows_->release();
     std::vector<float>().swap(logits_);
     std::vector<int>().swap(ids_);
   }
 
-  const WhisperModel& model_;
-  const CrossKV& cross_;
+  std::unique_ptr<SearchRows> rows_;
   std::vector<int> prompt_;
   WhisperSpecialTokens sp_;
   WindowOptions o_;
@@ -293,8 +312,6 @@ class BeamSearchDecoder final : public WindowDecoder {
   int candidates_;
   size_t max_finished_;
 
-  DecoderState state_;             // the prompt, before the beams exist
-  BatchDecoderState batch_;        // the beams' caches
   std::vector<float> logits_;      // [beam, vocab]
   std::vector<int> ids_;           // top-k scratch
   std::vector<std::vector<int>> seqs_;  // each beam's tokens so far
@@ -311,10 +328,10 @@ class BeamSearchDecoder final : public WindowDecoder {
 
 class SamplingDecoder final : public WindowDecoder {
  public:
-  SamplingDecoder(const WhisperModel& model, const CrossKV& cross, std::vector<int> prompt,
-                  const WhisperSpecialTokens& sp, WindowOptions o)
-      : model_(model), cross_(cross), prompt_(std::move(prompt)), sp_(sp), o_(std::move(o)),
-        layout_(prompt_layout(prompt_, sp_, o_)), vocab_(model.config().vocab_size), n_(o_.num_hypotheses) {
+  SamplingDecoder(std::unique_ptr<SearchRows> rows, int vocab, std::vector<int> prompt, const WhisperSpecialTokens& sp,
+                  WindowOptions o)
+      : rows_(std::move(rows)), prompt_(std::move(prompt)), sp_(sp), o_(std::move(o)),
+        layout_(prompt_layout(prompt_, sp_, o_)), vocab_(vocab), n_(o_.num_hypotheses) {
     SC_CHECK(o_.temperature > 0.0f && std::isfinite(o_.temperature), ErrorCode::kInvalidArgument,
              "sampling needs a finite temperature > 0");
     SC_CHECK(n_ >= 1, ErrorCode::kInvalidArgument, "best_of must be >= 1, got ", n_);
@@ -333,9 +350,8 @@ class SamplingDecoder final : public WindowDecoder {
     SC_ASSERT(!done_);
     std::vector<int> picks;
     if (step_ == 0) {
-      state_ = model_.new_state();
       logits_.assign(static_cast<size_t>(n_) * vocab_, 0.0f);
-      prefill(model_, cross_, prompt_, layout_, sp_, state_, logits_, result_);
+      result_.no_speech_prob = rows_->prefill(prompt_, layout_.sot_index, sp_.no_speech, logits_.data());
       if (layout_.max_new <= 0) {
         done_ = true;
         finish_window(result_, o_.length_penalty);
@@ -348,7 +364,7 @@ class SamplingDecoder final : public WindowDecoder {
         pick(r, logits_.data());
       }
     } else {
-      model_.decode_rows(batch_, cross_, last_.data(), logits_.data());
+      rows_->decode(last_.data(), static_cast<int>(alive_.size()), logits_.data());
       for (size_t i = 0; i < alive_.size(); ++i) {
         float* row = logits_.data() + i * vocab_;
         const int r = alive_[i];
@@ -370,17 +386,14 @@ class SamplingDecoder final : public WindowDecoder {
       const float no_speech = result_.no_speech_prob;
       result_ = best_hypothesis(hyps_, o_.length_penalty, no_speech);
       done_ = true;
-      batch_ = BatchDecoderState();
-      state_ = DecoderState();
+      rows_->release();
       std::vector<float>().swap(logits_);
       return;
     }
     if (step_ == 0) {
-      batch_ = model_.new_batch_state(n_, positions(prompt_, layout_));
-      model_.broadcast(state_, batch_, static_cast<int>(kept_rows.size()));
-      state_ = DecoderState();
+      rows_->broadcast(static_cast<int>(kept_rows.size()));
     } else if (keep.size() != alive_.size()) {
-      model_.reorder(batch_, keep);
+      rows_->reorder(keep);
     }
     alive_ = std::move(kept_rows);
     ++step_;
@@ -400,8 +413,7 @@ class SamplingDecoder final : public WindowDecoder {
     if (static_cast<int>(h.tokens.size()) >= layout_.max_new) ended_[r] = true;
   }
 
-  const WhisperModel& model_;
-  const CrossKV& cross_;
+  std::unique_ptr<SearchRows> rows_;
   std::vector<int> prompt_;
   WhisperSpecialTokens sp_;
   WindowOptions o_;
@@ -409,8 +421,6 @@ class SamplingDecoder final : public WindowDecoder {
   int vocab_;
   int n_;
 
-  DecoderState state_;
-  BatchDecoderState batch_;
   std::vector<float> logits_;     // [alive, vocab]
   std::vector<float> scratch_;
   std::vector<SampleRng> rng_;    // one stream per candidate
@@ -431,12 +441,33 @@ std::unique_ptr<WindowDecoder> make_cpu_window_decoder(const WhisperModel& model
   SC_CHECK(options.beam_size >= 1, ErrorCode::kInvalidArgument, "beam_size must be >= 1, got ", options.beam_size);
   SC_CHECK(std::isfinite(options.temperature) && options.temperature >= 0.0f, ErrorCode::kInvalidArgument,
            "temperature must be a finite number >= 0, got ", options.temperature);
-  if (options.temperature > 0.0f)
-    return std::make_unique<SamplingDecoder>(model, cross, std::move(prompt), special, std::move(options));
-  if (options.beam_size > 1)
-    return std::make_unique<BeamSearchDecoder>(model, cross, std::move(prompt), special, std::move(options));
+  if (options.temperature > 0.0f || options.beam_size > 1) {
+    const int positions_needed = positions(prompt, prompt_layout(prompt, special, options));
+    return make_search_decoder(std::make_unique<CpuSearchRows>(model, cross, positions_needed),
+                               model.config().vocab_size, std::move(prompt), special, std::move(options));
+  }
   return std::make_unique<GreedyDecoder>(model, cross, std::move(prompt), special, std::move(options));
 }
+
+std::unique_ptr<WindowDecoder> make_search_decoder(std::unique_ptr<SearchRows> rows, int vocab,
+                                                   std::vector<int> prompt, const WhisperSpecialTokens& special,
+                                                   WindowOptions options) {
+  SC_CHECK(options.beam_size >= 1, ErrorCode::kInvalidArgument, "beam_size must be >= 1, got ", options.beam_size);
+  SC_CHECK(std::isfinite(options.temperature) && options.temperature >= 0.0f, ErrorCode::kInvalidArgument,
+           "temperature must be a finite number >= 0, got ", options.temperature);
+  if (options.temperature > 0.0f)
+    return std::make_unique<SamplingDecoder>(std::move(rows), vocab, std::move(prompt), special, std::move(options));
+  SC_CHECK(options.beam_size > 1, ErrorCode::kInternal, "make_search_decoder: greedy decoding needs no search");
+  return std::make_unique<BeamSearchDecoder>(std::move(rows), vocab, std::move(prompt), special, std::move(options));
+}
+
+float no_speech_probability(const float* logits, int vocab, int no_speech) {
+  if (no_speech < 0) return 0.0f;
+  const double lse = ops::logsumexp(logits, vocab);
+  return static_cast<float>(std::exp(logits[no_speech] - lse));
+}
+
+int search_positions(const std::vector<int>& prompt, const PromptLayout& layout) { return positions(prompt, layout); }
 
 WindowResult decode_window_cpu(const WhisperModel& model, const CrossKV& cross, const std::vector<int>& prompt,
                                const WhisperSpecialTokens& special, const WindowOptions& options) {

@@ -35,6 +35,37 @@ class WindowDecoder {
   virtual WindowResult take_result() = 0;
 };
 
+// The model side of a lock-step search over one window (beams, or sampled candidates): the
+// prompt runs once, its state is copied to each row, then every step decodes all rows.
+// Implemented for the CPU model (whisper_beam.cc) and the CUDA one (window_runner_cuda.cc);
+// all rows share the window's encoder output.
+class SearchRows {
+ public:
+  virtual ~SearchRows() = default;
+  // Runs the prompt; the raw float32 logits of its last position go to logits[0, vocab).
+  // Returns P(no-speech) at the start-of-transcript position sot_index (0 when no_speech < 0).
+  virtual float prefill(const std::vector<int>& prompt, int sot_index, int no_speech, float* logits) = 0;
+  // Makes `rows` rows, each holding the prompt's state (once, after prefill).
+  virtual void broadcast(int rows) = 0;
+  // One step: row i is fed tokens[i] (i < rows); raw logits [rows, vocab].
+  virtual void decode(const int* tokens, int rows, float* logits) = 0;
+  // Row k becomes a copy of row origins[k] (k < origins.size(); the others are dropped).
+  virtual void reorder(const std::vector<int>& origins) = 0;
+  // Frees the rows' state (the search is over).
+  virtual void release() = 0;
+};
+
+// Beam search (temperature 0, beam_size > 1) or sampling (temperature > 0) over `rows`.
+std::unique_ptr<WindowDecoder> make_search_decoder(std::unique_ptr<SearchRows> rows, int vocab,
+                                                   std::vector<int> prompt, const WhisperSpecialTokens& special,
+                                                   WindowOptions options);
+
+// Positions a search's rows need: the prompt and every token fed back.
+int search_positions(const std::vector<int>& prompt, const PromptLayout& layout);
+
+// softmax(logits)[no_speech] over [vocab] (0 when no_speech < 0).
+float no_speech_probability(const float* logits, int vocab, int no_speech);
+
 // Greedy (GreedyWindow), beam search or sampling, as `options` ask.
 std::unique_ptr<WindowDecoder> make_cpu_window_decoder(const models::whisper::WhisperModel& model,
                                                        const models::whisper::CrossKV& cross, std::vector<int> prompt,

@@ -206,6 +206,7 @@ class CpuStepRunner final : public engine::StepRunner {
   }
   void release(uint64_t id) override { windows_.erase(id); }
   size_t windows() const override { return windows_.size(); }
+  DecodingSupport decoding_support() const override { return {true, true, true, true}; }
 
  private:
   struct Window {

@@ -22,6 +22,7 @@
 #include "core/status.h"
 #include "engine/step_runner.h"
 #include "models/whisper/whisper_model_cuda.h"
+#include "runtime/whisper_beam.h"
 #include "runtime/whisper_decoding.h"
 #include "io/audio.h"
 #include "speechcore_cuda/mel.h"
@@ -99,6 +100,7 @@ struct CachedBatch {
 
 class CudaWindowRunner final : public WindowRunner {
   friend class CudaStepRunner;
+  friend class CudaSearchRows;
 
  public:
   CudaWindowRunner(const models::whisper::WhisperWeights& weights, cuda::DataType dtype) : model_(weights, dtype) {}
@@ -106,6 +108,14 @@ class CudaWindowRunner final : public WindowRunner {
   std::string device() const override { return "cuda"; }
   std::string compute_type() const override { return cuda::data_type_name(model_.dtype()); }
   size_t weight_bytes() const { return model_.weight_bytes(); }
+  // Beam search and sampling in run()/run_batch() (search_window); the engine's step runner
+  // decodes greedily only, and penalties and word timestamps are not implemented here yet.
+  DecodingSupport decoding_support() const override {
+    DecodingSupport s;
+    s.beam_search = true;
+    s.sampling = true;
+    return s;
+  }
 
   WindowResult run(const float* mel, const std::vector<int>& prompt, const WhisperSpecialTokens& special,
                    const WindowOptions& options) const override {
@@ -133,6 +143,18 @@ class CudaWindowRunner final : public WindowRunner {
     }
     std::vector<WindowResult> results(requests.size());
     std::lock_guard<std::mutex> lock(mutex_);  // one stream per model: one batch at a time
+    for (auto& [key, members] : groups) {
+      // Beam search and sampling: one window at a time, its rows in lock step (search_window).
+      std::vector<int> greedy;
+      for (int i : members) {
+        const WindowOptions& o = requests[i].options;
+        if (o.temperature > 0.0f || o.beam_size > 1)
+          results[i] = search_window(requests[i], special);
+        else
+          greedy.push_back(i);
+      }
+      members = std::move(greedy);
+    }
     for (const auto& [key, members] : groups) {
       size_t done = 0;
       while (done < members.size()) {
@@ -199,6 +221,30 @@ class CudaWindowRunner final : public WindowRunner {
   }
 
  private:
+  // One window decoded by beam search or sampling (whisper_beam.h's search over CudaSearchRows).
+  WindowResult search_window(const WindowRequest& request, const WhisperSpecialTokens& special) const;
+
+  // The batch of a search over `rows` rows of up to ctx positions: the cached one when the
+  // shape matches, else a new one with a paged self-attention pool of 2 * rows blocks of ctx
+  // positions (one block per row, and as many spare for reordering).
+  CachedBatch& search_batch(int rows, int ctx) const {
+    ctx = round_ctx(ctx);
+    if (search_cached_ && search_cached_->batch.slots == rows && search_cached_->batch.ctx == ctx)
+      return *search_cached_;
+    search_cached_.reset();
+    const auto& cfg = config();
+    auto c = std::make_unique<CachedBatch>();
+    WhisperBatchCuda& b = c->batch;
+    b = model_.new_batch(rows, ctx, 0);
+    b.self_kv = Tensor::empty({cfg.decoder_layers, static_cast<int64_t>(2 * rows) * ctx, 2 * cfg.d_model},
+                              b.x.dtype(), Device::kCUDA);
+    b.block_size = ctx;
+    b.table_stride = 1;
+    b.block_table = device_ints(rows);
+    search_cached_ = std::move(c);
+    return *search_cached_;
+  }
+
   // How many of members[first..] to decode together: bounded by kMaxSlots and by free memory.
   int slots_for(const std::vector<WindowRequest>& requests, const std::vector<PromptLayout>& layouts,
                 const std::vector<int>& members, size_t first) const {
@@ -441,6 +487,7 @@ class CudaWindowRunner final : public WindowRunner {
   mutable std::mutex mutex_;
   mutable HostBuffer host_;
   mutable std::unique_ptr<CachedBatch> cached_;
+  mutable std::unique_ptr<CachedBatch> search_cached_;
   // The log-mel's stream and device buffers, apart from the caching allocator (which does not
   // track streams: a block freed by the decoding stream with work pending could be handed out
   // here). Buffers only grow; the replaced ones are freed with the runner (no cudaFree, which
@@ -471,6 +518,143 @@ class CudaWindowRunner final : public WindowRunner {
   };
   mutable MelStage mel_;
 };
+
+// The rows of a beam search or sampling over one window on the GPU: every row reads the
+// window's cross-attention K/V in slot 0; row r's self-attention K/V fill one block of the
+// search batch's paged pool (blocks_[r]), so reordering rows copies whole blocks on the device,
+// or only renumbers them when no row is repeated. Each step's float32 logits come back to the
+// host, where the search itself (whisper_beam.cc, shared with the CPU backend) picks tokens.
+// The caller holds the runner's lock.
+class CudaSearchRows final : public SearchRows {
+ public:
+  CudaSearchRows(const CudaWindowRunner& owner, const float* mel, int rows, int positions)
+      : owner_(owner), model_(owner.model_), c_(owner.search_batch(rows, positions)) {
+    WhisperBatchCuda& b = c_.batch;
+    model_.encode(&mel, 1, b, 0, 1);
+    for (int i = 0; i < 2 * rows; ++i) (i < rows ? blocks_ : spare_).push_back(i);
+  }
+
+  float prefill(const std::vector<int>& prompt, int sot_index, int no_speech, float* logits) override {
+    WhisperBatchCuda& b = c_.batch;
+    const cudaStream_t stream = model_.stream();
+    const int vocab = model_.config().vocab_size;
+    const int len = static_cast<int>(prompt.size());
+    SC_CHECK(len >= 1 && len <= b.ctx, ErrorCode::kInvalidArgument, "the prompt (", len, " tokens) exceeds ", b.ctx,
+             " positions");
+    const int block = blocks_[0], ctx = b.ctx;
+    Tensor x = owner_.prefill(b, {prompt}, len, 0, [&](int, int j) { return static_cast<int32_t>(block * ctx + j); });
+    const int32_t rows[2] = {sot_index, len - 1};
+    Tensor d_rows = device_ints(2);
+    SC_CUDA_CHECK(cudaMemcpyAsync(d_rows.raw(), rows, sizeof(rows), cudaMemcpyHostToDevice, stream));
+    model_.logits(b, x, d_rows.data<int32_t>(), 2, 0);
+    std::vector<float> out(2 * static_cast<size_t>(vocab));
+    SC_CUDA_CHECK(cudaMemcpyAsync(out.data(), b.logits.data<float>(), out.size() * sizeof(float),
+                                  cudaMemcpyDeviceToHost, stream));
+    SC_CUDA_CHECK(cudaStreamSynchronize(stream));
+    std::copy(out.begin() + vocab, out.end(), logits);
+    pos_ = len;
+    return no_speech_probability(out.data(), vocab, no_speech);
+  }
+
+  void broadcast(int rows) override {
+    SC_CHECK(rows >= 1 && rows <= c_.batch.slots, ErrorCode::kInternal, "broadcast to ", rows, " rows");
+    for (int r = 1; r < rows; ++r) copy_block(blocks_[0], blocks_[r]);
+    spare_.insert(spare_.end(), blocks_.begin() + rows, blocks_.end());  // rows not needed
+    blocks_.resize(static_cast<size_t>(rows));
+    rows_ = rows;
+  }
+
+  void decode(const int* tokens, int rows, float* logits) override {
+    WhisperBatchCuda& b = c_.batch;
+    const cudaStream_t stream = model_.stream();
+    SC_CHECK(rows == rows_ && pos_ < b.ctx, ErrorCode::kInternal, "search step over ", rows, " rows at position ",
+             pos_);
+    const int S = b.slots;
+    std::vector<int32_t> h(static_cast<size_t>(WhisperBatchCuda::kStepArrays) * S + S, 0);
+    int32_t* table = h.data() + static_cast<size_t>(WhisperBatchCuda::kStepArrays) * S;
+    for (int r = 0; r < rows; ++r) {
+      h[r] = tokens[r];
+      h[S + r] = pos_;
+      h[2 * S + r] = blocks_[r] * b.ctx + pos_;  // the new K/V's row in the pool
+      h[3 * S + r] = 0;                          // the window's cross-attention slot
+      h[4 * S + r] = pos_ + 1;
+      table[r] = blocks_[r];
+    }
+    SC_CUDA_CHECK(cudaMemcpyAsync(b.step_array(0), h.data(), static_cast<size_t>(WhisperBatchCuda::kStepArrays) * S * 4,
+                                  cudaMemcpyHostToDevice, stream));
+    SC_CUDA_CHECK(cudaMemcpyAsync(b.block_table.raw(), table, static_cast<size_t>(rows) * 4, cudaMemcpyHostToDevice,
+                                  stream));
+    owner_.step_and_logits(c_, rows);
+    const size_t n = static_cast<size_t>(rows) * model_.config().vocab_size;
+    SC_CUDA_CHECK(cudaMemcpyAsync(logits, b.logits.data<float>(), n * sizeof(float), cudaMemcpyDeviceToHost, stream));
+    SC_CUDA_CHECK(cudaStreamSynchronize(stream));
+    ++pos_;
+  }
+
+  void reorder(const std::vector<int>& origins) override {
+    std::vector<int> next(origins.size());
+    std::vector<bool> seen(static_cast<size_t>(rows_), false);
+    bool repeated = false;
+    for (int o : origins) {
+      SC_CHECK(o >= 0 && o < rows_, ErrorCode::kInternal, "reorder from row ", o, " of ", rows_);
+      repeated = repeated || seen[o];
+      seen[o] = true;
+    }
+    if (!repeated) {  // a permutation or a subset: renumber the blocks, copy nothing
+      for (size_t k = 0; k < origins.size(); ++k) next[k] = blocks_[origins[k]];
+      for (int r = 0; r < rows_; ++r)
+        if (!seen[r]) spare_.push_back(blocks_[r]);
+    } else {  // repeated rows: every row copied into a spare block, the old blocks freed
+      SC_CHECK(spare_.size() >= origins.size(), ErrorCode::kInternal, "no spare KV blocks for the search");
+      for (size_t k = 0; k < origins.size(); ++k) {
+        next[k] = spare_.back();
+        spare_.pop_back();
+        copy_block(blocks_[origins[k]], next[k]);
+      }
+      for (int r = 0; r < rows_; ++r) spare_.push_back(blocks_[r]);
+    }
+    blocks_ = std::move(next);
+    rows_ = static_cast<int>(blocks_.size());
+  }
+
+  void release() override { rows_ = 0; }
+
+ private:
+  // Positions [0, pos_) of every layer's K/V from block `from` to block `to` (one strided copy).
+  void copy_block(int from, int to) {
+    WhisperBatchCuda& b = c_.batch;
+    const size_t es = cuda::data_type_size(model_.dtype());
+    const size_t row_bytes = static_cast<size_t>(b.self_kv.dim(2)) * es;
+    const size_t layer_bytes = static_cast<size_t>(b.self_kv.dim(1)) * row_bytes;
+    char* base = static_cast<char*>(b.self_kv.raw());
+    SC_CUDA_CHECK(cudaMemcpy2DAsync(base + static_cast<size_t>(to) * b.ctx * row_bytes, layer_bytes,
+                                    base + static_cast<size_t>(from) * b.ctx * row_bytes, layer_bytes,
+                                    static_cast<size_t>(pos_) * row_bytes, static_cast<size_t>(b.self_kv.dim(0)),
+                                    cudaMemcpyDeviceToDevice, model_.stream()));
+  }
+
+  const CudaWindowRunner& owner_;
+  const WhisperModelCuda& model_;
+  CachedBatch& c_;
+  std::vector<int> blocks_, spare_;  // the rows' blocks; free blocks
+  int rows_ = 1;
+  int pos_ = 0;                      // positions filled in each row's block
+};
+
+WindowResult CudaWindowRunner::search_window(const WindowRequest& request, const WhisperSpecialTokens& special) const {
+  const WindowOptions& o = request.options;
+  const PromptLayout layout = prompt_layout(request.prompt, special, o);
+  const int rows = o.temperature > 0.0f ? o.num_hypotheses : o.beam_size;
+  SC_CHECK(rows >= 1 && rows <= kMaxSlots, ErrorCode::kInvalidArgument, "beam_size / best_of must be in [1, ",
+           kMaxSlots, "] on the GPU, got ", rows);
+  const int positions = std::max(search_positions(request.prompt, layout), static_cast<int>(request.prompt.size()));
+  std::unique_ptr<WindowDecoder> d =
+      make_search_decoder(std::make_unique<CudaSearchRows>(*this, request.mel, rows, positions), config().vocab_size,
+                          request.prompt, special, o);
+  while (!d->done()) d->step();
+  WindowResult r = d->take_result();
+  return r;
+}
 
 // The engine's runner on the GPU: `max_windows` slots of one persistent batch (cross K/V and a
 // full-context KV cache per slot), windows admitted one by one (encoder + prefill + first pick)
