@@ -42,8 +42,11 @@ def test_fused_step_bit_identical_to_unfused(seeded_dir, speech_audio, monkeypat
     # batches of 2 (both rows fused, then one as the shorter window finishes)
     pair = [audios[0], audios[1][: len(audios[1]) // 2]]
     # Through the engine, which windows share a step depends on when each request's preparation
-    # ends (a second thread), so the two runs may batch rows differently: the same tokens, and
-    # log-probs equal up to float32 rounding of a different batch composition.
+    # ends (a second thread), so the two runs may batch rows differently: in float32 the same
+    # tokens and log-probs equal up to rounding; in half precision a different batch composition
+    # may change a pick, so only float32 is compared there.
+    if compute_type != "float32":
+        return
     want = [_summary(r) for r in plain.transcribe_batch(pair, batch_size=2, **opts)]
     got = [_summary(r) for r in fused.transcribe_batch(pair, batch_size=2, **opts)]
     assert [[t for t, _ in r] for r in got] == [[t for t, _ in r] for r in want]
