@@ -18,6 +18,7 @@
 #include <cstddef>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -82,6 +83,7 @@ class FilteredRecording {
   size_t next_part() const;  // chunked: the group next_request() issues from, or npos
   void sync_segments();      // filter/chunked: maps what the recording(s) added to segments_
   void finish();
+  void detect(const Tensor& features);  // plan_.detect: detects the language, sets plan_'s
 
   const WhisperTranscriber& transcriber_;
   const Mode mode_;
@@ -104,6 +106,7 @@ class FilteredRecording {
 
   std::vector<Segment> segments_;
   Transcription result_;
+  std::optional<LanguageDetection> detection_;   // when the language was detected
 };
 
 }  // namespace speechcore::runtime
