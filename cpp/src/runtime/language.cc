@@ -56,9 +56,10 @@ LanguageDetection detect_language(const WindowRunner& runner, const io::Tokenize
     d.language = d.all_language_probs[0].first;
     d.probability = d.all_language_probs[0].second;
     if (d.probability > threshold) return d;
-    auto it = std::find_if(votes.begin(), votes.end(), [&](const auto& v) { return v.first == d.language; });
-    if (it == votes.end()) votes.emplace_back(d.language, std::vector<float>{});
-    (it == votes.end() ? votes.back() : *it).second.push_back(d.probability);
+    size_t v = 0;
+    while (v < votes.size() && votes[v].first != d.language) ++v;
+    if (v == votes.size()) votes.emplace_back(d.language, std::vector<float>{});
+    votes[v].second.push_back(d.probability);
   }
   // No window was sure enough: the majority (Python's max over the dict: the first on a tie).
   SC_ASSERT(!votes.empty());

@@ -32,6 +32,8 @@ TranscribeOptions mode_options(const TranscribeOptions& o) {
   // Chunked: every group is independent (faster-whisper's batched pipeline decodes without the
   // previous text; a group longer than one window does not occur, see effective_vad_options).
   if (o.chunked) out.condition_on_previous_text = false;
+  // faster-whisper runs the VAD filter only without clip_timestamps
+  if (!o.chunked && !o.clip_timestamps.empty()) out.vad_filter = false;
   return out;
 }
 
@@ -71,6 +73,8 @@ vad::VadOptions effective_vad_options(const TranscribeOptions& o) {
 }
 
 void check_vad_options(const TranscribeOptions& o) {
+  SC_CHECK(!(o.chunked && !o.clip_timestamps.empty()), ErrorCode::kInvalidArgument,
+           "clip_timestamps cannot be combined with chunked (the VAD chooses the chunks)");
   if (!uses_vad(o)) return;
   effective_vad_options(o);
   vad_model(o.vad_model_path);
@@ -79,15 +83,12 @@ void check_vad_options(const TranscribeOptions& o) {
 FilteredRecording::FilteredRecording(const WhisperTranscriber& transcriber, const TranscribeOptions& options,
                                      const std::vector<float>& samples)
     : transcriber_(transcriber),
-      // faster-whisper runs the VAD filter only without clip_timestamps
-      mode_(options.chunked                                              ? Mode::kChunked
-            : options.vad_filter && options.clip_timestamps.empty() ? Mode::kFilter
+      mode_(options.chunked ? Mode::kChunked
+            : options.vad_filter && options.clip_timestamps.empty() ? Mode::kFilter  // see mode_options
                                                                      : Mode::kPlain),
       options_(mode_options(options)),
       plan_(make_plan(transcriber.tokenizer(), transcriber.runner(), options_)),
       samples_(samples) {
-  SC_CHECK(!(options_.chunked && !options_.clip_timestamps.empty()), ErrorCode::kInvalidArgument,
-           "clip_timestamps cannot be combined with chunked (the VAD chooses the chunks)");
   check_vad_options(options_);
 }
 
