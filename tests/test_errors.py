@@ -193,10 +193,12 @@ def test_wrong_tokenizer_for_model(tmp_path, tiny_dir, base_dir):
         speechcore.load(str(d))
 
 
-def test_multilingual_needs_language(base_dir):
+def test_multilingual_detects_language_or_rejects_unknown_codes(base_dir):
     m = speechcore.load(str(base_dir), threads=2)
+    t = m.transcribe(np.zeros(16000, np.float32))  # language=None: detected (tests/test_language.py)
+    assert t.language and 0.0 < t.language_probability <= 1.0 and len(t.all_language_probs) == 99
     with pytest.raises(speechcore.InvalidArgumentError, match="language"):
-        m.transcribe(np.zeros(16000, np.float32))
+        m.transcribe(np.zeros(16000, np.float32), language="xx")
 
 
 # ---- concurrency -------------------------------------------------------------------------

@@ -241,7 +241,9 @@ CONTRACT_KEYS = {"language", "task", "beam_size", "temperature", "condition_on_p
                  "without_timestamps", "max_initial_timestamp", "suppress_blank", "suppress_tokens",
                  "initial_prompt", "max_new_tokens", "compression_ratio_threshold", "log_prob_threshold",
                  "no_speech_threshold", "prompt_reset_on_temperature",
-                 "vad_filter", "vad_parameters", "vad_model_path", "chunked"}
+                 "vad_filter", "vad_parameters", "vad_model_path", "chunked",
+                 "prefix", "hotwords", "clip_timestamps", "language_detection_threshold",
+                 "language_detection_segments"}
 # Search options accepted by transcribe through **kwargs (documented there).
 SEARCH_KEYS = {"best_of", "patience", "length_penalty", "repetition_penalty", "no_repeat_ngram_size", "seed"}
 
@@ -256,7 +258,10 @@ def test_option_defaults_and_native_dict():
     native = o.to_native()
     assert set(native) <= CONTRACT_KEYS | SEARCH_KEYS
     assert set(native) == (CONTRACT_KEYS | SEARCH_KEYS) - {"language", "initial_prompt", "max_new_tokens", "vad_filter",
-                                                           "vad_parameters", "vad_model_path", "chunked"}
+                                                           "vad_parameters", "vad_model_path", "chunked", "prefix",
+                                                           "hotwords", "clip_timestamps",
+                                                           "language_detection_threshold",
+                                                           "language_detection_segments"}
     assert speechcore.TranscribeOptions(suppress_tokens=[]).suppress_tokens == []  # not shared default
 
 
@@ -363,7 +368,7 @@ def test_transcribe_builds_results_and_native_options(fake_native):
     assert [s.text for s in t.segments] == [" Hello world.", " Second part."]
     assert isinstance(t.segments[1], speechcore.Segment) and t.segments[1].temperature == 0.2
     d = t.to_dict()
-    assert json.loads(json.dumps(d)) == {**NATIVE_RESULT}
+    assert json.loads(json.dumps(d)) == {**NATIVE_RESULT, "all_language_probs": None}
     assert str(t) == t.text
 
 

@@ -54,6 +54,12 @@ TranscribeOptions parse_transcribe_options(const py::dict& d) {
     else if (key == "suppress_blank") o.suppress_blank = cast_option<bool>(v, key, "a bool");
     else if (key == "suppress_tokens") o.suppress_tokens = cast_option<std::vector<int>>(v, key, "a list of ints");
     else if (key == "initial_prompt") o.initial_prompt = cast_option<std::string>(v, key, "a string");
+    // language detection and prompts
+    else if (key == "language_detection_segments") o.language_detection_segments = cast_option<int>(v, key, "an integer");
+    else if (key == "language_detection_threshold") o.language_detection_threshold = cast_option<float>(v, key, "a number");
+    else if (key == "prefix") o.prefix = cast_option<std::string>(v, key, "a string");
+    else if (key == "hotwords") o.hotwords = cast_option<std::string>(v, key, "a string");
+    else if (key == "clip_timestamps") o.clip_timestamps = cast_option<std::vector<double>>(v, key, "a list of numbers");
     else if (key == "max_new_tokens") o.max_new_tokens = cast_option<int>(v, key, "an integer");
     else if (key == "compression_ratio_threshold") o.compression_ratio_threshold = cast_option<float>(v, key, "a number");
     else if (key == "log_prob_threshold") o.log_prob_threshold = cast_option<float>(v, key, "a number");
@@ -112,6 +118,7 @@ py::dict transcription_dict(const Transcription& t) {
   out["text"] = t.text;
   out["language"] = t.language;
   out["language_probability"] = t.language_probability;
+  out["all_language_probs"] = t.all_language_probs;  // list of (code, probability)
   out["duration"] = t.duration;
   out["segments"] = segments;
   return out;
@@ -240,6 +247,19 @@ void register_model(py::module_& m) {
           py::arg("max_in_flight") = 0, py::arg("priority") = 0,
           "Model::transcribe_batch(engine, ...): the arrays through a running engine of this model (shared with "
           "other submitters), at most max_in_flight at once (0 = all). Returns one dict per array, in order.")
+      .def(
+          "detect_language",
+          [](const Model& self, const py::array& audio, int sample_rate, int segments, float threshold) {
+            const AudioRef a = audio_ref(audio, sample_rate, "audio");
+            LanguageDetection d;
+            {
+              py::gil_scoped_release release;
+              d = self.detect_language(a.pcm, a.num_frames, a.sample_rate, a.channels, segments, threshold);
+            }
+            return py::make_tuple(d.language, d.probability, d.all_language_probs);
+          },
+          py::arg("audio"), py::arg("sample_rate"), py::arg("segments") = 1, py::arg("threshold") = 0.5f,
+          "Model::detect_language: (language, probability, [(language, probability), ...] most likely first).")
       .def(
           "check_options",
           [](const Model& self, const py::dict& options) { self.check_options(parse_transcribe_options(options)); },

@@ -83,6 +83,10 @@ class Model:
         max_in_flight arrays submitted at once (0 = all). A failure on the engine aborts the
         call's other requests and raises the lowest failing item's error ("audio item <i>: ...")."""
         ...
+    def detect_language(self, audio: npt.NDArray[np.float32], sample_rate: int, segments: int = 1,
+                        threshold: float = 0.5) -> Tuple[str, float, List[Tuple[str, float]]]:
+        """Model::detect_language: (language, probability, [(language, probability), ...])."""
+        ...
     def check_options(self, options: Dict[str, Any]) -> None:
         """Raises the error transcribe() would raise for these options."""
         ...

@@ -110,6 +110,11 @@ class Model:
         vad_parameters: Union[None, Dict[str, Any], Any] = None,
         vad_model_path: Union[None, str, "os.PathLike[str]"] = None,
         chunked: bool = False,
+        prefix: Optional[str] = None,
+        hotwords: Optional[str] = None,
+        clip_timestamps: Union[None, str, Sequence[float]] = None,
+        language_detection_threshold: float = 0.5,
+        language_detection_segments: int = 1,
         **kwargs: Any,
     ) -> Transcription:
         """Transcribes (or translates to English) speech of any length.
@@ -119,9 +124,12 @@ class Model:
                 ``(frames,)`` / ``(frames, channels)``; see :func:`speechcore.load_audio`.
                 Any rate and channel count: the model mixes down and resamples to 16 kHz.
             sample_rate: rate of a numpy array in Hz. Default None = 16000. Not used for files.
-            language: language code (``"en"``) or name (``"english"``); None detects it.
-                Default None.
-            task: ``"transcribe"`` or ``"translate"`` (into English). Default ``"transcribe"``.
+            language: language code (``"en"``) or name (``"english"``); None detects it
+                (multilingual models; English-only ones take ``"en"``) as faster-whisper does,
+                from the first 30 s window (see `language_detection_threshold`); the result's
+                ``language_probability`` and ``all_language_probs`` report it. Default None.
+            task: ``"transcribe"`` or ``"translate"`` (into English; multilingual models).
+                Default ``"transcribe"``.
             beam_size: beam search width at temperature 0; 1 is greedy (faster-whisper's
                 default is 5). Default 1.
             temperature: a temperature, or a list tried in turn for each 30 s window (the next
@@ -136,6 +144,24 @@ class Model:
             suppress_tokens: token ids never emitted; ``-1`` is the model's default list,
                 ``[]`` nothing. Default None = ``[-1]``.
             initial_prompt: text used as the context before the first window. Default None.
+            prefix: text forced at the start of the first window's output; decoding continues
+                from it (faster-whisper's ``prefix``; CPU backend only, CUDA raises
+                UnsupportedError). Default None.
+            hotwords: hint phrases given to every window as previous context (faster-whisper's
+                ``hotwords``: after ``<|startofprev|>``, before the previous text); not in the
+                first window when `prefix` is set. Default None.
+            clip_timestamps: parts of the audio to transcribe, ``[start, end, start, end, ...]``
+                in seconds, or faster-whisper's comma string (``"0,10.5,20"``); an odd count
+                runs the last clip to the end of the audio. Clips are decoded in order with the
+                long-form algorithm (a window never crosses a clip's end; the previous-text
+                prompt carries over); segment times stay on the input's timeline. With clips
+                the VAD filter is skipped (as faster-whisper); not with ``chunked``. Default
+                None (the whole audio).
+            language_detection_threshold: detection stops at the first 30 s window whose most
+                likely language is more probable than this. Default 0.5.
+            language_detection_segments: 30 s windows detection may read, from the start of the
+                first clip; when none passes the threshold, the language ranked first in the most
+                windows wins, with its highest probability. Default 1.
             max_new_tokens: most tokens per window; None is the model limit. Default None.
             compression_ratio_threshold: retry a window at a higher temperature when its
                 text's gzip ratio exceeds this; None disables. Default 2.4.
@@ -209,11 +235,52 @@ class Model:
             vad_parameters=vad_parameters,
             vad_model_path=vad_model_path,
             chunked=chunked,
+            prefix=prefix,
+            hotwords=hotwords,
+            clip_timestamps=clip_timestamps,
+            language_detection_threshold=language_detection_threshold,
+            language_detection_segments=language_detection_segments,
             **kwargs,
         )
         samples, rate = load_audio(audio, sample_rate)
         result = self._native.transcribe(samples, rate, options.to_native())
         return Transcription.from_native(result)
+
+    def detect_language(
+        self,
+        audio: AudioInput,
+        *,
+        sample_rate: Optional[int] = None,
+        language_detection_segments: int = 1,
+        language_detection_threshold: float = 0.5,
+    ) -> Tuple[str, float, List[Tuple[str, float]]]:
+        """Detects the spoken language, as faster-whisper's ``WhisperModel.detect_language``.
+
+        The decoder reads ``<|startoftranscript|>`` over the first 30 s window and the softmax of
+        the language tokens' logits gives each language's probability; with
+        `language_detection_segments` > 1, later windows are read until one's most likely
+        language is more probable than `language_detection_threshold` (else the language
+        ranked first in the most windows wins, with its highest probability).
+
+        Args:
+            audio, sample_rate: as :meth:`transcribe`.
+            language_detection_segments: 30 s windows read at most. Default 1.
+            language_detection_threshold: probability that ends the search. Default 0.5.
+
+        Returns:
+            ``(language, probability, all_language_probs)``: the code (``"fr"``), its
+            probability, and ``[(code, probability), ...]`` of every language, most likely
+            first (of the last window read).
+
+        Raises:
+            InvalidArgumentError: an English-only model, or a bad argument. NotFoundError /
+                AudioError: as :meth:`transcribe`.
+        """
+        segments = _option_value(TranscribeOptions, "language_detection_segments", language_detection_segments)
+        threshold = _option_value(TranscribeOptions, "language_detection_threshold", language_detection_threshold)
+        samples, rate = load_audio(audio, sample_rate)
+        language, probability, probs = self._native.detect_language(samples, rate, segments, threshold)
+        return str(language), float(probability), [(str(c), float(p)) for c, p in probs]
 
     def transcribe_batch(
         self,
@@ -649,6 +716,11 @@ def _renamed(error: BaseException, message: str) -> BaseException:
         return type(error)(message)
     except Exception:  # noqa: BLE001 - an exception type with another constructor
         return error
+
+
+def _option_value(cls: Any, name: str, value: Any) -> Any:
+    """One option checked (and normalized) as TranscribeOptions checks it."""
+    return getattr(cls(**{name: value}), name)
 
 
 def _transcribe_options(suppress_tokens: Optional[Iterable[int]] = None, **kwargs: Any) -> TranscribeOptions:

@@ -52,6 +52,20 @@ class TranscribeOptions:
         suppress_tokens: token ids never to emit; -1 stands for the model's default list,
             ``[]`` suppresses nothing. Default ``[-1]``.
         initial_prompt: text given as the previous context of the first window. Default None.
+        prefix: text forced at the start of the first window's output (faster-whisper's
+            ``prefix``); the model continues from it (CPU backend only). Default None.
+        hotwords: hint phrases given to every window as previous context (faster-whisper's
+            ``hotwords``), except the first window's when `prefix` is set. Default None.
+        clip_timestamps: parts of the audio to transcribe, ``[start, end, start, end, ...]`` in
+            seconds or faster-whisper's comma string ``"0,10.5,20"``; an odd count runs the last
+            clip to the end. Clips are decoded in order, the previous-text prompt carrying over;
+            windows never cross a clip's end. With it the VAD filter is not run (as
+            faster-whisper). Default None (the whole audio).
+        language_detection_threshold: language detection stops at the first 30 s window whose
+            most likely language has a probability above this. Default 0.5.
+        language_detection_segments: 30 s windows language detection may read (from the first
+            clip's start); when none passes the threshold, the language ranked first in the most
+            windows wins. Default 1.
         max_new_tokens: most tokens decoded per window; None is the model limit. Default None.
         compression_ratio_threshold: a window whose text compresses more than this is
             decoded again at a higher temperature; None disables the check. Default 2.4.
@@ -106,6 +120,11 @@ class TranscribeOptions:
     suppress_blank: bool = True
     suppress_tokens: List[int] = field(default_factory=lambda: [-1])
     initial_prompt: Optional[str] = None
+    prefix: Optional[str] = None
+    hotwords: Optional[str] = None
+    clip_timestamps: Union[None, str, List[float]] = None
+    language_detection_threshold: float = 0.5
+    language_detection_segments: int = 1
     max_new_tokens: Optional[int] = None
     compression_ratio_threshold: Optional[float] = 2.4
     log_prob_threshold: Optional[float] = -1.0
@@ -182,6 +201,15 @@ class TranscribeOptions:
         if self.initial_prompt is not None and not isinstance(self.initial_prompt, str):
             raise InvalidArgumentError(
                 f"initial_prompt must be a string or None, got {type(self.initial_prompt).__name__}")
+        for name in ("prefix", "hotwords"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise InvalidArgumentError(f"{name} must be a string or None, got {type(value).__name__}")
+        self.clip_timestamps = _clip_timestamps(self.clip_timestamps)
+        self.language_detection_threshold = _float("language_detection_threshold",
+                                                   self.language_detection_threshold)
+        self.language_detection_segments = _int("language_detection_segments",
+                                                self.language_detection_segments, minimum=1)
         if self.max_new_tokens is not None:
             self.max_new_tokens = _int("max_new_tokens", self.max_new_tokens, minimum=1)
         if self.compression_ratio_threshold is not None:
@@ -214,10 +242,11 @@ class TranscribeOptions:
     def to_native(self) -> Dict[str, Any]:
         """The options dict of the native ``Model.transcribe``.
 
-        None means "not set" for language/initial_prompt/max_new_tokens/vad_parameters (the key is
-        left out; vad_model_path becomes the silero-vad package's weights when the VAD is on),
-        vad_filter/chunked are sent only when True (the word timestamp options only with
-        word_timestamps), and None means
+        None means "not set" for language/initial_prompt/prefix/hotwords/clip_timestamps/
+        max_new_tokens/vad_parameters (the key is left out; vad_model_path becomes the silero-vad
+        package's weights when the VAD is on), vad_filter/chunked are sent only when True, the
+        word timestamp options only with word_timestamps, and the language detection options
+        only when not at their defaults, and None means
         "disabled" for the three thresholds (sent as the infinity that never triggers).
         """
         out: Dict[str, Any] = {}
@@ -230,9 +259,12 @@ class TranscribeOptions:
             elif f.name in ("word_timestamps", "prepend_punctuations", "append_punctuations",
                             "hallucination_silence_threshold") and not self.word_timestamps:
                 continue  # word timestamps off: the native default
+            elif f.name in ("language_detection_threshold", "language_detection_segments") and value == f.default:
+                continue  # the native default
             elif f.name == "vad_parameters" and value is not None:
                 value = asdict(value)
-            elif f.name == "vad_model_path" and value is None and (self.vad_filter or self.chunked):
+            elif f.name == "vad_model_path" and value is None and (
+                    (self.vad_filter and self.clip_timestamps is None) or self.chunked):
                 from .vad import silero_vad_weights
 
                 value = str(silero_vad_weights())  # NotFoundError (with the pip command) when missing
@@ -273,6 +305,27 @@ def _bool(name: str, value: Any) -> bool:
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     raise InvalidArgumentError(f"{name} must be True or False, got {value!r}")
+
+
+def _clip_timestamps(value: Any) -> Optional[List[float]]:
+    """faster-whisper's clip_timestamps (a list of seconds or a comma string) as a checked list;
+    None for the whole audio."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = [float(v) for v in value.split(",")] if value.strip() else []
+        except ValueError:
+            raise InvalidArgumentError(
+                f"clip_timestamps must be numbers of seconds separated by commas, got {value!r}") from None
+    elif isinstance(value, (bytes, dict)) or not isinstance(value, Iterable):
+        raise InvalidArgumentError(f"clip_timestamps must be a list of seconds or a comma string, got {value!r}")
+    out = [_float("clip_timestamps", v, minimum=0.0) for v in value]
+    for i in range(1, len(out), 2):
+        if out[i] <= out[i - 1]:
+            raise InvalidArgumentError(
+                f"clip_timestamps: clip {i // 2} ends ({out[i]} s) at or before its start ({out[i - 1]} s)")
+    return out
 
 
 def _token_list(name: str, value: Any) -> List[int]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 
 @dataclass
@@ -87,6 +87,9 @@ class Transcription:
         language: language code used for decoding (given or detected), e.g. ``"en"``.
         language_probability: probability of the detected language (1.0 when it was given).
         duration: length of the input audio in seconds.
+        all_language_probs: ``[(code, probability), ...]`` of every language, most likely
+            first, when the language was detected (faster-whisper's
+            ``TranscriptionInfo.all_language_probs``); None when it was given.
     """
 
     text: str
@@ -94,6 +97,7 @@ class Transcription:
     language: str
     language_probability: float
     duration: float
+    all_language_probs: Optional[List[Tuple[str, float]]] = None
 
     @classmethod
     def from_native(cls, d: Mapping[str, Any]) -> "Transcription":
@@ -104,6 +108,8 @@ class Transcription:
             language=str(d.get("language", "")),
             language_probability=float(d.get("language_probability", 0.0)),
             duration=float(d.get("duration", 0.0)),
+            all_language_probs=[(str(c), float(p)) for c, p in d["all_language_probs"]]
+            if d.get("all_language_probs") else None,
         )
 
     def to_dict(self) -> Dict[str, Any]:

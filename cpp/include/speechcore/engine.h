@@ -86,6 +86,14 @@ class Model {
   // kUnsupported); returns when they are usable with this model.
   void check_options(const TranscribeOptions& options) const;
 
+  // Detects the spoken language of PCM audio (as transcribe() takes it) with a multilingual
+  // model, as faster-whisper's WhisperModel.detect_language(audio): the first `segments` 30 s
+  // windows, the first whose top probability exceeds `threshold` deciding (else the majority);
+  // see TranscribeOptions::language_detection_segments. Throws kInvalidArgument for an
+  // English-only model, segments < 1 or a NaN threshold; audio errors as transcribe().
+  LanguageDetection detect_language(const float* pcm, size_t num_frames, int sample_rate, int channels,
+                                    int segments = 1, float threshold = 0.5f) const;
+
   const ModelInfo& info() const;
 
   // Diagnostics: the raw float32 logits [vocab] after `prompt` for one 30 s window of log-mel

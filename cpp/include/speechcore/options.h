@@ -25,9 +25,18 @@ struct LoadOptions {
 };
 
 struct TranscribeOptions {
-  // Spoken language code ("en", "fr", ...). Empty = "en" for English-only checkpoints; a
-  // multilingual checkpoint needs it given (language detection comes later). Default "".
+  // Spoken language code ("en", "fr", ...). Empty = "en" for English-only checkpoints; on a
+  // multilingual checkpoint, empty detects it (faster-whisper's language=None): see
+  // language_detection_segments / _threshold. Default "".
   std::string language;
+  // Language detection (multilingual checkpoints, language empty), as faster-whisper 1.2.1: the
+  // first language_detection_segments 30 s windows of features from the first clip's start are
+  // tried in turn, each scored by the softmax of the language tokens' logits after
+  // <|startoftranscript|>; the first window whose top probability exceeds
+  // language_detection_threshold decides; when none does, the language that came first in the
+  // most windows wins (with its best probability). Defaults 1 (must be >= 1) and 0.5.
+  int language_detection_segments = 1;
+  float language_detection_threshold = 0.5f;
   // "transcribe" or "translate" (to English; multilingual checkpoints only). Default "transcribe".
   std::string task = "transcribe";
   // Beam width of the beam search used at temperature 0 (faster-whisper's default is 5);
@@ -70,6 +79,18 @@ struct TranscribeOptions {
   std::vector<int> suppress_tokens = {-1};
   // Text given as a prompt before the first window (as if it had been said before). Default "".
   std::string initial_prompt;
+  // Text forced at the start of the first window's output (faster-whisper's prefix): the window
+  // decodes on from " " + prefix (after <|0.00|> when timestamps are on). Default "" (none).
+  std::string prefix;
+  // Hint phrases given to every window as previous context (faster-whisper's hotwords: after
+  // <|startofprev|>, before the previous text); ignored when prefix is set. Default "" (none).
+  std::string hotwords;
+  // Parts of the audio to transcribe (faster-whisper's clip_timestamps): start, end, start, end,
+  // ... in seconds; an odd count runs the last clip to the end of the audio. Each clip is
+  // decoded with the long-form algorithm (windows never cross its end), the previous-text
+  // prompt carrying over between clips. Values must be finite and >= 0, each end > its start.
+  // Default {} (the whole audio).
+  std::vector<double> clip_timestamps;
   // Upper bound on tokens generated per 30 s window; 0 = the model's limit (448 minus the
   // prompt). Default 0.
   int max_new_tokens = 0;

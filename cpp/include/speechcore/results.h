@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace speechcore {
@@ -33,8 +34,18 @@ struct Transcription {
   std::string text;            // all segment texts joined
   std::vector<Segment> segments;
   std::string language;
-  float language_probability = 1.0f;
+  float language_probability = 1.0f;  // of the detected language; 1 when it was given
+  // Every language's probability (code, probability), most likely first, from the window that
+  // decided the detection; empty when the language was given (or the model is English-only).
+  std::vector<std::pair<std::string, float>> all_language_probs;
   double duration = 0.0;       // seconds of input audio
+};
+
+// Model::detect_language's answer (faster-whisper's detect_language).
+struct LanguageDetection {
+  std::string language;        // code, e.g. "fr"
+  float probability = 0.0f;
+  std::vector<std::pair<std::string, float>> all_language_probs;  // most likely first
 };
 
 }  // namespace speechcore

@@ -68,10 +68,15 @@ DecodePlan make_plan(const io::Tokenizer& tok, const WindowRunner& model, const 
              "task='translate' needs a multilingual model; this one is English-only");
     language = "en";  // as faster-whisper: English-only models always transcribe English
   }
-  SC_CHECK(!language.empty(), ErrorCode::kInvalidArgument,
-           "this multilingual model needs language=... (automatic language detection is not available yet)");
-  plan.language = language;
-  plan.sot_sequence = tok.sot_sequence(language, opt.task);
+  SC_CHECK(opt.language_detection_segments >= 1, ErrorCode::kInvalidArgument,
+           "language_detection_segments must be >= 1, got ", opt.language_detection_segments);
+  SC_CHECK(!std::isnan(opt.language_detection_threshold), ErrorCode::kInvalidArgument,
+           "language_detection_threshold must be a number, got NaN");
+  if (language.empty()) {
+    plan.detect = true;  // multilingual, no language given: FilteredRecording detects it
+  } else {
+    set_language(plan, tok, language);
+  }
 
   WindowOptions& wopt = plan.window;
   wopt.max_initial_timestamp_index =
@@ -102,6 +107,23 @@ DecodePlan make_plan(const io::Tokenizer& tok, const WindowRunner& model, const 
   plan.max_length = cfg.n_text_ctx;
   wopt.max_length = plan.max_length;
   if (!opt.initial_prompt.empty()) plan.initial_tokens = tok.encode(" " + strip(opt.initial_prompt));
+  // faster-whisper's get_prompt: prefix and hotwords cut to max_length / 2 - 1 tokens.
+  const auto capped = [&](const std::string& text) {
+    std::vector<int> ids = tok.encode(" " + strip(text));
+    if (static_cast<int>(ids.size()) >= plan.max_length / 2) ids.resize(static_cast<size_t>(plan.max_length / 2 - 1));
+    return ids;
+  };
+  if (!opt.prefix.empty()) plan.prefix_tokens = capped(opt.prefix);
+  if (!opt.hotwords.empty()) plan.hotword_tokens = capped(opt.hotwords);
+  SC_CHECK(plan.prefix_tokens.empty() || model.decoding_support().prefix, ErrorCode::kUnsupported,
+           "prefix is not supported on the ", model.device(), " backend yet");
+  for (size_t i = 0; i < opt.clip_timestamps.size(); ++i) {
+    const double t = opt.clip_timestamps[i];
+    SC_CHECK(std::isfinite(t) && t >= 0.0, ErrorCode::kInvalidArgument,
+             "clip_timestamps must be finite numbers of seconds >= 0, got ", t);
+    SC_CHECK(i % 2 == 0 || t > opt.clip_timestamps[i - 1], ErrorCode::kInvalidArgument,
+             "clip_timestamps: clip ", i / 2, " ends (", t, " s) before it starts (", opt.clip_timestamps[i - 1], " s)");
+  }
   plan.n_mels = cfg.n_mels;
   plan.window_frames = model.n_frames();
   wopt.patience = opt.patience;
@@ -117,6 +139,23 @@ DecodePlan make_plan(const io::Tokenizer& tok, const WindowRunner& model, const 
   for (size_t a = 0; a < plan.temperatures.size(); ++a)
     check_decoding_support(window_for(plan, a, 0), support, model.device());
   return plan;
+}
+
+void set_language(DecodePlan& plan, const io::Tokenizer& tok, const std::string& language) {
+  plan.language = language;
+  plan.sot_sequence = tok.sot_sequence(language, plan.opt->task);
+  plan.detect = false;
+}
+
+std::vector<std::pair<int64_t, int64_t>> seek_clips(const TranscribeOptions& opt, int64_t content_frames) {
+  std::vector<int64_t> points;
+  // Python's round(ts * frames_per_second): to nearest, ties to even.
+  for (double t : opt.clip_timestamps) points.push_back(static_cast<int64_t>(std::nearbyint(t * 100.0)));
+  if (points.empty()) points.push_back(0);
+  if (points.size() % 2 == 1) points.push_back(content_frames);
+  std::vector<std::pair<int64_t, int64_t>> clips;
+  for (size_t i = 0; i + 1 < points.size(); i += 2) clips.emplace_back(points[i], points[i + 1]);
+  return clips;
 }
 
 WindowOptions window_for(const DecodePlan& plan, size_t attempt, int64_t seek) {

@@ -12,6 +12,7 @@
 #include <deque>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/status.h"
@@ -33,9 +34,12 @@ std::string strip(const std::string& s);
 // The options of one call, checked and resolved once for all of its recordings.
 struct DecodePlan {
   const TranscribeOptions* opt = nullptr;
-  std::string language;
+  std::string language;             // empty until detected when `detect`
+  bool detect = false;              // multilingual model, no language given: detect it (set_language)
   std::vector<int> sot_sequence;
   std::vector<int> initial_tokens;  // " " + initial_prompt, encoded
+  std::vector<int> prefix_tokens;   // " " + prefix, encoded (at most max_length / 2 - 1)
+  std::vector<int> hotword_tokens;  // " " + hotwords, encoded (at most max_length / 2 - 1; not in the prefix's window)
   WindowOptions window;             // max_length is set per window; search fields per attempt (window_for)
   std::vector<float> temperatures;  // tried in turn for each window
   int max_length = 448;             // the decoder's positions
@@ -46,6 +50,13 @@ struct DecodePlan {
 // Checks and resolves the options of one call (throws kInvalidArgument, or kUnsupported for
 // search features the runner's backend lacks: see WindowRunner::decoding_support).
 DecodePlan make_plan(const io::Tokenizer& tok, const WindowRunner& model, const TranscribeOptions& opt);
+
+// Sets the plan's language and start-of-transcript sequence (after detection).
+void set_language(DecodePlan& plan, const io::Tokenizer& tok, const std::string& language);
+
+// faster-whisper's seek clips: [start, end) mel frames of each clip of opt.clip_timestamps
+// (rounded to frames; an odd count ends at content_frames; none = the whole recording).
+std::vector<std::pair<int64_t, int64_t>> seek_clips(const TranscribeOptions& opt, int64_t content_frames);
 
 // The window options of attempt `attempt` (index into plan.temperatures) of the window starting
 // at mel frame `seek`: at temperature 0 greedy / beam search (beam_size), above it best_of
@@ -96,20 +107,27 @@ class Recording {
   size_t in_flight() const { return issued_.size(); }
   // Whether next_request() may be called now.
   bool can_issue() const {
-    return started_ && !done_ && issue_seek_ < content_frames_ &&
+    return started_ && !done_ && issue_clip_ < clips_.size() &&
            (issued_.empty() || (lookahead_ && issued_.size() < kMaxLookahead));
   }
   // Windows the last consume() dropped (the newest ones issued; 0 when the guess held).
   size_t discarded() const { return discarded_; }
 
-  void begin() {
-    SC_ASSERT(!started_);
+  // features: the recording's log-mel when the caller has it already (language detection);
+  // undefined = computed here.
+  void begin(Tensor features = Tensor()) {
+    SC_ASSERT(!started_ && !plan_.language.empty());
     started_ = true;
     result_.language = plan_.language;
     result_.duration = static_cast<double>(samples_.size()) / 16000.0;
-    features_ = runner_.log_mel(samples_);  // on the backend's device
+    features_ = features.defined() ? std::move(features) : runner_.log_mel(samples_);  // on the backend's device
     total_frames_ = features_.dim(1);
     content_frames_ = total_frames_ - 1;
+    clips_ = seek_clips(*plan_.opt, content_frames_);
+    seek_ = issue_seek_ = clips_[0].first;
+    clip_ = issue_clip_ = 0;
+    normalize(seek_, clip_);
+    normalize(issue_seek_, issue_clip_);
     all_tokens_ = plan_.initial_tokens;
     update_done();
   }
@@ -123,14 +141,15 @@ class Recording {
     w.seek = issue_seek_;
     // The oldest window in flight is at its current attempt; one issued ahead at the first.
     w.attempt = issued_.empty() ? attempt_ : 0;
-    w.size = std::min<int64_t>(window, content_frames_ - w.seek);
+    w.size = std::min<int64_t>({window, content_frames_ - w.seek, clip_end(issue_clip_) - w.seek});
     w.mel.assign(static_cast<size_t>(plan_.n_mels) * window, 0.0f);
     for (int m = 0; m < plan_.n_mels; ++m)
       std::memcpy(w.mel.data() + static_cast<size_t>(m) * window,
                   features_.data<float>() + m * total_frames_ + w.seek, sizeof(float) * w.size);
     // The first window in flight has the real prompt; one issued ahead guesses the reset one.
-    w.prompt = prompt_since(issued_.empty() ? prompt_reset_since_ : all_tokens_.size());
+    w.prompt = prompt_since(issued_.empty() ? prompt_reset_since_ : all_tokens_.size(), w.seek);
     issue_seek_ += w.size;  // sequentially: a window without timestamp pairs seeks its whole length
+    normalize(issue_seek_, issue_clip_);
     issued_.push_back(std::move(w));
     const Issued& last = issued_.back();
 
@@ -168,6 +187,7 @@ class Recording {
         discarded_ = issued_.size();
         issued_.clear();
         issue_seek_ = seek_;
+        issue_clip_ = clip_;
         return;
       }
       // Every temperature failed: the best average log-prob among the attempts passing the
@@ -192,11 +212,14 @@ class Recording {
     }
     issued_.pop_front();
     if (!issued_.empty() && (done_ || issued_.front().seek != seek_ ||
-                             issued_.front().prompt != prompt_since(prompt_reset_since_))) {
+                             issued_.front().prompt != prompt_since(prompt_reset_since_, seek_))) {
       discarded_ = issued_.size();
       issued_.clear();
     }
-    if (issued_.empty()) issue_seek_ = seek_;
+    if (issued_.empty()) {
+      issue_seek_ = seek_;
+      issue_clip_ = clip_;
+    }
   }
 
   // The segments kept so far (they grow as windows are consumed).
@@ -209,19 +232,44 @@ class Recording {
   }
 
  private:
-  // The prompt the sequential algorithm builds when the previous-text prompt starts at
-  // all_tokens_[reset_since].
-  std::vector<int> prompt_since(size_t reset_since) const {
+  // The prompt the sequential algorithm builds for the window at mel frame `seek` when the
+  // previous-text prompt starts at all_tokens_[reset_since] (faster-whisper's get_prompt:
+  // hotwords unless the window has the prefix, the previous text, the start-of-transcript
+  // sequence, and the prefix in the window at frame 0).
+  std::vector<int> prompt_since(size_t reset_since, int64_t seek) const {
     std::vector<int> prompt;
-    if (all_tokens_.size() > reset_since) {
+    const bool previous = all_tokens_.size() > reset_since;
+    const bool prefix = seek == 0 && !plan_.prefix_tokens.empty();
+    const bool hotwords = !plan_.hotword_tokens.empty() && !prefix;
+    if (previous || hotwords) {
       prompt.push_back(tok_.sot_prev());
+      if (hotwords) prompt.insert(prompt.end(), plan_.hotword_tokens.begin(), plan_.hotword_tokens.end());
+    }
+    if (previous) {
       const size_t avail = all_tokens_.size() - reset_since;
       const size_t keep = std::min<size_t>(avail, static_cast<size_t>(plan_.max_length / 2 - 1));
       prompt.insert(prompt.end(), all_tokens_.end() - keep, all_tokens_.end());
     }
     prompt.insert(prompt.end(), plan_.sot_sequence.begin(), plan_.sot_sequence.end());
     if (plan_.opt->without_timestamps) prompt.push_back(tok_.no_timestamps());
+    if (prefix) {
+      if (!plan_.opt->without_timestamps) prompt.push_back(tok_.timestamp_begin());
+      prompt.insert(prompt.end(), plan_.prefix_tokens.begin(), plan_.prefix_tokens.end());
+    }
     return prompt;
+  }
+
+  int64_t clip_end(size_t clip) const { return std::min(clips_[clip].second, content_frames_); }
+
+  // faster-whisper's clip loop: moves `seek` into clip `clip` (or the next clips that still
+  // have frames); clip == clips_.size() once past the last one.
+  void normalize(int64_t& seek, size_t& clip) const {
+    while (clip < clips_.size()) {
+      if (seek < clips_[clip].first) seek = clips_[clip].first;
+      if (seek < clip_end(clip)) return;
+      ++clip;
+      if (clip < clips_.size()) seek = clips_[clip].first;
+    }
   }
 
   // The window's final result (cr: its compression ratio, temperature: the one reported).
@@ -233,6 +281,7 @@ class Recording {
 
     if (is_silence(opt, window_result.avg_logprob, window_result.no_speech_prob)) {
       seek_ += segment_size;  // silence: skip the window
+      normalize(seek_, clip_);
       update_done();
       return;
     }
@@ -299,6 +348,7 @@ class Recording {
     }
     if (!opt.condition_on_previous_text || temperature > opt.prompt_reset_on_temperature)
       prompt_reset_since_ = all_tokens_.size();
+    normalize(seek_, clip_);
     update_done();
   }
 
@@ -375,7 +425,7 @@ class Recording {
 
  private:
   void update_done() {
-    done_ = seek_ >= content_frames_;
+    done_ = clip_ >= clips_.size();
     if (!done_) return;
     std::string text;
     for (const Segment& s : result_.segments) text += s.text;
@@ -411,6 +461,9 @@ class Recording {
   std::vector<Attempt> failed_;  // its failed attempts so far
   std::deque<Issued> issued_;    // issued, not consumed, oldest first
   int64_t issue_seek_ = 0;       // where the next issued window starts
+  size_t issue_clip_ = 0;        // in that clip
+  std::vector<std::pair<int64_t, int64_t>> clips_;  // seek clips [start, end) in mel frames
+  size_t clip_ = 0;              // the clip of seek_ (clips_.size(): done)
   size_t discarded_ = 0;
   std::vector<int> all_tokens_;  // the initial prompt, then every kept segment's tokens
   size_t prompt_reset_since_ = 0;

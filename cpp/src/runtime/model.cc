@@ -16,6 +16,7 @@
 #include "io/tokenizer.h"
 #include "models/whisper/whisper_model.h"
 #include "ops/ops.h"
+#include "runtime/language.h"
 #include "runtime/model_impl.h"
 #include "runtime/transcriber.h"
 #include "speechcore/engine.h"
@@ -105,6 +106,20 @@ Transcription Model::transcribe(const float* pcm, size_t num_frames, int sample_
 }
 
 void Model::check_options(const TranscribeOptions& options) const { impl_->transcriber->check_options(options); }
+
+LanguageDetection Model::detect_language(const float* pcm, size_t num_frames, int sample_rate, int channels,
+                                         int segments, float threshold) const {
+  const runtime::WhisperTranscriber& t = *impl_->transcriber;
+  SC_CHECK(t.tokenizer().multilingual(), ErrorCode::kInvalidArgument,
+           "detect_language needs a multilingual model; this one is English-only");
+  SC_CHECK(segments >= 1, ErrorCode::kInvalidArgument, "segments must be >= 1, got ", segments);
+  std::vector<float> audio = io::prepare_audio(pcm, num_frames, sample_rate, channels);
+  // faster-whisper cuts the audio to the windows it reads before computing the features.
+  const size_t keep = static_cast<size_t>(segments) * 30 * 16000;
+  if (audio.size() > keep) audio.resize(keep);
+  const Tensor features = t.runner().log_mel(audio);
+  return runtime::detect_language(t.runner(), t.tokenizer(), features, 0, segments, threshold);
+}
 
 namespace {
 

@@ -4,12 +4,14 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <map>
 #include <mutex>
 
 #include "core/status.h"
 #include "io/audio.h"
+#include "runtime/language.h"
 
 namespace speechcore::runtime {
 
@@ -34,6 +36,8 @@ TranscribeOptions mode_options(const TranscribeOptions& o) {
     out.condition_on_previous_text = false;
     if (out.temperature.size() > 1) out.temperature.resize(1);
   }
+  // faster-whisper runs the VAD filter only without clip_timestamps
+  if (!o.chunked && !o.clip_timestamps.empty()) out.vad_filter = false;
   return out;
 }
 
@@ -73,6 +77,8 @@ vad::VadOptions effective_vad_options(const TranscribeOptions& o) {
 }
 
 void check_vad_options(const TranscribeOptions& o) {
+  SC_CHECK(!(o.chunked && !o.clip_timestamps.empty()), ErrorCode::kInvalidArgument,
+           "clip_timestamps cannot be combined with chunked (the VAD chooses the chunks)");
   if (!uses_vad(o)) return;
   effective_vad_options(o);
   vad_model(o.vad_model_path);
@@ -81,11 +87,27 @@ void check_vad_options(const TranscribeOptions& o) {
 FilteredRecording::FilteredRecording(const WhisperTranscriber& transcriber, const TranscribeOptions& options,
                                      const std::vector<float>& samples)
     : transcriber_(transcriber),
-      mode_(options.chunked ? Mode::kChunked : options.vad_filter ? Mode::kFilter : Mode::kPlain),
+      mode_(options.chunked ? Mode::kChunked
+            : options.vad_filter && options.clip_timestamps.empty() ? Mode::kFilter  // see mode_options
+                                                                     : Mode::kPlain),
       options_(mode_options(options)),
       plan_(make_plan(transcriber.tokenizer(), transcriber.runner(), options_)),
       samples_(samples) {
   check_vad_options(options_);
+}
+
+// Language detection (plan_.detect) over a recording's features: from the first clip's start.
+void FilteredRecording::detect(const Tensor& features) {
+  const int64_t content = features.dim(1) - 1;
+  int64_t start = 0;
+  if (!options_.clip_timestamps.empty()) {
+    const double frames = options_.clip_timestamps[0] * 100.0;  // faster-whisper: int(start * fps) if < content
+    if (frames < static_cast<double>(content)) start = static_cast<int64_t>(frames);
+  }
+  LanguageDetection d = detect_language(transcriber_.runner(), transcriber_.tokenizer(), features, start,
+                                        options_.language_detection_segments, options_.language_detection_threshold);
+  set_language(plan_, transcriber_.tokenizer(), d.language);
+  detection_ = std::move(d);
 }
 
 FilteredRecording::~FilteredRecording() = default;
@@ -97,25 +119,63 @@ void FilteredRecording::begin() {
   if (mode_ == Mode::kPlain) {
     single_ = std::make_unique<Recording>(plan_, runner, transcriber_.tokenizer(), transcriber_.special_tokens(),
                                           samples_);
-    single_->begin();
+    Tensor features;
+    if (plan_.detect) {
+      features = runner.log_mel(samples_);
+      detect(features);
+    }
+    single_->begin(std::move(features));
     done_ = single_->done();
     return;
   }
   const std::shared_ptr<const vad::SileroVad> model = vad_model(options_.vad_model_path);
   const std::vector<vad::SpeechTimestamp> chunks = vad::get_speech_timestamps(
       *model, samples_.data(), samples_.size(), vad::kSampleRate, effective_vad_options(options_));
-  if (chunks.empty()) return finish();  // no speech: nothing to decode
+  if (chunks.empty()) return finish();  // no speech: nothing to decode (nor a language to detect)
   map_ = std::make_unique<vad::SpeechTimestampsMap>(chunks, vad::kSampleRate);
   if (mode_ == Mode::kFilter) {
     std::vector<vad::ChunkGroup> all = vad::collect_chunks(samples_.data(), samples_.size(), chunks);
     speech_ = std::move(all.at(0).audio);
     single_ = std::make_unique<Recording>(plan_, runner, transcriber_.tokenizer(), transcriber_.special_tokens(),
                                           speech_);
-    single_->begin();
+    Tensor features;
+    if (plan_.detect) {
+      features = runner.log_mel(speech_);
+      detect(features);
+    }
+    single_->begin(std::move(features));
     if (single_->done()) finish();
     return;
   }
   groups_ = vad::collect_chunks(samples_.data(), samples_.size(), chunks, kChunkSeconds);
+  if (plan_.detect) {
+    // BatchedInferencePipeline: the groups' features without their last frame, concatenated,
+    // plus one frame of -1.5 (only the frames detection reads are computed).
+    const int n_mels = runner.config().n_mels;
+    const int64_t needed = static_cast<int64_t>(options_.language_detection_segments) * runner.n_frames();
+    std::vector<Tensor> parts;
+    int64_t frames = 0;
+    size_t g = 0;
+    for (; g < groups_.size() && frames < needed; ++g) {
+      if (!has_window(groups_[g])) continue;  // under one hop: no frame besides the padding one
+      parts.push_back(runner.log_mel(groups_[g].audio));
+      frames += parts.back().dim(1) - 1;
+    }
+    const bool dummy = g == groups_.size();
+    Tensor features = Tensor::empty({n_mels, frames + (dummy ? 1 : 0)}, DType::kFloat32);
+    float* out = features.data<float>();
+    const int64_t total = features.dim(1);
+    int64_t at = 0;
+    for (const Tensor& p : parts) {
+      const int64_t n = p.dim(1) - 1;
+      for (int m = 0; m < n_mels; ++m)
+        std::memcpy(out + m * total + at, p.data<float>() + m * p.dim(1), sizeof(float) * n);
+      at += n;
+    }
+    if (dummy)
+      for (int m = 0; m < n_mels; ++m) out[m * total + at] = -1.5f;
+    detect(features);
+  }
   // Each group keeps the offset collect_chunks gave it, so dropping one changes no other.
   groups_.erase(std::remove_if(groups_.begin(), groups_.end(), [](const vad::ChunkGroup& g) { return !has_window(g); }),
                 groups_.end());
@@ -227,15 +287,24 @@ const std::vector<Segment>& FilteredRecording::segments() const {
 
 Transcription FilteredRecording::take_result() {
   SC_ASSERT(done_);
-  if (mode_ == Mode::kPlain) return single_->take_result();
   Transcription t;
-  if (single_) t = single_->take_result();  // kFilter with speech: its text, language
-  t.language = plan_.language;
-  t.duration = static_cast<double>(samples_.size()) / vad::kSampleRate;
-  t.segments = std::move(segments_);
-  std::string text;
-  for (const Segment& s : t.segments) text += s.text;
-  t.text = strip(text);
+  if (mode_ == Mode::kPlain) {
+    t = single_->take_result();
+  } else {
+    if (single_) t = single_->take_result();  // kFilter with speech: its text, language
+    t.language = plan_.language;
+    t.duration = static_cast<double>(samples_.size()) / vad::kSampleRate;
+    t.segments = std::move(segments_);
+    std::string text;
+    for (const Segment& s : t.segments) text += s.text;
+    t.text = strip(text);
+  }
+  if (detection_) {
+    t.language_probability = detection_->probability;
+    t.all_language_probs = std::move(detection_->all_language_probs);
+  } else if (t.language.empty()) {
+    t.language_probability = 0.0f;  // detection was asked, but there was no speech to run it on
+  }
   return t;
 }
 

@@ -18,6 +18,7 @@
 #include <cstddef>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -38,8 +39,9 @@ constexpr double kChunkSeconds = 30.0;
 // (kInvalidArgument: empty path; kNotFound / kInvalidModel as SileroVad::load).
 std::shared_ptr<const vad::SileroVad> vad_model(const std::string& path);
 
-// Whether options ask for the VAD (vad_filter or chunked).
-inline bool uses_vad(const TranscribeOptions& o) { return o.vad_filter || o.chunked; }
+// Whether options ask for the VAD (chunked, or vad_filter without clip_timestamps: faster-whisper
+// runs the VAD filter only without them).
+inline bool uses_vad(const TranscribeOptions& o) { return (o.vad_filter && o.clip_timestamps.empty()) || o.chunked; }
 
 // The VAD options a mode runs with: vad_parameters, or the mode's defaults when unset
 // (chunked: min_silence_duration_ms = 160, max_speech_duration_s = 30); in chunked mode
@@ -84,6 +86,7 @@ class FilteredRecording {
   size_t next_part() const;  // chunked: the group next_request() issues from, or npos
   void sync_segments();      // filter/chunked: maps what the recording(s) added to segments_
   void finish();
+  void detect(const Tensor& features);  // plan_.detect: detects the language, sets plan_'s
 
   const WhisperTranscriber& transcriber_;
   const Mode mode_;
@@ -106,6 +109,7 @@ class FilteredRecording {
 
   std::vector<Segment> segments_;
   Transcription result_;
+  std::optional<LanguageDetection> detection_;   // when the language was detected
 };
 
 }  // namespace speechcore::runtime

@@ -123,10 +123,11 @@ class CpuSearchRows final : public SearchRows {
 
 // The logits rules (penalties, suppressions, timestamps) for one row at generation step
 // `step` of a sequence `generated`, then its log-softmax.
-void rules_and_log_softmax(float* row, int vocab, int step, const std::vector<int>& generated, bool timestamps,
-                           const WhisperSpecialTokens& sp, const WindowOptions& o) {
-  apply_penalties(row, vocab, generated, o);
-  apply_whisper_logits_rules(row, vocab, step, generated, timestamps, sp, o);
+void rules_and_log_softmax(float* row, int vocab, int step, const std::vector<int>& forced,
+                           const std::vector<int>& generated, bool timestamps, const WhisperSpecialTokens& sp,
+                           const WindowOptions& o) {
+  apply_penalties(row, vocab, forced, generated, o);
+  apply_whisper_logits_rules(row, vocab, step, generated, timestamps, sp, o, !forced.empty());
   log_softmax_rule_row(row, vocab);
 }
 
@@ -143,8 +144,10 @@ struct Hypothesis {
 
 // The best hypothesis by sum / length^length_penalty (CTranslate2 sorts the finished
 // hypotheses with std::sort on that score and keeps the first).
-WindowResult best_hypothesis(std::vector<Hypothesis>& hyps, float length_penalty, float no_speech_prob) {
+WindowResult best_hypothesis(std::vector<Hypothesis>& hyps, float length_penalty, float no_speech_prob,
+                             const std::vector<int>& forced) {
   SC_ASSERT(!hyps.empty());
+  for (Hypothesis& h : hyps) h.tokens.insert(h.tokens.begin(), forced.begin(), forced.end());
   std::vector<float> norm(hyps.size());
   for (size_t i = 0; i < hyps.size(); ++i)
     norm[i] = normalized_score(hyps[i].score, hyps[i].tokens.size(), length_penalty);
@@ -184,7 +187,8 @@ class BeamSearchDecoder final : public WindowDecoder {
       : rows_(std::move(rows)), prompt_(std::move(prompt)), sp_(sp), o_(std::move(o)),
         layout_(prompt_layout(prompt_, sp_, o_)), vocab_(vocab), beam_(o_.beam_size),
         candidates_(2 * o_.beam_size),
-        max_finished_(static_cast<size_t>(std::round(static_cast<float>(o_.beam_size) * o_.patience))) {
+        max_finished_(static_cast<size_t>(std::round(static_cast<float>(o_.beam_size) * o_.patience))),
+        forced_(forced_tokens(prompt_, layout_)) {
     SC_CHECK(beam_ >= 2 && candidates_ <= vocab_, ErrorCode::kInvalidArgument, "beam_size ", beam_,
              " is out of range for a vocabulary of ", vocab_);
     SC_CHECK(max_finished_ >= 1, ErrorCode::kInvalidArgument, "beam_size * patience must round to at least 1");
@@ -204,7 +208,10 @@ class BeamSearchDecoder final : public WindowDecoder {
       result_.no_speech_prob = rows_->prefill(prompt_, layout_.sot_index, sp_.no_speech, logits_.data());
       if (layout_.max_new <= 0) {
         done_ = true;
-        finish_window(result_, o_.length_penalty);
+        if (layout_.forced > 0)
+          result_ = prefix_only_result(prompt_, layout_, result_.no_speech_prob, o_.length_penalty);
+        else
+          finish_window(result_, o_.length_penalty);
         return;
       }
       rows_in = 1;  // the first step expands the one prompt row (CTranslate2 on the CPU)
@@ -217,7 +224,7 @@ class BeamSearchDecoder final : public WindowDecoder {
     // Cumulative log-probs of every continuation of every beam.
     for (int r = 0; r < rows_in; ++r) {
       float* row = logits_.data() + static_cast<size_t>(r) * vocab_;
-      rules_and_log_softmax(row, vocab_, step_, seqs_[r], layout_.timestamps, sp_, o_);
+      rules_and_log_softmax(row, vocab_, step_, forced_, seqs_[r], layout_.timestamps, sp_, o_);
       if (step_ > 0) {
         const float s = scores_[r];
         for (int i = 0; i < vocab_; ++i) row[i] = row[i] + s;
@@ -236,6 +243,15 @@ class BeamSearchDecoder final : public WindowDecoder {
       word[j] = ids_[j] % vocab_;
       origin[j] = ids_[j] / vocab_;
       score[j] = flat[ids_[j]];
+    }
+    if (step_ == 0 && layout_.forced > 0) {
+      // CTranslate2's first free step after a forced prefix: end-of-text among the secondary
+      // candidates becomes token 0 with a score of -1e10 (a dead beam, never a hypothesis).
+      for (int j = 1; j < candidates_; ++j)
+        if (word[j] == sp_.eot) {
+          word[j] = 0;
+          score[j] = -1e10f;
+        }
     }
 
     // Finished hypotheses among the first B candidates; each is replaced by the next
@@ -267,7 +283,7 @@ class BeamSearchDecoder final : public WindowDecoder {
                                                    : finished_.size() >= max_finished_);
     if (finished) {
       const float no_speech = result_.no_speech_prob;
-      result_ = best_hypothesis(finished_, o_.length_penalty, no_speech);
+      result_ = best_hypothesis(finished_, o_.length_penalty, no_speech, forced_);
       done_ = true;
       release();
       return;
@@ -311,6 +327,7 @@ class BeamSearchDecoder final : public WindowDecoder {
   int beam_;
   int candidates_;
   size_t max_finished_;
+  std::vector<int> forced_;        // the prompt's forced prefix (PromptLayout::forced)
 
   std::vector<float> logits_;      // [beam, vocab]
   std::vector<int> ids_;           // top-k scratch
@@ -331,7 +348,8 @@ class SamplingDecoder final : public WindowDecoder {
   SamplingDecoder(std::unique_ptr<SearchRows> rows, int vocab, std::vector<int> prompt, const WhisperSpecialTokens& sp,
                   WindowOptions o)
       : rows_(std::move(rows)), prompt_(std::move(prompt)), sp_(sp), o_(std::move(o)),
-        layout_(prompt_layout(prompt_, sp_, o_)), vocab_(vocab), n_(o_.num_hypotheses) {
+        layout_(prompt_layout(prompt_, sp_, o_)), vocab_(vocab), n_(o_.num_hypotheses),
+        forced_(forced_tokens(prompt_, layout_)) {
     SC_CHECK(o_.temperature > 0.0f && std::isfinite(o_.temperature), ErrorCode::kInvalidArgument,
              "sampling needs a finite temperature > 0");
     SC_CHECK(n_ >= 1, ErrorCode::kInvalidArgument, "best_of must be >= 1, got ", n_);
@@ -354,11 +372,14 @@ class SamplingDecoder final : public WindowDecoder {
       result_.no_speech_prob = rows_->prefill(prompt_, layout_.sot_index, sp_.no_speech, logits_.data());
       if (layout_.max_new <= 0) {
         done_ = true;
-        finish_window(result_, o_.length_penalty);
+        if (layout_.forced > 0)
+          result_ = prefix_only_result(prompt_, layout_, result_.no_speech_prob, o_.length_penalty);
+        else
+          finish_window(result_, o_.length_penalty);
         return;
       }
       // Every candidate starts from the same distribution.
-      rules_and_log_softmax(logits_.data(), vocab_, 0, {}, layout_.timestamps, sp_, o_);
+      rules_and_log_softmax(logits_.data(), vocab_, 0, forced_, {}, layout_.timestamps, sp_, o_);
       for (int r = 0; r < n_; ++r) {
         alive_.push_back(r);
         pick(r, logits_.data());
@@ -368,7 +389,7 @@ class SamplingDecoder final : public WindowDecoder {
       for (size_t i = 0; i < alive_.size(); ++i) {
         float* row = logits_.data() + i * vocab_;
         const int r = alive_[i];
-        rules_and_log_softmax(row, vocab_, step_, hyps_[r].tokens, layout_.timestamps, sp_, o_);
+        rules_and_log_softmax(row, vocab_, step_, forced_, hyps_[r].tokens, layout_.timestamps, sp_, o_);
         pick(r, row);
       }
     }
@@ -384,7 +405,7 @@ class SamplingDecoder final : public WindowDecoder {
     }
     if (kept_rows.empty()) {
       const float no_speech = result_.no_speech_prob;
-      result_ = best_hypothesis(hyps_, o_.length_penalty, no_speech);
+      result_ = best_hypothesis(hyps_, o_.length_penalty, no_speech, forced_);
       done_ = true;
       rows_->release();
       std::vector<float>().swap(logits_);
@@ -420,6 +441,7 @@ class SamplingDecoder final : public WindowDecoder {
   PromptLayout layout_;
   int vocab_;
   int n_;
+  std::vector<int> forced_;       // the prompt's forced prefix (PromptLayout::forced)
 
   std::vector<float> logits_;     // [alive, vocab]
   std::vector<float> scratch_;

@@ -26,7 +26,8 @@ void disable_range(float* logits, int begin, int end) {  // [begin, end)
 }  // namespace
 
 void apply_whisper_logits_rules(float* logits, int vocab, int step, const std::vector<int>& generated,
-                                bool timestamps, const WhisperSpecialTokens& sp, const WindowOptions& o) {
+                                bool timestamps, const WhisperSpecialTokens& sp, const WindowOptions& o,
+                                bool after_prefix) {
   for (int id : o.suppress_tokens)
     if (id >= 0 && id < vocab) logits[id] = kNegInf;
   if (step == 0)
@@ -37,7 +38,9 @@ void apply_whisper_logits_rules(float* logits, int vocab, int step, const std::v
   const int tb = sp.timestamp_begin, te = sp.timestamp_end;
   logits[sp.no_timestamps] = kNegInf;
   bool check_timestamp_mass = false;
-  if (step == 0) {
+  if (step == 0 && after_prefix) {
+    // CTranslate2 applies neither rule at the first step after a forced prefix.
+  } else if (step == 0) {
     disable_range(logits, 0, tb);  // the first token is a timestamp
     if (o.max_initial_timestamp_index >= 0) disable_range(logits, tb + o.max_initial_timestamp_index + 1, te + 1);
   } else {
@@ -80,10 +83,16 @@ PromptLayout prompt_layout(const std::vector<int>& prompt, const WhisperSpecialT
   const int prompt_len = static_cast<int>(prompt.size());
   SC_CHECK(prompt_len < o.max_length, ErrorCode::kInvalidArgument, "the prompt (", prompt_len,
            " tokens) does not fit in the decoder's ", o.max_length, " positions");
-  layout.timestamps = prompt.back() != sp.no_timestamps;
-  // CTranslate2 forwards all but the last prompt token, then decodes from the last one.
-  const int start_step = prompt_len - 1;
-  layout.max_new = std::min(o.max_length / 2, o.max_length - start_step);
+  // The task part: <|startoftranscript|> and the special tokens up to <|notimestamps|> after it.
+  int task_end = layout.sot_index;
+  while (task_end < prompt_len && prompt[task_end] >= sp.sot && prompt[task_end] <= sp.no_timestamps) ++task_end;
+  layout.forced = prompt_len - task_end;
+  layout.timestamps = prompt[task_end - 1] != sp.no_timestamps;
+  // CTranslate2 forwards the prompt up to the last task token, then decodes from it (forcing
+  // the prefix); max_length counts the prefix.
+  const int start_step = task_end - 1;
+  layout.max_total = std::min(o.max_length / 2, o.max_length - start_step);
+  layout.max_new = layout.max_total - layout.forced;
   return layout;
 }
 
@@ -161,6 +170,29 @@ Alignment WindowRunner::align(const AlignRequest&, const WhisperSpecialTokens&) 
   throw_error(ErrorCode::kUnsupported, "word_timestamps is not available on ", device(), " yet");
 }
 
+void apply_penalties(float* logits, int vocab, const std::vector<int>& forced, const std::vector<int>& generated,
+                     const WindowOptions& o) {
+  if (forced.empty()) return apply_penalties(logits, vocab, generated, o);
+  if (o.repetition_penalty == 1.0f && o.no_repeat_ngram_size <= 0) return;
+  std::vector<int> all = forced;
+  all.insert(all.end(), generated.begin(), generated.end());
+  apply_penalties(logits, vocab, all, o);
+}
+
+std::vector<int> forced_tokens(const std::vector<int>& prompt, const PromptLayout& layout) {
+  return std::vector<int>(prompt.end() - layout.forced, prompt.end());
+}
+
+WindowResult prefix_only_result(const std::vector<int>& prompt, const PromptLayout& layout, float no_speech_prob,
+                                float length_penalty) {
+  WindowResult r;
+  r.no_speech_prob = no_speech_prob;
+  const int n = std::max(0, std::min(layout.forced, layout.max_total));
+  r.tokens.assign(prompt.end() - layout.forced, prompt.end() - layout.forced + n);
+  finish_window(r, length_penalty);
+  return r;
+}
+
 std::unique_ptr<engine::StepRunner> WindowRunner::make_step_runner(const engine::StepRunnerConfig&) const {
   throw_error(ErrorCode::kUnsupported, "the engine (submit / transcribe_stream / atranscribe) is not available on ",
               device(), " yet; use transcribe or transcribe_batch");
@@ -206,7 +238,7 @@ class CpuStepRunner final : public engine::StepRunner {
   }
   void release(uint64_t id) override { windows_.erase(id); }
   size_t windows() const override { return windows_.size(); }
-  DecodingSupport decoding_support() const override { return {true, true, true, true}; }
+  DecodingSupport decoding_support() const override { return {true, true, true, true, true}; }
 
  private:
   struct Window {
@@ -241,7 +273,7 @@ class CpuWindowRunner final : public WindowRunner {
   }
   std::string device() const override { return "cpu"; }
   std::string compute_type() const override { return "float32"; }
-  DecodingSupport decoding_support() const override { return {true, true, true, true}; }
+  DecodingSupport decoding_support() const override { return {true, true, true, true, true}; }
   std::vector<float> prompt_logits(const float* mel, const std::vector<int>& prompt) const override {
     return runtime::prompt_logits(*model_, model_->encode(mel), prompt);
   }

@@ -53,6 +53,7 @@ struct DecodingSupport {
   bool sampling = false;     // temperature > 0 (with best_of candidates)
   bool penalties = false;    // repetition_penalty != 1, no_repeat_ngram_size > 0, length_penalty != 1
   bool word_timestamps = false;  // WindowRunner::align
+  bool prefix = false;       // prompts ending in forced tokens (TranscribeOptions::prefix; PromptLayout::forced)
 };
 
 struct WindowResult {
@@ -84,10 +85,21 @@ struct Alignment {
 
 // Checks of a window's prompt shared by every backend: index of the start-of-transcript token,
 // whether timestamp rules apply, and the number of tokens that may be generated.
+//
+// As CTranslate2: the prompt's task part ends after the tokens following <|startoftranscript|>
+// that are special tokens up to <|notimestamps|> (language, task, notimestamps); tokens after it
+// are a forced prefix (faster-whisper's prefix: <|0.00|> when timestamps are on, then the
+// prefix text). CTranslate2 forces them one step at a time with score 0; a backend supporting
+// them (DecodingSupport::prefix) runs them with the prompt instead (the same model inputs), then
+// decodes `max_new` free tokens: the first gets no initial-timestamp rule (only suppress_blank),
+// penalties see the prefix plus the generated tokens, the window's tokens are the prefix then
+// the generated ones, and its log-prob sum counts the generated ones only.
 struct PromptLayout {
   int sot_index = 0;
-  bool timestamps = true;
-  int max_new = 0;
+  bool timestamps = true;  // the task part does not end in <|notimestamps|>
+  int max_new = 0;         // free tokens that may be generated after the prefix (<= 0: none)
+  int forced = 0;          // forced prefix tokens at the end of the prompt
+  int max_total = 0;       // prefix + generated tokens at most (CTranslate2's max_length)
 };
 PromptLayout prompt_layout(const std::vector<int>& prompt, const WhisperSpecialTokens& special,
                            const WindowOptions& options);
@@ -174,11 +186,23 @@ void check_decoding_support(const WindowOptions& options, const DecodingSupport&
 // CTranslate2's repetition penalty and no-repeat-n-gram rule on one row of logits, given the
 // tokens generated so far in this window (run before apply_whisper_logits_rules).
 void apply_penalties(float* logits, int vocab, const std::vector<int>& generated, const WindowOptions& options);
+// The same with the window's forced prefix first (the tokens CTranslate2's penalties see).
+void apply_penalties(float* logits, int vocab, const std::vector<int>& forced, const std::vector<int>& generated,
+                     const WindowOptions& options);
+
+// The forced prefix tokens at the end of `prompt` (layout.forced of them).
+std::vector<int> forced_tokens(const std::vector<int>& prompt, const PromptLayout& layout);
+// A window that ends inside its forced prefix (layout.max_new <= 0 with a prefix): CTranslate2
+// returns the first max_total prefix tokens with score 0.
+WindowResult prefix_only_result(const std::vector<int>& prompt, const PromptLayout& layout, float no_speech_prob,
+                                float length_penalty);
 
 // Applies the logits rules for decoding step `step` (0 = first generated token) given the
 // tokens generated so far. logits: [vocab] (modified in place: disallowed tokens -> -inf).
+// after_prefix: the window's prompt ends in a forced prefix (PromptLayout::forced > 0); step 0
+// then gets no initial-timestamp rule, as in CTranslate2.
 void apply_whisper_logits_rules(float* logits, int vocab, int step, const std::vector<int>& generated,
                                 bool timestamps, const WhisperSpecialTokens& special,
-                                const WindowOptions& options);
+                                const WindowOptions& options, bool after_prefix = false);
 
 }  // namespace speechcore::runtime

@@ -23,7 +23,7 @@ class GreedyWindow {
                WindowOptions o)
       : model_(model), cross_(cross), prompt_(std::move(prompt)), sp_(sp), o_(std::move(o)),
         layout_(prompt_layout(prompt_, sp_, o_)), vocab_(model.config().vocab_size), state_(model.new_state()),
-        logits_(static_cast<size_t>(vocab_) * 2) {}
+        logits_(static_cast<size_t>(vocab_) * 2), forced_(forced_tokens(prompt_, layout_)) {}
 
   bool done() const { return done_; }
   int generated() const { return static_cast<int>(result_.tokens.size()); }
@@ -42,14 +42,20 @@ class GreedyWindow {
       result_.no_speech_prob =
           sp_.no_speech >= 0 ? static_cast<float>(std::exp(logits_[sp_.no_speech] - lse)) : 0.0f;
       step_logits = logits_.data() + (rows.size() - 1) * vocab_;
+      if (layout_.max_new <= 0 && layout_.forced > 0) {  // the length limit falls inside the prefix
+        result_ = prefix_only_result(prompt_, layout_, result_.no_speech_prob, o_.length_penalty);
+        done_ = true;
+        return;
+      }
       if (layout_.max_new <= 0) return finish();
     } else {
       const int last = result_.tokens.back();
       model_.decode(state_, cross_, &last, 1, {0}, logits_.data());
     }
     const int step = static_cast<int>(result_.tokens.size());
-    apply_penalties(step_logits, vocab_, result_.tokens, o_);
-    apply_whisper_logits_rules(step_logits, vocab_, step, result_.tokens, layout_.timestamps, sp_, o_);
+    apply_penalties(step_logits, vocab_, forced_, result_.tokens, o_);
+    apply_whisper_logits_rules(step_logits, vocab_, step, result_.tokens, layout_.timestamps, sp_, o_,
+                               layout_.forced > 0);
     // log-softmax and greedy choice (first index among equal maxima)
     const double lse = ops::logsumexp(step_logits, vocab_);
     int best = 0;
@@ -66,6 +72,8 @@ class GreedyWindow {
  private:
   void finish() {
     done_ = true;
+    // The forced prefix leads the window's tokens (its log-probs count 0, as in CTranslate2).
+    result_.tokens.insert(result_.tokens.begin(), forced_.begin(), forced_.end());
     finish_window(result_, o_.length_penalty);
   }
 
@@ -78,6 +86,7 @@ class GreedyWindow {
   int vocab_;
   decltype(std::declval<const Model&>().new_state()) state_;
   std::vector<float> logits_;
+  std::vector<int> forced_;  // the prompt's forced prefix (PromptLayout::forced)
   WindowResult result_;
   bool started_ = false;
   bool done_ = false;

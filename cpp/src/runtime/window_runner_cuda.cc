@@ -132,6 +132,8 @@ class CudaWindowRunner final : public WindowRunner {
     for (const WindowRequest& r : requests) {
       SC_CHECK(r.mel != nullptr, ErrorCode::kInvalidArgument, "run_batch: a window has no features");
       layouts.push_back(prompt_layout(r.prompt, special, r.options));  // reject bad prompts up front
+      SC_CHECK(layouts.back().forced == 0, ErrorCode::kUnsupported,
+               "prefix is not supported on the cuda backend yet");  // make_plan rejects it first
     }
     // Windows decoded together share the logits rules' parameters.
     using Key = std::tuple<std::vector<int>, std::vector<int>, int, bool>;
@@ -743,6 +745,7 @@ class CudaStepRunner final : public engine::StepRunner {
       Window w;
       w.id = j.id;
       w.layout = prompt_layout(j.prompt, sp, j.options);
+      SC_CHECK(w.layout.forced == 0, ErrorCode::kUnsupported, "prefix is not supported on the cuda backend yet");
       w.prompt_len = static_cast<int>(j.prompt.size());
       w.rules = rules_for(j.options, w.layout.timestamps, sp);
       w.slot = free_slots_.back();

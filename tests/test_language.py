@@ -1,0 +1,163 @@
+"""Language detection (language=None on a multilingual model, Model.detect_language) and
+task="translate": the same languages, probabilities and tokens as faster-whisper 1.2.1 on the
+multilingual `base` checkpoint, on espeak-ng sentences (tests/data/lang_*.wav, made by
+tests/data/make_language_clips.py); the same results through transcribe_batch (the engine)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import speechcore
+from speechcore.errors import InvalidArgumentError
+
+faster_whisper = pytest.importorskip("faster_whisper")
+
+DATA = Path(__file__).parent / "data"
+LANGS = ("fr", "de", "es")
+
+
+@pytest.fixture(scope="module")
+def clips():
+    import soundfile as sf
+
+    out = {}
+    for code in LANGS:
+        audio, rate = sf.read(str(DATA / f"lang_{code}.wav"), dtype="float32")
+        assert rate == 16000
+        out[code] = audio
+    return out
+
+
+@pytest.fixture(scope="module")
+def base_pair(base_dir):
+    ours = speechcore.load(str(base_dir), device="cpu", threads=2)
+    theirs = faster_whisper.WhisperModel(str(base_dir), device="cpu", compute_type="float32", cpu_threads=2)
+    return ours, theirs
+
+
+def _fw(model, audio, **options):
+    segments, info = model.transcribe(audio, beam_size=1, temperature=0.0, vad_filter=False, **options)
+    return list(segments), info
+
+
+def _assert_probs_close(ours, theirs):
+    """Every language's probability within 1e-4 of faster-whisper's (same order up to ties)."""
+    o, t = dict(ours), dict(theirs)
+    assert set(o) == set(t) and len(o) == len(ours) == 99
+    for code in t:
+        assert o[code] == pytest.approx(t[code], abs=1e-4), code
+    assert [c for c, _ in ours[:5]] == [c for c, _ in theirs[:5]]
+    assert sum(o.values()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_detect_language_matches_faster_whisper(base_pair, clips):
+    ours, theirs = base_pair
+    for code, audio in clips.items():
+        language, probability, probs = ours.detect_language(audio)
+        fw_language, fw_probability, fw_probs = theirs.detect_language(audio)
+        assert language == fw_language == code  # the right language, not only the oracle's
+        assert probability == pytest.approx(fw_probability, abs=1e-4)
+        assert probs[0] == (language, probability)
+        _assert_probs_close(probs, fw_probs)
+
+
+def test_detection_in_transcribe_and_translate(base_pair, clips):
+    """language=None detects the language as faster-whisper's transcribe does (its window includes
+    the features' last frame), then decodes the same tokens; translate too."""
+    ours, theirs = base_pair
+    audio = clips["fr"]
+    fw, info = _fw(theirs, audio)
+    sc = ours.transcribe(audio)
+    assert sc.language == info.language == "fr"
+    assert sc.language_probability == pytest.approx(info.language_probability, abs=1e-4)
+    _assert_probs_close(sc.all_language_probs, info.all_language_probs)
+    assert [s.tokens for s in sc.segments] == [list(s.tokens) for s in fw]
+    assert sc.text == "".join(s.text for s in fw).strip()
+
+    fw, info = _fw(theirs, clips["de"], task="translate")
+    sc = ours.transcribe(clips["de"], task="translate")
+    assert sc.language == info.language == "de"
+    assert [s.tokens for s in sc.segments] == [list(s.tokens) for s in fw]
+    # the sot sequence asked for a translation: the output is English words, not German
+    assert "Berlin" in sc.text and "Morgen" not in sc.text and "heiße" not in sc.text
+
+
+def test_detection_segments_and_threshold(base_pair, clips):
+    """language_detection_segments / _threshold as faster-whisper: more windows than one, a
+    threshold nothing passes (majority vote, highest probability), a clip start."""
+    ours, theirs = base_pair
+    gap = np.zeros(16000 * 27, np.float32)
+    # 30 s windows: German, then Spanish twice
+    audio = np.concatenate([clips["de"], gap, clips["es"], gap, clips["es"], gap])
+    # no window is sure enough: Spanish wins the vote (2 of 3 windows), with its best probability
+    for segments, threshold, language in ((3, 0.99, "es"),):
+        want = theirs.detect_language(audio, language_detection_segments=segments,
+                                      language_detection_threshold=threshold)
+        got = ours.detect_language(audio, language_detection_segments=segments,
+                                   language_detection_threshold=threshold)
+        assert got[0] == want[0] == language, (segments, threshold)
+        assert got[1] == pytest.approx(want[1], abs=1e-4)
+        _assert_probs_close(got[2], want[2])
+    # transcribe: detection from the first clip's start
+    kw = dict(clip_timestamps=[30.5, 35.0], max_new_tokens=5)
+    fw, info = _fw(theirs, audio, **kw)
+    sc = ours.transcribe(audio, **kw)
+    assert sc.language == info.language == "es"
+    assert sc.language_probability == pytest.approx(info.language_probability, abs=1e-4)
+    assert [s.tokens for s in sc.segments] == [list(s.tokens) for s in fw]
+
+
+def test_engine_detects_the_same(base_pair, clips):
+    ours, _ = base_pair
+    alone = ours.transcribe(clips["es"], task="translate", max_new_tokens=12)
+    batch = ours.transcribe_batch([clips["es"], clips["de"]], task="translate", max_new_tokens=12)
+    assert alone.language == batch[0].language == "es" and batch[1].language == "de"
+    assert alone.language_probability == batch[0].language_probability
+    assert alone.all_language_probs == batch[0].all_language_probs
+    assert [s.tokens for s in alone.segments] == [s.tokens for s in batch[0].segments]
+
+
+def test_given_language_and_english_only(base_pair, tiny_dir, clips):
+    ours, _ = base_pair
+    t = ours.transcribe(clips["es"], language="es", max_new_tokens=3)
+    assert (t.language, t.language_probability, t.all_language_probs) == ("es", 1.0, None)
+    tiny = speechcore.load(str(tiny_dir), device="cpu", threads=2)
+    t = tiny.transcribe(clips["es"], max_new_tokens=3)  # English-only: always English, as faster-whisper
+    assert (t.language, t.language_probability, t.all_language_probs) == ("en", 1.0, None)
+    with pytest.raises(InvalidArgumentError, match="multilingual"):
+        tiny.detect_language(clips["fr"])
+    with pytest.raises(InvalidArgumentError, match="multilingual"):
+        tiny.transcribe(clips["fr"], task="translate")
+
+
+def test_bad_detection_options(base_pair, clips):
+    ours, _ = base_pair
+    with pytest.raises(InvalidArgumentError, match="unknown language"):
+        ours.transcribe(clips["fr"], language="xx")
+    with pytest.raises(InvalidArgumentError, match="unknown language code"):
+        ours._native.transcribe(clips["fr"], 16000, {"language": "xx"})  # the C++ check too
+    with pytest.raises(InvalidArgumentError, match="language_detection_segments"):
+        ours.transcribe(clips["fr"], language_detection_segments=0)
+    with pytest.raises(InvalidArgumentError, match="language_detection_segments"):
+        ours.detect_language(clips["fr"], language_detection_segments=0)
+    with pytest.raises(InvalidArgumentError, match="language_detection_threshold"):
+        ours.detect_language(clips["fr"], language_detection_threshold=float("nan"))
+    with pytest.raises(InvalidArgumentError, match="segments"):
+        ours._native.detect_language(clips["fr"], 16000, 0, 0.5)
+
+
+@pytest.mark.cuda
+def test_detection_on_cuda(base_dir, clips):
+    """The CUDA backend detects through its own prompt logits (float32: the CPU's probabilities),
+    in transcribe and on the engine."""
+    gpu = speechcore.load(str(base_dir), device="cuda", compute_type="float32")
+    cpu = speechcore.load(str(base_dir), device="cpu")
+    for code, audio in clips.items():
+        g, c = gpu.detect_language(audio), cpu.detect_language(audio)
+        assert g[0] == c[0] == code and g[1] == pytest.approx(c[1], abs=2e-3)
+    t = gpu.transcribe(clips["fr"])
+    b = gpu.transcribe_batch([clips["fr"], clips["de"]])
+    assert t.language == b[0].language == "fr" and b[1].language == "de"
+    assert [s.tokens for s in t.segments] == [s.tokens for s in b[0].segments]
