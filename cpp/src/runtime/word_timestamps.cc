@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <limits>
 
+#include "io/unicode.h"
+
 namespace speechcore::runtime {
 
 namespace {
@@ -17,12 +19,13 @@ constexpr double kFramesPerSecond = 100.0;  // mel frames per second
 std::u32string code_points(const std::string& s) {
   std::u32string out;
   for (size_t i = 0; i < s.size();) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 1;
-    if (i + len > s.size()) len = 1;
-    char32_t cp = len == 1 ? c : len == 2 ? (c & 0x1f) : len == 3 ? (c & 0x0f) : (c & 0x07);
-    for (int k = 1; k < len; ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3f);
-    out.push_back(cp);
+    uint32_t cp = 0;
+    size_t len = io::unicode::decode_utf8(s, i, cp);
+    if (len == 0) {  // an ill-formed byte stands for itself
+      cp = static_cast<unsigned char>(s[i]);
+      len = 1;
+    }
+    out.push_back(static_cast<char32_t>(cp));
     i += len;
   }
   return out;
@@ -30,23 +33,7 @@ std::u32string code_points(const std::string& s) {
 
 std::string utf8(const std::u32string& s) {
   std::string out;
-  for (char32_t cp : s) {
-    if (cp < 0x80) {
-      out += static_cast<char>(cp);
-    } else if (cp < 0x800) {
-      out += static_cast<char>(0xc0 | (cp >> 6));
-      out += static_cast<char>(0x80 | (cp & 0x3f));
-    } else if (cp < 0x10000) {
-      out += static_cast<char>(0xe0 | (cp >> 12));
-      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-      out += static_cast<char>(0x80 | (cp & 0x3f));
-    } else {
-      out += static_cast<char>(0xf0 | (cp >> 18));
-      out += static_cast<char>(0x80 | ((cp >> 12) & 0x3f));
-      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-      out += static_cast<char>(0x80 | (cp & 0x3f));
-    }
-  }
+  for (char32_t cp : s) io::unicode::append_utf8(static_cast<uint32_t>(cp), out);
   return out;
 }
 
