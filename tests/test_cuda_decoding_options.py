@@ -1,7 +1,6 @@
-"""Decoding options on the GPU, real tiny.en weights: what the CUDA backend does not run yet
-(beam search, sampling, penalties, word timestamps) is refused with UnsupportedError naming
-the option on every path, never decoded greedily instead; and the VAD modes against the CPU
-path (the oracle) in float32:
+"""Decoding options on the GPU, real tiny.en weights, against the CPU path (the oracle) in
+float32: beam search, sampling, the fallback, penalties, prefix and word timestamps through
+transcribe and the engine; and the VAD modes:
 vad_filter=True through transcribe and the engine, and the batched VAD-chunked mode
 (transcribe_chunked on the engine, transcribe(chunked=True) without it) give the CPU's tokens
 and times. The Silero weights come from the silero-vad package, or from
@@ -108,25 +107,124 @@ def test_cuda_beam_search_and_sampling_match_cpu(tiny_dir, speech_audio, longfor
         gpu.close()
 
 
-def test_cuda_rejects_search_it_lacks(tiny_dir):
-    """Beams and sampling run through transcribe but not yet on the engine (transcribe_batch,
-    submit): refused there before any window runs; penalties and word timestamps are refused
-    everywhere (UnsupportedError naming the option, never decoded greedily); greedy still works."""
-    model = speechcore.load(str(tiny_dir), device="cuda")
-    audio = np.zeros(16000, np.float32)
-    for options, name, direct in [(dict(beam_size=5), "beam_size", True),
-                                  (dict(temperature=[0.0, 0.2]), "temperature", True),
-                                  (dict(repetition_penalty=1.2), "repetition_penalty", False),
-                                  (dict(no_repeat_ngram_size=3), "no_repeat_ngram_size", False),
-                                  (dict(word_timestamps=True), "word_timestamps", False)]:
-        if direct:
-            model.transcribe(audio, sample_rate=16000, language="en", **options)
-        else:
-            with pytest.raises(speechcore.UnsupportedError, match=name):
-                model.transcribe(audio, sample_rate=16000, language="en", **options)
-        with pytest.raises(speechcore.UnsupportedError, match=name):
-            model.transcribe_batch([audio], sample_rate=16000, language="en", **options)
-        with pytest.raises(speechcore.UnsupportedError, match=name):
-            model.submit(audio, sample_rate=16000, language="en", **options).result(timeout=60)
-    model.transcribe(audio, sample_rate=16000, beam_size=1, temperature=0.0)  # greedy still works
-    model.close()
+def test_cuda_engine_search_matches_cpu(tiny_dir, speech_audio, longform_audio):
+    """The engine on the GPU (submit, transcribe_batch) runs beam search, sampling, the
+    fallback, penalties and a prefix (hotwords, clip_timestamps too) with each window's beams or candidates as rows of the
+    shared decoder batch (one encoder output per window, KV blocks per row): float32 tokens
+    identical to the CPU's, for requests submitted together and mixed with greedy ones; and the
+    same through transcribe (penalties and prefix run the host-side rules there)."""
+    cpu = speechcore.load(str(tiny_dir), device="cpu", threads=8)
+    gpu = speechcore.load(str(tiny_dir), device="cuda", compute_type="float32")
+    greedy = dict(beam_size=1, temperature=0.0)
+    try:
+        clips = [a for _, a in speech_audio[:4]]
+        want_greedy = [_tokens(cpu.transcribe(a, language="en", **greedy)) for a in clips]
+        settings = [dict(beam_size=5, temperature=0.0), dict(beam_size=3, patience=2.0, length_penalty=0.6),
+                    dict(temperature=0.6, best_of=4, seed=3),
+                    dict(temperature=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0], log_prob_threshold=0.0, beam_size=2, seed=5),
+                    dict(repetition_penalty=1.5, no_repeat_ngram_size=2, **greedy),
+                    dict(prefix="And so", **greedy), dict(prefix="And so", beam_size=4, temperature=0.0),
+                    dict(hotwords="Dashwood", **greedy), dict(clip_timestamps=[1.0, 5.0], **greedy)]
+        for opts in settings:
+            want = [_tokens(cpu.transcribe(a, language="en", **opts)) for a in clips]
+            assert [_tokens(gpu.transcribe(a, language="en", **opts)) for a in clips] == want, opts
+            futures = [gpu.submit(a, language="en", **opts) for a in clips]
+            plain = [gpu.submit(a, language="en", **greedy) for a in clips]
+            assert [_tokens(f.result(timeout=300)) for f in futures] == want, opts
+            assert [_tokens(f.result(timeout=300)) for f in plain] == want_greedy, opts
+            assert [_tokens(t) for t in gpu.transcribe_batch(clips, language="en", **opts)] == want, opts
+        want = cpu.transcribe(longform_audio, language="en", beam_size=5, temperature=0.0)
+        got = gpu.submit(longform_audio, language="en", beam_size=5, temperature=0.0).result(timeout=600)
+        assert _tokens(got) == _tokens(want)
+        assert [(round(s.start, 2), round(s.end, 2)) for s in got.segments] == \
+            [(round(s.start, 2), round(s.end, 2)) for s in want.segments]
+    finally:
+        cpu.close()
+        gpu.close()
+
+
+def test_cuda_engine_beams_under_memory_pressure(tiny_dir, speech_audio):
+    """A KV pool too small for every beam window at once: windows wait or are preempted and
+    recomputed, and every result still equals the CPU's; a window with more beams than the
+    decoder batch is refused with a typed error."""
+    cpu = speechcore.load(str(tiny_dir), device="cpu", threads=8)
+    gpu = speechcore.load(str(tiny_dir), device="cuda", compute_type="float32")
+    try:
+        gpu.start_engine(max_batch=12, kv_blocks=120, kv_block_size=16)
+        opts = dict(language="en", beam_size=4, temperature=0.0)
+        clips = [a for _, a in speech_audio[:8]]
+        want = [_tokens(cpu.transcribe(a, **opts)) for a in clips]
+        futures = [gpu.submit(a, **opts) for a in clips]
+        assert [_tokens(f.result(timeout=300)) for f in futures] == want
+        with pytest.raises(speechcore.InvalidArgumentError, match="rows"):
+            gpu.submit(clips[0], language="en", beam_size=13, temperature=0.0).result(timeout=60)
+    finally:
+        cpu.close()
+        gpu.close()
+
+
+def _words(t):
+    return [(w.word, w.start, w.end, w.probability) for s in t.segments for w in s.words]
+
+
+def _close(got, want, seconds=0.02, prob=1e-3):
+    assert len(got) == len(want), (len(got), len(want))
+    for g, w in zip(got, want):
+        assert g[0] == w[0] and abs(g[1] - w[1]) <= seconds and abs(g[2] - w[2]) <= seconds, (g, w)
+        assert abs(g[3] - w[3]) <= prob, (g, w)
+
+
+def test_cuda_word_timestamps_match_cpu(tiny_dir, speech_audio, longform_audio):
+    """Word timestamps on the GPU (the alignment heads' cross-attention captured in a prefill,
+    DTW on the host) in float32: the CPU's words, times within 20 ms and probabilities within
+    1e-3, through transcribe, submit and transcribe_batch, on clips and the 70 s file; with
+    hallucination_silence_threshold too."""
+    cpu = speechcore.load(str(tiny_dir), device="cpu", threads=8)
+    gpu = speechcore.load(str(tiny_dir), device="cuda", compute_type="float32")
+    opts = dict(language="en", word_timestamps=True, beam_size=1, temperature=0.0)
+    try:
+        clips = [a for _, a in speech_audio[:4]]
+        want = [cpu.transcribe(a, **opts) for a in clips]
+        assert sum(len(_words(w)) for w in want) > 20
+        for w, a in zip(want, clips):
+            _close(_words(gpu.transcribe(a, **opts)), _words(w))
+        for w, f in zip(want, [gpu.submit(a, **opts) for a in clips]):
+            _close(_words(f.result(timeout=300)), _words(w))
+        for w, t in zip(want, gpu.transcribe_batch(clips, **opts)):
+            _close(_words(t), _words(w))
+        for extra in (dict(), dict(hallucination_silence_threshold=1.0), dict(beam_size=5)):
+            o = dict(opts, **extra)
+            want_long = cpu.transcribe(longform_audio, **o)
+            got_long = gpu.transcribe(longform_audio, **o)
+            assert _tokens(got_long) == _tokens(want_long), extra
+            _close(_words(got_long), _words(want_long))
+    finally:
+        cpu.close()
+        gpu.close()
+
+
+def test_language_detection_on_cuda(base_dir):
+    """The CUDA backend detects the language through its own prompt logits (float32: the CPU's
+    probabilities) on the espeak-ng French/German/Spanish fixtures, in transcribe and on the
+    engine (transcribe_batch). (Here rather than in test_language.py, which needs
+    faster-whisper: the GPU machine has no model packages.)"""
+    import soundfile as sf
+
+    clips = {}
+    for code in ("fr", "de", "es"):
+        audio, rate = sf.read(str(Path(__file__).parent / "data" / f"lang_{code}.wav"), dtype="float32")
+        assert rate == SR
+        clips[code] = audio
+    gpu = speechcore.load(str(base_dir), device="cuda", compute_type="float32")
+    cpu = speechcore.load(str(base_dir), device="cpu")
+    try:
+        for code, audio in clips.items():
+            g, c = gpu.detect_language(audio), cpu.detect_language(audio)
+            assert g[0] == c[0] == code and g[1] == pytest.approx(c[1], abs=2e-3)
+        t = gpu.transcribe(clips["fr"])
+        b = gpu.transcribe_batch([clips["fr"], clips["de"]])
+        assert t.language == b[0].language == "fr" and b[1].language == "de"
+        assert [s.tokens for s in t.segments] == [s.tokens for s in b[0].segments]
+    finally:
+        gpu.close()
+        cpu.close()

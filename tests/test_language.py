@@ -146,18 +146,3 @@ def test_bad_detection_options(base_pair, clips):
         ours.detect_language(clips["fr"], language_detection_threshold=float("nan"))
     with pytest.raises(InvalidArgumentError, match="segments"):
         ours._native.detect_language(clips["fr"], 16000, 0, 0.5)
-
-
-@pytest.mark.cuda
-def test_detection_on_cuda(base_dir, clips):
-    """The CUDA backend detects through its own prompt logits (float32: the CPU's probabilities),
-    in transcribe and on the engine."""
-    gpu = speechcore.load(str(base_dir), device="cuda", compute_type="float32")
-    cpu = speechcore.load(str(base_dir), device="cpu")
-    for code, audio in clips.items():
-        g, c = gpu.detect_language(audio), cpu.detect_language(audio)
-        assert g[0] == c[0] == code and g[1] == pytest.approx(c[1], abs=2e-3)
-    t = gpu.transcribe(clips["fr"])
-    b = gpu.transcribe_batch([clips["fr"], clips["de"]])
-    assert t.language == b[0].language == "fr" and b[1].language == "de"
-    assert [s.tokens for s in t.segments] == [s.tokens for s in b[0].segments]

@@ -129,16 +129,3 @@ def test_bad_prompt_options_native(tiny_pair, clip):
         native.transcribe(clip, 16000, {"hotwords": 3})
     # a clip beyond the audio decodes nothing (as faster-whisper), it is not an error
     assert ours.transcribe(clip, clip_timestamps=[100.0, 110.0]).segments == []
-
-
-@pytest.mark.cuda
-def test_prefix_is_refused_on_cuda(tiny_dir, clip):
-    """The CUDA backend has no forced-prefix decoding yet: UnsupportedError, never decoded without it;
-    hotwords, clip_timestamps and language detection run there."""
-    gpu = speechcore.load(str(tiny_dir), device="cuda", compute_type="float32")
-    with pytest.raises(speechcore.UnsupportedError, match="prefix"):
-        gpu.transcribe(clip, prefix="And")
-    cpu = speechcore.load(str(tiny_dir), device="cpu")
-    for options in (dict(hotwords="Dashwood"), dict(clip_timestamps=[1.0, 5.0])):
-        a, b = gpu.transcribe(clip, **options), cpu.transcribe(clip, **options)
-        assert [s.tokens for s in a.segments] == [s.tokens for s in b.segments], options

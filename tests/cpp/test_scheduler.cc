@@ -36,6 +36,20 @@ SC_TEST(kv_manager_tables) {
   EXPECT_TRUE(kv.num_used() == 0 && kv.sequences() == 0);
 }
 
+SC_TEST(kv_manager_rows_are_block_major) {
+  KVCacheManager kv(12, 16);
+  EXPECT_TRUE(kv.blocks_missing(3, 20, 3) == 6);
+  EXPECT_TRUE(kv.reserve(3, 10, 3) && kv.table(3).size() == 3);   // block 0 of rows 0, 1, 2
+  const std::vector<int> first = kv.table(3);
+  EXPECT_TRUE(kv.reserve(3, 17, 3) && kv.table(3).size() == 6);   // then block 1 of each row
+  EXPECT_TRUE(std::equal(first.begin(), first.end(), kv.table(3).begin()));
+  EXPECT_TRUE(!kv.reserve(4, 16 * 3, 3) && kv.table(4).empty() && kv.num_used() == 6);  // 9 > 6 free
+  EXPECT_THROWS(kv.blocks_missing(3, 20, 4));  // 6 blocks are not rows of 4
+  EXPECT_THROWS(kv.reserve(5, 1, 0));
+  kv.release(3);
+  EXPECT_TRUE(kv.num_used() == 0);
+}
+
 namespace {
 
 // A fake engine loop: window id -> tokens it will generate before finishing.
@@ -45,13 +59,13 @@ struct Sim {
   std::map<uint64_t, int> target, generated, positions;
   std::vector<uint64_t> finished_order;
   uint64_t preempted = 0;
-  int max_running_seen = 0, max_blocks_seen = 0;
+  int max_running_seen = 0, max_blocks_seen = 0, max_rows_seen = 0;
   bool table_ok = true;
 
   explicit Sim(const SchedulerConfig& c) : sched(c) {}
 
-  void add(uint64_t id, int prompt, int max_new, int tokens, int priority = 0, uint64_t order = 0) {
-    SequenceSpec s{id, prompt, max_new, priority, order ? order : id};
+  void add(uint64_t id, int prompt, int max_new, int tokens, int priority = 0, uint64_t order = 0, int rows = 1) {
+    SequenceSpec s{id, prompt, max_new, priority, order ? order : id, rows};
     specs[id] = s;
     target[id] = tokens;
     sched.add(s);
@@ -75,9 +89,14 @@ struct Sim {
     const SchedulerStats st = sched.stats();
     max_running_seen = std::max(max_running_seen, static_cast<int>(st.running));
     max_blocks_seen = std::max(max_blocks_seen, st.blocks_used);
+    int rows = 0;
     for (const std::vector<uint64_t>* ids : {&p.admitted, &p.decode})
-      for (uint64_t id : *ids)
-        if (static_cast<int>(sched.kv().table(id).size()) * sched.config().block_size < positions[id]) table_ok = false;
+      for (uint64_t id : *ids) {
+        const int r = specs[id].rows, blocks = static_cast<int>(sched.kv().table(id).size());
+        rows += r;
+        if (blocks % r != 0 || blocks / r * sched.config().block_size < positions[id]) table_ok = false;
+      }
+    max_rows_seen = std::max(max_rows_seen, rows);
     for (const std::vector<uint64_t>* ids : {&p.admitted, &p.decode})
       for (uint64_t id : *ids)
         if (generated[id] >= target[id]) {
@@ -195,6 +214,33 @@ SC_TEST(abort_frees_and_bad_windows_rejected) {
   EXPECT_THROWS(s.sched.add(SequenceSpec{10, 0, 4, 0, 10}));         // empty prompt
   s.run();
   EXPECT_TRUE(s.sched.idle() && s.sched.kv().num_used() == 0);
+}
+
+SC_TEST(beam_windows_count_rows_and_blocks) {
+  // decoder batch of 8 rows: two windows of 4 beams, or one of 4 and four greedy ones
+  Sim s(config(8, 8, 1000));
+  s.add(1, 4, 100, 20, 0, 0, 4);
+  s.add(2, 4, 100, 20, 0, 0, 4);
+  s.add(3, 4, 100, 20);
+  StepPlan p = s.sched.schedule();
+  EXPECT_TRUE(p.admitted == std::vector<uint64_t>({1, 2}));  // 8 rows: window 3 waits
+  EXPECT_TRUE(s.sched.kv().table(1).size() == 4 && s.sched.kv().num_used() == 8);
+  EXPECT_THROWS(s.sched.add(SequenceSpec{9, 4, 4, 0, 9, 9}));  // more rows than the batch
+  Sim t(config(8, 4, 1000));
+  std::mt19937 rng(7);
+  for (uint64_t id = 1; id <= 30; ++id) {
+    const int rows = id % 3 == 0 ? 5 : (id % 3 == 1 ? 1 : 2);
+    t.add(id, 3 + static_cast<int>(rng() % 20), 60, 1 + static_cast<int>(rng() % 40), 0, 0, rows);
+  }
+  t.run();
+  EXPECT_TRUE(t.finished_order.size() == 30 && t.table_ok && t.max_rows_seen <= 8);
+  EXPECT_TRUE(t.sched.kv().num_used() == 0 && t.sched.kv().sequences() == 0);
+  // a tight pool: windows of 3 rows are preempted and recomputed, never overcommitted
+  Sim u(config(12, 4, 24));
+  for (uint64_t id = 1; id <= 20; ++id) u.add(id, 5 + static_cast<int>(id % 9), 40, 10 + static_cast<int>(id % 25), 0, 0, 3);
+  const int steps = u.run();
+  EXPECT_TRUE(steps < 100000 && u.finished_order.size() == 20 && u.table_ok && u.max_blocks_seen <= 24);
+  EXPECT_TRUE(u.preempted > 0 && u.sched.kv().num_used() == 0);
 }
 
 int main() { return sctest::run_all(); }

@@ -57,7 +57,8 @@ class Model {
 
   // Transcribes many recordings with the same options on the Engine (continuous batching):
   // a temporary Engine over this model for the call, with EngineOptions::max_batch =
-  // min(max_batch, audio.size()) windows decoded together (other EngineOptions at their
+  // min(max_batch, audio.size() x the rows of one window: beam_size, or best_of when a
+  // temperature above 0 is listed) decoder rows (other EngineOptions at their
   // defaults); then as transcribe_batch(engine, ...) below with max_in_flight = 2 * that.
   // Result i belongs to audio[i] and equals transcribe() of that recording alone. The engine
   // (and its backend state, e.g. GPU buffers and CUDA graphs) lives for this call only: for many
@@ -115,7 +116,10 @@ class Model {
 // feeds its next window when the previous one finishes, so its result equals Model::transcribe.
 
 struct EngineOptions {
-  // Windows decoded together at most (the decoder batch). Default 64.
+  // Decoder rows at once (the decoder batch), and windows held at once. A greedy window takes
+  // one row; on a GPU, a beam-search window takes beam_size rows and a sampled one best_of
+  // (each row its own KV cache blocks, all reading the window's one encoder output), so a
+  // window's search needs max_batch >= its rows. Default 64.
   int max_batch = 64;
   // Windows admitted (encoded and prefilled) per step at most (the encoder budget). Default 8.
   int max_encode_batch = 8;

@@ -219,6 +219,7 @@ struct Engine::Impl {
       spec.id = next_window++;
       spec.prompt_len = static_cast<int>(req.prompt.size());
       spec.max_new = std::max(layout.max_new, 0);
+      spec.rows = runner->rows(req.options);
       spec.priority = r.priority;
       spec.order = r.id;  // the request's arrival: its later windows keep its place
       r.windows.push_back(spec.id);

@@ -36,15 +36,18 @@ KVCacheManager::KVCacheManager(int num_blocks, int block_size) : pool_(num_block
   SC_CHECK(block_size >= 1, ErrorCode::kInvalidArgument, "KV block size must be >= 1, got ", block_size);
 }
 
-int KVCacheManager::blocks_missing(uint64_t id, int positions) const {
+int KVCacheManager::blocks_missing(uint64_t id, int positions, int rows) const {
+  SC_CHECK(rows >= 1, ErrorCode::kInvalidArgument, "a sequence needs at least one row, got ", rows);
   auto it = tables_.find(id);
   const int have = it == tables_.end() ? 0 : static_cast<int>(it->second.size());
-  const int need = blocks_for(positions);
+  SC_CHECK(have % rows == 0, ErrorCode::kInternal, "sequence ", id, " holds ", have, " blocks, not a multiple of its ",
+           rows, " rows");
+  const int need = blocks_for(positions) * rows;
   return need > have ? need - have : 0;
 }
 
-bool KVCacheManager::reserve(uint64_t id, int positions) {
-  const int missing = blocks_missing(id, positions);
+bool KVCacheManager::reserve(uint64_t id, int positions, int rows) {
+  const int missing = blocks_missing(id, positions, rows);
   if (missing == 0) {
     tables_.try_emplace(id);
     return true;

@@ -35,11 +35,13 @@ class KVCacheManager {
   int num_free() const { return pool_.num_free(); }
   int num_blocks() const { return pool_.num_blocks(); }
   int num_used() const { return pool_.num_blocks() - pool_.num_free(); }
-  // Grows sequence `id`'s table to hold `positions` positions; false (nothing allocated) when
-  // the pool cannot; a table already large enough is left as it is.
-  bool reserve(uint64_t id, int positions);
-  // Blocks `id` would need to grow to `positions` positions.
-  int blocks_missing(uint64_t id, int positions) const;
+  // Grows sequence `id`'s table to hold `positions` positions in each of its `rows` rows (beams
+  // or sampled candidates of one window; always the same count for one id); false (nothing
+  // allocated) when the pool cannot; a table already large enough is left as it is. The table
+  // is block-major: block k of row r is table[k * rows + r].
+  bool reserve(uint64_t id, int positions, int rows = 1);
+  // Blocks `id` would need to grow to `positions` positions in each of `rows` rows.
+  int blocks_missing(uint64_t id, int positions, int rows = 1) const;
   void release(uint64_t id);  // frees the sequence's blocks (no-op for an unknown id)
   const std::vector<int>& table(uint64_t id) const;  // empty for an unknown id
   size_t sequences() const { return tables_.size(); }

@@ -14,11 +14,13 @@ Scheduler::Scheduler(const SchedulerConfig& c) : config_(c), kv_(c.num_blocks, c
 
 void Scheduler::add(const SequenceSpec& spec) {
   SC_CHECK(seqs_.count(spec.id) == 0, ErrorCode::kInvalidArgument, "window ", spec.id, " is already scheduled");
-  SC_CHECK(spec.prompt_len >= 1 && spec.max_new >= 0, ErrorCode::kInvalidArgument, "bad window sizes: prompt ",
-           spec.prompt_len, ", max_new ", spec.max_new);
-  const int need = kv_.blocks_for(spec.prompt_len + std::max(spec.max_new - 1, 0));
+  SC_CHECK(spec.prompt_len >= 1 && spec.max_new >= 0 && spec.rows >= 1, ErrorCode::kInvalidArgument,
+           "bad window sizes: prompt ", spec.prompt_len, ", max_new ", spec.max_new, ", rows ", spec.rows);
+  SC_CHECK(spec.rows <= config_.max_running, ErrorCode::kInvalidArgument, "a window of ", spec.rows,
+           " rows (beams or candidates) exceeds the decoder batch (", config_.max_running, " rows)");
+  const int need = kv_.blocks_for(spec.prompt_len + std::max(spec.max_new - 1, 0)) * spec.rows;
   SC_CHECK(need <= kv_.num_blocks(), ErrorCode::kOutOfMemory, "a window of ", spec.prompt_len, " + ", spec.max_new,
-           " tokens needs ", need, " KV blocks; the pool has ", kv_.num_blocks());
+           " tokens in ", spec.rows, " rows needs ", need, " KV blocks; the pool has ", kv_.num_blocks());
   seqs_.emplace(spec.id, Seq{spec, false, 0});
   waiting_.insert(key(spec));
 }
@@ -26,6 +28,7 @@ void Scheduler::add(const SequenceSpec& spec) {
 bool Scheduler::remove(uint64_t id) {
   auto it = seqs_.find(id);
   if (it == seqs_.end()) return false;
+  if (it->second.running) running_rows_ -= it->second.spec.rows;
   (it->second.running ? running_ : waiting_).erase(key(it->second.spec));
   kv_.release(id);
   seqs_.erase(it);
@@ -36,6 +39,7 @@ void Scheduler::preempt(uint64_t id, StepPlan& plan) {
   Seq& s = seqs_.at(id);
   SC_ASSERT(s.running);
   running_.erase(key(s.spec));
+  running_rows_ -= s.spec.rows;
   kv_.release(id);
   s.running = false;
   s.positions = 0;
@@ -56,7 +60,7 @@ StepPlan Scheduler::schedule() {
     Seq& s = seqs_.at(id);
     bool placed = false;
     while (!placed) {
-      if (kv_.reserve(id, s.positions + 1)) {
+      if (kv_.reserve(id, s.positions + 1, s.spec.rows)) {
         placed = true;
         break;
       }
@@ -76,26 +80,30 @@ StepPlan Scheduler::schedule() {
   // whole admission batch (max_admit windows) fits, so the encoder and the prompt prefill run
   // over several windows instead of one or two each step. (A window that waits for this waits
   // until that many running windows finish; with few waiting, as under light load, nothing waits.)
-  const int free_slots = std::min(config_.max_running - static_cast<int>(running_.size()),
-                                  config_.cross_slots - slots_used);
+  const int free_slots = std::min(config_.max_running - running_rows_, config_.cross_slots - slots_used);
   const int batch = std::min(config_.max_admit, config_.max_running);
   if (config_.batch_admissions && !running_.empty() && free_slots < batch && static_cast<int>(waiting_.size()) > free_slots) return plan;
   while (!waiting_.empty() && static_cast<int>(plan.admitted.size()) < config_.max_admit &&
-         static_cast<int>(running_.size()) < config_.max_running && slots_used < config_.cross_slots) {
+         slots_used < config_.cross_slots) {
     const Key k = *waiting_.begin();
     const uint64_t id = std::get<2>(k);
     Seq& s = seqs_.at(id);
+    if (running_rows_ + s.spec.rows > config_.max_running) break;
     // the prompt's positions now, keeping the blocks that running windows at a block boundary
     // need for their next token; a window preempted this step waits for the next one
     int boundary = 0;
-    for (const Key& r : running_) boundary += seqs_.at(std::get<2>(r)).positions % config_.block_size == 0;
-    const int need = kv_.blocks_missing(id, s.spec.prompt_len);
+    for (const Key& r : running_) {
+      const Seq& q = seqs_.at(std::get<2>(r));
+      if (q.positions % config_.block_size == 0) boundary += q.spec.rows;
+    }
+    const int need = kv_.blocks_missing(id, s.spec.prompt_len, s.spec.rows);
     if (need + boundary > kv_.num_free()) break;
     if (std::find(plan.preempted.begin(), plan.preempted.end(), id) != plan.preempted.end()) break;
-    const bool ok = kv_.reserve(id, s.spec.prompt_len);
+    const bool ok = kv_.reserve(id, s.spec.prompt_len, s.spec.rows);
     SC_ASSERT(ok);
     waiting_.erase(waiting_.begin());
     running_.insert(k);
+    running_rows_ += s.spec.rows;
     s.running = true;
     s.positions = s.spec.prompt_len;
     plan.admitted.push_back(id);

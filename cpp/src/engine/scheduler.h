@@ -19,7 +19,7 @@
 namespace speechcore::engine {
 
 struct SchedulerConfig {
-  int max_running = 64;     // windows decoding at once (the decoder batch)
+  int max_running = 64;     // decoder rows at once (the decoder batch: a window of beams counts each)
   int max_admit = 8;        // windows admitted (encoded + prefilled) per step
   // While windows run and more wait than fit, admit only once max_admit of them fit, so the
   // encoder and the prompt prefill run over batches (SPEECHCORE_BATCH_ADMIT=0 in the engine
@@ -36,6 +36,7 @@ struct SequenceSpec {
   int max_new = 0;      // tokens it may generate (the last one is not fed back)
   int priority = 0;     // higher first
   uint64_t order = 0;   // lower first among equal priorities (request arrival)
+  int rows = 1;         // decoder rows (beams, sampled candidates): KV blocks and batch rows per position
 };
 
 struct StepPlan {
@@ -86,6 +87,7 @@ class Scheduler {
   std::unordered_map<uint64_t, Seq> seqs_;
   std::set<Key> waiting_;
   std::set<Key> running_;
+  int running_rows_ = 0;  // sum of the running windows' rows
   uint64_t preemptions_ = 0;
 };
 

@@ -54,6 +54,10 @@ class StepRunner {
   // The searches admit() runs (the engine rejects a request needing another one up front,
   // kUnsupported); default: greedy decoding only.
   virtual runtime::DecodingSupport decoding_support() const { return {}; }
+  // Decoder rows a window with these options takes in this runner's batch and KV pool (the
+  // scheduler's SequenceSpec::rows): beams or sampled candidates on a batched device runner;
+  // default 1 (a runner whose windows each hold their own caches).
+  virtual int rows(const runtime::WindowOptions& /*options*/) const { return 1; }
 
  protected:
   const KVCacheManager* kv_ = nullptr;

@@ -255,8 +255,13 @@ std::vector<Transcription> Model::transcribe_batch(const std::vector<AudioRef>& 
   SC_CHECK(max_batch >= 1, ErrorCode::kInvalidArgument, "max_batch must be >= 1, got ", max_batch);
   check_batch(*this, audio, options);
   if (audio.empty()) return {};
+  // max_batch counts decoder rows: a window's beams (or its best_of candidates when a
+  // temperature above 0 may be tried) each take one.
+  size_t width = static_cast<size_t>(std::max(options.beam_size, 1));
+  for (float t : options.temperature)
+    if (t > 0.0f) width = std::max(width, static_cast<size_t>(std::max(options.best_of, 1)));
   EngineOptions eo;
-  eo.max_batch = static_cast<int>(std::min<size_t>(static_cast<size_t>(max_batch), audio.size()));
+  eo.max_batch = static_cast<int>(std::min<size_t>(static_cast<size_t>(max_batch), audio.size() * width));
   // The engine lives inside this call: it may refer to this model without owning it.
   Engine engine(std::shared_ptr<const Model>(std::shared_ptr<const Model>(), this), eo);
   return run_on_engine(engine, audio, options, 2 * static_cast<size_t>(eo.max_batch), 0);

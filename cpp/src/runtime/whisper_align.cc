@@ -130,25 +130,52 @@ std::vector<std::pair<int, int>> alignment_path(std::vector<float> scores, int h
   return negative_dtw(matrix.data(), n, frames);
 }
 
+AlignInput alignment_input(const AlignRequest& request, const WhisperSpecialTokens& special,
+                           const models::whisper::WhisperConfig& c) {
+  SC_CHECK(request.num_frames >= 0 && request.num_frames <= 2 * c.n_audio_ctx, ErrorCode::kInvalidArgument,
+           "align: num_frames must be 0 to ", 2 * c.n_audio_ctx, ", got ", request.num_frames);
+  for (int t : request.text_tokens)
+    SC_CHECK(t >= 0 && t < special.eot, ErrorCode::kInvalidArgument, "align: token ", t, " is not a text token");
+  AlignInput in;
+  in.tokens = request.sot_sequence;
+  in.sot_length = static_cast<int>(in.tokens.size());
+  in.text_length = static_cast<int>(request.text_tokens.size());
+  if (in.text_length == 0) return in;
+  in.tokens.push_back(special.no_timestamps);
+  in.tokens.insert(in.tokens.end(), request.text_tokens.begin(), request.text_tokens.end());
+  in.tokens.push_back(special.eot);
+  SC_CHECK(static_cast<int>(in.tokens.size()) <= c.n_text_ctx, ErrorCode::kInvalidArgument, "align: ",
+           in.tokens.size(), " tokens exceed the model's ", c.n_text_ctx, " positions");
+  for (int t = 0; t < in.text_length; ++t) in.logit_rows.push_back(in.sot_length + t);
+  return in;
+}
+
+Alignment alignment_result(const AlignRequest& request, const WhisperSpecialTokens& special,
+                           const models::whisper::WhisperConfig& c, const AlignInput& in, const float* logits,
+                           std::vector<float> scores, int heads) {
+  Alignment out;
+  // Probabilities of the text tokens, softmax over the text vocabulary (ids below end-of-text).
+  out.text_token_probs.resize(static_cast<size_t>(in.text_length));
+  for (int t = 0; t < in.text_length; ++t) {
+    const float* l = logits + static_cast<size_t>(t) * c.vocab_size;
+    float mx = -std::numeric_limits<float>::infinity();
+    for (int v = 0; v < special.eot; ++v) mx = std::max(mx, l[v]);
+    double sum = 0.0;  // 50k terms: a float running sum would drift
+    for (int v = 0; v < special.eot; ++v) sum += std::exp(static_cast<double>(l[v]) - mx);
+    out.text_token_probs[t] = static_cast<float>(std::exp(static_cast<double>(l[request.text_tokens[t]]) - mx) / sum);
+  }
+  const int frames = static_cast<int>(request.num_frames / 2);  // the encoder's stride
+  if (frames == 0) return out;
+  out.path = alignment_path(std::move(scores), heads, static_cast<int>(in.tokens.size()), c.n_audio_ctx, frames,
+                            in.sot_length, in.sot_length + in.text_length + 1);
+  return out;
+}
+
 Alignment align_window_cpu(const models::whisper::WhisperModel& model, const AlignRequest& request,
                            const WhisperSpecialTokens& special) {
   const models::whisper::WhisperConfig& c = model.config();
-  SC_CHECK(request.num_frames >= 0 && request.num_frames <= model.n_frames(), ErrorCode::kInvalidArgument,
-           "align: num_frames must be 0 to ", model.n_frames(), ", got ", request.num_frames);
-  Alignment out;
-  if (request.text_tokens.empty()) return out;
-  for (int t : request.text_tokens)
-    SC_CHECK(t >= 0 && t < special.eot, ErrorCode::kInvalidArgument, "align: token ", t, " is not a text token");
-  std::vector<int> input = request.sot_sequence;
-  const int sot_length = static_cast<int>(input.size());
-  input.push_back(special.no_timestamps);
-  input.insert(input.end(), request.text_tokens.begin(), request.text_tokens.end());
-  input.push_back(special.eot);
-  const int rows = static_cast<int>(input.size());
-  const int text_length = static_cast<int>(request.text_tokens.size());
-  SC_CHECK(rows <= c.n_text_ctx, ErrorCode::kInvalidArgument, "align: ", rows, " tokens exceed the model's ",
-           c.n_text_ctx, " positions");
-
+  const AlignInput in = alignment_input(request, special, c);
+  if (in.text_length == 0) return {};
   models::whisper::CrossKV encoded;
   const models::whisper::CrossKV* cross = request.encoder_output;
   if (cross == nullptr) {
@@ -158,27 +185,12 @@ Alignment align_window_cpu(const models::whisper::WhisperModel& model, const Ali
   }
   models::whisper::CrossAttentionCapture capture;
   capture.heads = alignment_heads(c);
-  std::vector<int> logit_rows(static_cast<size_t>(text_length));
-  for (int t = 0; t < text_length; ++t) logit_rows[t] = sot_length + t;  // the position predicting text token t
-  std::vector<float> logits(static_cast<size_t>(text_length) * c.vocab_size);
+  std::vector<float> logits(static_cast<size_t>(in.text_length) * c.vocab_size);
   models::whisper::DecoderState state = model.new_state();
-  model.decode(state, *cross, input.data(), rows, logit_rows, logits.data(), &capture);
-
-  // Probabilities of the text tokens, softmax over the text vocabulary (ids below end-of-text).
-  out.text_token_probs.resize(static_cast<size_t>(text_length));
-  for (int t = 0; t < text_length; ++t) {
-    const float* l = logits.data() + static_cast<size_t>(t) * c.vocab_size;
-    float mx = -std::numeric_limits<float>::infinity();
-    for (int v = 0; v < special.eot; ++v) mx = std::max(mx, l[v]);
-    double sum = 0.0;  // 50k terms: a float running sum would drift
-    for (int v = 0; v < special.eot; ++v) sum += std::exp(static_cast<double>(l[v]) - mx);
-    out.text_token_probs[t] = static_cast<float>(std::exp(static_cast<double>(l[request.text_tokens[t]]) - mx) / sum);
-  }
-  const int frames = static_cast<int>(request.num_frames / 2);  // the encoder's stride
-  if (frames == 0) return out;
-  out.path = alignment_path(std::move(capture.scores), static_cast<int>(capture.heads.size()), rows, c.n_audio_ctx,
-                            frames, sot_length, sot_length + text_length + 1);
-  return out;
+  model.decode(state, *cross, in.tokens.data(), static_cast<int>(in.tokens.size()), in.logit_rows, logits.data(),
+               &capture);
+  return alignment_result(request, special, c, in, logits.data(), std::move(capture.scores),
+                          static_cast<int>(capture.heads.size()));
 }
 
 }  // namespace speechcore::runtime

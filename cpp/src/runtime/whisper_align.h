@@ -17,6 +17,23 @@ namespace speechcore::runtime {
 // default).
 std::vector<std::pair<int, int>> alignment_heads(const models::whisper::WhisperConfig& config);
 
+// The decoder input of an alignment: sot_sequence + no-timestamps + text + end-of-text, the
+// positions predicting each text token (logit_rows), checked against the model's sizes
+// (kInvalidArgument). text_length 0: nothing to align.
+struct AlignInput {
+  std::vector<int> tokens;
+  std::vector<int> logit_rows;
+  int sot_length = 0, text_length = 0;
+};
+AlignInput alignment_input(const AlignRequest& request, const WhisperSpecialTokens& special,
+                           const models::whisper::WhisperConfig& config);
+// A backend's alignment from the decoder's float32 logits at in.logit_rows ([text_length, vocab])
+// and the alignment heads' raw cross-attention scores ([heads, tokens, n_audio_ctx]): text
+// token probabilities, then alignment_path.
+Alignment alignment_result(const AlignRequest& request, const WhisperSpecialTokens& special,
+                           const models::whisper::WhisperConfig& config, const AlignInput& in, const float* logits,
+                           std::vector<float> scores, int heads);
+
 // align() on the CPU model (encodes request.mel when request.encoder_output is null).
 Alignment align_window_cpu(const models::whisper::WhisperModel& model, const AlignRequest& request,
                            const WhisperSpecialTokens& special);

@@ -178,6 +178,66 @@ class GreedyDecoder final : public WindowDecoder {
   GreedyWindow<WhisperModel, CrossKV> w_;
 };
 
+// Greedy decoding of one SearchRows row with the logits rules on the host: GreedyWindow's
+// arithmetic (the same picks, log-probs and no-speech probability) over any backend's rows.
+class GreedyRowsDecoder final : public WindowDecoder {
+ public:
+  GreedyRowsDecoder(std::unique_ptr<SearchRows> rows, int vocab, std::vector<int> prompt,
+                    const WhisperSpecialTokens& sp, WindowOptions o)
+      : rows_(std::move(rows)), prompt_(std::move(prompt)), sp_(sp), o_(std::move(o)),
+        layout_(prompt_layout(prompt_, sp_, o_)), vocab_(vocab), logits_(static_cast<size_t>(vocab)),
+        forced_(forced_tokens(prompt_, layout_)) {}
+
+  bool done() const override { return done_; }
+  WindowResult take_result() override {
+    SC_ASSERT(done_);
+    return std::move(result_);
+  }
+
+  void step() override {
+    SC_ASSERT(!done_);
+    if (!started_) {
+      started_ = true;
+      result_.no_speech_prob = rows_->prefill(prompt_, layout_.sot_index, sp_.no_speech, logits_.data());
+      if (layout_.max_new <= 0 && layout_.forced > 0) {  // the length limit falls inside the prefix
+        result_ = prefix_only_result(prompt_, layout_, result_.no_speech_prob, o_.length_penalty);
+        done_ = true;
+        rows_->release();
+        return;
+      }
+      if (layout_.max_new <= 0) return finish();
+      rows_->broadcast(1);
+    } else {
+      const int last = result_.tokens.back();
+      rows_->decode(&last, 1, logits_.data());
+    }
+    float logprob = 0.0f;
+    const int best = greedy_pick(logits_.data(), vocab_, forced_, result_.tokens, layout_, sp_, o_, &logprob);
+    if (add_pick(result_, best, logprob, sp_.eot, layout_.max_new)) return finish();
+    rows_->feed(&result_.tokens.back(), 1);
+  }
+
+ private:
+  void finish() {
+    done_ = true;
+    rows_->release();
+    result_.tokens.insert(result_.tokens.begin(), forced_.begin(), forced_.end());
+    finish_window(result_, o_.length_penalty);
+  }
+
+  std::unique_ptr<SearchRows> rows_;
+  std::vector<int> prompt_;
+  WhisperSpecialTokens sp_;
+  WindowOptions o_;
+  PromptLayout layout_;
+  int vocab_;
+  std::vector<float> logits_;
+  std::vector<int> forced_;
+  WindowResult result_;
+  bool started_ = false;
+  bool done_ = false;
+};
+
 // ---- beam search ----------------------------------------------------------------------------
 
 class BeamSearchDecoder final : public WindowDecoder {
@@ -308,6 +368,7 @@ class BeamSearchDecoder final : public WindowDecoder {
     } else {
       rows_->reorder(origins);
     }
+    rows_->feed(last_.data(), beam_);
     ++step_;
   }
 
@@ -416,6 +477,7 @@ class SamplingDecoder final : public WindowDecoder {
     } else if (keep.size() != alive_.size()) {
       rows_->reorder(keep);
     }
+    rows_->feed(last_.data(), static_cast<int>(last_.size()));
     alive_ = std::move(kept_rows);
     ++step_;
   }
@@ -479,7 +541,8 @@ std::unique_ptr<WindowDecoder> make_search_decoder(std::unique_ptr<SearchRows> r
            "temperature must be a finite number >= 0, got ", options.temperature);
   if (options.temperature > 0.0f)
     return std::make_unique<SamplingDecoder>(std::move(rows), vocab, std::move(prompt), special, std::move(options));
-  SC_CHECK(options.beam_size > 1, ErrorCode::kInternal, "make_search_decoder: greedy decoding needs no search");
+  if (options.beam_size == 1)
+    return std::make_unique<GreedyRowsDecoder>(std::move(rows), vocab, std::move(prompt), special, std::move(options));
   return std::make_unique<BeamSearchDecoder>(std::move(rows), vocab, std::move(prompt), special, std::move(options));
 }
 

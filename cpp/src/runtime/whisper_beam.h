@@ -51,11 +51,18 @@ class SearchRows {
   virtual void decode(const int* tokens, int rows, float* logits) = 0;
   // Row k becomes a copy of row origins[k] (k < origins.size(); the others are dropped).
   virtual void reorder(const std::vector<int>& origins) = 0;
+  // The tokens the next decode() will feed, announced once the rows for it exist (after
+  // broadcast/reorder): a backend that steps the rows of many windows as one batch (the
+  // engine's CUDA runner) runs that step before decode() is called, which then only hands
+  // back its logits.
+  virtual void feed(const int* /*tokens*/, int /*rows*/) {}
   // Frees the rows' state (the search is over).
   virtual void release() = 0;
 };
 
-// Beam search (temperature 0, beam_size > 1) or sampling (temperature > 0) over `rows`.
+// Beam search (temperature 0, beam_size > 1), sampling (temperature > 0) or greedy decoding
+// with the logits rules on the host (temperature 0, beam_size 1: for backends whose device-side
+// greedy pick lacks an option, such as penalties or a forced prefix) over `rows`.
 std::unique_ptr<WindowDecoder> make_search_decoder(std::unique_ptr<SearchRows> rows, int vocab,
                                                    std::vector<int> prompt, const WhisperSpecialTokens& special,
                                                    WindowOptions options);

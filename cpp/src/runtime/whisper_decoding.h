@@ -46,6 +46,9 @@ struct WindowOptions {
   bool keep_encoder_output = false;        // return it in WindowResult::encoder_output (word timestamps)
 };
 
+// The decoder rows a window's search keeps (beams at temperature 0, sampled candidates above).
+inline int search_rows(const WindowOptions& o) { return o.temperature > 0.0f ? o.num_hypotheses : o.beam_size; }
+
 // What a WindowOptions asks beyond plain greedy decoding; a backend reports what it supports
 // (WindowRunner::decoding_support) and make_plan rejects the rest with kUnsupported.
 struct DecodingSupport {

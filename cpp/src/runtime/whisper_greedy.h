@@ -11,6 +11,23 @@
 
 namespace speechcore::runtime {
 
+// The host-side greedy pick for one row of raw logits (modified in place) at the window's step
+// `generated.size()`: penalties, the logits rules, then the first index among equal maxima; its
+// log-prob (log-softmax of the ruled row) goes to *logprob.
+inline int greedy_pick(float* row, int vocab, const std::vector<int>& forced, const std::vector<int>& generated,
+                       const PromptLayout& layout, const WhisperSpecialTokens& sp, const WindowOptions& o,
+                       float* logprob) {
+  apply_penalties(row, vocab, forced, generated, o);
+  apply_whisper_logits_rules(row, vocab, static_cast<int>(generated.size()), generated, layout.timestamps, sp, o,
+                             layout.forced > 0);
+  const double lse = ops::logsumexp(row, vocab);
+  int best = 0;
+  for (int i = 1; i < vocab; ++i)
+    if (row[i] > row[best]) best = i;
+  *logprob = static_cast<float>(row[best] - lse);
+  return best;
+}
+
 // Greedy decoding of one window with the logits rules on the host, one token per step():
 // `Model` provides config(), new_state() and decode(state, cross, tokens, n, rows, logits)
 // (CPU or CUDA). The first step() runs the prompt (and computes the no-speech probability),
@@ -52,16 +69,9 @@ class GreedyWindow {
       const int last = result_.tokens.back();
       model_.decode(state_, cross_, &last, 1, {0}, logits_.data());
     }
-    const int step = static_cast<int>(result_.tokens.size());
-    apply_penalties(step_logits, vocab_, forced_, result_.tokens, o_);
-    apply_whisper_logits_rules(step_logits, vocab_, step, result_.tokens, layout_.timestamps, sp_, o_,
-                               layout_.forced > 0);
-    // log-softmax and greedy choice (first index among equal maxima)
-    const double lse = ops::logsumexp(step_logits, vocab_);
-    int best = 0;
-    for (int i = 1; i < vocab_; ++i)
-      if (step_logits[i] > step_logits[best]) best = i;
-    if (add_pick(result_, best, static_cast<float>(step_logits[best] - lse), sp_.eot, layout_.max_new)) finish();
+    float logprob = 0.0f;
+    const int best = greedy_pick(step_logits, vocab_, forced_, result_.tokens, layout_, sp_, o_, &logprob);
+    if (add_pick(result_, best, logprob, sp_.eot, layout_.max_new)) finish();
   }
 
   WindowResult take_result() {

@@ -22,6 +22,7 @@
 #include "core/status.h"
 #include "engine/step_runner.h"
 #include "models/whisper/whisper_model_cuda.h"
+#include "runtime/whisper_align.h"
 #include "runtime/whisper_beam.h"
 #include "runtime/whisper_decoding.h"
 #include "io/audio.h"
@@ -69,6 +70,27 @@ cuda::WhisperRuleParams rule_params(const WhisperSpecialTokens& sp, const Window
   return p;
 }
 
+// Windows the device-side greedy pick cannot decode: beams, sampling, penalties, a length
+// penalty (it scores the result) or a forced prefix. They run the host-side search of
+// whisper_beam.h (beams, sampling, or greedy with the rules on the host) over rows of a device
+// batch, whose logits come back each step.
+bool needs_search(const WindowOptions& o, const PromptLayout& layout) {
+  return o.temperature > 0.0f || o.beam_size > 1 || o.repetition_penalty != 1.0f || o.no_repeat_ngram_size > 0 ||
+         o.length_penalty != 1.0f || layout.forced > 0;
+}
+
+// What both CUDA runners decode (needs_search's windows through the host-side search) and
+// align (CudaWindowRunner::align).
+DecodingSupport cuda_decoding_support() {
+  DecodingSupport s;
+  s.beam_search = true;
+  s.sampling = true;
+  s.penalties = true;
+  s.word_timestamps = true;
+  s.prefix = true;
+  return s;
+}
+
 Tensor device_ints(int64_t n) { return Tensor::empty({std::max<int64_t>(n, 1)}, DType::kInt32, Device::kCUDA); }
 
 // SPEECHCORE_PROFILE=1: per batch, wall time of the encoder, the prefill and the decoder steps on
@@ -108,14 +130,7 @@ class CudaWindowRunner final : public WindowRunner {
   std::string device() const override { return "cuda"; }
   std::string compute_type() const override { return cuda::data_type_name(model_.dtype()); }
   size_t weight_bytes() const { return model_.weight_bytes(); }
-  // Beam search and sampling in run()/run_batch() (search_window); the engine's step runner
-  // decodes greedily only, and penalties and word timestamps are not implemented here yet.
-  DecodingSupport decoding_support() const override {
-    DecodingSupport s;
-    s.beam_search = true;
-    s.sampling = true;
-    return s;
-  }
+  DecodingSupport decoding_support() const override { return cuda_decoding_support(); }
 
   WindowResult run(const float* mel, const std::vector<int>& prompt, const WhisperSpecialTokens& special,
                    const WindowOptions& options) const override {
@@ -132,8 +147,6 @@ class CudaWindowRunner final : public WindowRunner {
     for (const WindowRequest& r : requests) {
       SC_CHECK(r.mel != nullptr, ErrorCode::kInvalidArgument, "run_batch: a window has no features");
       layouts.push_back(prompt_layout(r.prompt, special, r.options));  // reject bad prompts up front
-      SC_CHECK(layouts.back().forced == 0, ErrorCode::kUnsupported,
-               "prefix is not supported on the cuda backend yet");  // make_plan rejects it first
     }
     // Windows decoded together share the logits rules' parameters.
     using Key = std::tuple<std::vector<int>, std::vector<int>, int, bool>;
@@ -146,11 +159,11 @@ class CudaWindowRunner final : public WindowRunner {
     std::vector<WindowResult> results(requests.size());
     std::lock_guard<std::mutex> lock(mutex_);  // one stream per model: one batch at a time
     for (auto& [key, members] : groups) {
-      // Beam search and sampling: one window at a time, its rows in lock step (search_window).
+      // Beam search, sampling and host-side rules: one window at a time, its rows in lock step
+      // (search_window).
       std::vector<int> greedy;
       for (int i : members) {
-        const WindowOptions& o = requests[i].options;
-        if (o.temperature > 0.0f || o.beam_size > 1)
+        if (needs_search(requests[i].options, layouts[i]))
           results[i] = search_window(requests[i], special);
         else
           greedy.push_back(i);
@@ -199,6 +212,47 @@ class CudaWindowRunner final : public WindowRunner {
 
   std::unique_ptr<engine::StepRunner> make_step_runner(const engine::StepRunnerConfig& config) const override;
   const WhisperModelCuda& model() const { return model_; }
+
+  // Word alignment (whisper_align.h): the window encoded again (the GPU keeps no encoder output
+  // past its decoding), one prefill of the alignment input capturing the alignment heads' raw
+  // cross-attention scores, the text rows' logits; the post-processing and DTW on the host.
+  Alignment align(const AlignRequest& request, const WhisperSpecialTokens& special) const override {
+    const auto& cfg = config();
+    const AlignInput in = alignment_input(request, special, cfg);
+    if (in.text_length == 0) return {};
+    SC_CHECK(request.mel != nullptr, ErrorCode::kInvalidArgument, "align: no features");
+    const cudaStream_t stream = model_.stream();
+    const int len = static_cast<int>(in.tokens.size());
+    const int64_t t_enc = cfg.n_audio_ctx;
+    models::whisper::CrossScoresCuda capture;
+    capture.heads = alignment_heads(cfg);
+    const int64_t n_scores = static_cast<int64_t>(capture.heads.size()) * len * t_enc;
+    std::lock_guard<std::mutex> lock(mutex_);
+    WhisperBatchCuda& b = batch_for(1, len);
+    Tensor scores = Tensor::empty({std::max<int64_t>(n_scores, 1)}, DType::kFloat32, Device::kCUDA);
+    capture.scores = scores.data<float>();
+    model_.encode(&request.mel, 1, b, 0, 1);
+    Tensor x = prefill(b, {in.tokens}, len, 0, nullptr, nullptr, &capture);
+    // logits of the text rows, as many per pass as the batch's logits buffer holds
+    const int vocab = cfg.vocab_size;
+    const int per_pass = static_cast<int>(b.logits.dim(0));
+    std::vector<float> logits(static_cast<size_t>(in.text_length) * vocab);
+    Tensor rows = device_ints(in.text_length);
+    SC_CUDA_CHECK(cudaMemcpyAsync(rows.raw(), in.logit_rows.data(), static_cast<size_t>(in.text_length) * 4,
+                                  cudaMemcpyHostToDevice, stream));
+    for (int r0 = 0; r0 < in.text_length; r0 += per_pass) {
+      const int m = std::min(per_pass, in.text_length - r0);
+      model_.logits(b, x, rows.data<int32_t>() + r0, m, 0);
+      SC_CUDA_CHECK(cudaMemcpyAsync(logits.data() + static_cast<size_t>(r0) * vocab, b.logits.data<float>(),
+                                    static_cast<size_t>(m) * vocab * sizeof(float), cudaMemcpyDeviceToHost, stream));
+    }
+    std::vector<float> host_scores(static_cast<size_t>(n_scores));
+    SC_CUDA_CHECK(cudaMemcpyAsync(host_scores.data(), scores.raw(), host_scores.size() * sizeof(float),
+                                  cudaMemcpyDeviceToHost, stream));
+    SC_CUDA_CHECK(cudaStreamSynchronize(stream));
+    return alignment_result(request, special, cfg, in, logits.data(), std::move(host_scores),
+                            static_cast<int>(capture.heads.size()));
+  }
 
   std::vector<float> prompt_logits(const float* mel, const std::vector<int>& prompt) const override {
     const int len = static_cast<int>(prompt.size());
@@ -327,7 +381,8 @@ class CudaWindowRunner final : public WindowRunner {
   // With kv_row (a paged batch), prompt i's position j K/V go to row kv_row(i, j), and slots
   // lists each prompt's cross-attention slot.
   Tensor prefill(WhisperBatchCuda& b, const std::vector<std::vector<int>>& prompts, int len, int slot0 = 0,
-                 const std::function<int32_t(int, int)>& kv_row = nullptr, const int* slots = nullptr) const {
+                 const std::function<int32_t(int, int)>& kv_row = nullptr, const int* slots = nullptr,
+                 const models::whisper::CrossScoresCuda* capture = nullptr) const {
     const int n = static_cast<int>(prompts.size());
     const int64_t R = static_cast<int64_t>(n) * len;
     host_.reserve(static_cast<size_t>(3 * R) * sizeof(int32_t));
@@ -344,7 +399,7 @@ class CudaWindowRunner final : public WindowRunner {
     SC_CUDA_CHECK(cudaMemcpyAsync(ints.raw(), h, static_cast<size_t>(3 * R) * 4, cudaMemcpyHostToDevice,
                                   model_.stream()));
     SC_CUDA_CHECK(cudaStreamSynchronize(model_.stream()));  // the pinned buffer is reused next
-    return model_.prefill(b, ints.data<int32_t>(), n, len, slot0, slots);
+    return model_.prefill(b, ints.data<int32_t>(), n, len, slot0, slots, capture);
   }
 
   void decode_chunk(const std::vector<WindowRequest>& requests, const std::vector<PromptLayout>& layouts,
@@ -646,7 +701,7 @@ class CudaSearchRows final : public SearchRows {
 WindowResult CudaWindowRunner::search_window(const WindowRequest& request, const WhisperSpecialTokens& special) const {
   const WindowOptions& o = request.options;
   const PromptLayout layout = prompt_layout(request.prompt, special, o);
-  const int rows = o.temperature > 0.0f ? o.num_hypotheses : o.beam_size;
+  const int rows = search_rows(o);
   SC_CHECK(rows >= 1 && rows <= kMaxSlots, ErrorCode::kInvalidArgument, "beam_size / best_of must be in [1, ",
            kMaxSlots, "] on the GPU, got ", rows);
   const int positions = std::max(search_positions(request.prompt, layout), static_cast<int>(request.prompt.size()));
@@ -727,10 +782,13 @@ class CudaStepRunner final : public engine::StepRunner {
   }
 
   int num_blocks() const override { return num_blocks_; }
+  DecodingSupport decoding_support() const override { return cuda_decoding_support(); }
+  int rows(const WindowOptions& o) const override { return std::max(search_rows(o), 1); }
 
   void admit(const std::vector<engine::AdmitJob>& jobs, const WhisperSpecialTokens& sp) override {
     if (jobs.empty()) return;
     std::lock_guard<std::mutex> lock(owner_.mutex_);
+    special_ = sp;
     WhisperBatchCuda& b = state_.batch;
     const cudaStream_t stream = model_.stream();
     const int vocab = model_.config().vocab_size;
@@ -745,9 +803,17 @@ class CudaStepRunner final : public engine::StepRunner {
       Window w;
       w.id = j.id;
       w.layout = prompt_layout(j.prompt, sp, j.options);
-      SC_CHECK(w.layout.forced == 0, ErrorCode::kUnsupported, "prefix is not supported on the cuda backend yet");
       w.prompt_len = static_cast<int>(j.prompt.size());
-      w.rules = rules_for(j.options, w.layout.timestamps, sp);
+      if (needs_search(j.options, w.layout)) {
+        w.width = search_rows(j.options);
+        SC_CHECK(w.width >= 1 && w.width <= b.slots, ErrorCode::kInvalidArgument, "beam_size / best_of must be in [1, ",
+                 b.slots, "] (the engine's max_batch), got ", w.width);
+        auto rows = std::make_unique<EngineRows>(*this, j.id, w.width, vocab);
+        w.rows = rows.get();
+        w.search = make_search_decoder(std::move(rows), vocab, j.prompt, sp, j.options);
+      } else {
+        w.rules = rules_for(j.options, w.layout.timestamps, sp);
+      }
       w.slot = free_slots_.back();
       free_slots_.pop_back();
       slots.push_back(w.slot);
@@ -785,12 +851,12 @@ class CudaStepRunner final : public engine::StepRunner {
       for (int i = 0; i < n; ++i) {
         len = std::max(len, wins[i]->prompt_len);
         prompts.push_back(jobs[i].prompt);
-        tables.push_back(&table(jobs[i].id, wins[i]->prompt_len));
+        tables.push_back(&table(jobs[i].id, wins[i]->prompt_len, wins[i]->width));
       }
       const int bs = b.block_size;
       auto kv_row = [&](int i, int j) -> int32_t {
         if (j >= wins[i]->prompt_len) return num_blocks_ * bs + j % bs;  // the spare block
-        return (*tables[i])[j / bs] * bs + j % bs;
+        return (*tables[i])[(j / bs) * wins[i]->width] * bs + j % bs;    // a search's row 0
       };
       Tensor x = owner_.prefill(b, prompts, len, 0, kv_row, slots.data());
       for (int i = 0; i < n; ++i) {
@@ -803,10 +869,26 @@ class CudaStepRunner final : public engine::StepRunner {
       x = Tensor();
       cuda::no_speech_prob(b.logits.data<float>(), n, vocab, sp.no_speech >= 0 ? sp.no_speech : 0, d_ns, stream);
       for (int i0 = 0; i0 < n;) {  // picks grouped by rule set (consecutive windows sharing one)
+        if (wins[i0]->search) {     // a search picks on the host
+          ++i0;
+          continue;
+        }
         int i1 = i0 + 1;
-        while (i1 < n && wins[i1]->rules == wins[i0]->rules) ++i1;
+        while (i1 < n && !wins[i1]->search && wins[i1]->rules == wins[i0]->rules) ++i1;
         pick(b.logits.data<float>() + static_cast<int64_t>(n + i0) * vocab, i1 - i0, i0, *wins[i0]->rules);
         i0 = i1;
+      }
+      // a search's raw logits at its start-of-transcript and last prompt positions
+      int searching = 0;
+      for (int i = 0; i < n; ++i) searching += wins[i]->search != nullptr;
+      search_host_.reserve(static_cast<size_t>(2 * searching) * vocab * sizeof(float));
+      for (int i = 0, s = 0; i < n; ++i) {
+        if (!wins[i]->search) continue;
+        float* dst = search_host_.as<float>() + static_cast<size_t>(2 * s++) * vocab;
+        for (int half = 0; half < 2; ++half)
+          SC_CUDA_CHECK(cudaMemcpyAsync(dst + static_cast<size_t>(half) * vocab,
+                                        b.logits.data<float>() + static_cast<int64_t>(half * n + i) * vocab,
+                                        static_cast<size_t>(vocab) * sizeof(float), cudaMemcpyDeviceToHost, stream));
       }
       // the picks' tokens, log-probs and no-speech probabilities
       int32_t* tok = h + 8 * b.slots;
@@ -818,8 +900,13 @@ class CudaStepRunner final : public engine::StepRunner {
                                     cudaMemcpyDeviceToHost, stream));
       SC_CUDA_CHECK(cudaMemcpyAsync(ns, d_ns, static_cast<size_t>(n) * 4, cudaMemcpyDeviceToHost, stream));
       SC_CUDA_CHECK(cudaStreamSynchronize(stream));
-      for (int i = 0; i < n; ++i) {
+      for (int i = 0, s = 0; i < n; ++i) {
         Window& win = *wins[i];
+        if (win.search) {
+          win.rows->stash(search_host_.as<float>() + static_cast<size_t>(2 * s++) * vocab);
+          advance(win);
+          continue;
+        }
         win.result.no_speech_prob = sp.no_speech >= 0 ? ns[i] : 0.0f;
         if (win.layout.max_new <= 0) {
           finish(win);
@@ -838,31 +925,47 @@ class CudaStepRunner final : public engine::StepRunner {
     std::lock_guard<std::mutex> lock(owner_.mutex_);
     WhisperBatchCuda& b = state_.batch;
     const cudaStream_t stream = model_.stream();
-    const int n = static_cast<int>(ids.size());
-    SC_CHECK(n <= b.slots, ErrorCode::kInternal, "step over ", n, " windows with ", b.slots, " slots");
-    // rows grouped by rule set, so each group's rows are contiguous for its pick
-    std::vector<Window*> rows;
+    // windows grouped by rule set, so each group's rows are contiguous for its pick; searching
+    // windows (one row per beam or candidate) last
+    std::vector<Window*> wins;
     for (uint64_t id : ids) {
       auto it = windows_.find(id);
       SC_CHECK(it != windows_.end() && !it->second.done, ErrorCode::kInternal, "window ", id, " cannot step");
-      rows.push_back(&it->second);
+      wins.push_back(&it->second);
     }
-    std::stable_sort(rows.begin(), rows.end(), [](const Window* a, const Window* c) { return a->rules < c->rules; });
+    std::stable_sort(wins.begin(), wins.end(), [](const Window* a, const Window* c) {
+      return std::make_tuple(a->search != nullptr, a->rules) < std::make_tuple(c->search != nullptr, c->rules);
+    });
     const int stride = b.slots;
+    const int bs = b.block_size;
     int32_t* h = host_.as<int32_t>();
     int32_t* h_table = h + 11 * stride;
-    for (int r = 0; r < n; ++r) {
-      const Window& w = *rows[r];
-      const int k = static_cast<int>(w.result.tokens.size());
-      const int pos = w.prompt_len + k - 1;
-      const std::vector<int>& t = table(w.id, pos + 1);
-      std::copy(t.begin(), t.end(), h_table + static_cast<int64_t>(r) * b.table_stride);
-      h[r] = w.result.tokens.back();
-      h[stride + r] = pos;
-      h[2 * stride + r] = t[pos / b.block_size] * b.block_size + pos % b.block_size;
-      h[3 * stride + r] = w.slot;
-      h[4 * stride + r] = pos + 1;
-      h[5 * stride + r] = k;
+    int n = 0, greedy = 0;  // rows; rows picked on the device
+    // step inputs of one row: token, position, KV row, slot, self-attention length, tokens so far
+    auto add_row = [&](const Window& w, const std::vector<int>& t, int phys, int token, int pos, int k) {
+      SC_CHECK(n < stride, ErrorCode::kInternal, "a step over more than ", stride, " rows");
+      int32_t* row_table = h_table + static_cast<int64_t>(n) * b.table_stride;
+      const int blocks = pos / bs + 1;
+      for (int j = 0; j < blocks; ++j) row_table[j] = t[static_cast<size_t>(j) * w.width + phys];
+      h[n] = token;
+      h[stride + n] = pos;
+      h[2 * stride + n] = row_table[pos / bs] * bs + pos % bs;
+      h[3 * stride + n] = w.slot;
+      h[4 * stride + n] = pos + 1;
+      h[5 * stride + n] = k;
+      ++n;
+    };
+    for (const Window* w : wins) {
+      if (w->search) {
+        const EngineRows& rows = *w->rows;
+        const std::vector<int>& t = table(w->id, rows.pos() + 1, w->width);
+        for (int q = 0; q < rows.count(); ++q) add_row(*w, t, rows.phys(q), rows.next(q), rows.pos(), 0);
+        continue;
+      }
+      const int k = static_cast<int>(w->result.tokens.size());
+      const int pos = w->prompt_len + k - 1;
+      add_row(*w, table(w->id, pos + 1, 1), 0, w->result.tokens.back(), pos, k);
+      ++greedy;
     }
     SC_CUDA_CHECK(cudaMemcpyAsync(b.step_array(0), h, static_cast<size_t>(6 * stride) * 4, cudaMemcpyHostToDevice,
                                   stream));
@@ -870,20 +973,36 @@ class CudaStepRunner final : public engine::StepRunner {
                                   cudaMemcpyHostToDevice, stream));
     owner_.step_and_logits(state_, n);
     const int vocab = model_.config().vocab_size;
-    for (int r0 = 0; r0 < n;) {
+    for (int r0 = 0; r0 < greedy;) {
       int r1 = r0 + 1;
-      while (r1 < n && rows[r1]->rules == rows[r0]->rules) ++r1;
-      pick(b.logits.data<float>() + static_cast<int64_t>(r0) * vocab, r1 - r0, r0, *rows[r0]->rules);
+      while (r1 < greedy && wins[r1]->rules == wins[r0]->rules) ++r1;
+      pick(b.logits.data<float>() + static_cast<int64_t>(r0) * vocab, r1 - r0, r0, *wins[r0]->rules);
       r0 = r1;
     }
     int32_t* tok = h + 6 * stride;
     float* lp = reinterpret_cast<float*>(tok + stride);
-    SC_CUDA_CHECK(cudaMemcpyAsync(tok, picked_.data<int32_t>(), static_cast<size_t>(n) * 4, cudaMemcpyDeviceToHost,
-                                  stream));
-    SC_CUDA_CHECK(cudaMemcpyAsync(lp, picked_.data<int32_t>() + stride, static_cast<size_t>(n) * 4,
-                                  cudaMemcpyDeviceToHost, stream));
+    if (greedy > 0) {
+      SC_CUDA_CHECK(cudaMemcpyAsync(tok, picked_.data<int32_t>(), static_cast<size_t>(greedy) * 4,
+                                    cudaMemcpyDeviceToHost, stream));
+      SC_CUDA_CHECK(cudaMemcpyAsync(lp, picked_.data<int32_t>() + stride, static_cast<size_t>(greedy) * 4,
+                                    cudaMemcpyDeviceToHost, stream));
+    }
+    if (n > greedy) {  // the searches' rows: raw logits to the host
+      search_host_.reserve(static_cast<size_t>(n - greedy) * vocab * sizeof(float));
+      SC_CUDA_CHECK(cudaMemcpyAsync(search_host_.ptr, b.logits.data<float>() + static_cast<int64_t>(greedy) * vocab,
+                                    static_cast<size_t>(n - greedy) * vocab * sizeof(float), cudaMemcpyDeviceToHost,
+                                    stream));
+    }
     SC_CUDA_CHECK(cudaStreamSynchronize(stream));
-    for (int r = 0; r < n; ++r) record(*rows[r], tok[r], lp[r], special_);
+    for (int r = 0; r < greedy; ++r) record(*wins[r], tok[r], lp[r], special_);
+    int row = 0;
+    for (size_t i = static_cast<size_t>(greedy); i < wins.size(); ++i) {
+      Window& w = *wins[i];
+      const int count = w.rows->count();
+      w.rows->stash(search_host_.as<float>() + static_cast<size_t>(row) * vocab);
+      row += count;
+      advance(w);
+    }
   }
 
   bool done(uint64_t id) const override { return windows_.at(id).done; }
@@ -909,22 +1028,143 @@ class CudaStepRunner final : public engine::StepRunner {
     Tensor lists;  // suppress_tokens then suppress_tokens_begin
     int n_suppress = 0, n_begin = 0;
   };
+  class EngineRows;
   struct Window {
     uint64_t id = 0;
     int slot = 0, prompt_len = 0;
     PromptLayout layout;
-    const Rules* rules = nullptr;
+    const Rules* rules = nullptr;  // device-side greedy: its logits rules
+    // A window needs_search() decodes: the host-side search over its rows (width of them: beams
+    // or candidates), null for device-side greedy.
+    std::unique_ptr<WindowDecoder> search;
+    EngineRows* rows = nullptr;  // owned by search
+    int width = 1;
     WindowResult result;
     bool done = false;
   };
 
-  // Window id's blocks from the scheduler, which must cover `positions` positions.
-  const std::vector<int>& table(uint64_t id, int positions) const {
+  // The rows of a searching window in the engine's batch. The window's scheduler table holds
+  // `width` blocks per block of positions (block k of physical row p is table[k * width + p],
+  // kv_blocks.h); logical row r lives in physical row phys(r). The runner steps these rows with
+  // every other window's and hands their logits here (stash) before the search's step(), whose
+  // prefill() and decode() then only return them. Reordering renumbers rows; a repeated row is
+  // copied on the device into a physical row no longer used (only the positions after the
+  // prompt, which broadcast() gave every row).
+  class EngineRows final : public SearchRows {
+   public:
+    EngineRows(CudaStepRunner& runner, uint64_t id, int width, int vocab)
+        : runner_(runner), id_(id), width_(width), vocab_(vocab), primed_(static_cast<size_t>(width), 0) {}
+    float prefill(const std::vector<int>& prompt, int /*sot_index*/, int no_speech, float* logits) override {
+      SC_CHECK(stash_ != nullptr, ErrorCode::kInternal, "a search's prefill without its logits");
+      // stash: the start-of-transcript row, then the last prompt position's
+      std::copy(stash_ + vocab_, stash_ + 2 * static_cast<size_t>(vocab_), logits);
+      const float p = no_speech_probability(stash_, vocab_, no_speech);
+      stash_ = nullptr;
+      pos_ = prompt_len_ = static_cast<int>(prompt.size());
+      primed_[0] = 1;
+      return p;
+    }
+    void broadcast(int rows) override {
+      SC_CHECK(rows >= 1 && rows <= width_, ErrorCode::kInternal, "broadcast to ", rows, " of ", width_, " rows");
+      phys_.resize(static_cast<size_t>(rows));
+      for (int r = 0; r < rows; ++r) {
+        phys_[r] = r;
+        if (r > 0) runner_.copy_row(id_, width_, 0, r, 0, pos_);
+        primed_[r] = 1;
+      }
+    }
+    void feed(const int* tokens, int rows) override {
+      SC_CHECK(rows == count(), ErrorCode::kInternal, "feeding ", rows, " tokens to ", count(), " rows");
+      next_.assign(tokens, tokens + rows);
+    }
+    void decode(const int* tokens, int rows, float* logits) override {
+      SC_CHECK(stash_ != nullptr && rows == count() && std::equal(tokens, tokens + rows, next_.begin()),
+               ErrorCode::kInternal, "a search step that was not run");
+      std::copy(stash_, stash_ + static_cast<size_t>(rows) * vocab_, logits);
+      stash_ = nullptr;
+      ++pos_;
+    }
+    void reorder(const std::vector<int>& origins) override {
+      std::vector<int> next(origins.size(), -1);
+      std::vector<char> kept(static_cast<size_t>(width_), 0), seen(phys_.size(), 0);
+      for (size_t k = 0; k < origins.size(); ++k) {  // a row's first copy keeps its physical row
+        const int o = origins[k];
+        SC_CHECK(o >= 0 && o < count(), ErrorCode::kInternal, "reorder from row ", o, " of ", count());
+        if (seen[o]) continue;
+        seen[o] = 1;
+        next[k] = phys_[o];
+        kept[phys_[o]] = 1;
+      }
+      std::vector<int> spare;
+      for (int p = width_ - 1; p >= 0; --p)
+        if (!kept[p]) spare.push_back(p);
+      for (size_t k = 0; k < origins.size(); ++k) {  // later copies: into a physical row left free
+        if (next[k] >= 0) continue;
+        SC_CHECK(!spare.empty(), ErrorCode::kInternal, "no free row for the search");
+        const int p = spare.back();
+        spare.pop_back();
+        runner_.copy_row(id_, width_, phys_[origins[k]], p, primed_[p] ? prompt_len_ : 0, pos_);
+        primed_[p] = 1;
+        next[k] = p;
+      }
+      phys_ = std::move(next);
+    }
+    void release() override {
+      phys_.clear();
+      next_.clear();
+    }
+    void stash(const float* logits) { stash_ = logits; }
+    int count() const { return static_cast<int>(phys_.size()); }
+    int phys(int r) const { return phys_[r]; }
+    int next(int r) const { return next_[r]; }
+    int pos() const { return pos_; }  // the position the next step writes
+
+   private:
+    CudaStepRunner& runner_;
+    uint64_t id_;
+    int width_, vocab_;
+    std::vector<int> phys_, next_;
+    std::vector<char> primed_;  // physical rows holding the prompt's K/V
+    const float* stash_ = nullptr;
+    int pos_ = 0, prompt_len_ = 0;
+  };
+
+  // Positions [begin, end) of window id's physical row `from` copied to row `to` (whole
+  // blocks, every layer; on the model's stream, before the next step).
+  void copy_row(uint64_t id, int width, int from, int to, int begin, int end) {
+    const std::vector<int>& t = table(id, end, width);
+    WhisperBatchCuda& b = state_.batch;
+    const int bs = b.block_size;
+    const size_t es = cuda::data_type_size(model_.dtype());
+    const size_t row_bytes = static_cast<size_t>(b.self_kv.dim(2)) * es;
+    const size_t layer_bytes = static_cast<size_t>(b.self_kv.dim(1)) * row_bytes;
+    char* base = static_cast<char*>(b.self_kv.raw());
+    for (int k = begin / bs; k < (end + bs - 1) / bs; ++k) {
+      const size_t src = static_cast<size_t>(t[static_cast<size_t>(k) * width + from]) * bs * row_bytes;
+      const size_t dst = static_cast<size_t>(t[static_cast<size_t>(k) * width + to]) * bs * row_bytes;
+      SC_CUDA_CHECK(cudaMemcpy2DAsync(base + dst, layer_bytes, base + src, layer_bytes, bs * row_bytes,
+                                      static_cast<size_t>(b.self_kv.dim(0)), cudaMemcpyDeviceToDevice,
+                                      model_.stream()));
+    }
+  }
+
+  // One step of a searching window's decoder (its logits stashed); done when the search is.
+  static void advance(Window& w) {
+    w.search->step();
+    if (!w.search->done()) return;
+    w.result = w.search->take_result();
+    w.done = true;
+  }
+
+  // Window id's blocks from the scheduler, which must cover `positions` positions in each of
+  // its `width` rows.
+  const std::vector<int>& table(uint64_t id, int positions, int width) const {
     SC_CHECK(kv_ != nullptr, ErrorCode::kInternal, "the engine runner has no block tables");
     const std::vector<int>& t = kv_->table(id);
     const int bs = state_.batch.block_size;
-    SC_CHECK(static_cast<int64_t>(t.size()) * bs >= positions && static_cast<int>(t.size()) <= state_.batch.table_stride,
-             ErrorCode::kInternal, "window ", id, " has ", t.size(), " KV blocks for ", positions, " positions");
+    const int64_t per_row = static_cast<int64_t>(t.size()) / width;
+    SC_CHECK(per_row * bs >= positions && per_row <= state_.batch.table_stride, ErrorCode::kInternal, "window ", id,
+             " has ", t.size(), " KV blocks for ", positions, " positions in ", width, " rows");
     // (the block ids themselves come from the scheduler's pool of num_blocks_, sized by this
     // runner; they are not rechecked on every step)
     return t;
@@ -982,6 +1222,7 @@ class CudaStepRunner final : public engine::StepRunner {
   std::map<std::tuple<std::vector<int>, std::vector<int>, int, bool>, std::unique_ptr<Rules>> rules_;
   WhisperSpecialTokens special_;
   HostBuffer host_;
+  HostBuffer search_host_;  // searching windows' logits rows
   double encode_s_ = 0.0;  // SPEECHCORE_PROFILE
   int64_t encoded_ = 0;
 };

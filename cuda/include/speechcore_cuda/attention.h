@@ -33,6 +33,13 @@ void attention_prefill(DataType dtype, const void* q, int64_t ldq, int64_t q_bat
                        int batch, int64_t tq, int64_t tk, int heads, int head_dim,
                        int64_t causal_offset, cudaStream_t stream);
 
+// Scaled dot products of one head without softmax (word timestamps read the alignment heads'
+// cross-attention): out[r * cols + c] = sum_j (scale * q[r * q_stride + j]) * k[c * k_stride + j]
+// for j < head_dim (<= 128), float32 out and accumulation; strides in elements, no alignment
+// requirement. rows or cols == 0 is a no-op.
+void attention_scores(DataType dtype, const void* q, int64_t q_stride, const void* k, int64_t k_stride, int rows,
+                      int cols, int head_dim, float scale, float* out, cudaStream_t stream);
+
 // Bytes of scratch attention_decode needs for these sizes (0 when it needs none). Depends only on
 // the arguments (not on the device or dtype), so it can size a workspace once.
 size_t attention_decode_scratch_bytes(int batch, int heads, int head_dim, int64_t max_kv_len);

@@ -1,6 +1,7 @@
 #include "models/whisper/whisper_model_cuda.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 
@@ -225,7 +226,7 @@ void WhisperModelCuda::encode_chunk(const float* const* mels, int n, WhisperBatc
 }
 
 Tensor WhisperModelCuda::prefill(WhisperBatchCuda& batch, const int32_t* ints, int n, int len, int slot0,
-                                 const int* slots) const {
+                                 const int* slots, const CrossScoresCuda* capture) const {
   const WhisperConfig& c = config_;
   const cuda::DataType dt = dtype_;
   if (slots)
@@ -237,6 +238,14 @@ Tensor WhisperModelCuda::prefill(WhisperBatchCuda& batch, const int32_t* ints, i
            " do not fit the batch");
   const int64_t d = c.d_model, t_enc = c.n_audio_ctx, R = static_cast<int64_t>(n) * len;
   const int heads = c.decoder_heads;
+  if (capture) {
+    SC_CHECK(n == 1 && capture->scores != nullptr, ErrorCode::kInvalidArgument,
+             "prefill: cross-attention scores are captured for one sequence");
+    for (const auto& [layer, head] : capture->heads)
+      SC_CHECK(layer >= 0 && layer < static_cast<int>(dec_.size()) && head >= 0 && head < heads,
+               ErrorCode::kInvalidArgument, "alignment head (", layer, ", ", head, ") is outside the decoder (",
+               dec_.size(), " layers of ", heads, " heads)");
+  }
   const int32_t* ids = ints;
   const int32_t* pos = ints + R;
   const int32_t* kv_rows = ints + 2 * R;
@@ -256,6 +265,17 @@ Tensor WhisperModelCuda::prefill(WhisperBatchCuda& batch, const int32_t* ints, i
     linear(att.raw(), R, L.self_attn.out_w, L.self_attn.out_b, x.raw(), true);
     cuda::layer_norm(dt, x.raw(), L.cross_attn.ln_g.raw(), L.cross_attn.ln_b.raw(), h.raw(), R, d, kLnEps, stream_);
     linear(h.raw(), R, L.cross_attn.qkv_w, L.cross_attn.qkv_b, qkv.raw(), false);  // q only: [R, d]
+    if (capture) {  // the alignment heads' raw scores against this sequence's encoder K
+      const int64_t hd = d / heads;
+      const int64_t cross0 = li * cross_layer + static_cast<int64_t>(slots ? slots[0] : slot0) * t_enc * 2 * d;
+      for (size_t i = 0; i < capture->heads.size(); ++i) {
+        if (capture->heads[i].first != static_cast<int>(li)) continue;
+        const int64_t off = capture->heads[i].second * hd;
+        cuda::attention_scores(dt, at(qkv, off), d, at(batch.cross, cross0 + off), 2 * d, len, static_cast<int>(t_enc),
+                               static_cast<int>(hd), 1.0f / std::sqrt(static_cast<float>(hd)),
+                               capture->scores + static_cast<int64_t>(i) * len * t_enc, stream_);
+      }
+    }
     if (slots) {  // each sequence against its own slot's K/V
       for (int i = 0; i < n; ++i) {
         const int64_t cross0 = li * cross_layer + static_cast<int64_t>(slots[i]) * t_enc * 2 * d;

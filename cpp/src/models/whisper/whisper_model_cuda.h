@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "models/whisper/whisper_weights.h"
@@ -44,6 +45,14 @@ struct WhisperBatchCuda {
   static constexpr int kStepArrays = 6;
   Tensor cross_len;           // int32 [slots], all n_audio_ctx (cross-attention lengths)
   int32_t* step_array(int i) const { return const_cast<int32_t*>(step_ints.data<int32_t>()) + i * slots; }
+};
+
+// The alignment heads' raw cross-attention scores (q.k / sqrt(head_dim), no softmax) captured
+// during the prefill of one sequence (word timestamps): device float32
+// [heads.size(), len, n_audio_ctx].
+struct CrossScoresCuda {
+  std::vector<std::pair<int, int>> heads;  // (decoder layer, head)
+  float* scores = nullptr;
 };
 
 class WhisperModelCuda {
@@ -78,8 +87,9 @@ class WhisperModelCuda {
   // (device, before the final layer norm). Enqueued on stream().
   // slots (host, optional): sequence i's cross-attention K/V are slot slots[i]'s (any distinct
   // slots; slot0 is then ignored), else slot slot0 + i.
+  // capture (optional, n == 1): the alignment heads' scores (CrossScoresCuda).
   Tensor prefill(WhisperBatchCuda& batch, const int32_t* ints, int n, int len, int slot0 = 0,
-                 const int* slots = nullptr) const;
+                 const int* slots = nullptr, const CrossScoresCuda* capture = nullptr) const;
 
   // One decoder step for n rows (n <= slots), inputs in batch.step_array(0..4) (device int32 [n]
   // each): token id, position, KV-cache row (slot * ctx + position) the new K/V go to, slot, and
