@@ -598,3 +598,83 @@ def test_whisper_greedy_rows_and_append():
         assert abs(float(lp[b]) - ref_lp) <= 1e-5 + 1e-6 * abs(ref_lp)
         want[perm[b], steps[b]] = best
     np.testing.assert_array_equal(after, want)
+
+
+def host_draws(masked, temperature, uniforms):
+    """runtime::sample_token with the given uniforms (the CPU sampler's arithmetic, in numpy)."""
+    lse = np.float32(lse64(masked))
+    lp = (masked - lse).astype(np.float32) * np.float32(1.0 / temperature)
+    q = np.exp((lp - lp.max()).astype(np.float32)).astype(np.float32)
+    cum = np.cumsum(q.astype(np.float64))
+    out = []
+    for u in uniforms:
+        i = int(np.searchsorted(cum, u * cum[-1], side="right"))
+        while i < len(q) and q[i] <= 0:
+            i += 1
+        out.append(min(i, int(np.nonzero(q > 0)[0][-1])))
+    return out
+
+
+@cuda
+@pytest.mark.parametrize("temperature", [0.2, 0.6, 1.0, 1.7])
+def test_whisper_sample_step_matches_host_draws(temperature):
+    """The device draw (rules, log-softmax / T, cumulative search with the candidate's uniform)
+    picks the host sampler's token for the same uniforms: against numpy and against
+    _C.ops.sample_tokens (runtime::sample_token with SampleRng streams); the log-prob returned is
+    the drawn token's at temperature 1."""
+    logits, gens, steps = random_batch(31, 16, 30)
+    refs = run_rules_case(logits, gens, steps, gpu=False)
+    generated = np.full((16, 40), -7, np.int32)
+    for b, g in enumerate(gens):
+        generated[b, :len(g)] = g
+    for seed in range(3):
+        u = np.random.default_rng(seed).random(16)
+        _, tok, lp = _C.cuda_ops.whisper_greedy_step(
+            logits, generated, np.asarray(steps, np.int32), np.asarray(SUPPRESS, np.int32),
+            np.asarray(SUPPRESS_BEGIN, np.int32), EOT, NO_TS, TB, TE, 50, True, uniform=u, temperature=temperature)
+        for b in range(16):
+            want = host_draws(refs[b], temperature, [u[b]])[0]
+            assert int(tok[b]) == want, (seed, b)
+            assert np.isfinite(refs[b][want])
+            ref_lp = float(refs[b][want] - lse64(refs[b]))
+            assert abs(float(lp[b]) - ref_lp) <= 1e-5 + 1e-6 * abs(ref_lp)
+    # the same candidate streams as the CPU sampler: row b = one logits row, uniform of stream b
+    row = (np.random.default_rng(8).standard_normal(VOCAB) * 2).astype(np.float32)
+    n = 64
+    want = _C.ops.sample_tokens(row, temperature, n, seed=9)
+    _, tok, _ = _C.cuda_ops.whisper_greedy_step(
+        np.repeat(row[None], n, 0), np.zeros((n, 1), np.int32), np.zeros(n, np.int32), np.zeros(0, np.int32),
+        np.zeros(0, np.int32), EOT, NO_TS, TB, TE, 50, False, uniform=_C.ops.sample_uniforms(n, seed=9),
+        temperature=temperature)
+    np.testing.assert_array_equal(tok, want)
+
+
+@cuda
+def test_whisper_sample_step_distribution_and_edges():
+    """Draw frequencies follow softmax(logits / T) (chi-square over 20,000 draws, small vocab,
+    Wilson-Hilferty p-value); masked tokens are never drawn; u = 0 gives the first token with
+    mass and u just below 1 the last."""
+    vocab, t, n = 45, 0.7, 20000
+    r = np.random.default_rng(12)
+    row = (r.standard_normal(vocab) * 1.5).astype(np.float32)
+    ids = (20, 21, 22, 40)
+    u = r.random(n)
+    _, tok, _ = _C.cuda_ops.whisper_greedy_step(
+        np.repeat(row[None], n, 0), np.zeros((n, 1), np.int32), np.zeros(n, np.int32), np.asarray([3, 7], np.int32),
+        np.zeros(0, np.int32), *ids, 50, False, uniform=u, temperature=t)
+    assert not np.isin(tok, [3, 7]).any()
+    p = np.exp(np.float64(row) / t)
+    p[[3, 7]] = 0
+    p /= p.sum()
+    counts = np.bincount(tok, minlength=vocab)
+    keep = p * n >= 5
+    expected = p[keep] * n
+    chi2 = float((((counts[keep] - expected) ** 2) / expected).sum())
+    k = int(keep.sum()) - 1
+    z = ((chi2 / k) ** (1 / 3) - (1 - 2 / (9 * k))) / np.sqrt(2 / (9 * k))
+    assert z < 3.5, (chi2, k, z)  # p > ~2e-4
+    edge = np.asarray([0.0, np.nextafter(1.0, 0.0)])
+    _, tok, _ = _C.cuda_ops.whisper_greedy_step(
+        np.repeat(row[None], 2, 0), np.zeros((2, 1), np.int32), np.zeros(2, np.int32), np.asarray([0, 44], np.int32),
+        np.zeros(0, np.int32), *ids, 50, False, uniform=edge, temperature=t)
+    assert list(tok) == [1, 43]

@@ -1,7 +1,9 @@
-// Whisper logits rules + greedy pick (one block per sequence) and the no-speech probability.
+// Whisper logits rules + greedy pick or sampled draw (one block per sequence) and the no-speech
+// probability.
 // Log-sum-exps are computed as on the CPU (ops::logsumexp): max, then sum of exp(x - max) in
 // float32, lse = max + log(sum).
 #include <climits>
+#include <cmath>
 
 #include "kernel_utils.cuh"
 #include "speechcore_cuda/sampling.h"
@@ -67,16 +69,69 @@ __device__ float block_lse(const float* l, int begin, int end, float m, float* r
   return m == -INFINITY ? m : m + logf(s);
 }
 
-__global__ void __launch_bounds__(kThreads) whisper_greedy_kernel(float* __restrict__ logits,
-                                                                  int32_t* __restrict__ generated,
-                                                                  const int32_t* __restrict__ rows, bool append,
-                                                                  const int32_t* __restrict__ step,
-                                                                  const int32_t* __restrict__ suppress, int n_suppress,
-                                                                  const int32_t* __restrict__ suppress_begin,
-                                                                  int n_suppress_begin, WhisperRuleParams p,
-                                                                  int32_t* __restrict__ next_token,
-                                                                  float* __restrict__ token_logprob, int vocab,
-                                                                  int max_steps) {
+// One draw from softmax(log_probs / T) over the masked row l (lse: its log-sum-exp, top: its
+// maximum), as runtime::sample_token: p_i = float(l_i - lse) * inv_t, q_i = exp(p_i - max p),
+// the first i (q_i > 0) whose cumulative sum exceeds u * sum(q). Thread t sums a contiguous
+// chunk in double, a block scan places the chunks, and the thread whose chunk holds the target
+// walks it; when rounding leaves the target past the end, the last token with q_i > 0.
+__device__ int sample_draw(const float* l, int vocab, float top, float lse, float inv_t, double u, int* redi) {
+  __shared__ double scan[kThreads];
+  __shared__ int found;
+  const int tid = threadIdx.x;
+  const float m = (top - lse) * inv_t;
+  const int chunk = (vocab + blockDim.x - 1) / blockDim.x;
+  const int i0 = min(tid * chunk, vocab), i1 = min(i0 + chunk, vocab);
+  double local = 0.0;
+  int last = -1;
+  for (int i = i0; i < i1; ++i) {
+    const float q = expf((l[i] - lse) * inv_t - m);
+    if (q > 0.0f) {
+      local += q;
+      last = i;
+    }
+  }
+  scan[tid] = local;
+  if (tid == 0) found = -1;
+  __syncthreads();
+  for (int o = 1; o < static_cast<int>(blockDim.x); o <<= 1) {  // inclusive scan (Hillis-Steele)
+    const double v = tid >= o ? scan[tid - o] : 0.0;
+    __syncthreads();
+    scan[tid] += v;
+    __syncthreads();
+  }
+  const double target = u * scan[blockDim.x - 1];
+  const double before = tid > 0 ? scan[tid - 1] : 0.0;
+  if (local > 0.0 && before <= target && target < scan[tid]) {
+    double cum = before;
+    int pick = last;
+    for (int i = i0; i < i1; ++i) {
+      const float q = expf((l[i] - lse) * inv_t - m);
+      if (q <= 0.0f) continue;
+      cum += q;
+      if (target < cum) {
+        pick = i;
+        break;
+      }
+    }
+    found = pick;
+  }
+  last = block_max_int(last, redi);  // syncs: `found` is visible after it
+  return found >= 0 ? found : last;
+}
+
+// kSample: the pick is a draw (sample_draw with uniform[b], 1 / temperature); else the argmax.
+template <bool kSample>
+__global__ void __launch_bounds__(kThreads) whisper_pick_kernel(float* __restrict__ logits,
+                                                                int32_t* __restrict__ generated,
+                                                                const int32_t* __restrict__ rows, bool append,
+                                                                const int32_t* __restrict__ step,
+                                                                const int32_t* __restrict__ suppress, int n_suppress,
+                                                                const int32_t* __restrict__ suppress_begin,
+                                                                int n_suppress_begin, WhisperRuleParams p,
+                                                                const double* __restrict__ uniform, float inv_t,
+                                                                int32_t* __restrict__ next_token,
+                                                                float* __restrict__ token_logprob, int vocab,
+                                                                int max_steps) {
   __shared__ float red[32];
   __shared__ int redi[32];
   const int b = blockIdx.x;
@@ -160,10 +215,12 @@ __global__ void __launch_bounds__(kThreads) whisper_greedy_kernel(float* __restr
   }
   block_argmax(best_v, best_i, red, redi);
   const float lse = block_lse(l, 0, vocab, best_v, red);
+  int pick = best_i;
+  if constexpr (kSample) pick = sample_draw(l, vocab, best_v, lse, inv_t, uniform[b], redi);
   if (tid == 0) {
-    next_token[b] = best_i;
-    if (append && s < max_steps) gen[s] = best_i;
-    token_logprob[b] = static_cast<float>(static_cast<double>(best_v) - static_cast<double>(lse));
+    next_token[b] = pick;
+    if (append && s < max_steps) gen[s] = pick;
+    token_logprob[b] = static_cast<float>(static_cast<double>(l[pick]) - static_cast<double>(lse));
   }
 }
 
@@ -180,10 +237,12 @@ __global__ void __launch_bounds__(kThreads) no_speech_kernel(const float* __rest
 
 }  // namespace
 
-void whisper_greedy_step(float* logits, int32_t* generated, const int32_t* rows, bool append, const int32_t* step,
-                         const int32_t* suppress, int n_suppress, const int32_t* suppress_begin, int n_suppress_begin,
-                         const WhisperRuleParams& p, int32_t* next_token, float* token_logprob, int batch, int vocab,
-                         int max_steps, cudaStream_t stream) {
+namespace {
+
+void pick_step(float* logits, int32_t* generated, const int32_t* rows, bool append, const int32_t* step,
+               const int32_t* suppress, int n_suppress, const int32_t* suppress_begin, int n_suppress_begin,
+               const WhisperRuleParams& p, const double* uniform, float temperature, int32_t* next_token,
+               float* token_logprob, int batch, int vocab, int max_steps, cudaStream_t stream) {
   require(batch >= 0 && vocab >= 1 && max_steps >= 0, "whisper_greedy_step: need batch >= 0, vocab >= 1, max_steps >= 0, got ",
           batch, ", ", vocab, ", ", max_steps);
   require(n_suppress >= 0 && n_suppress_begin >= 0, "whisper_greedy_step: negative suppress list length");
@@ -198,10 +257,38 @@ void whisper_greedy_step(float* logits, int32_t* generated, const int32_t* rows,
   if (batch == 0) return;
   require(logits && step && next_token && token_logprob && (generated || max_steps == 0),
           "whisper_greedy_step: null pointer");
-  whisper_greedy_kernel<<<static_cast<unsigned>(batch), kThreads, 0, stream>>>(
-      logits, generated, rows, append, step, suppress, n_suppress, suppress_begin, n_suppress_begin, p, next_token, token_logprob,
-      vocab, max_steps);
-  SC_CUDA_CHECK_LAUNCH("whisper_greedy_step");
+  if (uniform == nullptr) {
+    whisper_pick_kernel<false><<<static_cast<unsigned>(batch), kThreads, 0, stream>>>(
+        logits, generated, rows, append, step, suppress, n_suppress, suppress_begin, n_suppress_begin, p, nullptr, 0.0f,
+        next_token, token_logprob, vocab, max_steps);
+    SC_CUDA_CHECK_LAUNCH("whisper_greedy_step");
+  } else {
+    require(temperature > 0.0f && isfinite(temperature), "whisper_sample_step: temperature must be finite and > 0, got ",
+            temperature);
+    whisper_pick_kernel<true><<<static_cast<unsigned>(batch), kThreads, 0, stream>>>(
+        logits, generated, rows, append, step, suppress, n_suppress, suppress_begin, n_suppress_begin, p, uniform,
+        1.0f / temperature, next_token, token_logprob, vocab, max_steps);
+    SC_CUDA_CHECK_LAUNCH("whisper_sample_step");
+  }
+}
+
+}  // namespace
+
+void whisper_greedy_step(float* logits, int32_t* generated, const int32_t* rows, bool append, const int32_t* step,
+                         const int32_t* suppress, int n_suppress, const int32_t* suppress_begin, int n_suppress_begin,
+                         const WhisperRuleParams& p, int32_t* next_token, float* token_logprob, int batch, int vocab,
+                         int max_steps, cudaStream_t stream) {
+  pick_step(logits, generated, rows, append, step, suppress, n_suppress, suppress_begin, n_suppress_begin, p, nullptr,
+            0.0f, next_token, token_logprob, batch, vocab, max_steps, stream);
+}
+
+void whisper_sample_step(float* logits, int32_t* generated, const int32_t* rows, bool append, const int32_t* step,
+                         const int32_t* suppress, int n_suppress, const int32_t* suppress_begin, int n_suppress_begin,
+                         const WhisperRuleParams& p, const double* uniform, float temperature, int32_t* next_token,
+                         float* token_logprob, int batch, int vocab, int max_steps, cudaStream_t stream) {
+  require(batch == 0 || uniform != nullptr, "whisper_sample_step: uniform is null");
+  pick_step(logits, generated, rows, append, step, suppress, n_suppress, suppress_begin, n_suppress_begin, p, uniform,
+            temperature, next_token, token_logprob, batch, vocab, max_steps, stream);
 }
 
 void no_speech_prob(const float* logits, int batch, int vocab, int no_speech_id, float* out, cudaStream_t stream) {

@@ -248,7 +248,7 @@ void register_cuda_kernels(py::module_& m) {
       "whisper_greedy_step",
       [](FloatArray logits, IntArray generated, IntArray step, IntArray suppress, IntArray suppress_begin, int eot,
          int no_timestamps, int timestamp_begin, int timestamp_end, int max_initial_timestamp_index, bool timestamps,
-         py::object rows_obj, bool append) -> py::tuple {
+         py::object rows_obj, bool append, py::object uniform_obj, float temperature) -> py::tuple {
         need(logits.ndim() == 2 && generated.ndim() == 2 && step.ndim() == 1 && step.shape(0) == logits.shape(0),
              "whisper_greedy_step: logits [batch, vocab], generated [rows, max_steps], step [batch]");
         DeviceBuffer rowsd;
@@ -278,12 +278,26 @@ void register_cuda_kernels(py::module_& m) {
         p.timestamp_end = timestamp_end;
         p.max_initial_timestamp_index = max_initial_timestamp_index;
         p.timestamps = timestamps;
+        DeviceBuffer ud;
+        if (!uniform_obj.is_none()) {  // a draw per sequence (whisper_sample_step)
+          auto u = uniform_obj.cast<py::array_t<double, py::array::c_style | py::array::forcecast>>();
+          need(u.ndim() == 1 && u.shape(0) == logits.shape(0), "whisper_greedy_step: uniform [batch]");
+          ud = DeviceBuffer(static_cast<size_t>(batch) * sizeof(double));
+          if (batch > 0) SC_CUDA_CHECK(cudaMemcpy(ud.get(), u.data(), ud.bytes(), cudaMemcpyHostToDevice));
+        }
         uploads_done();
-        cuda::whisper_greedy_step(static_cast<float*>(ld.ptr()), gd.as<int32_t>(),
-                                  rows_obj.is_none() ? nullptr : rowsd.as<int32_t>(), append, sd.as<int32_t>(),
-                                  supd.as<int32_t>(), static_cast<int>(suppress.size()), begd.as<int32_t>(),
-                                  static_cast<int>(suppress_begin.size()), p, tok.as<int32_t>(),
-                                  static_cast<float*>(lp.ptr()), batch, vocab, max_steps, test_stream());
+        const int32_t* rows_d = rows_obj.is_none() ? nullptr : rowsd.as<int32_t>();
+        if (uniform_obj.is_none())
+          cuda::whisper_greedy_step(static_cast<float*>(ld.ptr()), gd.as<int32_t>(), rows_d, append, sd.as<int32_t>(),
+                                    supd.as<int32_t>(), static_cast<int>(suppress.size()), begd.as<int32_t>(),
+                                    static_cast<int>(suppress_begin.size()), p, tok.as<int32_t>(),
+                                    static_cast<float*>(lp.ptr()), batch, vocab, max_steps, test_stream());
+        else
+          cuda::whisper_sample_step(static_cast<float*>(ld.ptr()), gd.as<int32_t>(), rows_d, append, sd.as<int32_t>(),
+                                    supd.as<int32_t>(), static_cast<int>(suppress.size()), begd.as<int32_t>(),
+                                    static_cast<int>(suppress_begin.size()), p, ud.as<double>(), temperature,
+                                    tok.as<int32_t>(), static_cast<float*>(lp.ptr()), batch, vocab, max_steps,
+                                    test_stream());
         py::array_t<float> masked = fetch(ld, {batch, vocab});
         if (append)
           return py::make_tuple(masked, cudatest::download_ints(tok, {batch}), fetch(lp, {batch}),
@@ -293,9 +307,10 @@ void register_cuda_kernels(py::module_& m) {
       py::arg("logits"), py::arg("generated"), py::arg("step"), py::arg("suppress"), py::arg("suppress_begin"),
       py::arg("eot"), py::arg("no_timestamps"), py::arg("timestamp_begin"), py::arg("timestamp_end"),
       py::arg("max_initial_timestamp_index") = 50, py::arg("timestamps") = true, py::arg("rows") = py::none(),
-      py::arg("append") = false,
+      py::arg("append") = false, py::arg("uniform") = py::none(), py::arg("temperature") = 1.0f,
       "-> (masked logits [batch, vocab], next_token int32 [batch], token_logprob [batch]); with append=True also "
-      "the generated table after the step. rows: int32 [batch], the generated row of each sequence.");
+      "the generated table after the step. rows: int32 [batch], the generated row of each sequence. uniform: "
+      "float64 [batch] in [0, 1): draw the token at the temperature (whisper_sample_step) instead of the argmax.");
 
   m.def(
       "no_speech_prob",

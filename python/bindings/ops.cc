@@ -159,6 +159,16 @@ void register_ops(py::module_& m) {
         return out;
       },
       py::arg("logits"), py::arg("temperature"), py::arg("n"), py::arg("seed") = 0);
+  o.def(
+      "sample_uniforms",
+      [](int n, uint64_t seed) {
+        // the first uniform of candidate i's random stream (the one sample_tokens' draw i uses)
+        need(n >= 0, "sample_uniforms: n >= 0");
+        py::array_t<double> out(n);
+        for (int i = 0; i < n; ++i) out.mutable_data()[i] = runtime::SampleRng(seed, static_cast<uint64_t>(i)).uniform();
+        return out;
+      },
+      py::arg("n"), py::arg("seed") = 0);
 }
 
 }  // namespace speechcore::bindings

@@ -42,6 +42,10 @@ uint64_t SampleRng::next() { return splitmix64(state_); }
 double SampleRng::uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
 
 int sample_token(const float* log_probs, int vocab, float temperature, SampleRng& rng, std::vector<float>& p) {
+  return sample_token(log_probs, vocab, temperature, rng.uniform(), p);
+}
+
+int sample_token(const float* log_probs, int vocab, float temperature, double uniform, std::vector<float>& p) {
   SC_CHECK(temperature > 0.0f && vocab > 0, ErrorCode::kInvalidArgument, "sample_token: temperature must be > 0");
   p.resize(static_cast<size_t>(vocab));
   const float inv = 1.0f / temperature;  // CTranslate2 scales by the reciprocal
@@ -55,7 +59,7 @@ int sample_token(const float* log_probs, int vocab, float temperature, SampleRng
     p[i] = std::exp(p[i] - max);
     sum += p[i];
   }
-  const double u = rng.uniform() * sum;
+  const double u = uniform * sum;
   double cum = 0.0;
   int last = -1;
   for (int i = 0; i < vocab; ++i) {
@@ -66,6 +70,10 @@ int sample_token(const float* log_probs, int vocab, float temperature, SampleRng
   }
   SC_ASSERT(last >= 0);
   return last;  // rounding left u at the very end
+}
+
+void SearchRows::decode_draw(const int*, int, int*, float*) {
+  throw_error(ErrorCode::kInternal, "this backend's search rows do not draw on the device");
 }
 
 void log_softmax_rule_row(float* x, int vocab) {
@@ -410,7 +418,8 @@ class SamplingDecoder final : public WindowDecoder {
                   WindowOptions o)
       : rows_(std::move(rows)), prompt_(std::move(prompt)), sp_(sp), o_(std::move(o)),
         layout_(prompt_layout(prompt_, sp_, o_)), vocab_(vocab), n_(o_.num_hypotheses),
-        forced_(forced_tokens(prompt_, layout_)) {
+        forced_(forced_tokens(prompt_, layout_)),
+        draw_(rows_->can_draw() && o_.repetition_penalty == 1.0f && o_.no_repeat_ngram_size == 0) {
     SC_CHECK(o_.temperature > 0.0f && std::isfinite(o_.temperature), ErrorCode::kInvalidArgument,
              "sampling needs a finite temperature > 0");
     SC_CHECK(n_ >= 1, ErrorCode::kInvalidArgument, "best_of must be >= 1, got ", n_);
@@ -445,6 +454,12 @@ class SamplingDecoder final : public WindowDecoder {
         alive_.push_back(r);
         pick(r, logits_.data());
       }
+    } else if (draw_) {  // the rows draw on the device (uniforms given at the last step's end)
+      const int alive = static_cast<int>(alive_.size());
+      picked_.resize(static_cast<size_t>(alive));
+      picked_lp_.resize(static_cast<size_t>(alive));
+      rows_->decode_draw(last_.data(), alive, picked_.data(), picked_lp_.data());
+      for (int i = 0; i < alive; ++i) take(alive_[i], picked_[i], picked_lp_[i]);
     } else {
       rows_->decode(last_.data(), static_cast<int>(alive_.size()), logits_.data());
       for (size_t i = 0; i < alive_.size(); ++i) {
@@ -478,6 +493,15 @@ class SamplingDecoder final : public WindowDecoder {
       rows_->reorder(keep);
     }
     rows_->feed(last_.data(), static_cast<int>(last_.size()));
+    if (draw_) {  // each kept candidate's next uniform (its own stream: the same numbers as on the host)
+      std::vector<double> uniforms;
+      std::vector<const std::vector<int>*> history;
+      for (int r : kept_rows) {
+        uniforms.push_back(rng_[r].uniform());
+        history.push_back(&hyps_[r].tokens);
+      }
+      rows_->feed_draws(uniforms, history);
+    }
     alive_ = std::move(kept_rows);
     ++step_;
   }
@@ -486,8 +510,12 @@ class SamplingDecoder final : public WindowDecoder {
   // Draws candidate r's next token from its log-probs `row`.
   void pick(int r, const float* row) {
     const int token = sample_token(row, vocab_, o_.temperature, rng_[r], scratch_);
+    take(r, token, row[token]);
+  }
+  // Candidate r's drawn token and its log-prob (temperature 1).
+  void take(int r, int token, float logprob) {
     Hypothesis& h = hyps_[r];
-    h.score = h.score + row[token];
+    h.score = h.score + logprob;
     if (token == sp_.eot) {
       ended_[r] = true;
       return;
@@ -504,8 +532,11 @@ class SamplingDecoder final : public WindowDecoder {
   int vocab_;
   int n_;
   std::vector<int> forced_;       // the prompt's forced prefix (PromptLayout::forced)
+  bool draw_;                     // the rows draw on their device (SearchRows::can_draw, no penalties)
 
   std::vector<float> logits_;     // [alive, vocab]
+  std::vector<int> picked_;       // device draws: tokens, log-probs
+  std::vector<float> picked_lp_;
   std::vector<float> scratch_;
   std::vector<SampleRng> rng_;    // one stream per candidate
   std::vector<Hypothesis> hyps_;  // per candidate

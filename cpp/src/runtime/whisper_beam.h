@@ -56,6 +56,15 @@ class SearchRows {
   // engine's CUDA runner) runs that step before decode() is called, which then only hands
   // back its logits.
   virtual void feed(const int* /*tokens*/, int /*rows*/) {}
+  // Sampling on the rows' device (optional; can_draw() says whether the backend has it): after
+  // feed(), feed_draws() gives each row's uniform number in [0, 1) (its SampleRng's next) and
+  // its generated tokens; decode_draw() then runs the step and, per row, the logits rules of the
+  // window's options (not the penalties) given that history, the log-softmax and the draw from
+  // softmax(log_probs / temperature) (sample_token's arithmetic), returning the tokens and
+  // their log-probs at temperature 1, instead of the logits.
+  virtual bool can_draw() const { return false; }
+  virtual void feed_draws(const std::vector<double>& /*uniforms*/, const std::vector<const std::vector<int>*>& /*history*/) {}
+  virtual void decode_draw(const int* tokens, int rows, int* picked, float* logprobs);
   // Frees the rows' state (the search is over).
   virtual void release() = 0;
 };
@@ -100,6 +109,8 @@ uint64_t mix_seed(uint64_t a, uint64_t b);
 // One token drawn from softmax(log_probs * (1 / temperature)) over [vocab] (tokens whose
 // probability underflows to 0 are never drawn). scratch is resized as needed.
 int sample_token(const float* log_probs, int vocab, float temperature, SampleRng& rng, std::vector<float>& scratch);
+// The same with the uniform number given (in [0, 1): where the draw falls in the mass).
+int sample_token(const float* log_probs, int vocab, float temperature, double uniform, std::vector<float>& scratch);
 
 // log_softmax of one row in float as CTranslate2 computes it (x - logsumexp(x)); disabled
 // tokens (-inf after the rules) become float's lowest value first, CTranslate2's disable value.

@@ -120,6 +120,83 @@ struct CachedBatch {
   }
 };
 
+// Sampling on the device for one window's rows (SearchRows::decode_draw): the window's logits
+// rules (suppress lists on the device), and per step each row's history (its generated tokens)
+// and uniform uploaded, cuda::whisper_sample_step over the rows' logits, tokens and log-probs
+// back through pinned memory. enqueue() only enqueues; the caller synchronizes the stream
+// before results().
+class DeviceDraws {
+ public:
+  DeviceDraws(const WhisperSpecialTokens& sp, const WindowOptions& o, bool timestamps, int rows, int max_steps)
+      : params_(rule_params(sp, o, timestamps)), temperature_(o.temperature), rows_(rows), max_steps_(max_steps),
+        n_suppress_(static_cast<int>(o.suppress_tokens.size())),
+        n_begin_(static_cast<int>(o.suppress_tokens_begin.size())) {
+    std::vector<int32_t> lists(o.suppress_tokens.begin(), o.suppress_tokens.end());
+    lists.insert(lists.end(), o.suppress_tokens_begin.begin(), o.suppress_tokens_begin.end());
+    lists_ = device_ints(static_cast<int64_t>(lists.size()));
+    if (!lists.empty())
+      SC_CUDA_CHECK(cudaMemcpy(lists_.raw(), lists.data(), lists.size() * 4, cudaMemcpyHostToDevice));
+    // int32 offsets (device and pinned host alike): histories [rows, max_steps], steps [rows],
+    // uniforms (float64, 8-byte aligned) [rows], then the outputs: tokens [rows], log-probs [rows]
+    steps_at_ = static_cast<size_t>(rows) * max_steps;
+    uniforms_at_ = (steps_at_ + rows + 1) / 2 * 2;
+    out_at_ = uniforms_at_ + 2 * static_cast<size_t>(rows);
+    ints_ = device_ints(static_cast<int64_t>(out_at_ + 2 * static_cast<size_t>(rows)));
+    host_.reserve((out_at_ + 2 * static_cast<size_t>(rows)) * 4);
+  }
+
+  void set(const std::vector<double>& uniforms, const std::vector<const std::vector<int>*>& history) {
+    SC_CHECK(uniforms.size() == history.size() && static_cast<int>(uniforms.size()) <= rows_, ErrorCode::kInternal,
+             "device draws for ", uniforms.size(), " rows of ", rows_);
+    count_ = static_cast<int>(uniforms.size());
+    int32_t* h = host_.as<int32_t>();
+    for (int r = 0; r < count_; ++r) {
+      const std::vector<int>& t = *history[r];
+      SC_CHECK(static_cast<int>(t.size()) <= max_steps_, ErrorCode::kInternal, "a history of ", t.size(), " tokens");
+      std::copy(t.begin(), t.end(), h + static_cast<size_t>(r) * max_steps_);
+      h[steps_at_ + r] = static_cast<int32_t>(t.size());
+    }
+    std::memcpy(h + uniforms_at_, uniforms.data(), uniforms.size() * sizeof(double));
+  }
+
+  // The draws over logits [count, vocab] (device float32, masked in place).
+  void enqueue(float* logits, int count, int vocab, cudaStream_t stream) {
+    SC_CHECK(count == count_, ErrorCode::kInternal, "device draws set for ", count_, " rows, stepped ", count);
+    int32_t* h = host_.as<int32_t>();
+    int32_t* d = ints_.data<int32_t>();
+    SC_CUDA_CHECK(cudaMemcpyAsync(d, h, out_at_ * 4, cudaMemcpyHostToDevice, stream));
+    const int32_t* lists = lists_.data<int32_t>();
+    int32_t* tok = d + out_at_;
+    cuda::whisper_sample_step(logits, d, nullptr, false, d + steps_at_, lists, n_suppress_, lists + n_suppress_,
+                              n_begin_, params_, reinterpret_cast<const double*>(d + uniforms_at_), temperature_, tok,
+                              reinterpret_cast<float*>(tok + rows_), count, vocab, max_steps_, stream);
+    SC_CUDA_CHECK(cudaMemcpyAsync(h + out_at_, tok, 2 * static_cast<size_t>(rows_) * 4, cudaMemcpyDeviceToHost, stream));
+  }
+
+  void results(int* picked, float* logprobs, int count) const {
+    SC_CHECK(count == count_, ErrorCode::kInternal, "device draws of ", count_, " rows read as ", count);
+    const int32_t* out = const_cast<HostBuffer&>(host_).as<int32_t>() + out_at_;
+    std::copy(out, out + count, picked);
+    std::memcpy(logprobs, out + rows_, static_cast<size_t>(count) * sizeof(float));
+  }
+
+ private:
+  cuda::WhisperRuleParams params_;
+  float temperature_;
+  int rows_, max_steps_, n_suppress_, n_begin_;
+  int count_ = 0;
+  size_t steps_at_ = 0, uniforms_at_ = 0, out_at_ = 0;
+  Tensor lists_, ints_;
+  HostBuffer host_;
+};
+
+// The device draws of a sampled window's `rows` candidates (null for beams and greedy).
+std::unique_ptr<DeviceDraws> device_draws(const WhisperSpecialTokens& sp, const WindowOptions& o,
+                                          const PromptLayout& layout, int rows) {
+  if (o.temperature <= 0.0f) return nullptr;
+  return std::make_unique<DeviceDraws>(sp, o, layout.timestamps, rows, std::max(layout.max_new, 1));
+}
+
 class CudaWindowRunner final : public WindowRunner {
   friend class CudaStepRunner;
   friend class CudaSearchRows;
@@ -584,11 +661,23 @@ class CudaWindowRunner final : public WindowRunner {
 // The caller holds the runner's lock.
 class CudaSearchRows final : public SearchRows {
  public:
-  CudaSearchRows(const CudaWindowRunner& owner, const float* mel, int rows, int positions)
-      : owner_(owner), model_(owner.model_), c_(owner.search_batch(rows, positions)) {
+  CudaSearchRows(const CudaWindowRunner& owner, const float* mel, int rows, int positions,
+                 std::unique_ptr<DeviceDraws> draws)
+      : owner_(owner), model_(owner.model_), c_(owner.search_batch(rows, positions)), draws_(std::move(draws)) {
     WhisperBatchCuda& b = c_.batch;
     model_.encode(&mel, 1, b, 0, 1);
     for (int i = 0; i < 2 * rows; ++i) (i < rows ? blocks_ : spare_).push_back(i);
+  }
+
+  bool can_draw() const override { return draws_ != nullptr; }
+  void feed_draws(const std::vector<double>& uniforms, const std::vector<const std::vector<int>*>& history) override {
+    draws_->set(uniforms, history);
+  }
+  void decode_draw(const int* tokens, int rows, int* picked, float* logprobs) override {
+    run_step(tokens, rows);
+    draws_->enqueue(c_.batch.logits.data<float>(), rows, model_.config().vocab_size, model_.stream());
+    SC_CUDA_CHECK(cudaStreamSynchronize(model_.stream()));
+    draws_->results(picked, logprobs, rows);
   }
 
   float prefill(const std::vector<int>& prompt, int sot_index, int no_speech, float* logits) override {
@@ -622,6 +711,15 @@ class CudaSearchRows final : public SearchRows {
   }
 
   void decode(const int* tokens, int rows, float* logits) override {
+    run_step(tokens, rows);
+    const size_t n = static_cast<size_t>(rows) * model_.config().vocab_size;
+    SC_CUDA_CHECK(cudaMemcpyAsync(logits, c_.batch.logits.data<float>(), n * sizeof(float), cudaMemcpyDeviceToHost,
+                                  model_.stream()));
+    SC_CUDA_CHECK(cudaStreamSynchronize(model_.stream()));
+  }
+
+  // Enqueues one decoder step of the rows (their logits to the batch's logits buffer).
+  void run_step(const int* tokens, int rows) {
     WhisperBatchCuda& b = c_.batch;
     const cudaStream_t stream = model_.stream();
     SC_CHECK(rows == rows_ && pos_ < b.ctx, ErrorCode::kInternal, "search step over ", rows, " rows at position ",
@@ -642,9 +740,6 @@ class CudaSearchRows final : public SearchRows {
     SC_CUDA_CHECK(cudaMemcpyAsync(b.block_table.raw(), table, static_cast<size_t>(rows) * 4, cudaMemcpyHostToDevice,
                                   stream));
     owner_.step_and_logits(c_, rows);
-    const size_t n = static_cast<size_t>(rows) * model_.config().vocab_size;
-    SC_CUDA_CHECK(cudaMemcpyAsync(logits, b.logits.data<float>(), n * sizeof(float), cudaMemcpyDeviceToHost, stream));
-    SC_CUDA_CHECK(cudaStreamSynchronize(stream));
     ++pos_;
   }
 
@@ -693,6 +788,7 @@ class CudaSearchRows final : public SearchRows {
   const CudaWindowRunner& owner_;
   const WhisperModelCuda& model_;
   CachedBatch& c_;
+  std::unique_ptr<DeviceDraws> draws_;  // sampling on the device (null: logits to the host)
   std::vector<int> blocks_, spare_;  // the rows' blocks; free blocks
   int rows_ = 1;
   int pos_ = 0;                      // positions filled in each row's block
@@ -705,9 +801,9 @@ WindowResult CudaWindowRunner::search_window(const WindowRequest& request, const
   SC_CHECK(rows >= 1 && rows <= kMaxSlots, ErrorCode::kInvalidArgument, "beam_size / best_of must be in [1, ",
            kMaxSlots, "] on the GPU, got ", rows);
   const int positions = std::max(search_positions(request.prompt, layout), static_cast<int>(request.prompt.size()));
-  std::unique_ptr<WindowDecoder> d =
-      make_search_decoder(std::make_unique<CudaSearchRows>(*this, request.mel, rows, positions), config().vocab_size,
-                          request.prompt, special, o);
+  std::unique_ptr<WindowDecoder> d = make_search_decoder(
+      std::make_unique<CudaSearchRows>(*this, request.mel, rows, positions, device_draws(special, o, layout, rows)),
+      config().vocab_size, request.prompt, special, o);
   while (!d->done()) d->step();
   WindowResult r = d->take_result();
   return r;
@@ -808,7 +904,8 @@ class CudaStepRunner final : public engine::StepRunner {
         w.width = search_rows(j.options);
         SC_CHECK(w.width >= 1 && w.width <= b.slots, ErrorCode::kInvalidArgument, "beam_size / best_of must be in [1, ",
                  b.slots, "] (the engine's max_batch), got ", w.width);
-        auto rows = std::make_unique<EngineRows>(*this, j.id, w.width, vocab);
+        auto rows = std::make_unique<EngineRows>(*this, j.id, w.width, vocab,
+                                                 device_draws(sp, j.options, w.layout, w.width));
         w.rows = rows.get();
         w.search = make_search_decoder(std::move(rows), vocab, j.prompt, sp, j.options);
       } else {
@@ -987,19 +1084,25 @@ class CudaStepRunner final : public engine::StepRunner {
       SC_CUDA_CHECK(cudaMemcpyAsync(lp, picked_.data<int32_t>() + stride, static_cast<size_t>(greedy) * 4,
                                     cudaMemcpyDeviceToHost, stream));
     }
-    if (n > greedy) {  // the searches' rows: raw logits to the host
-      search_host_.reserve(static_cast<size_t>(n - greedy) * vocab * sizeof(float));
-      SC_CUDA_CHECK(cudaMemcpyAsync(search_host_.ptr, b.logits.data<float>() + static_cast<int64_t>(greedy) * vocab,
-                                    static_cast<size_t>(n - greedy) * vocab * sizeof(float), cudaMemcpyDeviceToHost,
-                                    stream));
+    // the searches' rows: drawn on the device (sampling), or raw logits to the host
+    search_host_.reserve(static_cast<size_t>(n - greedy) * vocab * sizeof(float));
+    for (int i = greedy, row = greedy; i < static_cast<int>(wins.size()); ++i) {
+      const EngineRows& rows = *wins[i]->rows;
+      float* logits = b.logits.data<float>() + static_cast<int64_t>(row) * vocab;
+      if (DeviceDraws* d = rows.pending_draws())
+        d->enqueue(logits, rows.count(), vocab, stream);
+      else
+        SC_CUDA_CHECK(cudaMemcpyAsync(search_host_.as<float>() + static_cast<size_t>(row - greedy) * vocab, logits,
+                                      static_cast<size_t>(rows.count()) * vocab * sizeof(float),
+                                      cudaMemcpyDeviceToHost, stream));
+      row += rows.count();
     }
     SC_CUDA_CHECK(cudaStreamSynchronize(stream));
     for (int r = 0; r < greedy; ++r) record(*wins[r], tok[r], lp[r], special_);
-    int row = 0;
-    for (size_t i = static_cast<size_t>(greedy); i < wins.size(); ++i) {
+    for (int i = greedy, row = greedy; i < static_cast<int>(wins.size()); ++i) {
       Window& w = *wins[i];
       const int count = w.rows->count();
-      w.rows->stash(search_host_.as<float>() + static_cast<size_t>(row) * vocab);
+      if (!w.rows->pending_draws()) w.rows->stash(search_host_.as<float>() + static_cast<size_t>(row - greedy) * vocab);
       row += count;
       advance(w);
     }
@@ -1052,8 +1155,23 @@ class CudaStepRunner final : public engine::StepRunner {
   // prompt, which broadcast() gave every row).
   class EngineRows final : public SearchRows {
    public:
-    EngineRows(CudaStepRunner& runner, uint64_t id, int width, int vocab)
-        : runner_(runner), id_(id), width_(width), vocab_(vocab), primed_(static_cast<size_t>(width), 0) {}
+    EngineRows(CudaStepRunner& runner, uint64_t id, int width, int vocab, std::unique_ptr<DeviceDraws> draws)
+        : runner_(runner), id_(id), width_(width), vocab_(vocab), primed_(static_cast<size_t>(width), 0),
+          draws_(std::move(draws)) {}
+    bool can_draw() const override { return draws_ != nullptr; }
+    void feed_draws(const std::vector<double>& uniforms, const std::vector<const std::vector<int>*>& history) override {
+      draws_->set(uniforms, history);
+      drawing_ = true;
+    }
+    void decode_draw(const int* tokens, int rows, int* picked, float* logprobs) override {
+      SC_CHECK(drawing_ && rows == count() && std::equal(tokens, tokens + rows, next_.begin()), ErrorCode::kInternal,
+               "a search draw that was not run");
+      draws_->results(picked, logprobs, rows);
+      drawing_ = false;
+      ++pos_;
+    }
+    // The device draws the runner enqueues for the next step (null: it downloads the logits).
+    DeviceDraws* pending_draws() const { return drawing_ ? draws_.get() : nullptr; }
     float prefill(const std::vector<int>& prompt, int /*sot_index*/, int no_speech, float* logits) override {
       SC_CHECK(stash_ != nullptr, ErrorCode::kInternal, "a search's prefill without its logits");
       // stash: the start-of-transcript row, then the last prompt position's
@@ -1127,6 +1245,8 @@ class CudaStepRunner final : public engine::StepRunner {
     std::vector<char> primed_;  // physical rows holding the prompt's K/V
     const float* stash_ = nullptr;
     int pos_ = 0, prompt_len_ = 0;
+    std::unique_ptr<DeviceDraws> draws_;  // sampling on the device (null: logits to the host)
+    bool drawing_ = false;                // draws set for the next step
   };
 
   // Positions [begin, end) of window id's physical row `from` copied to row `to` (whole

@@ -41,6 +41,16 @@ void whisper_greedy_step(float* logits, int32_t* generated, const int32_t* rows,
                          const WhisperRuleParams& p, int32_t* next_token, float* token_logprob, int batch, int vocab,
                          int max_steps, cudaStream_t stream);
 
+// The same rules, then a draw instead of the argmax (runtime::sample_token's arithmetic on the
+// device): the masked row's log-softmax scaled by 1 / temperature, softmax, and the first
+// token whose cumulative probability exceeds uniform[b] * total (uniform: device float64
+// [batch] in [0, 1), SampleRng::uniform; tokens of probability 0 are never drawn). The drawn
+// token's log-probability at temperature 1 goes to token_logprob (a candidate's score).
+void whisper_sample_step(float* logits, int32_t* generated, const int32_t* rows, bool append, const int32_t* step,
+                         const int32_t* suppress, int n_suppress, const int32_t* suppress_begin, int n_suppress_begin,
+                         const WhisperRuleParams& p, const double* uniform, float temperature, int32_t* next_token,
+                         float* token_logprob, int batch, int vocab, int max_steps, cudaStream_t stream);
+
 // out[b] = softmax(logits[b, :])[no_speech_id] (computed as float(exp(double(l) - double(lse)))).
 // logits: [batch, vocab] float32 (the raw logits at the start-of-transcript position), out: [batch].
 void no_speech_prob(const float* logits, int batch, int vocab, int no_speech_id, float* out, cudaStream_t stream);
