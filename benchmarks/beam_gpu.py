@@ -2,12 +2,14 @@
 same seeded weights, one 30 s window, exactly 100 generated tokens (end-of-text suppressed, so
 every beam and every candidate runs all 100 steps), in one script.
 
-    python benchmarks/beam_gpu.py [--model large-v3|large-v3-turbo] [--beams 5] [--repeats 5]
+    python benchmarks/beam_gpu.py [--model large-v3|large-v3-turbo] [--beams 5] [--repeats 5] [--batch 16]
 
 Reports the wall time of one window decoded greedily, with beam_size beams and with best_of
 candidates sampled at temperature 0.5, and each one's cost relative to greedy, for speechcore
 (transcribe(), bf16) and transformers (generate(), bf16, SDPA: num_beams / do_sample with
-num_return_sequences) on the same GPU.
+num_return_sequences) on the same GPU; and for speechcore's engine, the same window through
+submit() and --batch different windows submitted together (each beam or candidate one row of
+the engine's decoder batch).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ def main():
     ap.add_argument("--model", default="large-v3", choices=sorted(SHAPES))
     ap.add_argument("--beams", type=int, default=5, help="beam_size, and best_of for sampling")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=16, help="windows submitted together to the engine")
     args = ap.parse_args()
     shape = SHAPES[args.model]
     tok_json = Path(__file__).resolve().parent.parent / ".cache/tokenizer/tokenizer_multilingual.json"
@@ -74,6 +77,7 @@ def main():
     torch.cuda.empty_cache()
 
     sc = speechcore.load(str(tmp), device="cuda", compute_type="bfloat16")
+    sc.start_engine(max_batch=max(64, args.batch * k))  # every window's beams in one decoder batch
     opts = dict(language="en", without_timestamps=True, suppress_tokens=[eot], suppress_blank=False,
                 no_speech_threshold=None, log_prob_threshold=None, compression_ratio_threshold=None,
                 condition_on_previous_text=False, max_new_tokens=2 * NEW_TOKENS - 4)
@@ -82,13 +86,26 @@ def main():
         f"beam {k}": dict(beam_size=k, temperature=0.0),
         f"sampling best_of {k}": dict(temperature=0.5, best_of=k, seed=1),
     }
-    sc_t = {}
+    sc_t, eng_t, eng_b = {}, {}, {}
+    many = [(0.1 * np.random.default_rng(100 + i).standard_normal(16000 * 30)).astype(np.float32)
+            for i in range(args.batch)]
+
+    def tokens(r):
+        return sum(len(s.tokens) for s in r.segments)
+
+    def engine_batch(o):
+        futures = [sc.submit(a, sample_rate=16000, **opts, **o) for a in many]
+        return [f.result() for f in futures]
+
     for name, o in sc_modes.items():
         run = lambda o=o: sc.transcribe(audio, sample_rate=16000, **opts, **o)  # noqa: E731
-        r = run()  # warm-up (+ graph capture)
-        n = sum(len(s.tokens) for s in r.segments)
-        assert n == NEW_TOKENS, (name, n)
+        assert tokens(run()) == NEW_TOKENS, name  # warm-up (+ graph capture)
         sc_t[name] = timed(run, args.repeats)
+        one = lambda o=o: sc.submit(audio, sample_rate=16000, **opts, **o).result()  # noqa: E731
+        assert tokens(one()) == NEW_TOKENS, name
+        eng_t[name] = timed(one, args.repeats)
+        assert all(tokens(r) == NEW_TOKENS for r in engine_batch(o)), name
+        eng_b[name] = timed(lambda o=o: engine_batch(o), max(1, args.repeats // 2))
     sc.close()
     shutil.rmtree(tmp, ignore_errors=True)
 
@@ -98,6 +115,11 @@ def main():
     for name in modes:
         print(f"{name:<22} | {hf_t[name]:>14.3f} {hf_t[name] / hf_t['greedy']:>8.2f}x | {sc_t[name]:>12.3f} "
               f"{sc_t[name] / sc_t['greedy']:>8.2f}x | {hf_t[name] / sc_t[name]:.2f}x")
+    print(f"\nspeechcore engine (submit): one window, and {args.batch} windows submitted together")
+    print(f"{'mode':<22} | {'one s':>8} {'x greedy':>9} | {f'{args.batch} windows s':>14} {'x greedy':>9} {'RTFx':>7}")
+    for name in modes:
+        print(f"{name:<22} | {eng_t[name]:>8.3f} {eng_t[name] / eng_t['greedy']:>8.2f}x | {eng_b[name]:>14.3f} "
+              f"{eng_b[name] / eng_b['greedy']:>8.2f}x {args.batch * 30 / eng_b[name]:>7.0f}")
 
 
 if __name__ == "__main__":

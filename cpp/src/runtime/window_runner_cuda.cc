@@ -20,6 +20,7 @@
 
 #include "core/allocator.h"
 #include "core/status.h"
+#include "core/thread_pool.h"
 #include "engine/step_runner.h"
 #include "models/whisper/whisper_model_cuda.h"
 #include "runtime/whisper_align.h"
@@ -1101,10 +1102,20 @@ class CudaStepRunner final : public engine::StepRunner {
     for (int r = 0; r < greedy; ++r) record(*wins[r], tok[r], lp[r], special_);
     for (int i = greedy, row = greedy; i < static_cast<int>(wins.size()); ++i) {
       Window& w = *wins[i];
-      const int count = w.rows->count();
       if (!w.rows->pending_draws()) w.rows->stash(search_host_.as<float>() + static_cast<size_t>(row - greedy) * vocab);
-      row += count;
-      advance(w);
+      row += w.rows->count();
+    }
+    // The searches' host work (rules, log-softmax, top-k over beams x vocab) is independent per
+    // window: spread over threads when several windows search (their reorder copies go to the
+    // model's stream, ahead of the next step).
+    const int searching = static_cast<int>(wins.size()) - greedy;
+    if (searching > 1) {
+      if (!pool_) pool_ = std::make_unique<core::ThreadPool>(std::min(core::ThreadPool::hardware_threads(), 16));
+      pool_->parallel_for(searching, 1, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) advance(*wins[static_cast<size_t>(greedy + i)]);
+      });
+    } else if (searching == 1) {
+      advance(*wins[static_cast<size_t>(greedy)]);
     }
   }
 
@@ -1343,6 +1354,7 @@ class CudaStepRunner final : public engine::StepRunner {
   WhisperSpecialTokens special_;
   HostBuffer host_;
   HostBuffer search_host_;  // searching windows' logits rows
+  std::unique_ptr<core::ThreadPool> pool_;  // the searches' host work, once several windows search
   double encode_s_ = 0.0;  // SPEECHCORE_PROFILE
   int64_t encoded_ = 0;
 };
