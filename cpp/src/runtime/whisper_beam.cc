@@ -556,8 +556,9 @@ std::unique_ptr<WindowDecoder> make_cpu_window_decoder(const WhisperModel& model
   SC_CHECK(options.beam_size >= 1, ErrorCode::kInvalidArgument, "beam_size must be >= 1, got ", options.beam_size);
   SC_CHECK(std::isfinite(options.temperature) && options.temperature >= 0.0f, ErrorCode::kInvalidArgument,
            "temperature must be a finite number >= 0, got ", options.temperature);
-  if (options.temperature > 0.0f || options.beam_size > 1) {
-    const int positions_needed = positions(prompt, prompt_layout(prompt, special, options));
+  const PromptLayout layout = prompt_layout(prompt, special, options);
+  if (needs_search(options, layout)) {
+    const int positions_needed = positions(prompt, layout);
     return make_search_decoder(std::make_unique<CpuSearchRows>(model, cross, positions_needed),
                                model.config().vocab_size, std::move(prompt), special, std::move(options));
   }

@@ -107,6 +107,15 @@ struct PromptLayout {
 PromptLayout prompt_layout(const std::vector<int>& prompt, const WhisperSpecialTokens& special,
                            const WindowOptions& options);
 
+// Windows decoded by the search over rows (whisper_beam.h) rather than the plain greedy loop:
+// beams, sampling, and greedy windows with penalties, a length penalty or a forced prefix
+// (greedy with the rules on the host over the rows' logits; the CUDA device-side pick has
+// neither penalties nor prefixes, and the CPU shares the path so CI covers it).
+inline bool needs_search(const WindowOptions& o, const PromptLayout& layout) {
+  return o.temperature > 0.0f || o.beam_size > 1 || o.repetition_penalty != 1.0f || o.no_repeat_ngram_size > 0 ||
+         o.length_penalty != 1.0f || layout.forced > 0;
+}
+
 // One window of a batch: its features, prompt and options (the pointers stay valid for the call).
 struct WindowRequest {
   const float* mel = nullptr;          // [n_mels, n_frames()] host float32

@@ -71,15 +71,6 @@ cuda::WhisperRuleParams rule_params(const WhisperSpecialTokens& sp, const Window
   return p;
 }
 
-// Windows the device-side greedy pick cannot decode: beams, sampling, penalties, a length
-// penalty (it scores the result) or a forced prefix. They run the host-side search of
-// whisper_beam.h (beams, sampling, or greedy with the rules on the host) over rows of a device
-// batch, whose logits come back each step.
-bool needs_search(const WindowOptions& o, const PromptLayout& layout) {
-  return o.temperature > 0.0f || o.beam_size > 1 || o.repetition_penalty != 1.0f || o.no_repeat_ngram_size > 0 ||
-         o.length_penalty != 1.0f || layout.forced > 0;
-}
-
 // What both CUDA runners decode (needs_search's windows through the host-side search) and
 // align (CudaWindowRunner::align).
 DecodingSupport cuda_decoding_support() {
