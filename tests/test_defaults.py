@@ -96,6 +96,19 @@ def test_no_options_gives_faster_whispers_tokens(pair, speech_audio):
     assert _tokens(ours.transcribe_batch([audio])[0].segments) == _tokens(sc.segments)
 
 
+def test_digital_silence_as_faster_whisper(pair):
+    """5 s of zeros with the defaults: tiny.en's beam search says " You" with a log-prob above the
+    threshold, so the window is not skipped as silence, in both (greedy decoding skips it)."""
+    ours, theirs = pair
+    audio = np.zeros(16000 * 5, np.float32)
+    fw, _ = theirs.transcribe(audio)
+    fw = list(fw)
+    sc = ours.transcribe(audio)
+    assert _tokens(sc.segments) == _tokens(fw)
+    assert [s.no_speech_prob for s in sc.segments] == pytest.approx([s.no_speech_prob for s in fw], abs=2e-3)
+    assert ours.transcribe(audio, beam_size=1, temperature=0.0).segments == []
+
+
 def test_default_temperatures_fall_back_as_faster_whisper(pair, speech_audio):
     """A log-prob threshold no attempt passes: every default temperature is tried, and the window
     reports the last one (1.0), in both (samples bounded to 16 tokens: hot samples run long)."""
