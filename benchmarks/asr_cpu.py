@@ -60,7 +60,7 @@ def main():
 
     def run(name, model, audio):
         if name.startswith("speechcore"):
-            return model.transcribe(audio, language="en").text
+            return model.transcribe(audio, language="en", beam_size=1, temperature=0.0).text
         segs, _ = model.transcribe(audio, language="en", beam_size=1, temperature=0.0,
                                    condition_on_previous_text=True, vad_filter=False)
         return "".join(s.text for s in segs)

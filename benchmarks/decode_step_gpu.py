@@ -55,7 +55,8 @@ def main():
         print(f"checkpoint made in {time.perf_counter() - t0:.1f} s", flush=True)
     tok = speechcore._C.Tokenizer.from_file(str(tok_json))
     opts = dict(language="en", without_timestamps=True, suppress_tokens=[tok.eot], suppress_blank=False,
-                no_speech_threshold=None, condition_on_previous_text=False, max_new_tokens=2 * NEW_TOKENS - 4)
+                no_speech_threshold=None, condition_on_previous_text=False, max_new_tokens=2 * NEW_TOKENS - 4,
+                beam_size=1, temperature=0.0)  # greedy decoding steps
     audio = (0.1 * np.random.default_rng(0).standard_normal(16000 * 30)).astype(np.float32)
     pdl = os.environ.get("SPEECHCORE_PDL", "1") != "0"
     results = {}

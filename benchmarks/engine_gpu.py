@@ -355,7 +355,7 @@ def run_speechcore(args, model_dir: Path, ids: dict, clips: list[dict], longs: l
                          threads=None if cuda else args.threads)
     opts = dict(language="en", without_timestamps=True, suppress_tokens=ids["suppress"], suppress_blank=False,
                 condition_on_previous_text=False, no_speech_threshold=None, log_prob_threshold=None,
-                compression_ratio_threshold=None)
+                compression_ratio_threshold=None, beam_size=1, temperature=0.0)  # greedy, as the baselines
     sc.start_engine(max_batch=args.max_batch, max_encode_batch=args.max_encode_batch)
 
     def engine_run(items):

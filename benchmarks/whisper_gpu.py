@@ -114,7 +114,8 @@ def main():
 
     sc = speechcore.load(str(tmp), device="cuda", compute_type="bfloat16")
     opts = dict(language="en", without_timestamps=True, suppress_tokens=[eot], suppress_blank=False,
-                no_speech_threshold=None, condition_on_previous_text=False, max_new_tokens=2 * NEW_TOKENS - 4)
+                no_speech_threshold=None, condition_on_previous_text=False, max_new_tokens=2 * NEW_TOKENS - 4,
+                beam_size=1, temperature=0.0)  # greedy, as the baselines
     sc_rows = {}
     for b in batches:
         audios = [audio] * b

@@ -25,6 +25,11 @@ LIBRIVOX_REFS = {
 }
 
 
+GREEDY = dict(beam_size=1, temperature=0.0)
+"""Greedy decoding without temperature fallback, for tests that compare against a greedy
+baseline or are not about decoding (the defaults are faster-whisper's beam 5 with fallback)."""
+
+
 def mixed_requests(speech_audio, longform_audio, n: int, seed: int) -> list:
     """n audio requests of mixed lengths for engine tests: every 25th a 61-70 s prefix of the
     long-form file, the rest clips cut to 30-100% of their length (at least 0.5 s)."""

@@ -16,8 +16,14 @@ import pytest
 import soundfile as sf
 
 import speechcore
+from conftest import GREEDY
 from speechcore import api
 from speechcore.errors import AudioError, InvalidArgumentError, NotFoundError, SpeechcoreError
+
+
+# The batching tests decode greedily (they are about the engine, not about decoding; beam search
+# through transcribe_batch and the engine: tests/test_beam_search.py).
+GREEDY_NATIVE = speechcore.TranscribeOptions(**GREEDY).to_native()
 
 
 def _read(path) -> np.ndarray:
@@ -66,7 +72,7 @@ def _fresh(item):
 
 @pytest.fixture(scope="module")
 def alone(model, mix):
-    return [model.transcribe(_fresh(a), sample_rate=sr).to_dict() for a, sr in mix]
+    return [model.transcribe(_fresh(a), sample_rate=sr, **GREEDY).to_dict() for a, sr in mix]
 
 
 def _settled_stats(model, timeout=30.0):
@@ -88,7 +94,7 @@ def _assert_same(batch, alone):
 
 
 def test_batch_equals_one_at_a_time(model, mix, alone):
-    out = model.transcribe_batch([_fresh(a) for a, _ in mix], sample_rate=[sr for _, sr in mix])
+    out = model.transcribe_batch([_fresh(a) for a, _ in mix], sample_rate=[sr for _, sr in mix], **GREEDY)
     assert all(isinstance(t, speechcore.Transcription) for t in out)
     _assert_same(out, alone)
     assert [len(t["segments"]) for t in alone][:3] == [11, 1, 6]  # the mix is what it claims to be
@@ -109,7 +115,7 @@ def test_cap_and_other_submitters_keep_results_and_order(model, mix, alone):
         try:
             for k in (1, 3, 5, 4, 1):
                 item, sr = mix[k]
-                others.append((k, model.submit(_fresh(item), sample_rate=sr)))
+                others.append((k, model.submit(_fresh(item), sample_rate=sr, **GREEDY)))
                 time.sleep(0.2)
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(e)
@@ -117,7 +123,8 @@ def test_cap_and_other_submitters_keep_results_and_order(model, mix, alone):
     before = model.engine_stats()["requests_finished"]
     thread = threading.Thread(target=submit_more)
     thread.start()
-    out = model.transcribe_batch([_fresh(a) for a, _ in mix], sample_rate=[sr for _, sr in mix], batch_size=2)
+    out = model.transcribe_batch([_fresh(a) for a, _ in mix], sample_rate=[sr for _, sr in mix], batch_size=2,
+                                 **GREEDY)
     thread.join()
     assert errors == []
     _assert_same(out, alone)
@@ -129,11 +136,12 @@ def test_cap_and_other_submitters_keep_results_and_order(model, mix, alone):
 
 def test_options_apply_to_every_item(model, tiny_dir, speech_audio):
     clips = [a for _, a in speech_audio[:3]]
-    opts = dict(without_timestamps=True, initial_prompt="Sense and Sensibility, the cards.", max_new_tokens=40)
+    opts = dict(without_timestamps=True, initial_prompt="Sense and Sensibility, the cards.", max_new_tokens=40,
+                **GREEDY)
     want = [model.transcribe(a, **opts).to_dict() for a in clips]
     out = model.transcribe_batch(clips, batch_size=2, **opts)
     _assert_same(out, want)
-    plain = model.transcribe(clips[0]).to_dict()
+    plain = model.transcribe(clips[0], **GREEDY).to_dict()
     assert want[0] != plain  # the options really changed something
     ts = speechcore._C.Tokenizer.from_file(str(tiny_dir / "tokenizer.json")).timestamp_begin
     assert all(tok < ts for t in want for s in t["segments"] for tok in s["tokens"])  # no timestamps
@@ -174,7 +182,7 @@ def test_failure_on_the_engine_names_the_item_and_aborts_the_rest(model, speech_
     on the engine, in the middle of its decoding. The call raises naming it, its other requests
     leave the engine, and a request of another caller is untouched."""
     clips = [a for _, a in speech_audio[5:8]]
-    opts = dict(max_new_tokens=440)
+    opts = dict(max_new_tokens=440, **GREEDY)
     want = model.transcribe(clips[0], **opts).to_dict()
     bystander = model.submit(clips[0], **opts)
     items = [clips[1], longform_audio, clips[2], clips[0]]
@@ -185,7 +193,7 @@ def test_failure_on_the_engine_names_the_item_and_aborts_the_rest(model, speech_
     st = _settled_stats(model)
     assert st["active_requests"] == 0 and st["kv_blocks_used"] == 0
     # the native overload on a running engine, all items in flight at once: the same failure
-    native = speechcore.TranscribeOptions(max_new_tokens=440).to_native()
+    native = speechcore.TranscribeOptions(**opts).to_native()
     with pytest.raises(InvalidArgumentError, match=r"^audio item 1: the prompt \(\d+ tokens\)"):
         model._native.transcribe_batch_on_engine(model._get_engine(), items, [16000] * 4, native, 0)
     st = _settled_stats(model)
@@ -200,13 +208,13 @@ def test_native_batch_on_a_running_engine(model, mix, alone):
     picks = [1, 3, 4, 5]
     loaded = [speechcore.load_audio(_fresh(mix[k][0]), mix[k][1]) for k in picks]
     engine = model._get_engine()
-    extra = [model.submit(_fresh(mix[5][0]), sample_rate=mix[5][1]) for _ in range(2)]
+    extra = [model.submit(_fresh(mix[5][0]), sample_rate=mix[5][1], **GREEDY) for _ in range(2)]
     out = model._native.transcribe_batch_on_engine(engine, [a for a, _ in loaded], [r for _, r in loaded],
-                                                  speechcore.TranscribeOptions().to_native(), 2)
+                                                  GREEDY_NATIVE, 2)
     _assert_same([speechcore.Transcription.from_native(d) for d in out], [alone[k] for k in picks])
     assert [f.result(timeout=600).to_dict() for f in extra] == [alone[5]] * 2
     # Model::transcribe_batch(audio, options, max_batch): its own temporary engine of 2 windows
-    out = model._native.transcribe_batch([a for a, _ in loaded], [r for _, r in loaded], {}, 2)
+    out = model._native.transcribe_batch([a for a, _ in loaded], [r for _, r in loaded], dict(GREEDY), 2)
     _assert_same([speechcore.Transcription.from_native(d) for d in out], [alone[k] for k in picks])
     with pytest.raises(InvalidArgumentError, match="max_in_flight must be >= 0"):
         model._native.transcribe_batch_on_engine(engine, [loaded[0][0]], [loaded[0][1]], {}, -1)
@@ -231,7 +239,7 @@ def test_interrupt_aborts_the_calls_requests(model, longform_audio, speech_audio
     before = _settled_stats(model)
     monkeypatch.setattr(api, "queue", fake_queue)
     with pytest.raises(KeyboardInterrupt):
-        model.transcribe_batch([longform_audio, longform_audio, longform_audio], batch_size=2)
+        model.transcribe_batch([longform_audio, longform_audio, longform_audio], batch_size=2, **GREEDY)
     monkeypatch.undo()
     # (the statistics are a snapshot between engine steps: wait for the two requests to leave)
     end = time.monotonic() + 120
@@ -245,7 +253,7 @@ def test_interrupt_aborts_the_calls_requests(model, longform_audio, speech_audio
     assert st["requests_failed"] - before["requests_failed"] == 2  # both in flight were aborted
     assert st["requests_finished"] == before["requests_finished"]
     clip = speech_audio[6][1]
-    assert model.transcribe_batch([clip])[0].to_dict() == model.transcribe(clip).to_dict()
+    assert model.transcribe_batch([clip], **GREEDY)[0].to_dict() == model.transcribe(clip, **GREEDY).to_dict()
 
 
 # ---------------------------------------------------------------------------------------------

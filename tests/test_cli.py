@@ -261,21 +261,28 @@ def test_parser_defaults_and_flags():
     p = cli.build_parser()
     a = p.parse_args(["transcribe", "x.wav"])
     assert (a.model, a.language, a.task, a.output_format, a.output_dir) == ("tiny.en", None, "transcribe", None, None)
-    assert (a.device, a.compute_type, a.threads, a.beam_size, a.temperature) == ("auto", "auto", 0, 1, 0.0)
+    # decoding defaults: faster-whisper's WhisperModel.transcribe
+    assert (a.device, a.compute_type, a.threads, a.beam_size, a.best_of, a.patience) == ("auto", "auto", 0, 5, 5, 1.0)
+    assert a.temperature == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
     assert a.condition_on_previous_text is True and a.without_timestamps is False
     a = p.parse_args(["transcribe", "a.wav", "b.flac", "--model", "base", "--language", "de", "--task", "translate",
                       "-f", "srt", "-o", "out", "--device", "cpu", "--compute-type", "bfloat16", "--threads", "2",
-                      "--beam-size", "5", "--temperature", "0.4", "--no-condition-on-previous-text",
-                      "--without-timestamps"])
+                      "--beam-size", "1", "--temperature", "0.4", "--no-condition-on-previous-text",
+                      "--without-timestamps", "--best-of", "3", "--patience", "1.5"])
     assert a.files == ["a.wav", "b.flac"] and a.model == "base" and a.task == "translate"
-    assert (a.output_format, a.output_dir, a.compute_type, a.threads, a.beam_size) == ("srt", "out", "bfloat16", 2, 5)
-    assert a.temperature == 0.4 and a.condition_on_previous_text is False and a.without_timestamps is True
+    assert (a.output_format, a.output_dir, a.compute_type, a.threads, a.beam_size) == ("srt", "out", "bfloat16", 2, 1)
+    assert a.temperature == [0.4] and a.condition_on_previous_text is False and a.without_timestamps is True
+    assert (a.best_of, a.patience) == (3, 1.5)
+    assert p.parse_args(["transcribe", "x.wav", "--temperature", "0,0.5, 1"]).temperature == [0.0, 0.5, 1.0]
 
 
 @pytest.mark.parametrize("argv", [
     [], ["transcribe"], ["frobnicate", "x.wav"], ["transcribe", "x.wav", "--beam-size", "0"],
     ["transcribe", "x.wav", "--beam-size", "two"], ["transcribe", "x.wav", "--temperature", "-1"],
-    ["transcribe", "x.wav", "--temperature", "nan"], ["transcribe", "x.wav", "--threads", "-2"],
+    ["transcribe", "x.wav", "--temperature", "nan"], ["transcribe", "x.wav", "--temperature", "0,-0.2"],
+    ["transcribe", "x.wav", "--temperature", "0,,1"], ["transcribe", "x.wav", "--temperature", ""],
+    ["transcribe", "x.wav", "--best-of", "0"], ["transcribe", "x.wav", "--patience", "0"],
+    ["transcribe", "x.wav", "--patience", "inf"], ["transcribe", "x.wav", "--threads", "-2"],
     ["transcribe", "x.wav", "--device", "gpu"], ["transcribe", "x.wav", "--output-format", "docx"],
     ["transcribe", "x.wav", "--bogus"],
 ])
@@ -316,15 +323,26 @@ def test_prints_to_stdout(fake, wavs, capsys):
 def test_options_reach_the_model(fake, wavs, capsys):
     code, _, _ = run(["transcribe", wavs[0], "--language", "German", "--task", "translate", "--beam-size", "3",
                       "--temperature", "0.2", "--no-condition-on-previous-text", "--without-timestamps",
-                      "--device", "cpu", "--compute-type", "float32", "--threads", "2"], capsys)
+                      "--device", "cpu", "--compute-type", "float32", "--threads", "2", "--best-of", "2",
+                      "--patience", "2"], capsys)
     assert code == 0
     (m,) = fake.instances
     assert m.args[1:] == ("cpu", "float32", 2)
     shape, rate, options = m.calls[0]
     assert shape == (SR,) and rate == SR
-    assert (options["language"], options["task"], options["beam_size"], options["temperature"]) == ("de", "translate", 3, 0.2)
+    assert (options["language"], options["task"], options["beam_size"], options["temperature"]) == ("de", "translate", 3, [0.2])
+    assert (options["best_of"], options["patience"]) == (2, 2.0)
     assert options["condition_on_previous_text"] is False and options["without_timestamps"] is True
 
+
+
+def test_default_options_are_faster_whispers(fake, wavs, capsys):
+    code, _, _ = run(["transcribe", wavs[0]], capsys)
+    assert code == 0
+    (m,) = fake.instances
+    options = m.calls[0][2]
+    assert (options["beam_size"], options["best_of"], options["patience"]) == (5, 5, 1.0)
+    assert options["temperature"] == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
 
 def test_writes_all_formats(fake, wavs, tmp_path, capsys):
     out_dir = tmp_path / "out" / "nested"

@@ -52,7 +52,8 @@ def _tokens(result):
 
 
 OPTS = dict(language="en", without_timestamps=True, suppress_tokens=[], suppress_blank=False,
-            no_speech_threshold=None, condition_on_previous_text=False)
+            no_speech_threshold=None, condition_on_previous_text=False, beam_size=1, temperature=0.0)
+EN = dict(language="en", beam_size=1, temperature=0.0)  # greedy, the default pipeline otherwise
 
 
 def test_cuda_load_reports_device(seeded_dir):
@@ -90,8 +91,8 @@ def test_cuda_timestamps_and_longform(seeded_dir, longform_audio):
     only their structure is checked here."""
     cpu = speechcore.load(str(seeded_dir), device="cpu", threads=4)
     gpu = speechcore.load(str(seeded_dir), device="cuda", compute_type="float32")
-    want = cpu.transcribe(longform_audio, language="en", max_new_tokens=40)
-    got = gpu.transcribe(longform_audio, language="en", max_new_tokens=40)
+    want = cpu.transcribe(longform_audio, **EN, max_new_tokens=40)
+    got = gpu.transcribe(longform_audio, **EN, max_new_tokens=40)
     first = [s.tokens for s in want.segments if s.seek == 0]
     assert first and [s.tokens for s in got.segments if s.seek == 0] == first
     assert got.segments[-1].seek > 3000  # went past the first 30 s window
@@ -186,13 +187,13 @@ def test_real_checkpoint_gpu_float32_matches_cpu(real_dir, speech_audio, longfor
     items = speech_audio + longform
     wants = []
     for name, audio in items:
-        want = cpu.transcribe(audio, language="en")
-        got = gpu.transcribe(audio, language="en")
+        want = cpu.transcribe(audio, **EN)
+        got = gpu.transcribe(audio, **EN)
         assert [(s.tokens, s.start, s.end) for s in got.segments] == \
             [(s.tokens, s.start, s.end) for s in want.segments], name
         wants.append(want)
     # the same files as one GPU batch
-    batch = gpu.transcribe_batch([a for _, a in items], language="en")
+    batch = gpu.transcribe_batch([a for _, a in items], **EN)
     for (name, _), got, want in zip(items, batch, wants):
         assert [(s.tokens, s.start, s.end) for s in got.segments] == \
             [(s.tokens, s.start, s.end) for s in want.segments], f"batched {name}"
@@ -207,8 +208,8 @@ def test_real_base_longform_float32(longform_audio):
     path = _real_dir("SPEECHCORE_TEST_BASE_DIR", "base")
     cpu = speechcore.load(str(path), device="cpu", threads=8)
     gpu = speechcore.load(str(path), device="cuda", compute_type="float32")
-    want = cpu.transcribe(longform_audio, language="en")
-    got = gpu.transcribe(longform_audio, language="en")
+    want = cpu.transcribe(longform_audio, **EN)
+    got = gpu.transcribe(longform_audio, **EN)
     w = [(s.seek, s.tokens) for s in want.segments]
     g = [(s.seek, s.tokens) for s in got.segments]
     if w == g:
@@ -253,9 +254,9 @@ def test_real_checkpoint_gpu_half_precision_wer(real_dir, testdata, compute_type
     refs = [r.split() for r in LIBRIVOX_REFS.values()]
     words = sum(len(r) for r in refs)
     runs = {
-        "cpu float32": [cpu.transcribe(f, language="en").text for f in files],
-        f"gpu {compute_type} one at a time": [gpu.transcribe(f, language="en").text for f in files],
-        f"gpu {compute_type} as one batch": [r.text for r in gpu.transcribe_batch(files, language="en")],
+        "cpu float32": [cpu.transcribe(f, **EN).text for f in files],
+        f"gpu {compute_type} one at a time": [gpu.transcribe(f, **EN).text for f in files],
+        f"gpu {compute_type} as one batch": [r.text for r in gpu.transcribe_batch(files, **EN)],
     }
     errors = {k: sum(edit_distance(_words(t), r) for t, r in zip(v, refs)) for k, v in runs.items()}
     for k, e in errors.items():
@@ -293,8 +294,8 @@ def test_real_checkpoint_engine_float32_matches_cpu(real_dir, speech_audio, long
     cpu = speechcore.load(str(path), device="cpu", threads=8)
     gpu = speechcore.load(str(path), device="cuda", compute_type="float32")
     audios = [a for _, a in speech_audio] + [longform_audio]
-    wants = [cpu.transcribe(a, language="en") for a in audios]
-    futures = [gpu.submit(a, language="en") for a in audios]
+    wants = [cpu.transcribe(a, **EN) for a in audios]
+    futures = [gpu.submit(a, **EN) for a in audios]
     for f, want in zip(futures, wants):
         got = f.result(timeout=600)
         assert [(s.tokens, s.start, s.end) for s in got.segments] == \

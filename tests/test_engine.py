@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import speechcore
+from conftest import GREEDY  # the engine tests decode greedily (beam search on the engine: test_beam_search.py)
 from speechcore import _C
 
 
@@ -67,7 +68,7 @@ def test_200_mixed_requests_equal_one_at_a_time(seeded_small, speech_audio, long
     from conftest import mixed_requests
 
     audios = mixed_requests(speech_audio, longform_audio, 200, seed=0)
-    opts = dict(max_new_tokens=12)
+    opts = dict(max_new_tokens=12, **GREEDY)
     alone = [_key(seeded_small.transcribe(a, **opts)) for a in audios]
     seeded_small.start_engine(max_batch=32, max_encode_batch=8)
     futures = [None] * len(audios)
@@ -90,14 +91,14 @@ def test_200_mixed_requests_equal_one_at_a_time(seeded_small, speech_audio, long
 
 def test_real_model_concurrent_and_streamed(tiny, speech_audio, longform_audio):
     audios = [a for _, a in speech_audio] + [longform_audio]
-    alone = [_key(tiny.transcribe(a)) for a in audios]
-    futures = [tiny.submit(a) for a in audios]
+    alone = [_key(tiny.transcribe(a, **GREEDY)) for a in audios]
+    futures = [tiny.submit(a, **GREEDY) for a in audios]
     assert [_key(f.result(timeout=600)) for f in futures] == alone
     # streaming gives the same segments, in order, as they finish
-    streamed = list(tiny.transcribe_stream(longform_audio))
+    streamed = list(tiny.transcribe_stream(longform_audio, **GREEDY))
     assert [(s.tokens, s.start, s.end, s.text) for s in streamed] == [k[:4] for k in alone[-1]]
     # asyncio
-    got = asyncio.run(tiny.atranscribe(audios[0]))
+    got = asyncio.run(tiny.atranscribe(audios[0], **GREEDY))
     assert _key(got) == alone[0]
 
 
@@ -106,11 +107,11 @@ def test_small_kv_pool_queues_and_preempts(tiny, speech_audio, longform_audio):
     at once, long-form windows with long prompts among them: windows queue and running ones get
     preempted (restarted later); every result is unchanged and no block leaks."""
     audios = [longform_audio] * 3 + [a for _, a in speech_audio[:5]]
-    long_alone = _key(tiny.transcribe(longform_audio))
-    alone = [long_alone] * 3 + [_key(tiny.transcribe(a)) for a in audios[3:]]
+    long_alone = _key(tiny.transcribe(longform_audio, **GREEDY))
+    alone = [long_alone] * 3 + [_key(tiny.transcribe(a, **GREEDY)) for a in audios[3:]]
     tiny.start_engine(max_batch=8, max_encode_batch=4, kv_block_size=4, kv_blocks=112)
     try:
-        futures = [tiny.submit(a) for a in audios]
+        futures = [tiny.submit(a, **GREEDY) for a in audios]
         assert [_key(f.result(timeout=600)) for f in futures] == alone
         st = _settled_stats(tiny)
         assert st["kv_blocks_total"] == 112 and st["kv_blocks_used"] == 0
@@ -121,7 +122,7 @@ def test_small_kv_pool_queues_and_preempts(tiny, speech_audio, longform_audio):
 
 def test_abort_stream_and_bad_input_in_a_batch(tiny, speech_audio, longform_audio):
     clips = [a for _, a in speech_audio]
-    alone = [_key(tiny.transcribe(a)) for a in clips[:4]]
+    alone = [_key(tiny.transcribe(a, **GREEDY)) for a in clips[:4]]
     engine = tiny._get_engine()
     errors, results = {}, {}
     done_evt = threading.Event()
@@ -142,7 +143,7 @@ def test_abort_stream_and_bad_input_in_a_batch(tiny, speech_audio, longform_audi
     bad = [np.full(16000, np.nan, np.float32), np.zeros(0, np.float32)]
     items = [clips[0], bad[0], clips[1], bad[1], clips[2], clips[3]]
     for i, a in enumerate(items):
-        engine.submit(a, 16000, {}, *cb(i))
+        engine.submit(a, 16000, dict(GREEDY), *cb(i))
     assert done_evt.wait(600)
     assert set(errors) == {1, 3} and isinstance(errors[1], speechcore.AudioError)
     assert isinstance(errors[3], speechcore.AudioError)
@@ -150,14 +151,14 @@ def test_abort_stream_and_bad_input_in_a_batch(tiny, speech_audio, longform_audi
     assert got == alone
 
     # closing a stream after its first segment aborts the request; others are untouched
-    other = tiny.submit(clips[1])
-    stream = tiny.transcribe_stream(longform_audio)
+    other = tiny.submit(clips[1], **GREEDY)
+    stream = tiny.transcribe_stream(longform_audio, **GREEDY)
     first = next(stream)
     assert first.text
     stream.close()
     assert _key(other.result(timeout=600)) == alone[1]
     # an explicit abort: the future fails with CancelledError
-    f = tiny.submit(longform_audio)
+    f = tiny.submit(longform_audio, **GREEDY)
     assert tiny.abort(f)
     with pytest.raises(speechcore.CancelledError):
         f.result(timeout=600)
@@ -166,7 +167,7 @@ def test_abort_stream_and_bad_input_in_a_batch(tiny, speech_audio, longform_audi
 
 
 def test_shutdown_with_work_in_flight(tiny, speech_audio, longform_audio):
-    futures = [tiny.submit(longform_audio) for _ in range(3)] + [tiny.submit(a) for _, a in speech_audio[:3]]
+    futures = [tiny.submit(longform_audio, **GREEDY) for _ in range(3)] + [tiny.submit(a, **GREEDY) for _, a in speech_audio[:3]]
     tiny.close(cancel=True)
     outcomes = []
     for f in futures:
@@ -177,11 +178,11 @@ def test_shutdown_with_work_in_flight(tiny, speech_audio, longform_audio):
             outcomes.append("cancelled")
     assert "cancelled" in outcomes
     # a graceful close completes what was submitted
-    futures = [tiny.submit(a) for _, a in speech_audio[:3]]
+    futures = [tiny.submit(a, **GREEDY) for _, a in speech_audio[:3]]
     tiny.close(cancel=False)
     assert all(f.done() and f.exception() is None for f in futures)
     # and the model keeps working
-    assert tiny.transcribe(speech_audio[0][1]).text
+    assert tiny.transcribe(speech_audio[0][1], **GREEDY).text
 
 
 def test_window_larger_than_the_kv_pool_fails_only_its_request(tiny, speech_audio):
@@ -190,10 +191,10 @@ def test_window_larger_than_the_kv_pool_fails_only_its_request(tiny, speech_audi
     tiny.start_engine(max_batch=2, kv_block_size=16, kv_blocks=2)
     try:
         with pytest.raises(speechcore.OutOfMemoryError):
-            tiny.submit(speech_audio[0][1]).result(timeout=600)
+            tiny.submit(speech_audio[0][1], **GREEDY).result(timeout=600)
     finally:
         tiny.start_engine()
-    assert tiny.submit(speech_audio[0][1]).result(timeout=600).text
+    assert tiny.submit(speech_audio[0][1], **GREEDY).result(timeout=600).text
 
 
 def test_engine_options_are_checked(tiny):

@@ -83,7 +83,9 @@ def test_bad_sample_rate(model, rate):
 
 
 def test_silence_and_noise_give_no_hallucinated_text(model):
-    silence = model.transcribe(np.zeros(16000 * 5, np.float32))
+    # Greedy decoding: its window fails the log-prob check and is skipped as silence. (With the
+    # defaults, beam search, tiny.en says " You" here, as faster-whisper does: test_defaults.py.)
+    silence = model.transcribe(np.zeros(16000 * 5, np.float32), beam_size=1, temperature=0.0)
     assert silence.text == "" and silence.segments == []
     assert silence.duration == pytest.approx(5.0)
 

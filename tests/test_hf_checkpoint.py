@@ -66,7 +66,7 @@ def _compare(tmp_path, hf_model, tokenizer_json, audio, max_new_tokens=40):
                       timestamps + specials)
     got = ours.transcribe(audio, sample_rate=16000, language="en", without_timestamps=True, suppress_tokens=timestamps,
                           suppress_blank=False, no_speech_threshold=None,
-                          condition_on_previous_text=False)
+                          condition_on_previous_text=False, beam_size=1, temperature=0.0)
     got_tokens = [t for s in got.segments for t in s.tokens]
     # ours decodes up to its own limit (224 tokens); compare over transformers' steps, and in
     # full when transformers stopped at end-of-text

@@ -3,6 +3,7 @@ native model (the real model's end-to-end tests live with the model)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import inspect
@@ -244,13 +245,13 @@ CONTRACT_KEYS = {"language", "task", "beam_size", "temperature", "condition_on_p
                  "vad_filter", "vad_parameters", "vad_model_path", "chunked",
                  "prefix", "hotwords", "clip_timestamps", "language_detection_threshold",
                  "language_detection_segments"}
-# Search options accepted by transcribe through **kwargs (documented there).
+# Search options (sent to the native layer like the others).
 SEARCH_KEYS = {"best_of", "patience", "length_penalty", "repetition_penalty", "no_repeat_ngram_size", "seed"}
 
 
 def test_option_defaults_and_native_dict():
     o = speechcore.TranscribeOptions()
-    assert (o.language, o.task, o.beam_size, o.temperature) == (None, "transcribe", 1, 0.0)
+    assert (o.language, o.task, o.beam_size, o.temperature) == (None, "transcribe", 5, [0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
     assert (o.condition_on_previous_text, o.without_timestamps, o.max_initial_timestamp) == (True, False, 1.0)
     assert (o.suppress_blank, o.suppress_tokens, o.initial_prompt, o.max_new_tokens) == (True, [-1], None, None)
     assert (o.compression_ratio_threshold, o.log_prob_threshold, o.no_speech_threshold) == (2.4, -1.0, 0.6)
@@ -355,7 +356,7 @@ def test_transcribe_builds_results_and_native_options(fake_native):
     assert rate == 8000 and audio.shape == x.shape
     np.testing.assert_array_equal(audio, x)
     assert options == {
-        "language": "de", "task": "transcribe", "beam_size": 4, "temperature": 0.0,
+        "language": "de", "task": "transcribe", "beam_size": 4, "temperature": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
         "condition_on_previous_text": True, "without_timestamps": True, "max_initial_timestamp": 1.0,
         "suppress_blank": True, "suppress_tokens": [5, 6], "initial_prompt": "Hi.",
         "compression_ratio_threshold": 2.4, "log_prob_threshold": -1.0, "no_speech_threshold": math.inf,
@@ -386,18 +387,26 @@ def test_transcribe_rejects_before_native_work(fake_native, tmp_path):
 
 
 def test_transcribe_signature_defaults_match_the_options_dataclass():
+    """Every option is an explicit, documented keyword of Model.transcribe with the dataclass's
+    default; **kwargs is left only for the typed error on unknown names."""
     params = inspect.signature(speechcore.Model.transcribe).parameters
     defaults = speechcore.TranscribeOptions()
-    for name in CONTRACT_KEYS:
+    names = [f.name for f in dataclasses.fields(speechcore.TranscribeOptions)]
+    assert set(names) >= CONTRACT_KEYS | SEARCH_KEYS
+    for name in names:
+        assert params[name].kind is inspect.Parameter.KEYWORD_ONLY, name
         expected = getattr(defaults, name)
         got = params[name].default
         if name == "suppress_tokens":
             assert got is None and expected == [-1]
+        elif name == "temperature":
+            assert list(got) == expected, name
         else:
             assert got == expected, name
-        assert f"{name}:" in speechcore.Model.transcribe.__doc__, f"{name} undocumented"
-    for name in SEARCH_KEYS:
-        assert f"``{name}``" in speechcore.Model.transcribe.__doc__, f"{name} undocumented"
+        assert f"    {name}: " in speechcore.Model.transcribe.__doc__, f"{name} undocumented"
+        assert f"    {name}: " in speechcore.TranscribeOptions.__doc__, f"{name} undocumented"
+    extra = set(params) - set(names) - {"self", "audio", "sample_rate"}
+    assert extra == {"kwargs"} and params["kwargs"].kind is inspect.Parameter.VAR_KEYWORD
 
 
 def test_missing_native_model_is_an_unsupported_error(monkeypatch):

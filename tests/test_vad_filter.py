@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import speechcore
+from conftest import GREEDY
 from speechcore import vad as scvad
 
 faster_whisper = pytest.importorskip("faster_whisper")
@@ -27,7 +28,7 @@ from vad_oracle import faster_whisper_weights  # noqa: E402
 
 SR = 16000
 TIME_TOL = 0.02  # seconds
-FW_SEQUENTIAL = dict(language="en", beam_size=1, temperature=0.0, condition_on_previous_text=True)
+FW_SEQUENTIAL = dict(language="en", condition_on_previous_text=True, **GREEDY)
 BATCHED_VAD = dict(min_silence_duration_ms=160, max_speech_duration_s=30)  # the pipeline's defaults
 
 
@@ -106,7 +107,7 @@ def sequential(ours, theirs, gapped, padded, fw_weights):
     for name, audio in (("gapped", gapped), ("padded", padded)):
         fw, info = theirs.transcribe(audio, vad_filter=True, **FW_SEQUENTIAL)
         fw = list(fw)
-        sc = ours.transcribe(audio, language="en", vad_filter=True, vad_model_path=fw_weights)
+        sc = ours.transcribe(audio, vad_filter=True, vad_model_path=fw_weights, **FW_SEQUENTIAL)
         out[name] = (sc, fw, info)
     return out
 
@@ -130,11 +131,11 @@ def test_vad_parameters_match_faster_whisper(ours, theirs, padded, fw_weights):
     params = dict(min_silence_duration_ms=500, speech_pad_ms=200, threshold=0.4)
     fw, _ = theirs.transcribe(padded, vad_filter=True, vad_parameters=params, **FW_SEQUENTIAL)
     fw = list(fw)
-    sc = ours.transcribe(padded, language="en", vad_filter=True, vad_parameters=params, vad_model_path=fw_weights)
+    sc = ours.transcribe(padded, vad_filter=True, vad_parameters=params, vad_model_path=fw_weights, **FW_SEQUENTIAL)
     assert_same_segments(sc.segments, fw, "vad_parameters dict")
     # a VadOptions object (faster-whisper's, or ours) gives the same
-    again = ours.transcribe(padded, language="en", vad_filter=True, vad_parameters=fwv.VadOptions(**params),
-                            vad_model_path=fw_weights)
+    again = ours.transcribe(padded, vad_filter=True, vad_parameters=fwv.VadOptions(**params),
+                            vad_model_path=fw_weights, **FW_SEQUENTIAL)
     assert [(s.text, s.start, s.end) for s in again.segments] == [(s.text, s.start, s.end) for s in sc.segments]
     assert speechcore.TranscribeOptions(vad_parameters=scvad.VadOptions(**params)).to_native()["vad_parameters"] == \
         speechcore.TranscribeOptions(vad_parameters=params).to_native()["vad_parameters"]
@@ -143,13 +144,13 @@ def test_vad_parameters_match_faster_whisper(ours, theirs, padded, fw_weights):
 @pytest.mark.parametrize("without_timestamps", [True, False])
 def test_chunked_matches_batched_pipeline(without_timestamps, ours, theirs, gapped, fw_weights):
     pipeline = BatchedInferencePipeline(theirs)
-    fw, info = pipeline.transcribe(gapped, language="en", beam_size=1, batch_size=8,
-                                   without_timestamps=without_timestamps)
+    fw, info = pipeline.transcribe(gapped, language="en", batch_size=8, without_timestamps=without_timestamps,
+                                   **GREEDY)
     fw = list(fw)
     ours.start_engine(max_batch=8)  # fresh statistics
     try:
         sc = ours.transcribe_chunked(gapped, language="en", without_timestamps=without_timestamps,
-                                     vad_model_path=fw_weights)
+                                     vad_model_path=fw_weights, **GREEDY)
         stats = ours.engine_stats()
     finally:
         ours.start_engine()
@@ -184,7 +185,7 @@ def test_chunked_matches_batched_pipeline(without_timestamps, ours, theirs, gapp
         return
     # the same mode without the engine (Model.transcribe: the groups as one run_batch)
     direct = ours.transcribe(gapped, language="en", chunked=True, without_timestamps=without_timestamps,
-                             vad_model_path=fw_weights)
+                             vad_model_path=fw_weights, **GREEDY)
     assert [(s.text, s.start, s.end, s.seek, s.tokens) for s in direct.segments] == \
         [(s.text, s.start, s.end, s.seek, s.tokens) for s in sc.segments]
     assert direct.text == sc.text
@@ -194,11 +195,11 @@ def test_chunked_matches_batched_pipeline(without_timestamps, ours, theirs, gapp
 
 def test_engine_paths_equal_transcribe(ours, sequential, gapped, padded, fw_weights):
     want = sequential["gapped"][0]
-    streamed = list(ours.transcribe_stream(gapped, language="en", vad_filter=True, vad_model_path=fw_weights))
+    streamed = list(ours.transcribe_stream(gapped, vad_filter=True, vad_model_path=fw_weights, **FW_SEQUENTIAL))
     assert [(s.id, s.text, s.start, s.end, s.tokens) for s in streamed] == \
         [(s.id, s.text, s.start, s.end, s.tokens) for s in want.segments]
     silence = np.zeros(10 * SR, np.float32)
-    batch = ours.transcribe_batch([padded, silence], language="en", vad_filter=True, vad_model_path=fw_weights)
+    batch = ours.transcribe_batch([padded, silence], vad_filter=True, vad_model_path=fw_weights, **FW_SEQUENTIAL)
     one = sequential["padded"][0]
     assert [(s.text, s.start, s.end) for s in batch[0].segments] == [(s.text, s.start, s.end) for s in one.segments]
     assert batch[1].segments == [] and batch[1].text == "" and batch[1].duration == pytest.approx(10.0)

@@ -43,7 +43,7 @@ def test_clips_match_faster_whisper(pair, speech_audio):
     name, ours, theirs = pair
     for clip, audio in speech_audio:
         fw, _ = _fw_segments(theirs, audio)
-        sc = ours.transcribe(audio, sample_rate=16000, language="en")
+        sc = ours.transcribe(audio, sample_rate=16000, **FW_OPTIONS)
         assert len(fw) >= 1
         _assert_same(sc, fw, f"{name} {clip}")
 
@@ -51,7 +51,7 @@ def test_clips_match_faster_whisper(pair, speech_audio):
 def test_longform_matches_faster_whisper(pair, longform_audio):
     name, ours, theirs = pair
     fw, info = _fw_segments(theirs, longform_audio)
-    sc = ours.transcribe(longform_audio, sample_rate=16000, language="en")
+    sc = ours.transcribe(longform_audio, sample_rate=16000, **FW_OPTIONS)
     assert sc.duration == pytest.approx(info.duration)
     assert sc.segments[-1].start > 30.0  # really crossed into later windows
     _assert_same(sc, fw, f"{name} long-form")

@@ -61,7 +61,7 @@ def test_longform_words_match_faster_whisper(tiny, longform_audio):
     ours, theirs = tiny
     fw = _fw(theirs, longform_audio)
     sc = ours.transcribe(longform_audio, sample_rate=16000, **OPTIONS)
-    plain = ours.transcribe(longform_audio, sample_rate=16000, language="en")
+    plain = ours.transcribe(longform_audio, sample_rate=16000, **dict(OPTIONS, word_timestamps=False))
     assert sc.segments[-1].start > 60.0
     # word timestamps move segment boundaries and window seeks
     assert [(s.start, s.end) for s in sc.segments] != [(s.start, s.end) for s in plain.segments]

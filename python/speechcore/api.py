@@ -18,7 +18,7 @@ from . import _C
 from .audio import AudioInput, load_audio
 from .errors import CancelledError, InvalidArgumentError, SpeechcoreError, UnsupportedError
 from .models import resolve_model
-from .options import TranscribeOptions
+from .options import DEFAULT_TEMPERATURES, TranscribeOptions
 from .results import Segment, Transcription
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -93,31 +93,46 @@ class Model:
         sample_rate: Optional[int] = None,
         language: Optional[str] = None,
         task: str = "transcribe",
-        beam_size: int = 1,
-        temperature: float = 0.0,
-        condition_on_previous_text: bool = True,
-        without_timestamps: bool = False,
-        max_initial_timestamp: float = 1.0,
-        suppress_blank: bool = True,
-        suppress_tokens: Optional[Iterable[int]] = None,
-        initial_prompt: Optional[str] = None,
-        max_new_tokens: Optional[int] = None,
+        beam_size: int = 5,
+        best_of: int = 5,
+        patience: float = 1.0,
+        length_penalty: float = 1.0,
+        repetition_penalty: float = 1.0,
+        no_repeat_ngram_size: int = 0,
+        temperature: Union[float, Sequence[float]] = DEFAULT_TEMPERATURES,
+        seed: int = 0,
         compression_ratio_threshold: Optional[float] = 2.4,
         log_prob_threshold: Optional[float] = -1.0,
         no_speech_threshold: Optional[float] = 0.6,
+        condition_on_previous_text: bool = True,
         prompt_reset_on_temperature: float = 0.5,
+        initial_prompt: Optional[str] = None,
+        prefix: Optional[str] = None,
+        hotwords: Optional[str] = None,
+        suppress_blank: bool = True,
+        suppress_tokens: Optional[Iterable[int]] = None,
+        without_timestamps: bool = False,
+        max_initial_timestamp: float = 1.0,
+        word_timestamps: bool = False,
+        prepend_punctuations: str = "\"'“¿([{-",
+        append_punctuations: str = "\"'.。,，!！?？:：”)]}、",
+        hallucination_silence_threshold: Optional[float] = None,
+        max_new_tokens: Optional[int] = None,
+        clip_timestamps: Union[None, str, Sequence[float]] = None,
+        language_detection_threshold: float = 0.5,
+        language_detection_segments: int = 1,
         vad_filter: bool = False,
         vad_parameters: Union[None, Dict[str, Any], Any] = None,
         vad_model_path: Union[None, str, "os.PathLike[str]"] = None,
         chunked: bool = False,
-        prefix: Optional[str] = None,
-        hotwords: Optional[str] = None,
-        clip_timestamps: Union[None, str, Sequence[float]] = None,
-        language_detection_threshold: float = 0.5,
-        language_detection_segments: int = 1,
         **kwargs: Any,
     ) -> Transcription:
         """Transcribes (or translates to English) speech of any length.
+
+        The decoding options and their defaults are faster-whisper 1.2.1's
+        ``WhisperModel.transcribe``: beam search with 5 beams, falling back to sampling at the
+        temperatures ``0.2 ... 1.0`` for a window that fails the compression-ratio or
+        log-probability check. Pass ``beam_size=1, temperature=0.0`` for plain greedy decoding.
 
         Args:
             audio: a path, encoded bytes, a binary file object, or a numpy array of samples
@@ -130,48 +145,78 @@ class Model:
                 ``language_probability`` and ``all_language_probs`` report it. Default None.
             task: ``"transcribe"`` or ``"translate"`` (into English; multilingual models).
                 Default ``"transcribe"``.
-            beam_size: beam search width at temperature 0; 1 is greedy (faster-whisper's
-                default is 5). Default 1.
-            temperature: a temperature, or a list tried in turn for each 30 s window (the next
-                one when a window fails the compression-ratio or log-probability check): 0
-                decodes deterministically, above 0 samples `best_of` candidates (faster-whisper's
-                default is ``[0.0, 0.2, 0.4, 0.6, 0.8, 1.0]``). Default 0.0 (no fallback).
-            condition_on_previous_text: prompt each 30 s window with the previous text.
-                Default True.
-            without_timestamps: text only, no timestamp tokens. Default False.
-            max_initial_timestamp: latest allowed first timestamp in seconds. Default 1.0.
-            suppress_blank: suppress a blank first token. Default True.
-            suppress_tokens: token ids never emitted; ``-1`` is the model's default list,
-                ``[]`` nothing. Default None = ``[-1]``.
-            initial_prompt: text used as the context before the first window. Default None.
+            beam_size: beam search width at temperature 0; 1 is greedy decoding. Default 5.
+            best_of: candidates sampled at a temperature above 0; the one with the best
+                length-normalized log probability is kept. Default 5.
+            patience: the beam search stops once ``round(beam_size * patience)`` hypotheses
+                have finished (must be > 0). Default 1.0.
+            length_penalty: hypotheses (beams, and the `best_of` samples) are ranked by
+                ``sum(log-probs) / length**length_penalty``; 0 ranks by the plain sum.
+                Default 1.0.
+            repetition_penalty: logits of tokens already generated in the window are divided
+                by this (multiplied when negative); must be > 0. Default 1.0 (off).
+            no_repeat_ngram_size: forbids repeating any n-gram of this many tokens within a
+                window. Default 0 (off).
+            temperature: a temperature, or a list tried in turn for each 30 s window: 0
+                decodes deterministically (greedy / beam search), above 0 samples `best_of`
+                candidates. A window that fails the compression-ratio or log-probability check
+                (and is not silence) is decoded again at the next one; when all fail, the best
+                attempt is kept. ``0.0`` alone decodes without fallback. With `chunked` only
+                the first is used. Default ``[0.0, 0.2, 0.4, 0.6, 0.8, 1.0]``.
+            seed: seed of the sampling random generator; each window attempt draws its own
+                stream, so sampled results are reproducible and the same on the engine.
+                Default 0.
+            compression_ratio_threshold: a window whose text's gzip compression ratio is above
+                this fails (is decoded again at the next temperature); None disables.
+                Default 2.4.
+            log_prob_threshold: a window whose average log probability is below this fails;
+                None disables. Default -1.0.
+            no_speech_threshold: a window whose no-speech probability is above this and whose
+                average log probability is below `log_prob_threshold` is skipped as silence;
+                None disables. Default 0.6.
+            condition_on_previous_text: prompt each 30 s window with the previous window's
+                text. Default True.
+            prompt_reset_on_temperature: the previous-text prompt is dropped after a window
+                decoded at a temperature above this. Default 0.5.
+            initial_prompt: text used as the previous context of the first window.
+                Default None.
             prefix: text forced at the start of the first window's output; decoding continues
                 from it (faster-whisper's ``prefix``; CPU backend only, CUDA raises
                 UnsupportedError). Default None.
             hotwords: hint phrases given to every window as previous context (faster-whisper's
                 ``hotwords``: after ``<|startofprev|>``, before the previous text); not in the
                 first window when `prefix` is set. Default None.
+            suppress_blank: suppress a blank (and end-of-text) first token. Default True.
+            suppress_tokens: token ids never emitted; ``-1`` is the model's default list,
+                ``[]`` nothing. Default None = ``[-1]``.
+            without_timestamps: text only, no timestamp tokens (one segment per 30 s window).
+                Default False.
+            max_initial_timestamp: latest allowed first timestamp in seconds. Default 1.0.
+            word_timestamps: give every segment its words (``Segment.words``: start, end, word,
+                probability) from the cross-attention of the model's alignment heads, as
+                faster-whisper; segment boundaries and the next window's start then follow the
+                words. CPU backend only (CUDA raises UnsupportedError). Default False.
+            prepend_punctuations: with `word_timestamps`, punctuation merged into the following
+                word. Default ``"\\"'“¿([{-"`` (faster-whisper's).
+            append_punctuations: with `word_timestamps`, punctuation merged into the previous
+                word. Default ``"\\"'.。,，!！?？:：”)]}、"`` (faster-whisper's).
+            hallucination_silence_threshold: with `word_timestamps`, skip silent periods longer
+                than this many seconds around a likely hallucination (faster-whisper's
+                algorithm); None disables. Default None.
+            max_new_tokens: most tokens decoded per window; None is the model's limit.
+                Default None.
             clip_timestamps: parts of the audio to transcribe, ``[start, end, start, end, ...]``
                 in seconds, or faster-whisper's comma string (``"0,10.5,20"``); an odd count
                 runs the last clip to the end of the audio. Clips are decoded in order with the
                 long-form algorithm (a window never crosses a clip's end; the previous-text
                 prompt carries over); segment times stay on the input's timeline. With clips
-                the VAD filter is skipped (as faster-whisper); not with ``chunked``. Default
+                the VAD filter is skipped (as faster-whisper); not with `chunked`. Default
                 None (the whole audio).
             language_detection_threshold: detection stops at the first 30 s window whose most
                 likely language is more probable than this. Default 0.5.
             language_detection_segments: 30 s windows detection may read, from the start of the
                 first clip; when none passes the threshold, the language ranked first in the most
                 windows wins, with its highest probability. Default 1.
-            max_new_tokens: most tokens per window; None is the model limit. Default None.
-            compression_ratio_threshold: retry a window at a higher temperature when its
-                text's gzip ratio exceeds this; None disables. Default 2.4.
-            log_prob_threshold: retry a window when its average log probability is below
-                this; None disables. Default -1.0.
-            no_speech_threshold: skip a window as silence when its no-speech probability is
-                above this and the log probability is below `log_prob_threshold`; None
-                disables. Default 0.6.
-            prompt_reset_on_temperature: stop prompting with previous text after a window
-                decoded at a temperature above this. Default 0.5.
             vad_filter: transcribe only the speech that Silero VAD finds, as faster-whisper's
                 ``vad_filter=True``: the speech chunks are concatenated and transcribed with
                 the options above, and segment times are mapped back to the input's timeline
@@ -195,15 +240,8 @@ class Model:
                 list is used (no fallback). :meth:`transcribe_chunked` runs this mode on the
                 engine with that pipeline's defaults (``without_timestamps=True``); here the
                 groups are decoded together by this call alone. Default False.
-            **kwargs: further decoding options, as faster-whisper names them: ``best_of``
-                (candidates sampled at a temperature above 0, the best kept; default 5),
-                ``patience`` (beam search stops after ``round(beam_size * patience)`` finished
-                hypotheses; default 1.0), ``length_penalty`` (hypotheses ranked by
-                ``sum(log-probs) / length**length_penalty``; default 1.0),
-                ``repetition_penalty`` (penalizes tokens already generated in the window;
-                default 1.0 = off), ``no_repeat_ngram_size`` (forbids repeated n-grams; default
-                0 = off), ``seed`` (of the sampling random generator; default 0). Nothing else
-                is accepted: an unknown keyword raises InvalidArgumentError naming it.
+            **kwargs: nothing else is accepted: an unknown keyword (e.g. a misspelled option)
+                raises InvalidArgumentError naming it and the closest option.
 
         Returns:
             a :class:`Transcription` (``.text``, ``.segments``, ``.language``,
@@ -219,28 +257,38 @@ class Model:
             language=language,
             task=task,
             beam_size=beam_size,
+            best_of=best_of,
+            patience=patience,
+            length_penalty=length_penalty,
+            repetition_penalty=repetition_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size,
             temperature=temperature,
-            condition_on_previous_text=condition_on_previous_text,
-            without_timestamps=without_timestamps,
-            max_initial_timestamp=max_initial_timestamp,
-            suppress_blank=suppress_blank,
-            suppress_tokens=suppress_tokens,
-            initial_prompt=initial_prompt,
-            max_new_tokens=max_new_tokens,
+            seed=seed,
             compression_ratio_threshold=compression_ratio_threshold,
             log_prob_threshold=log_prob_threshold,
             no_speech_threshold=no_speech_threshold,
+            condition_on_previous_text=condition_on_previous_text,
             prompt_reset_on_temperature=prompt_reset_on_temperature,
+            initial_prompt=initial_prompt,
+            prefix=prefix,
+            hotwords=hotwords,
+            suppress_blank=suppress_blank,
+            suppress_tokens=suppress_tokens,
+            without_timestamps=without_timestamps,
+            max_initial_timestamp=max_initial_timestamp,
+            word_timestamps=word_timestamps,
+            prepend_punctuations=prepend_punctuations,
+            append_punctuations=append_punctuations,
+            hallucination_silence_threshold=hallucination_silence_threshold,
+            max_new_tokens=max_new_tokens,
+            clip_timestamps=clip_timestamps,
+            language_detection_threshold=language_detection_threshold,
+            language_detection_segments=language_detection_segments,
             vad_filter=vad_filter,
             vad_parameters=vad_parameters,
             vad_model_path=vad_model_path,
             chunked=chunked,
-            prefix=prefix,
-            hotwords=hotwords,
-            clip_timestamps=clip_timestamps,
-            language_detection_threshold=language_detection_threshold,
-            language_detection_segments=language_detection_segments,
-            **kwargs,
+            **kwargs,  # only unknown names: InvalidArgumentError
         )
         samples, rate = load_audio(audio, sample_rate)
         result = self._native.transcribe(samples, rate, options.to_native())
@@ -311,16 +359,12 @@ class Model:
                 ``max_batch=batch_size``. Default None = the engine's ``max_batch`` (64 unless
                 set with :meth:`start_engine`).
             **options: the decoding options of :meth:`transcribe` (``language``, ``task``,
-                ``beam_size``, ``best_of``, ``patience``, ``length_penalty``,
-                ``repetition_penalty``, ``no_repeat_ngram_size``, ``temperature``, ``seed``,
-                ``condition_on_previous_text``,
-                ``without_timestamps``, ``max_initial_timestamp``, ``suppress_blank``,
-                ``suppress_tokens``, ``initial_prompt``, ``max_new_tokens``,
-                ``compression_ratio_threshold``, ``log_prob_threshold``, ``no_speech_threshold``,
-                ``prompt_reset_on_temperature``, ``vad_filter``, ``vad_parameters``,
-                ``vad_model_path``, ``chunked``), same meanings and defaults, applied to every
-                item (with ``chunked=True`` the speech groups of all items are decoded
-                together; pass ``without_timestamps=True`` for faster-whisper's batched mode). An unknown keyword raises InvalidArgumentError naming it.
+                ``beam_size``, ``best_of``, ``patience``, ``temperature``, ...; every keyword
+                of :meth:`transcribe` but `sample_rate`), same meanings and defaults
+                (faster-whisper's: ``beam_size=5``, ``temperature=[0.0, 0.2, ..., 1.0]``),
+                applied to every item (with ``chunked=True`` the speech groups of all items
+                are decoded together; pass ``without_timestamps=True`` for faster-whisper's
+                batched mode). An unknown keyword raises InvalidArgumentError naming it.
 
         Returns:
             a list of :class:`Transcription`, one per item, in input order (``[]`` for an empty
@@ -450,11 +494,12 @@ class Model:
 
         Same as ``transcribe(audio, chunked=True, without_timestamps=True, ...)`` except that it
         runs on the engine (shared with :meth:`submit` and :meth:`transcribe_batch` callers).
-        Differences from faster-whisper's pipeline: greedy decoding by default (this model's
-        ``beam_size`` default, 1; faster-whisper's pipeline uses 5), a group the model judges
-        silent (``no_speech_threshold``, as in :meth:`transcribe`) gives no segment, segments
-        with empty text are dropped, and with ``without_timestamps=False`` text after a
-        group's last timestamp is decoded again from there instead of dropped.
+        The decoding defaults are the pipeline's (``beam_size=5``; of the default temperature
+        list only the first, 0, is used: no fallback). Differences from faster-whisper's
+        pipeline: a group the model judges silent (``no_speech_threshold``, as in
+        :meth:`transcribe`) gives no segment, segments with empty text are dropped, and with
+        ``without_timestamps=False`` text after a group's last timestamp is decoded again from
+        there instead of dropped.
 
         Args:
             audio, sample_rate: as :meth:`transcribe`.
@@ -562,8 +607,9 @@ class Model:
         batching; each result equals :meth:`transcribe` of that audio alone.
 
         Args:
-            audio, sample_rate, **options: as :meth:`transcribe` (options are checked and the
-                audio is read here, so those errors raise immediately).
+            audio, sample_rate, **options: as :meth:`transcribe`, same defaults
+                (``beam_size=5``, ``temperature=[0.0, 0.2, ..., 1.0]``; options are checked
+                and the audio is read here, so those errors raise immediately).
             priority: higher runs first; equal priorities are served in submission order. Default 0.
             on_segment: called with each :class:`Segment` as soon as it is decoded (on the
                 engine's thread; keep it short). Default None.
@@ -608,8 +654,8 @@ class Model:
         return bool(rid is not None and engine is not None and engine.abort(rid))
 
     async def atranscribe(self, audio: AudioInput, **kwargs: Any) -> Transcription:
-        """``await model.atranscribe(audio, **options)``: :meth:`submit` for asyncio; cancelling
-        the awaiting task aborts the request."""
+        """``await model.atranscribe(audio, **options)``: :meth:`submit` for asyncio (the options
+        and defaults of :meth:`transcribe`); cancelling the awaiting task aborts the request."""
         future = self.submit(audio, **kwargs)
         try:
             return await asyncio.wrap_future(future)
@@ -618,7 +664,8 @@ class Model:
             raise
 
     def transcribe_stream(self, audio: AudioInput, **kwargs: Any) -> Iterator[Segment]:
-        """Yields the segments of a transcription as they are decoded (through the engine).
+        """Yields the segments of a transcription as they are decoded (through the engine);
+        `kwargs` are :meth:`submit`'s (the options and defaults of :meth:`transcribe`).
 
         Errors raise from the iteration; closing the iterator early aborts the request.
         """

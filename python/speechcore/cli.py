@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
 
+from .options import DEFAULT_TEMPERATURES
 from .results import Transcription
 
 OUTPUT_FORMATS = ("txt", "srt", "vtt", "json", "tsv")
@@ -213,14 +214,29 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _temperature(text: str) -> float:
+def _positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
+
+
+def _temperatures(text: str) -> List[float]:
+    """``0`` or a comma-separated list (``0,0.2,0.4``): the temperatures tried in turn."""
+    values = []
+    for part in text.split(","):
+        try:
+            value = float(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a number or a comma-separated list of numbers, got {text!r}") from None
+        if not math.isfinite(value) or value < 0:
+            raise argparse.ArgumentTypeError(f"temperatures must be finite numbers >= 0, got {text}")
+        values.append(value)
+    return values
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -258,8 +274,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     t.add_argument("--compute-type", choices=("auto", "float32", "float16", "bfloat16"), default="auto")
     t.add_argument("--threads", type=_non_negative_int, default=0, help="CPU threads (default 0: all cores)")
-    t.add_argument("--beam-size", type=_positive_int, default=1, help="beam width (default 1: greedy)")
-    t.add_argument("--temperature", type=_temperature, default=0.0, help="sampling temperature (default 0)")
+    t.add_argument("--beam-size", type=_positive_int, default=5,
+                   help="beam width at temperature 0; 1 is greedy (default 5, faster-whisper's)")
+    t.add_argument("--best-of", type=_positive_int, default=5,
+                   help="candidates sampled at a temperature above 0, the best kept (default 5)")
+    t.add_argument("--patience", type=_positive_float, default=1.0,
+                   help="beam search stops after round(beam_size * patience) finished hypotheses (default 1)")
+    t.add_argument("--temperature", type=_temperatures, default=list(DEFAULT_TEMPERATURES), metavar="T[,T...]",
+                   help="temperatures tried in turn for a 30 s window that fails the compression-ratio or "
+                        "log-probability check; 0 decodes deterministically, above 0 samples "
+                        f"(default {','.join(f'{t:g}' for t in DEFAULT_TEMPERATURES)}; 0 for no fallback)")
     t.add_argument("--no-condition-on-previous-text", dest="condition_on_previous_text",
                    action="store_false", help="do not prompt each window with the previous text")
     t.add_argument("--without-timestamps", action="store_true", help="decode without timestamp tokens")
@@ -483,8 +507,9 @@ def _transcribe_command(args: argparse.Namespace, parser: argparse.ArgumentParse
     from .errors import InvalidArgumentError, SpeechcoreError
     from .options import TranscribeOptions
 
-    options = dict(language=args.language, task=args.task, beam_size=args.beam_size,
-                   temperature=args.temperature, condition_on_previous_text=args.condition_on_previous_text,
+    options = dict(language=args.language, task=args.task, beam_size=args.beam_size, best_of=args.best_of,
+                   patience=args.patience, temperature=args.temperature,
+                   condition_on_previous_text=args.condition_on_previous_text,
                    without_timestamps=args.without_timestamps)
     if args.word_timestamps:
         options["word_timestamps"] = True

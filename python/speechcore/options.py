@@ -16,6 +16,9 @@ from .errors import InvalidArgumentError
 
 TASKS = ("transcribe", "translate")
 
+DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+"""faster-whisper's fallback temperatures, the default of ``temperature``."""
+
 
 @dataclass
 class TranscribeOptions:
@@ -25,12 +28,12 @@ class TranscribeOptions:
         language: language code (``"en"``) or English name (``"english"``) of the audio;
             None (or ``"auto"``) detects it from the first 30 s. Default None.
         task: ``"transcribe"`` or ``"translate"`` (to English). Default ``"transcribe"``.
-        beam_size: beams of the beam search used at temperature 0; 1 is greedy decoding
-            (faster-whisper's default is 5). Default 1.
+        beam_size: beams of the beam search used at temperature 0; 1 is greedy decoding.
+            Default 5 (faster-whisper's).
         best_of: candidates sampled at a temperature above 0; the best (length-normalized
             log-probability) is kept. Default 5.
         patience: the beam search stops once ``round(beam_size * patience)`` hypotheses have
-            finished. Default 1.0.
+            finished (must be > 0). Default 1.0.
         length_penalty: hypotheses are ranked by ``sum(log-probs) / length**length_penalty``;
             0 ranks by the plain sum. Default 1.0.
         repetition_penalty: logits of tokens already generated in the window are divided by
@@ -40,8 +43,10 @@ class TranscribeOptions:
         temperature: a temperature or a list of them tried in turn for each 30 s window: 0
             decodes deterministically (greedy / beam search), above 0 samples `best_of`
             candidates. A window is decoded again at the next temperature when it fails the
-            compression-ratio or log-probability check (and is not silence); faster-whisper's
-            default is ``[0.0, 0.2, 0.4, 0.6, 0.8, 1.0]``. Default 0.0 (no fallback).
+            compression-ratio or log-probability check (and is not silence); 0.0 alone decodes
+            without fallback. In the chunked mode only the first is used (as faster-whisper's
+            ``BatchedInferencePipeline``). Default ``[0.0, 0.2, 0.4, 0.6, 0.8, 1.0]``
+            (faster-whisper's).
         seed: seed of the sampling random generator; each window attempt draws its own
             stream from it, so sampled results are reproducible and independent of batching.
             Default 0.
@@ -106,13 +111,13 @@ class TranscribeOptions:
 
     language: Optional[str] = None
     task: str = "transcribe"
-    beam_size: int = 1
+    beam_size: int = 5
     best_of: int = 5
     patience: float = 1.0
     length_penalty: float = 1.0
     repetition_penalty: float = 1.0
     no_repeat_ngram_size: int = 0
-    temperature: Union[float, List[float]] = 0.0
+    temperature: Union[float, List[float]] = field(default_factory=lambda: list(DEFAULT_TEMPERATURES))
     seed: int = 0
     condition_on_previous_text: bool = True
     without_timestamps: bool = False
@@ -339,4 +344,4 @@ def _token_list(name: str, value: Any) -> List[int]:
     return out
 
 
-__all__ = ["TranscribeOptions", "TASKS"]
+__all__ = ["TranscribeOptions", "TASKS", "DEFAULT_TEMPERATURES"]

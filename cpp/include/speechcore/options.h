@@ -39,9 +39,9 @@ struct TranscribeOptions {
   float language_detection_threshold = 0.5f;
   // "transcribe" or "translate" (to English; multilingual checkpoints only). Default "transcribe".
   std::string task = "transcribe";
-  // Beam width of the beam search used at temperature 0 (faster-whisper's default is 5);
-  // 1 = greedy decoding. Default 1.
-  int beam_size = 1;
+  // Beam width of the beam search used at temperature 0; 1 = greedy decoding. Default 5
+  // (faster-whisper's).
+  int beam_size = 5;
   // Beam search stops once round(beam_size * patience) hypotheses have finished. Default 1.0
   // (must be > 0).
   float patience = 1.0f;
@@ -56,9 +56,10 @@ struct TranscribeOptions {
   int no_repeat_ngram_size = 0;
   // Temperatures tried in turn for each 30 s window: 0 decodes deterministically (greedy or
   // beam search), > 0 samples (best_of candidates). The next one is tried when a window fails
-  // the compression-ratio or log-probability check (and is not silence). faster-whisper's
-  // default is {0.0, 0.2, 0.4, 0.6, 0.8, 1.0}. Default {0.0} (no fallback).
-  std::vector<float> temperature = {0.0f};
+  // the compression-ratio or log-probability check (and is not silence); in chunked mode only
+  // the first is used (no fallback, as faster-whisper's BatchedInferencePipeline). Default
+  // {0.0, 0.2, 0.4, 0.6, 0.8, 1.0} (faster-whisper's); {0.0} decodes without fallback.
+  std::vector<float> temperature = {0.0f, 0.2f, 0.4f, 0.6f, 0.8f, 1.0f};
   // Candidates sampled at a temperature > 0; the one with the best length-normalized score is
   // kept. Default 5.
   int best_of = 5;
