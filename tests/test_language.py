@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import speechcore
+from conftest import GREEDY
 from speechcore.errors import InvalidArgumentError
 
 faster_whisper = pytest.importorskip("faster_whisper")
@@ -38,7 +39,7 @@ def base_pair(base_dir):
 
 
 def _fw(model, audio, **options):
-    segments, info = model.transcribe(audio, beam_size=1, temperature=0.0, vad_filter=False, **options)
+    segments, info = model.transcribe(audio, **GREEDY, vad_filter=False, **options)
     return list(segments), info
 
 
@@ -69,7 +70,7 @@ def test_detection_in_transcribe_and_translate(base_pair, clips):
     ours, theirs = base_pair
     audio = clips["fr"]
     fw, info = _fw(theirs, audio)
-    sc = ours.transcribe(audio)
+    sc = ours.transcribe(audio, **GREEDY)
     assert sc.language == info.language == "fr"
     assert sc.language_probability == pytest.approx(info.language_probability, abs=1e-4)
     _assert_probs_close(sc.all_language_probs, info.all_language_probs)
@@ -77,7 +78,7 @@ def test_detection_in_transcribe_and_translate(base_pair, clips):
     assert sc.text == "".join(s.text for s in fw).strip()
 
     fw, info = _fw(theirs, clips["de"], task="translate")
-    sc = ours.transcribe(clips["de"], task="translate")
+    sc = ours.transcribe(clips["de"], task="translate", **GREEDY)
     assert sc.language == info.language == "de"
     assert [s.tokens for s in sc.segments] == [list(s.tokens) for s in fw]
     # the sot sequence asked for a translation: the output is English words, not German
@@ -103,7 +104,7 @@ def test_detection_segments_and_threshold(base_pair, clips):
     # transcribe: detection from the first clip's start
     kw = dict(clip_timestamps=[30.5, 35.0], max_new_tokens=5)
     fw, info = _fw(theirs, audio, **kw)
-    sc = ours.transcribe(audio, **kw)
+    sc = ours.transcribe(audio, **kw, **GREEDY)
     assert sc.language == info.language == "es"
     assert sc.language_probability == pytest.approx(info.language_probability, abs=1e-4)
     assert [s.tokens for s in sc.segments] == [list(s.tokens) for s in fw]
@@ -111,8 +112,8 @@ def test_detection_segments_and_threshold(base_pair, clips):
 
 def test_engine_detects_the_same(base_pair, clips):
     ours, _ = base_pair
-    alone = ours.transcribe(clips["es"], task="translate", max_new_tokens=12)
-    batch = ours.transcribe_batch([clips["es"], clips["de"]], task="translate", max_new_tokens=12)
+    alone = ours.transcribe(clips["es"], task="translate", max_new_tokens=12, **GREEDY)
+    batch = ours.transcribe_batch([clips["es"], clips["de"]], task="translate", max_new_tokens=12, **GREEDY)
     assert alone.language == batch[0].language == "es" and batch[1].language == "de"
     assert alone.language_probability == batch[0].language_probability
     assert alone.all_language_probs == batch[0].all_language_probs
