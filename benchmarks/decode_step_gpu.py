@@ -1,6 +1,6 @@
 """Decoder-step latency of speechcore on the GPU: seeded large-v3 weights, 30 s windows, exactly
 100 generated tokens per window (as whisper_gpu.py), batches 1 and 2, the fused decode step
-(SPEECHCORE_DECODE_FUSION=1 at load) against the unfused kernel sequence (the default) in one
+(the default; SPEECHCORE_DECODE_FUSION=1 at load) against the unfused kernel sequence (=0) in one
 process. Programmatic dependent launch is per process: run again with SPEECHCORE_PDL=0 to
 compare. With SPEECHCORE_PROFILE=1 the runner prints encoder / prefill / per-step times.
 

@@ -32,6 +32,9 @@ constexpr int kGemvWarps = 8;   // output features per block
 constexpr int kGemvThreads = kGemvWarps * 32;
 constexpr int kGemvUnroll = 4;  // weight loads in flight per lane (16 bytes each when vectorized)
 constexpr int kGemvMinBlocks = 4;  // resident blocks per SM (<= 64 registers a thread) for m <= 4
+// The shared-memory kernel also holds the layer norm's gamma/beta packs across the wait: 3 blocks
+// (<= 85 registers) keep it from spilling.
+constexpr int kGemvSmemMinBlocks = 3;
 // x rows staged in shared memory when m * k * sizeof(T) bytes fit this; the fused layer norm
 // needs it. Larger products read x from global memory (the plain kernel).
 constexpr int64_t kGemvSmemBytes = 46 * 1024;  // + the static statistics: under the 48 KiB default
@@ -111,14 +114,16 @@ __device__ __forceinline__ void gemv_store(const GemvParams<T, OutT>& p, int col
 // one is used; the first batch is loaded before the dependency wait. FMA order per lane: (base,
 // u, element), as the plain kernel.
 template <typename T, typename OutT, int V, int M>
-__global__ void __launch_bounds__(kGemvThreads, M <= 4 ? kGemvMinBlocks : 2) gemv_smem_kernel(const GemvParams<T, OutT> p) {
+__global__ void __launch_bounds__(kGemvThreads, M <= 4 ? kGemvSmemMinBlocks : 2) gemv_smem_kernel(const GemvParams<T, OutT> p) {
   extern __shared__ __align__(16) unsigned char gemv_smem[];
   T* xs = reinterpret_cast<T*>(gemv_smem);  // [M][k]
   __shared__ float s_mean[M], s_inv[M];
+  __shared__ float s_part[M][kLnThreads / 32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int col = blockIdx.x * kGemvWarps + warp;
   const bool active = col < p.n;
   const int k = p.k;
+  const int nacc = k / V;  // accesses per row
   constexpr int kStep = 32 * V;  // elements per warp-wide access
   const T* wr = p.w + static_cast<int64_t>(active ? col : 0) * k;
 
@@ -128,12 +133,18 @@ __global__ void __launch_bounds__(kGemvThreads, M <= 4 ? kGemvMinBlocks : 2) gem
     const int kk = lane * V + u * kStep;
     if (active && kk < k) cur[u] = load_raw<T, V>(wr + kk);
   }
+  // The layer norm's gamma and beta are weights too: this thread's first pack of each, loaded
+  // before the wait (the normalization below walks the packs threadIdx.x, + kGemvThreads, ...).
+  Raw<T, V> g0, b0;
+  if (p.ln_gamma && static_cast<int>(threadIdx.x) < nacc) {
+    g0 = load_raw<T, V>(p.ln_gamma + threadIdx.x * V);
+    b0 = load_raw<T, V>(p.ln_beta + threadIdx.x * V);
+  }
 
   pdl_wait();  // x, the residual y and rows2 come from earlier kernels / copies
   pdl_trigger();
 
   // Stage x.
-  const int nacc = k / V;  // accesses per row
   for (int a = threadIdx.x; a < M * nacc; a += kGemvThreads) {
     const int r = a / nacc, c = (a - r * nacc) * V;
     *reinterpret_cast<Raw<T, V>*>(xs + r * k + c) = load_raw_cg<T, V>(p.x + static_cast<int64_t>(r) * k + c);
@@ -141,55 +152,60 @@ __global__ void __launch_bounds__(kGemvThreads, M <= 4 ? kGemvMinBlocks : 2) gem
   __syncthreads();
 
   if (p.ln_gamma) {
-    // Row statistics, warp r for row r, in layer_norm()'s order: thread t of its 128 sums the
-    // accesses t, t + 128, ...; warp sums of threads [32j, 32j + 32) by the xor tree; then
-    // (w0 + w2) + (w1 + w3), as its block_sum. Lane L plays threads L + 32j.
-    if (warp < M) {
-      const T* xr = xs + warp * k;
-      float part[kLnThreads / 32];
-#pragma unroll
-      for (int j = 0; j < kLnThreads / 32; ++j) {
+    // Row statistics in layer_norm()'s order: its thread t of 128 sums the accesses t, t + 128,
+    // ...; warp sums of threads [32j, 32j + 32) by the xor tree; then (w0 + w2) + (w1 + w3), as
+    // its block_sum. Here warp w plays layer_norm()'s warp j = w % 4 of row w / 4 (lane L as
+    // thread L + 32j), so the 4 * M partial sums are computed in parallel, bit for bit the same.
+    constexpr int kLnWarps = kLnThreads / 32;
+    for (int pass = 0; pass < 2; ++pass) {  // 0: sums, 1: squared deviations from the mean
+      for (int task = warp; task < M * kLnWarps; task += kGemvWarps) {
+        const int r = task / kLnWarps, j = task % kLnWarps;
+        const T* xr = xs + r * k;
+        const float mean = pass ? s_mean[r] : 0.0f;
         float sum = 0.0f;
         for (int a = lane + 32 * j; a < nacc; a += kLnThreads) {
           const Raw<T, V> xv = load_raw<T, V>(xr + a * V);
 #pragma unroll
-          for (int i = 0; i < V; ++i) sum += to_float(xv.v[i]);
-        }
-        part[j] = warp_sum(sum);
-      }
-      const float mean = ((part[0] + part[2]) + (part[1] + part[3])) / static_cast<float>(k);
-#pragma unroll
-      for (int j = 0; j < kLnThreads / 32; ++j) {
-        float sq = 0.0f;
-        for (int a = lane + 32 * j; a < nacc; a += kLnThreads) {
-          const Raw<T, V> xv = load_raw<T, V>(xr + a * V);
-#pragma unroll
           for (int i = 0; i < V; ++i) {
-            const float dlt = to_float(xv.v[i]) - mean;
-            sq += dlt * dlt;
+            if (pass) {
+              const float dlt = to_float(xv.v[i]) - mean;
+              sum += dlt * dlt;
+            } else {
+              sum += to_float(xv.v[i]);
+            }
           }
         }
-        part[j] = warp_sum(sq);
+        sum = warp_sum(sum);
+        if (lane == 0) s_part[r][j] = sum;
       }
-      const float var = ((part[0] + part[2]) + (part[1] + part[3])) / static_cast<float>(k);
-      if (lane == 0) {
-        s_mean[warp] = mean;
-        s_inv[warp] = 1.0f / sqrtf(var + p.ln_eps);
+      __syncthreads();
+      if (static_cast<int>(threadIdx.x) < M) {
+        const int r = threadIdx.x;
+        const float tot = ((s_part[r][0] + s_part[r][2]) + (s_part[r][1] + s_part[r][3])) / static_cast<float>(k);
+        if (pass) s_inv[r] = 1.0f / sqrtf(tot + p.ln_eps);
+        else s_mean[r] = tot;
       }
+      __syncthreads();
     }
-    __syncthreads();
-    // Normalize in place, rounded to T as layer_norm() stores it.
-    for (int a = threadIdx.x; a < M * nacc; a += kGemvThreads) {
-      const int r = a / nacc, c = (a - r * nacc) * V;
-      const Raw<T, V> g = load_raw<T, V>(p.ln_gamma + c);
-      const Raw<T, V> bt = load_raw<T, V>(p.ln_beta + c);
-      Raw<T, V>* e = reinterpret_cast<Raw<T, V>*>(xs + r * k + c);
-      Raw<T, V> xv = *e;
-      const float mean = s_mean[r], inv = s_inv[r];
+    // Normalize in place, rounded to T as layer_norm() stores it; gamma and beta read once per
+    // pack for all rows.
+    for (int c0 = threadIdx.x; c0 < nacc; c0 += kGemvThreads) {
+      const int c = c0 * V;
+      Raw<T, V> g = g0, bt = b0;
+      if (c0 != static_cast<int>(threadIdx.x)) {
+        g = load_raw<T, V>(p.ln_gamma + c);
+        bt = load_raw<T, V>(p.ln_beta + c);
+      }
 #pragma unroll
-      for (int i = 0; i < V; ++i)
-        xv.v[i] = from_float<T>((to_float(xv.v[i]) - mean) * inv * to_float(g.v[i]) + to_float(bt.v[i]));
-      *e = xv;
+      for (int r = 0; r < M; ++r) {
+        Raw<T, V>* e = reinterpret_cast<Raw<T, V>*>(xs + r * k + c);
+        Raw<T, V> xv = *e;
+        const float mean = s_mean[r], inv = s_inv[r];
+#pragma unroll
+        for (int i = 0; i < V; ++i)
+          xv.v[i] = from_float<T>((to_float(xv.v[i]) - mean) * inv * to_float(g.v[i]) + to_float(bt.v[i]));
+        *e = xv;
+      }
     }
     __syncthreads();
   }

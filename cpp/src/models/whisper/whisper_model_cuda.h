@@ -99,11 +99,12 @@ class WhisperModelCuda {
   // layer; same results bit for bit as the unfused sequence.
   void step(WhisperBatchCuda& batch, int n) const;
 
-  // Fused decode steps for small batches. Default OFF: measured on the H200 (large-v3 bf16,
-  // batch 1, CUDA graphs, programmatic dependent launch on) the fused step took 1.695 ms against
-  // 1.656 ms unfused (without PDL: 1.750 vs 1.857), because each fused gemv block repeats the
-  // layer norm on its critical path. SPEECHCORE_DECODE_FUSION=1 turns it on (also in logits():
-  // final layer norm inside the product).
+  // Fused decode steps for small batches. Default ON since session 6: once each fused gemv block
+  // loads the layer norm's gamma/beta before the dependency wait and computes the statistics
+  // over all its warps, the fused step beat the unfused one on the H200 (large-v3 bf16, batch 1,
+  // CUDA graphs, PDL: 180.0 ms against 186.7 per 100-token window, same machine; the session-3
+  // fused kernel had been slower, 1.695 against 1.656 ms a step). SPEECHCORE_DECODE_FUSION=0
+  // turns it off (also in logits(): final layer norm inside the product).
   bool decode_fusion() const { return decode_fusion_; }
   void set_decode_fusion(bool on) { decode_fusion_ = on; }
 
@@ -140,7 +141,7 @@ class WhisperModelCuda {
   cuda::DataType dtype_;
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<cuda::GemmRunner> gemm_;
-  bool decode_fusion_ = false;
+  bool decode_fusion_ = true;
   size_t weight_bytes_ = 0;
   Tensor conv1_w_, conv1_b_, conv2_w_, conv2_b_, enc_pos_, enc_ln_g_, enc_ln_b_;
   Tensor tok_emb_, dec_pos_, dec_ln_g_, dec_ln_b_;
