@@ -26,4 +26,6 @@ for i,(k,m) in sorted(d.items(), key=lambda x:int(x[0])):
 print(f"sum {tot / 1e3:.1f} us over {len(d)} kernels")
 '
 }
-for mode in "${@:-fused unfused}"; do echo "== $mode"; prof "$mode"; done
+modes=("$@")
+[ ${#modes[@]} -gt 0 ] || modes=(fused unfused)
+for mode in "${modes[@]}"; do echo "== $mode"; prof "$mode"; done
