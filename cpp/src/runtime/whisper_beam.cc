@@ -516,14 +516,19 @@ class SamplingDecoder final : public RowsDecoderBase {
   int step_ = 0;
 };
 
+// The options every window decoder checks first.
+void check_search_options(const WindowOptions& options) {
+  SC_CHECK(options.beam_size >= 1, ErrorCode::kInvalidArgument, "beam_size must be >= 1, got ", options.beam_size);
+  SC_CHECK(std::isfinite(options.temperature) && options.temperature >= 0.0f, ErrorCode::kInvalidArgument,
+           "temperature must be a finite number >= 0, got ", options.temperature);
+}
+
 }  // namespace
 
 std::unique_ptr<WindowDecoder> make_cpu_window_decoder(const WhisperModel& model, const CrossKV& cross,
                                                        std::vector<int> prompt, const WhisperSpecialTokens& special,
                                                        WindowOptions options) {
-  SC_CHECK(options.beam_size >= 1, ErrorCode::kInvalidArgument, "beam_size must be >= 1, got ", options.beam_size);
-  SC_CHECK(std::isfinite(options.temperature) && options.temperature >= 0.0f, ErrorCode::kInvalidArgument,
-           "temperature must be a finite number >= 0, got ", options.temperature);
+  check_search_options(options);
   const PromptLayout layout = prompt_layout(prompt, special, options);
   if (needs_search(options, layout)) {
     const int positions_needed = positions(prompt, layout);
@@ -536,9 +541,7 @@ std::unique_ptr<WindowDecoder> make_cpu_window_decoder(const WhisperModel& model
 std::unique_ptr<WindowDecoder> make_search_decoder(std::unique_ptr<SearchRows> rows, int vocab,
                                                    std::vector<int> prompt, const WhisperSpecialTokens& special,
                                                    WindowOptions options) {
-  SC_CHECK(options.beam_size >= 1, ErrorCode::kInvalidArgument, "beam_size must be >= 1, got ", options.beam_size);
-  SC_CHECK(std::isfinite(options.temperature) && options.temperature >= 0.0f, ErrorCode::kInvalidArgument,
-           "temperature must be a finite number >= 0, got ", options.temperature);
+  check_search_options(options);
   if (options.temperature > 0.0f)
     return std::make_unique<SamplingDecoder>(std::move(rows), vocab, std::move(prompt), special, std::move(options));
   if (options.beam_size == 1)
