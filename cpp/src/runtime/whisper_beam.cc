@@ -171,6 +171,71 @@ WindowResult best_hypothesis(std::vector<Hypothesis>& hyps, float length_penalty
   return r;
 }
 
+// ---- the searches' shared part --------------------------------------------------------------
+
+// What every search over SearchRows shares: the window's prompt, layout and forced prefix; the
+// first step's prefill (the prompt's logits and the no-speech probability), which alone ends a
+// window that may generate no free token; done() and take_result(). A search implements its
+// first step from the prompt's logits (logits_[0, vocab_)) and every later one, and ends with
+// end() or end_with_best().
+class RowsDecoderBase : public WindowDecoder {
+ public:
+  RowsDecoderBase(std::unique_ptr<SearchRows> rows, int vocab, std::vector<int> prompt, const WhisperSpecialTokens& sp,
+                  WindowOptions o)
+      : rows_(std::move(rows)), prompt_(std::move(prompt)), sp_(sp), o_(std::move(o)),
+        layout_(prompt_layout(prompt_, sp_, o_)), vocab_(vocab), forced_(forced_tokens(prompt_, layout_)) {}
+
+  void step() final {
+    SC_ASSERT(!done_);
+    if (started_) return next_step();
+    started_ = true;
+    logits_.assign(static_cast<size_t>(search_rows(o_)) * vocab_, 0.0f);
+    result_.no_speech_prob = rows_->prefill(prompt_, layout_.sot_index, sp_.no_speech, logits_.data());
+    if (layout_.max_new > 0) return first_step();
+    if (layout_.forced > 0)  // the length limit falls inside the prefix
+      result_ = prefix_only_result(prompt_, layout_, result_.no_speech_prob, o_.length_penalty);
+    else  // an empty window
+      finish_window(result_, o_.length_penalty);
+    end();
+  }
+  bool done() const final { return done_; }
+  WindowResult take_result() final {
+    SC_ASSERT(done_);
+    return std::move(result_);
+  }
+
+ protected:
+  // The first step after the prefill (layout_.max_new > 0), from the prompt's logits.
+  virtual void first_step() = 0;
+  virtual void next_step() = 0;
+
+  // Ends the search with result_ as it is; frees the rows and the logits.
+  void end() {
+    done_ = true;
+    rows_->release();
+    std::vector<float>().swap(logits_);
+  }
+  // Ends it with the best of `hyps` (the forced prefix put first).
+  void end_with_best(std::vector<Hypothesis>& hyps) {
+    result_ = best_hypothesis(hyps, o_.length_penalty, result_.no_speech_prob, forced_);
+    end();
+  }
+
+  std::unique_ptr<SearchRows> rows_;
+  std::vector<int> prompt_;
+  WhisperSpecialTokens sp_;
+  WindowOptions o_;
+  PromptLayout layout_;
+  int vocab_;
+  std::vector<int> forced_;     // the prompt's forced prefix (PromptLayout::forced)
+  std::vector<float> logits_;   // [rows, vocab]: the search_rows(o_) rows at most
+  WindowResult result_;         // its no-speech probability set by the prefill
+
+ private:
+  bool started_ = false;
+  bool done_ = false;
+};
+
 // ---- greedy ---------------------------------------------------------------------------------
 
 class GreedyDecoder final : public WindowDecoder {
@@ -187,108 +252,60 @@ class GreedyDecoder final : public WindowDecoder {
 };
 
 // Greedy decoding of one SearchRows row with the logits rules on the host: GreedyWindow's
-// arithmetic (the same picks, log-probs and no-speech probability) over any backend's rows.
-class GreedyRowsDecoder final : public WindowDecoder {
+// arithmetic (the same picks, log-probs and no-speech probability) over any backend's rows,
+// with the penalties and the forced prefix GreedyWindow leaves to it.
+class GreedyRowsDecoder final : public RowsDecoderBase {
  public:
-  GreedyRowsDecoder(std::unique_ptr<SearchRows> rows, int vocab, std::vector<int> prompt,
-                    const WhisperSpecialTokens& sp, WindowOptions o)
-      : rows_(std::move(rows)), prompt_(std::move(prompt)), sp_(sp), o_(std::move(o)),
-        layout_(prompt_layout(prompt_, sp_, o_)), vocab_(vocab), logits_(static_cast<size_t>(vocab)),
-        forced_(forced_tokens(prompt_, layout_)) {}
-
-  bool done() const override { return done_; }
-  WindowResult take_result() override {
-    SC_ASSERT(done_);
-    return std::move(result_);
-  }
-
-  void step() override {
-    SC_ASSERT(!done_);
-    if (!started_) {
-      started_ = true;
-      result_.no_speech_prob = rows_->prefill(prompt_, layout_.sot_index, sp_.no_speech, logits_.data());
-      if (layout_.max_new <= 0 && layout_.forced > 0) {  // the length limit falls inside the prefix
-        result_ = prefix_only_result(prompt_, layout_, result_.no_speech_prob, o_.length_penalty);
-        done_ = true;
-        rows_->release();
-        return;
-      }
-      if (layout_.max_new <= 0) return finish();
-      rows_->broadcast(1);
-    } else {
-      const int last = result_.tokens.back();
-      rows_->decode(&last, 1, logits_.data());
-    }
-    float logprob = 0.0f;
-    const int best = greedy_pick(logits_.data(), vocab_, forced_, result_.tokens, layout_, sp_, o_, &logprob);
-    if (add_pick(result_, best, logprob, sp_.eot, layout_.max_new)) return finish();
-    rows_->feed(&result_.tokens.back(), 1);
-  }
+  using RowsDecoderBase::RowsDecoderBase;
 
  private:
-  void finish() {
-    done_ = true;
-    rows_->release();
+  void first_step() override {
+    rows_->broadcast(1);
+    pick();
+  }
+  void next_step() override {
+    const int last = result_.tokens.back();
+    rows_->decode(&last, 1, logits_.data());
+    pick();
+  }
+  void pick() {
+    float logprob = 0.0f;
+    const int best = greedy_pick(logits_.data(), vocab_, forced_, result_.tokens, layout_, sp_, o_, &logprob);
+    if (!add_pick(result_, best, logprob, sp_.eot, layout_.max_new)) return rows_->feed(&result_.tokens.back(), 1);
+    // The forced prefix leads the window's tokens (its log-probs count 0, as in CTranslate2).
     result_.tokens.insert(result_.tokens.begin(), forced_.begin(), forced_.end());
     finish_window(result_, o_.length_penalty);
+    end();
   }
-
-  std::unique_ptr<SearchRows> rows_;
-  std::vector<int> prompt_;
-  WhisperSpecialTokens sp_;
-  WindowOptions o_;
-  PromptLayout layout_;
-  int vocab_;
-  std::vector<float> logits_;
-  std::vector<int> forced_;
-  WindowResult result_;
-  bool started_ = false;
-  bool done_ = false;
 };
 
 // ---- beam search ----------------------------------------------------------------------------
 
-class BeamSearchDecoder final : public WindowDecoder {
+class BeamSearchDecoder final : public RowsDecoderBase {
  public:
   BeamSearchDecoder(std::unique_ptr<SearchRows> rows, int vocab, std::vector<int> prompt,
                     const WhisperSpecialTokens& sp, WindowOptions o)
-      : rows_(std::move(rows)), prompt_(std::move(prompt)), sp_(sp), o_(std::move(o)),
-        layout_(prompt_layout(prompt_, sp_, o_)), vocab_(vocab), beam_(o_.beam_size),
+      : RowsDecoderBase(std::move(rows), vocab, std::move(prompt), sp, std::move(o)), beam_(o_.beam_size),
         candidates_(2 * o_.beam_size),
-        max_finished_(static_cast<size_t>(std::round(static_cast<float>(o_.beam_size) * o_.patience))),
-        forced_(forced_tokens(prompt_, layout_)) {
+        max_finished_(static_cast<size_t>(std::round(static_cast<float>(o_.beam_size) * o_.patience))) {
     SC_CHECK(beam_ >= 2 && candidates_ <= vocab_, ErrorCode::kInvalidArgument, "beam_size ", beam_,
              " is out of range for a vocabulary of ", vocab_);
     SC_CHECK(max_finished_ >= 1, ErrorCode::kInvalidArgument, "beam_size * patience must round to at least 1");
   }
 
-  bool done() const override { return done_; }
-  WindowResult take_result() override {
-    SC_ASSERT(done_);
-    return std::move(result_);
+ private:
+  void first_step() override {
+    seqs_.assign(1, {});
+    scores_.assign(1, 0.0f);
+    expand(1);  // the first step expands the one prompt row (CTranslate2 on the CPU)
+  }
+  void next_step() override {
+    rows_->decode(last_.data(), beam_, logits_.data());
+    expand(beam_);
   }
 
-  void step() override {
-    SC_ASSERT(!done_);
-    int rows_in = beam_;
-    if (step_ == 0) {
-      logits_.assign(static_cast<size_t>(beam_) * vocab_, 0.0f);
-      result_.no_speech_prob = rows_->prefill(prompt_, layout_.sot_index, sp_.no_speech, logits_.data());
-      if (layout_.max_new <= 0) {
-        done_ = true;
-        if (layout_.forced > 0)
-          result_ = prefix_only_result(prompt_, layout_, result_.no_speech_prob, o_.length_penalty);
-        else
-          finish_window(result_, o_.length_penalty);
-        return;
-      }
-      rows_in = 1;  // the first step expands the one prompt row (CTranslate2 on the CPU)
-      seqs_.assign(1, {});
-      scores_.assign(1, 0.0f);
-    } else {
-      rows_->decode(last_.data(), beam_, logits_.data());
-    }
-
+  // One step of the search from the logits of its rows_in rows.
+  void expand(int rows_in) {
     // Cumulative log-probs of every continuation of every beam.
     for (int r = 0; r < rows_in; ++r) {
       float* row = logits_.data() + static_cast<size_t>(r) * vocab_;
@@ -350,10 +367,8 @@ class BeamSearchDecoder final : public WindowDecoder {
     const bool finished = last_step || (early_exit ? top_beam_finished_ && !finished_.empty()
                                                    : finished_.size() >= max_finished_);
     if (finished) {
-      const float no_speech = result_.no_speech_prob;
-      result_ = best_hypothesis(finished_, o_.length_penalty, no_speech, forced_);
-      done_ = true;
-      release();
+      end_with_best(finished_);
+      std::vector<int>().swap(ids_);
       return;
     }
 
@@ -380,25 +395,10 @@ class BeamSearchDecoder final : public WindowDecoder {
     ++step_;
   }
 
- private:
-  void release() {
-    rows_->release();
-    std::vector<float>().swap(logits_);
-    std::vector<int>().swap(ids_);
-  }
-
-  std::unique_ptr<SearchRows> rows_;
-  std::vector<int> prompt_;
-  WhisperSpecialTokens sp_;
-  WindowOptions o_;
-  PromptLayout layout_;
-  int vocab_;
   int beam_;
   int candidates_;
   size_t max_finished_;
-  std::vector<int> forced_;        // the prompt's forced prefix (PromptLayout::forced)
 
-  std::vector<float> logits_;      // [beam, vocab]
   std::vector<int> ids_;           // top-k scratch
   std::vector<std::vector<int>> seqs_;  // each beam's tokens so far
   std::vector<float> scores_;      // each beam's cumulative log-prob
@@ -406,19 +406,15 @@ class BeamSearchDecoder final : public WindowDecoder {
   std::vector<Hypothesis> finished_;
   bool top_beam_finished_ = false;
   int step_ = 0;
-  bool done_ = false;
-  WindowResult result_;
 };
 
 // ---- sampling -------------------------------------------------------------------------------
 
-class SamplingDecoder final : public WindowDecoder {
+class SamplingDecoder final : public RowsDecoderBase {
  public:
   SamplingDecoder(std::unique_ptr<SearchRows> rows, int vocab, std::vector<int> prompt, const WhisperSpecialTokens& sp,
                   WindowOptions o)
-      : rows_(std::move(rows)), prompt_(std::move(prompt)), sp_(sp), o_(std::move(o)),
-        layout_(prompt_layout(prompt_, sp_, o_)), vocab_(vocab), n_(o_.num_hypotheses),
-        forced_(forced_tokens(prompt_, layout_)),
+      : RowsDecoderBase(std::move(rows), vocab, std::move(prompt), sp, std::move(o)), n_(o_.num_hypotheses),
         draw_(rows_->can_draw() && o_.repetition_penalty == 1.0f && o_.no_repeat_ngram_size == 0) {
     SC_CHECK(o_.temperature > 0.0f && std::isfinite(o_.temperature), ErrorCode::kInvalidArgument,
              "sampling needs a finite temperature > 0");
@@ -428,33 +424,18 @@ class SamplingDecoder final : public WindowDecoder {
     ended_.assign(n_, false);
   }
 
-  bool done() const override { return done_; }
-  WindowResult take_result() override {
-    SC_ASSERT(done_);
-    return std::move(result_);
+ private:
+  void first_step() override {
+    // Every candidate starts from the same distribution.
+    rules_and_log_softmax(logits_.data(), vocab_, 0, forced_, {}, layout_.timestamps, sp_, o_);
+    for (int r = 0; r < n_; ++r) {
+      alive_.push_back(r);
+      pick(r, logits_.data());
+    }
+    advance();
   }
-
-  void step() override {
-    SC_ASSERT(!done_);
-    std::vector<int> picks;
-    if (step_ == 0) {
-      logits_.assign(static_cast<size_t>(n_) * vocab_, 0.0f);
-      result_.no_speech_prob = rows_->prefill(prompt_, layout_.sot_index, sp_.no_speech, logits_.data());
-      if (layout_.max_new <= 0) {
-        done_ = true;
-        if (layout_.forced > 0)
-          result_ = prefix_only_result(prompt_, layout_, result_.no_speech_prob, o_.length_penalty);
-        else
-          finish_window(result_, o_.length_penalty);
-        return;
-      }
-      // Every candidate starts from the same distribution.
-      rules_and_log_softmax(logits_.data(), vocab_, 0, forced_, {}, layout_.timestamps, sp_, o_);
-      for (int r = 0; r < n_; ++r) {
-        alive_.push_back(r);
-        pick(r, logits_.data());
-      }
-    } else if (draw_) {  // the rows draw on the device (uniforms given at the last step's end)
+  void next_step() override {
+    if (draw_) {  // the rows draw on the device (uniforms given at the last step's end)
       const int alive = static_cast<int>(alive_.size());
       picked_.resize(static_cast<size_t>(alive));
       picked_lp_.resize(static_cast<size_t>(alive));
@@ -469,7 +450,12 @@ class SamplingDecoder final : public WindowDecoder {
         pick(r, row);
       }
     }
-    // Candidates that ended drop out of the batch.
+    advance();
+  }
+
+  // After the step's picks: candidates that ended drop out of the batch; the search ends with
+  // the last of them.
+  void advance() {
     std::vector<int> keep, kept_rows;
     last_.clear();
     for (size_t i = 0; i < alive_.size(); ++i) {
@@ -479,14 +465,7 @@ class SamplingDecoder final : public WindowDecoder {
       kept_rows.push_back(r);
       last_.push_back(hyps_[r].tokens.back());
     }
-    if (kept_rows.empty()) {
-      const float no_speech = result_.no_speech_prob;
-      result_ = best_hypothesis(hyps_, o_.length_penalty, no_speech, forced_);
-      done_ = true;
-      rows_->release();
-      std::vector<float>().swap(logits_);
-      return;
-    }
+    if (kept_rows.empty()) return end_with_best(hyps_);
     if (step_ == 0) {
       rows_->broadcast(static_cast<int>(kept_rows.size()));
     } else if (keep.size() != alive_.size()) {
@@ -506,7 +485,6 @@ class SamplingDecoder final : public WindowDecoder {
     ++step_;
   }
 
- private:
   // Draws candidate r's next token from its log-probs `row`.
   void pick(int r, const float* row) {
     const int token = sample_token(row, vocab_, o_.temperature, rng_[r], scratch_);
@@ -524,17 +502,9 @@ class SamplingDecoder final : public WindowDecoder {
     if (static_cast<int>(h.tokens.size()) >= layout_.max_new) ended_[r] = true;
   }
 
-  std::unique_ptr<SearchRows> rows_;
-  std::vector<int> prompt_;
-  WhisperSpecialTokens sp_;
-  WindowOptions o_;
-  PromptLayout layout_;
-  int vocab_;
   int n_;
-  std::vector<int> forced_;       // the prompt's forced prefix (PromptLayout::forced)
   bool draw_;                     // the rows draw on their device (SearchRows::can_draw, no penalties)
 
-  std::vector<float> logits_;     // [alive, vocab]
   std::vector<int> picked_;       // device draws: tokens, log-probs
   std::vector<float> picked_lp_;
   std::vector<float> scratch_;
@@ -544,18 +514,21 @@ class SamplingDecoder final : public WindowDecoder {
   std::vector<int> alive_;        // candidates still decoding, in batch-row order
   std::vector<int> last_;         // their last tokens
   int step_ = 0;
-  bool done_ = false;
-  WindowResult result_;
 };
+
+// The options every window decoder checks first.
+void check_search_options(const WindowOptions& options) {
+  SC_CHECK(options.beam_size >= 1, ErrorCode::kInvalidArgument, "beam_size must be >= 1, got ", options.beam_size);
+  SC_CHECK(std::isfinite(options.temperature) && options.temperature >= 0.0f, ErrorCode::kInvalidArgument,
+           "temperature must be a finite number >= 0, got ", options.temperature);
+}
 
 }  // namespace
 
 std::unique_ptr<WindowDecoder> make_cpu_window_decoder(const WhisperModel& model, const CrossKV& cross,
                                                        std::vector<int> prompt, const WhisperSpecialTokens& special,
                                                        WindowOptions options) {
-  SC_CHECK(options.beam_size >= 1, ErrorCode::kInvalidArgument, "beam_size must be >= 1, got ", options.beam_size);
-  SC_CHECK(std::isfinite(options.temperature) && options.temperature >= 0.0f, ErrorCode::kInvalidArgument,
-           "temperature must be a finite number >= 0, got ", options.temperature);
+  check_search_options(options);
   const PromptLayout layout = prompt_layout(prompt, special, options);
   if (needs_search(options, layout)) {
     const int positions_needed = positions(prompt, layout);
@@ -568,9 +541,7 @@ std::unique_ptr<WindowDecoder> make_cpu_window_decoder(const WhisperModel& model
 std::unique_ptr<WindowDecoder> make_search_decoder(std::unique_ptr<SearchRows> rows, int vocab,
                                                    std::vector<int> prompt, const WhisperSpecialTokens& special,
                                                    WindowOptions options) {
-  SC_CHECK(options.beam_size >= 1, ErrorCode::kInvalidArgument, "beam_size must be >= 1, got ", options.beam_size);
-  SC_CHECK(std::isfinite(options.temperature) && options.temperature >= 0.0f, ErrorCode::kInvalidArgument,
-           "temperature must be a finite number >= 0, got ", options.temperature);
+  check_search_options(options);
   if (options.temperature > 0.0f)
     return std::make_unique<SamplingDecoder>(std::move(rows), vocab, std::move(prompt), special, std::move(options));
   if (options.beam_size == 1)

@@ -13,7 +13,8 @@ namespace speechcore::runtime {
 
 // The host-side greedy pick for one row of raw logits (modified in place) at the window's step
 // `generated.size()`: penalties, the logits rules, then the first index among equal maxima; its
-// log-prob (log-softmax of the ruled row) goes to *logprob.
+// log-prob (log-softmax of the ruled row) goes to *logprob. GreedyWindow and the search's greedy
+// over rows (whisper_beam.cc, which has the penalties and the forced prefix) share it.
 inline int greedy_pick(float* row, int vocab, const std::vector<int>& forced, const std::vector<int>& generated,
                        const PromptLayout& layout, const WhisperSpecialTokens& sp, const WindowOptions& o,
                        float* logprob) {
@@ -32,7 +33,10 @@ inline int greedy_pick(float* row, int vocab, const std::vector<int>& forced, co
 // `Model` provides config(), new_state() and decode(state, cross, tokens, n, rows, logits)
 // (CPU or CUDA). The first step() runs the prompt (and computes the no-speech probability),
 // each later one feeds the previous pick; done() once end-of-text or the length limit is reached.
-// Holds references to model and cross, which must outlive it.
+// Plain greedy windows only: needs_search() sends those with penalties, a length penalty or a
+// forced prefix (and beams, sampling) to the search over rows (whisper_beam.h), and constructing
+// one for such a window throws kInternal. Holds references to model and cross, which must
+// outlive it.
 template <typename Model, typename Cross>
 class GreedyWindow {
  public:
@@ -40,7 +44,11 @@ class GreedyWindow {
                WindowOptions o)
       : model_(model), cross_(cross), prompt_(std::move(prompt)), sp_(sp), o_(std::move(o)),
         layout_(prompt_layout(prompt_, sp_, o_)), vocab_(model.config().vocab_size), state_(model.new_state()),
-        logits_(static_cast<size_t>(vocab_) * 2), forced_(forced_tokens(prompt_, layout_)) {}
+        logits_(static_cast<size_t>(vocab_) * 2) {
+    SC_CHECK(!needs_search(o_, layout_), ErrorCode::kInternal,
+             "GreedyWindow decodes plain greedy windows only: this one's options or forced prefix need the search "
+             "over rows (needs_search)");
+  }
 
   bool done() const { return done_; }
   int generated() const { return static_cast<int>(result_.tokens.size()); }
@@ -59,18 +67,13 @@ class GreedyWindow {
       result_.no_speech_prob =
           sp_.no_speech >= 0 ? static_cast<float>(std::exp(logits_[sp_.no_speech] - lse)) : 0.0f;
       step_logits = logits_.data() + (rows.size() - 1) * vocab_;
-      if (layout_.max_new <= 0 && layout_.forced > 0) {  // the length limit falls inside the prefix
-        result_ = prefix_only_result(prompt_, layout_, result_.no_speech_prob, o_.length_penalty);
-        done_ = true;
-        return;
-      }
       if (layout_.max_new <= 0) return finish();
     } else {
       const int last = result_.tokens.back();
       model_.decode(state_, cross_, &last, 1, {0}, logits_.data());
     }
     float logprob = 0.0f;
-    const int best = greedy_pick(step_logits, vocab_, forced_, result_.tokens, layout_, sp_, o_, &logprob);
+    const int best = greedy_pick(step_logits, vocab_, {}, result_.tokens, layout_, sp_, o_, &logprob);
     if (add_pick(result_, best, logprob, sp_.eot, layout_.max_new)) finish();
   }
 
@@ -82,9 +85,7 @@ class GreedyWindow {
  private:
   void finish() {
     done_ = true;
-    // The forced prefix leads the window's tokens (its log-probs count 0, as in CTranslate2).
-    result_.tokens.insert(result_.tokens.begin(), forced_.begin(), forced_.end());
-    finish_window(result_, o_.length_penalty);
+    finish_window(result_);  // length_penalty 1 (another one needs the search)
   }
 
   const Model& model_;
@@ -96,7 +97,6 @@ class GreedyWindow {
   int vocab_;
   decltype(std::declval<const Model&>().new_state()) state_;
   std::vector<float> logits_;
-  std::vector<int> forced_;  // the prompt's forced prefix (PromptLayout::forced)
   WindowResult result_;
   bool started_ = false;
   bool done_ = false;
