@@ -143,7 +143,7 @@ def test_cuda_engine_search_matches_cpu(tiny_dir, speech_audio, longform_audio):
         gpu.close()
 
 
-def test_cuda_engine_beams_under_memory_pressure(tiny_dir, speech_audio):
+def test_cuda_engine_beams_under_memory_pressure(tiny_dir, speech_audio, longform_audio):
     """A KV pool too small for every beam window at once: windows wait or are preempted and
     recomputed, and every result still equals the CPU's; a window with more beams than the
     decoder batch is refused with a typed error."""
@@ -156,6 +156,18 @@ def test_cuda_engine_beams_under_memory_pressure(tiny_dir, speech_audio):
         want = [_tokens(cpu.transcribe(a, **opts)) for a in clips]
         futures = [gpu.submit(a, **opts) for a in clips]
         assert [_tokens(f.result(timeout=300)) for f in futures] == want
+        # A pool of 64 blocks (the engine accepts a 4-row window whose whole context fits) and
+        # three copies of the 70 s file, not conditioned on previous text, so each 30 s window
+        # grows to ~28 blocks: the first windows to outgrow the pool preempt the last ones,
+        # which are recomputed (prompt and tokens so far, every row) and still give the CPU's
+        # tokens.
+        gpu.close()
+        gpu.start_engine(max_batch=12, kv_blocks=64, kv_block_size=16)
+        long_opts = dict(opts, condition_on_previous_text=False)
+        want_long = _tokens(cpu.transcribe(longform_audio, **long_opts))
+        futures = [gpu.submit(longform_audio, **long_opts) for _ in range(3)]
+        assert [_tokens(f.result(timeout=300)) for f in futures] == [want_long] * 3
+        assert gpu.engine_stats()["preemptions"] > 0
         with pytest.raises(speechcore.InvalidArgumentError, match="rows"):
             gpu.submit(clips[0], language="en", beam_size=13, temperature=0.0).result(timeout=60)
     finally:
