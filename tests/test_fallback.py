@@ -122,6 +122,31 @@ def test_all_failed_keeps_best_and_resets_prompt(tiny, longform_audio):
     assert {s.temperature for s in fw} == {1.0}
 
 
+def test_fallback_reuses_the_window_encoding(tiny, longform_audio):
+    """A fallback attempt decodes against the window's first encoding, as faster-whisper reuses
+    its encoder output: two windows failing all three temperatures cost two encoder passes
+    through transcribe (not six). The engine also issues the second window ahead with each
+    attempt of the first and discards it when that attempt fails (a speculative window's
+    encoding is not kept), so there at most four (the first window once, the second up to three
+    times); the same results."""
+    ours, _ = tiny
+    audio = longform_audio[: 16000 * 50]  # two windows
+    options = dict(language="en", beam_size=2, best_of=2, temperature=[0.0, 0.5, 1.0], log_prob_threshold=0.0,
+                   compression_ratio_threshold=None, condition_on_previous_text=False, without_timestamps=True,
+                   max_new_tokens=32, seed=3)
+    passes = ours._native.encoder_passes
+    n0 = passes()
+    sc = ours.transcribe(audio, sample_rate=16000, **options)
+    assert {s.temperature for s in sc.segments} == {1.0}  # every attempt of every window failed
+    assert len({s.seek for s in sc.segments}) == 2
+    assert passes() - n0 == 2
+    n1 = passes()
+    engine = ours.submit(audio, sample_rate=16000, **options).result(timeout=600)
+    assert 2 <= passes() - n1 <= 4
+    key = lambda t: [(s.seek, s.tokens, s.temperature, s.avg_logprob) for s in t.segments]  # noqa: E731
+    assert key(engine) == key(sc)
+
+
 def test_longform_fallback_windows_match(tiny, longform_audio):
     """Long-form with timestamps and previous-text prompts: every window before the first one
     that falls back is token-identical, and that first fallback is at the same window (which

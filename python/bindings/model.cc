@@ -280,7 +280,10 @@ void register_model(py::module_& m) {
             }
             return py::array_t<float>(static_cast<py::ssize_t>(out.size()), out.data());
           },
-          py::arg("mel"), py::arg("prompt"), "Raw logits after `prompt` for one window of features (diagnostics).");
+          py::arg("mel"), py::arg("prompt"), "Raw logits after `prompt` for one window of features (diagnostics).")
+      .def("encoder_passes", &Model::encoder_passes,
+           "30 s windows encoded by this model so far (diagnostics: a temperature fallback reuses the window's "
+           "encoder output on the CPU).");
 }
 
 }  // namespace speechcore::bindings

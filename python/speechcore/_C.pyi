@@ -93,6 +93,9 @@ class Model:
     def prompt_logits(self, mel: npt.NDArray[np.float32], prompt: List[int]) -> npt.NDArray[np.float32]:
         """Raw float32 logits [vocab] after `prompt` for one window of features mel [n_mels, 3000]."""
         ...
+    def encoder_passes(self) -> int:
+        """30 s windows encoded by this model so far (diagnostics)."""
+        ...
 
 class EngineStats(TypedDict):
     queued_requests: int

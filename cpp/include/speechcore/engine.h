@@ -100,6 +100,9 @@ class Model {
   // Diagnostics: the raw float32 logits [vocab] after `prompt` for one 30 s window of log-mel
   // features mel: [n_mels, 3000]. Used to compare backends (CPU, CUDA) on identical inputs.
   std::vector<float> prompt_logits(const float* mel, const std::vector<int>& prompt) const;
+  // Diagnostics: encoder passes (30 s windows encoded) run by this model so far, by transcribe,
+  // the engine and language detection together.
+  uint64_t encoder_passes() const;
 
   struct Impl;
   explicit Model(std::unique_ptr<Impl> impl);

@@ -352,7 +352,7 @@ struct Engine::Impl {
     std::vector<engine::AdmitJob> jobs;
     for (uint64_t w : plan.admitted) {
       const runtime::WindowRequest& req = by_window.at(w)->pending.at(w);
-      jobs.push_back(engine::AdmitJob{w, req.mel, req.prompt, req.options});
+      jobs.push_back(engine::AdmitJob{w, req.mel, req.prompt, req.options, req.encoder_output});
     }
     auto tp = EngineProfile::Clock::now();
     if (profile.on) profile.schedule_s += EngineProfile::since(t0);

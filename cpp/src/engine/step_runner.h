@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "engine/kv_blocks.h"
@@ -27,6 +28,9 @@ struct AdmitJob {
   const float* mel = nullptr;  // [n_mels, n_frames] host float32, valid during admit()
   std::vector<int> prompt;
   runtime::WindowOptions options;
+  // A fallback attempt's window: its encoder output from the first attempt, reused by runners
+  // that keep encoder outputs (the CPU); null: encode mel (runtime::WindowRequest).
+  std::shared_ptr<const models::whisper::CrossKV> encoder_output;
 };
 
 class StepRunner {

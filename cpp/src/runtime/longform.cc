@@ -135,7 +135,9 @@ DecodePlan make_plan(const io::Tokenizer& tok, const WindowRunner& model, const 
   const DecodingSupport support = model.decoding_support();
   SC_CHECK(!opt.word_timestamps || support.word_timestamps, ErrorCode::kUnsupported,
            "word_timestamps is not available on ", model.device(), " yet");
-  wopt.keep_encoder_output = opt.word_timestamps;
+  // Kept for word timestamps, and wherever a fallback may decode the window again (the next
+  // attempt reuses it: WindowRequest::encoder_output); chunked mode tries one temperature only.
+  wopt.keep_encoder_output = opt.word_timestamps || (plan.temperatures.size() > 1 && !opt.chunked);
   for (size_t a = 0; a < plan.temperatures.size(); ++a)
     check_decoding_support(window_for(plan, a, 0), support, model.device());
   return plan;

@@ -157,6 +157,10 @@ class Recording {
     req.mel = last.mel.data();
     req.prompt = last.prompt;
     req.options = window_for(plan_, last.attempt, last.seek);
+    if (last.attempt > 0) {  // a fallback: the window whose attempts failed so far, encoded by the first
+      SC_ASSERT(issued_.size() == 1 && last.seek == seek_ && !failed_.empty());
+      req.encoder_output = failed_.front().result.encoder_output;
+    }
     const int max_new_tokens = plan_.opt->max_new_tokens;
     if (max_new_tokens > 0) {
       req.options.max_length = static_cast<int>(req.prompt.size()) + max_new_tokens;

@@ -99,6 +99,10 @@ std::vector<float> Model::prompt_logits(const float* mel, const std::vector<int>
   return impl_->transcriber->runner().prompt_logits(mel, prompt);
 }
 
+uint64_t Model::encoder_passes() const {
+  return impl_->transcriber->runner().encoder_passes();
+}
+
 Transcription Model::transcribe(const float* pcm, size_t num_frames, int sample_rate, int channels,
                                 const TranscribeOptions& options) const {
   const std::vector<float> audio = io::prepare_audio(pcm, num_frames, sample_rate, channels);

@@ -214,7 +214,8 @@ class CpuStepRunner final : public engine::StepRunner {
     for (const engine::AdmitJob& j : jobs) {
       SC_CHECK(windows_.count(j.id) == 0, ErrorCode::kInternal, "window ", j.id, " admitted twice");
       auto w = std::make_unique<Window>();
-      w->cross = std::make_shared<models::whisper::CrossKV>(model_->encode(j.mel));
+      if (j.encoder_output) w->cross = j.encoder_output;  // a fallback attempt: the window's encoder output again
+      else w->cross = std::make_shared<models::whisper::CrossKV>(model_->encode(j.mel));
       w->keep_cross = j.options.keep_encoder_output;
       w->decoder = make_cpu_window_decoder(*model_, *w->cross, j.prompt, special, j.options);
       w->decoder->step();
@@ -262,11 +263,16 @@ class CpuWindowRunner final : public WindowRunner {
   const models::whisper::WhisperConfig& config() const override { return model_->config(); }
   WindowResult run(const float* mel, const std::vector<int>& prompt, const WhisperSpecialTokens& special,
                    const WindowOptions& options) const override {
-    prompt_layout(prompt, special, options);  // reject a bad prompt before the encoder runs
-    auto cross = std::make_shared<const models::whisper::CrossKV>(model_->encode(mel));
-    WindowResult r = decode_window_cpu(*model_, *cross, prompt, special, options);
-    if (options.keep_encoder_output) r.encoder_output = std::move(cross);
-    return r;
+    return run_window(mel, nullptr, prompt, special, options);
+  }
+  std::vector<WindowResult> run_batch(const std::vector<WindowRequest>& requests,
+                                      const WhisperSpecialTokens& special) const override {
+    for (const WindowRequest& r : requests) prompt_layout(r.prompt, special, r.options);
+    std::vector<WindowResult> out;
+    out.reserve(requests.size());
+    for (const WindowRequest& r : requests)
+      out.push_back(run_window(r.mel, r.encoder_output, r.prompt, special, r.options));
+    return out;
   }
   Alignment align(const AlignRequest& request, const WhisperSpecialTokens& special) const override {
     return align_window_cpu(*model_, request, special);
@@ -280,8 +286,22 @@ class CpuWindowRunner final : public WindowRunner {
   std::unique_ptr<engine::StepRunner> make_step_runner(const engine::StepRunnerConfig& c) const override {
     return std::make_unique<CpuStepRunner>(model_, c);
   }
+  uint64_t encoder_passes() const override { return model_->encoder_passes(); }
 
  private:
+  // One window, decoded against `encoder_output` (a fallback attempt's, kept from the first
+  // attempt) or against mel's encoding.
+  WindowResult run_window(const float* mel, std::shared_ptr<const models::whisper::CrossKV> encoder_output,
+                          const std::vector<int>& prompt, const WhisperSpecialTokens& special,
+                          const WindowOptions& options) const {
+    prompt_layout(prompt, special, options);  // reject a bad prompt before the encoder runs
+    std::shared_ptr<const models::whisper::CrossKV> cross = std::move(encoder_output);
+    if (!cross) cross = std::make_shared<const models::whisper::CrossKV>(model_->encode(mel));
+    WindowResult r = decode_window_cpu(*model_, *cross, prompt, special, options);
+    if (options.keep_encoder_output) r.encoder_output = std::move(cross);
+    return r;
+  }
+
   std::shared_ptr<const models::whisper::WhisperModel> model_;
 };
 

@@ -43,7 +43,7 @@ struct WindowOptions {
   float temperature = 0.0f;
   int num_hypotheses = 1;                  // candidates sampled at temperature > 0 (best_of)
   uint64_t seed = 0;                       // random stream of this window attempt (sampling only)
-  bool keep_encoder_output = false;        // return it in WindowResult::encoder_output (word timestamps)
+  bool keep_encoder_output = false;        // return it in WindowResult::encoder_output (word timestamps, fallback)
 };
 
 // The decoder rows a window's search keeps (beams at temperature 0, sampled candidates above).
@@ -121,6 +121,10 @@ struct WindowRequest {
   const float* mel = nullptr;          // [n_mels, n_frames()] host float32
   std::vector<int> prompt;
   WindowOptions options;
+  // The window's encoder output from an earlier attempt (a temperature fallback decodes the
+  // same window again): a backend that keeps encoder outputs (the CPU) decodes against it
+  // instead of encoding mel again, as faster-whisper reuses its encoder output. Null: encode.
+  std::shared_ptr<const models::whisper::CrossKV> encoder_output;
 };
 
 // Runs one 30 s window (encoder + greedy decoding) on some backend. Implementations are
@@ -165,6 +169,8 @@ class WindowRunner {
   virtual Alignment align(const AlignRequest& request, const WhisperSpecialTokens& special) const;
   // Raw float32 logits [vocab] at the last prompt position (tests compare backends with it).
   virtual std::vector<float> prompt_logits(const float* mel, const std::vector<int>& prompt) const = 0;
+  // Encoder passes run so far (windows encoded; diagnostics and tests).
+  virtual uint64_t encoder_passes() const = 0;
 };
 
 // The CPU backend: models::whisper::WhisperModel.

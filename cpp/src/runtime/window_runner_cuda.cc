@@ -199,6 +199,9 @@ class CudaWindowRunner final : public WindowRunner {
   std::string device() const override { return "cuda"; }
   std::string compute_type() const override { return cuda::data_type_name(model_.dtype()); }
   size_t weight_bytes() const { return model_.weight_bytes(); }
+  // The GPU keeps no encoder output between calls: a fallback attempt encodes its window again
+  // (WindowRequest::encoder_output is for backends that keep them, the CPU).
+  uint64_t encoder_passes() const override { return model_.encoder_passes(); }
   DecodingSupport decoding_support() const override { return cuda_decoding_support(); }
 
   WindowResult run(const float* mel, const std::vector<int>& prompt, const WhisperSpecialTokens& special,

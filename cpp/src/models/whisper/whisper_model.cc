@@ -37,6 +37,7 @@ WhisperModel::WhisperModel(WhisperWeights weights, int threads)
       pool_(std::make_unique<core::ThreadPool>(threads)) {}
 
 CrossKV WhisperModel::encode(const float* mel) const {
+  encoder_passes_.fetch_add(1, std::memory_order_relaxed);
   const WhisperConfig& c = weights_.config;
   const ops::Context cx = ctx();
   const int64_t d = c.d_model, t_in = n_frames(), t = c.n_audio_ctx;

@@ -3,6 +3,7 @@
 // DecoderState / CrossKV objects owned by the caller.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <vector>
 
@@ -58,6 +59,7 @@ class WhisperModel {
 
   // mel: [n_mels, n_frames()] log-mel features of one window.
   CrossKV encode(const float* mel) const;
+  uint64_t encoder_passes() const { return encoder_passes_.load(std::memory_order_relaxed); }
 
   DecoderState new_state() const;
 
@@ -89,6 +91,7 @@ class WhisperModel {
 
   WhisperWeights weights_;
   std::unique_ptr<core::ThreadPool> pool_;
+  mutable std::atomic<uint64_t> encoder_passes_{0};
 };
 
 }  // namespace speechcore::models::whisper

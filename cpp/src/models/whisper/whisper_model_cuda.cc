@@ -178,6 +178,7 @@ void WhisperModelCuda::encode(const float* const* mels, int n, WhisperBatchCuda&
 
 void WhisperModelCuda::encode_chunk(const float* const* mels, int n, WhisperBatchCuda& batch, int slot0,
                                     const int* slots) const {
+  encoder_passes_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
   const WhisperConfig& c = config_;
   const int64_t d = c.d_model, t_in = 2 * c.n_audio_ctx, t = c.n_audio_ctx, nm = c.n_mels, nt = n * t;
   const cuda::DataType dt = dtype_;

@@ -12,6 +12,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <utility>
@@ -106,6 +107,8 @@ class WhisperModelCuda {
   // fused kernel had been slower, 1.695 against 1.656 ms a step). SPEECHCORE_DECODE_FUSION=0
   // turns it off (also in logits(): final layer norm inside the product).
   bool decode_fusion() const { return decode_fusion_; }
+  // Windows encoded so far (diagnostics).
+  uint64_t encoder_passes() const { return encoder_passes_.load(std::memory_order_relaxed); }
   void set_decode_fusion(bool on) { decode_fusion_ = on; }
 
   // Float32 logits of m rows of hidden states (final layer norm + tied output projection):
@@ -142,6 +145,7 @@ class WhisperModelCuda {
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<cuda::GemmRunner> gemm_;
   bool decode_fusion_ = true;
+  mutable std::atomic<uint64_t> encoder_passes_{0};
   size_t weight_bytes_ = 0;
   Tensor conv1_w_, conv1_b_, conv2_w_, conv2_b_, enc_pos_, enc_ln_g_, enc_ln_b_;
   Tensor tok_emb_, dec_pos_, dec_ln_g_, dec_ln_b_;
