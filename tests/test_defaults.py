@@ -22,7 +22,7 @@ FW_DEFAULTS = {name: p.default for name, p in inspect.signature(faster_whisper.W
 # faster-whisper's keywords speechcore does not take (README: options), and those whose "whole
 # audio" / "model default" value is spelled otherwise: clip_timestamps "0" (ours None),
 # suppress_tokens [-1] (Model.transcribe's None means [-1]).
-NOT_TAKEN = {"log_progress", "multilingual", "chunk_length"}
+NOT_TAKEN = {"log_progress", "chunk_length"}
 SPELLED_OTHERWISE = {"clip_timestamps": ("0", None)}
 CLIP = "005.wav"  # cards: beam search (the default) and greedy decoding give different tokens
 

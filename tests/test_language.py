@@ -147,3 +147,33 @@ def test_bad_detection_options(base_pair, clips):
         ours.detect_language(clips["fr"], language_detection_threshold=float("nan"))
     with pytest.raises(InvalidArgumentError, match="segments"):
         ours._native.detect_language(clips["fr"], 16000, 0, 0.5)
+
+
+def test_multilingual_detects_every_window(base_pair, clips):
+    """multilingual=True (faster-whisper's): every 30 s window detects its own language on its
+    encoder output and is decoded in it. Three windows (French, German, Spanish, each padded
+    to 30 s), English given as the language: faster-whisper's tokens window by window, through
+    transcribe and the engine; without the option every window is decoded as English, so the
+    tokens differ. English-only models ignore it; CUDA refuses it (not here)."""
+    ours, theirs = base_pair
+    window = 30 * 16000
+    audio = np.concatenate([np.pad(clips[c], (0, window - len(clips[c]))) for c in LANGS]).astype(np.float32)
+    options = dict(language="en", without_timestamps=True, condition_on_previous_text=False)
+    got = ours.transcribe(audio, **GREEDY, multilingual=True, **options)
+    fw, info = _fw(theirs, audio, multilingual=True, **options)
+    assert [s.tokens for s in got.segments] == [list(s.tokens) for s in fw]
+    assert len(got.segments) == 3 and got.language == info.language == "en"
+    engine = ours.submit(audio, **GREEDY, multilingual=True, **options).result(timeout=600)
+    assert [s.tokens for s in engine.segments] == [s.tokens for s in got.segments]
+    english = ours.transcribe(audio, **GREEDY, **options)
+    assert [s.tokens for s in english.segments] != [s.tokens for s in got.segments]
+    with pytest.raises(InvalidArgumentError, match="multilingual"):
+        ours.transcribe(audio, multilingual="yes")
+
+
+def test_multilingual_is_ignored_by_english_only_models(tiny_dir, speech_audio):
+    """As faster-whisper (which warns and turns it off): an English-only model decodes English."""
+    tiny = speechcore.load(str(tiny_dir), device="cpu", threads=2)
+    audio = speech_audio[0][1]
+    assert [s.tokens for s in tiny.transcribe(audio, **GREEDY, multilingual=True).segments] == \
+        [s.tokens for s in tiny.transcribe(audio, **GREEDY).segments]

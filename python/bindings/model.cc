@@ -50,6 +50,7 @@ TranscribeOptions parse_transcribe_options(const py::dict& d) {
     else if (key == "seed") o.seed = cast_option<uint64_t>(v, key, "an integer >= 0");
     else if (key == "condition_on_previous_text") o.condition_on_previous_text = cast_option<bool>(v, key, "a bool");
     else if (key == "without_timestamps") o.without_timestamps = cast_option<bool>(v, key, "a bool");
+    else if (key == "multilingual") o.multilingual = cast_option<bool>(v, key, "a bool");
     else if (key == "max_initial_timestamp") o.max_initial_timestamp = cast_option<float>(v, key, "a number");
     else if (key == "suppress_blank") o.suppress_blank = cast_option<bool>(v, key, "a bool");
     else if (key == "suppress_tokens") o.suppress_tokens = cast_option<std::vector<int>>(v, key, "a list of ints");

@@ -121,6 +121,7 @@ class Model:
         clip_timestamps: Union[None, str, Sequence[float]] = None,
         language_detection_threshold: float = 0.5,
         language_detection_segments: int = 1,
+        multilingual: bool = False,
         vad_filter: bool = False,
         vad_parameters: Union[None, Dict[str, Any], Any] = None,
         vad_model_path: Union[None, str, "os.PathLike[str]"] = None,
@@ -217,6 +218,11 @@ class Model:
             language_detection_segments: 30 s windows detection may read, from the start of the
                 first clip; when none passes the threshold, the language ranked first in the most
                 windows wins, with its highest probability. Default 1.
+            multilingual: detect the language of every 30 s window (from its encoder output)
+                and decode the window in it, for audio that switches languages, as
+                faster-whisper's ``multilingual=True``; the result's `language` stays the first
+                one. English-only models ignore it. CPU only for now (UnsupportedError on
+                CUDA). Default False.
             vad_filter: transcribe only the speech that Silero VAD finds, as faster-whisper's
                 ``vad_filter=True``: the speech chunks are concatenated and transcribed with
                 the options above, and segment times are mapped back to the input's timeline
@@ -284,6 +290,7 @@ class Model:
             clip_timestamps=clip_timestamps,
             language_detection_threshold=language_detection_threshold,
             language_detection_segments=language_detection_segments,
+            multilingual=multilingual,
             vad_filter=vad_filter,
             vad_parameters=vad_parameters,
             vad_model_path=vad_model_path,

@@ -71,6 +71,9 @@ class TranscribeOptions:
         language_detection_segments: 30 s windows language detection may read (from the first
             clip's start); when none passes the threshold, the language ranked first in the most
             windows wins. Default 1.
+        multilingual: detect the language of every 30 s window (on its encoder output) and
+            decode the window in it, for audio that switches languages (faster-whisper's
+            ``multilingual``); English-only models ignore it. CPU only for now. Default False.
         max_new_tokens: most tokens decoded per window; None is the model limit. Default None.
         compression_ratio_threshold: a window whose text compresses more than this is
             decoded again at a higher temperature; None disables the check. Default 2.4.
@@ -130,6 +133,7 @@ class TranscribeOptions:
     clip_timestamps: Union[None, str, List[float]] = None
     language_detection_threshold: float = 0.5
     language_detection_segments: int = 1
+    multilingual: bool = False
     max_new_tokens: Optional[int] = None
     compression_ratio_threshold: Optional[float] = 2.4
     log_prob_threshold: Optional[float] = -1.0
@@ -200,7 +204,7 @@ class TranscribeOptions:
         self.max_initial_timestamp = _float("max_initial_timestamp", self.max_initial_timestamp, minimum=0.0)
         self.prompt_reset_on_temperature = _float("prompt_reset_on_temperature",
                                                   self.prompt_reset_on_temperature, minimum=0.0)
-        for name in ("condition_on_previous_text", "without_timestamps", "suppress_blank"):
+        for name in ("condition_on_previous_text", "without_timestamps", "suppress_blank", "multilingual"):
             setattr(self, name, _bool(name, getattr(self, name)))
         self.suppress_tokens = _token_list("suppress_tokens", self.suppress_tokens)
         if self.initial_prompt is not None and not isinstance(self.initial_prompt, str):
@@ -259,7 +263,7 @@ class TranscribeOptions:
             value = getattr(self, f.name)
             if f.name in ("suppress_tokens", "temperature") and isinstance(value, (list, tuple)):
                 value = list(value)
-            elif f.name in ("vad_filter", "chunked") and not value:
+            elif f.name in ("vad_filter", "chunked", "multilingual") and not value:
                 continue  # off: the native default
             elif f.name in ("word_timestamps", "prepend_punctuations", "append_punctuations",
                             "hallucination_silence_threshold") and not self.word_timestamps:

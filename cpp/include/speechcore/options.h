@@ -37,6 +37,12 @@ struct TranscribeOptions {
   // most windows wins (with its best probability). Defaults 1 (must be >= 1) and 0.5.
   int language_detection_segments = 1;
   float language_detection_threshold = 0.5f;
+  // Detect the language of every 30 s window (from its encoder output, as the language
+  // detection above) and decode the window in it: faster-whisper's multilingual=True, for audio
+  // that switches languages. Ignored by English-only checkpoints (as faster-whisper, which warns).
+  // The result's language stays the one given or detected first. CPU backend only for now
+  // (kUnsupported on CUDA). Default false.
+  bool multilingual = false;
   // "transcribe" or "translate" (to English; multilingual checkpoints only). Default "transcribe".
   std::string task = "transcribe";
   // Beam width of the beam search used at temperature 0; 1 = greedy decoding. Default 5

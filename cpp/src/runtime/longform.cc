@@ -138,6 +138,10 @@ DecodePlan make_plan(const io::Tokenizer& tok, const WindowRunner& model, const 
   // Kept for word timestamps, and wherever a fallback may decode the window again (the next
   // attempt reuses it: WindowRequest::encoder_output); chunked mode tries one temperature only.
   wopt.keep_encoder_output = opt.word_timestamps || (plan.temperatures.size() > 1 && !opt.chunked);
+  // multilingual: each window detects its own language (English-only checkpoints ignore the
+  // option, as faster-whisper does after a warning).
+  if (opt.multilingual && multilingual)
+    for (const std::string& code : tok.language_codes()) wopt.language_tokens.push_back(tok.language_token(code));
   for (size_t a = 0; a < plan.temperatures.size(); ++a)
     check_decoding_support(window_for(plan, a, 0), support, model.device());
   return plan;

@@ -125,6 +125,9 @@ void finish_window(WindowResult& r, float length_penalty) {
 }
 
 void check_decoding_support(const WindowOptions& o, const DecodingSupport& s, const std::string& device) {
+  SC_CHECK(o.language_tokens.empty() || s.window_language, ErrorCode::kUnsupported,
+           "multilingual=True (language detection in every window) is not supported on the ", device,
+           " backend yet");
   if (o.temperature == 0.0f && o.beam_size > 1)
     SC_CHECK(s.beam_search, ErrorCode::kUnsupported, "beam_size=", o.beam_size,
              " (beam search) is not supported on the ", device, " backend yet; use beam_size=1");
@@ -200,6 +203,28 @@ std::unique_ptr<engine::StepRunner> WindowRunner::make_step_runner(const engine:
 
 namespace {
 
+// TranscribeOptions::multilingual: the prompt with its language token (after
+// <|startoftranscript|>) replaced by the window's most likely language, from the logits after
+// <|startoftranscript|> alone on this encoder output (faster-whisper's detect_language on the
+// segment's encoder output). Unchanged when the options ask for no detection.
+std::vector<int> with_window_language(const models::whisper::WhisperModel& model, const models::whisper::CrossKV& cross,
+                                      std::vector<int> prompt, const WhisperSpecialTokens& special,
+                                      const WindowOptions& options) {
+  if (options.language_tokens.empty()) return prompt;
+  const size_t at = static_cast<size_t>(prompt_layout(prompt, special, options).sot_index) + 1;
+  SC_CHECK(at < prompt.size(), ErrorCode::kInvalidArgument,
+           "multilingual: the prompt has no language token after <|startoftranscript|>");
+  const std::vector<float> logits = prompt_logits(model, cross, std::vector<int>{special.sot});
+  int best = options.language_tokens.front();
+  for (int id : options.language_tokens) {
+    SC_CHECK(id >= 0 && static_cast<size_t>(id) < logits.size(), ErrorCode::kInvalidModel, "language token ", id,
+             " is outside the vocabulary");
+    if (logits[static_cast<size_t>(id)] > logits[static_cast<size_t>(best)]) best = id;
+  }
+  prompt[at] = best;
+  return prompt;
+}
+
 // The engine's runner on the CPU: one WindowDecoder (own KV caches, host logits rules; greedy,
 // beam search or sampling) per window; a step advances each window in turn (CPU kernels are
 // per window, so results equal the window decoded alone).
@@ -217,7 +242,9 @@ class CpuStepRunner final : public engine::StepRunner {
       if (j.encoder_output) w->cross = j.encoder_output;  // a fallback attempt: the window's encoder output again
       else w->cross = std::make_shared<models::whisper::CrossKV>(model_->encode(j.mel));
       w->keep_cross = j.options.keep_encoder_output;
-      w->decoder = make_cpu_window_decoder(*model_, *w->cross, j.prompt, special, j.options);
+      w->decoder = make_cpu_window_decoder(*model_, *w->cross,
+                                           with_window_language(*model_, *w->cross, j.prompt, special, j.options),
+                                           special, j.options);
       w->decoder->step();
       windows_.emplace(j.id, std::move(w));
     }
@@ -239,7 +266,7 @@ class CpuStepRunner final : public engine::StepRunner {
   }
   void release(uint64_t id) override { windows_.erase(id); }
   size_t windows() const override { return windows_.size(); }
-  DecodingSupport decoding_support() const override { return {true, true, true, true, true}; }
+  DecodingSupport decoding_support() const override { return {true, true, true, true, true, true}; }
 
  private:
   struct Window {
@@ -279,7 +306,7 @@ class CpuWindowRunner final : public WindowRunner {
   }
   std::string device() const override { return "cpu"; }
   std::string compute_type() const override { return "float32"; }
-  DecodingSupport decoding_support() const override { return {true, true, true, true, true}; }
+  DecodingSupport decoding_support() const override { return {true, true, true, true, true, true}; }
   std::vector<float> prompt_logits(const float* mel, const std::vector<int>& prompt) const override {
     return runtime::prompt_logits(*model_, model_->encode(mel), prompt);
   }
@@ -297,7 +324,8 @@ class CpuWindowRunner final : public WindowRunner {
     prompt_layout(prompt, special, options);  // reject a bad prompt before the encoder runs
     std::shared_ptr<const models::whisper::CrossKV> cross = std::move(encoder_output);
     if (!cross) cross = std::make_shared<const models::whisper::CrossKV>(model_->encode(mel));
-    WindowResult r = decode_window_cpu(*model_, *cross, prompt, special, options);
+    WindowResult r = decode_window_cpu(*model_, *cross, with_window_language(*model_, *cross, prompt, special, options),
+                                       special, options);
     if (options.keep_encoder_output) r.encoder_output = std::move(cross);
     return r;
   }

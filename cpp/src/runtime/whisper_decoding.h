@@ -44,6 +44,10 @@ struct WindowOptions {
   int num_hypotheses = 1;                  // candidates sampled at temperature > 0 (best_of)
   uint64_t seed = 0;                       // random stream of this window attempt (sampling only)
   bool keep_encoder_output = false;        // return it in WindowResult::encoder_output (word timestamps, fallback)
+  // Per-window language detection (TranscribeOptions::multilingual): the prompt's language
+  // token (right after <|startoftranscript|>) is replaced by the one of these with the largest
+  // logit after <|startoftranscript|> alone, on the window's encoder output. Empty: off.
+  std::vector<int> language_tokens;
 };
 
 // The decoder rows a window's search keeps (beams at temperature 0, sampled candidates above).
@@ -57,6 +61,7 @@ struct DecodingSupport {
   bool penalties = false;    // repetition_penalty != 1, no_repeat_ngram_size > 0, length_penalty != 1
   bool word_timestamps = false;  // WindowRunner::align
   bool prefix = false;       // prompts ending in forced tokens (TranscribeOptions::prefix; PromptLayout::forced)
+  bool window_language = false;  // WindowOptions::language_tokens (per-window language detection)
 };
 
 struct WindowResult {
