@@ -287,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-condition-on-previous-text", dest="condition_on_previous_text",
                    action="store_false", help="do not prompt each window with the previous text")
     t.add_argument("--without-timestamps", action="store_true", help="decode without timestamp tokens")
+    t.add_argument("--multilingual", action="store_true",
+                   help="detect the language of every 30 s window (audio that switches languages; CPU only)")
     t.add_argument("--word-timestamps", "--word_timestamps", dest="word_timestamps", action="store_true",
                    help="word-level timestamps (in the json output's segments' words; CPU only)")
     return parser
@@ -513,6 +515,8 @@ def _transcribe_command(args: argparse.Namespace, parser: argparse.ArgumentParse
                    without_timestamps=args.without_timestamps)
     if args.word_timestamps:
         options["word_timestamps"] = True
+    if args.multilingual:
+        options["multilingual"] = True
     try:
         TranscribeOptions(**options)  # report bad options before loading the model
     except InvalidArgumentError as e:
