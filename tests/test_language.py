@@ -167,6 +167,14 @@ def test_multilingual_detects_every_window(base_pair, clips):
     assert [s.tokens for s in engine.segments] == [s.tokens for s in got.segments]
     english = ours.transcribe(audio, **GREEDY, **options)
     assert [s.tokens for s in english.segments] != [s.tokens for s in got.segments]
+    # word timestamps align each window with its own language in the start-of-transcript sequence
+    words = ours.transcribe(audio, **GREEDY, multilingual=True, word_timestamps=True, **options)
+    fw_words, _ = _fw(theirs, audio, multilingual=True, word_timestamps=True, **options)
+    ours_w = [(w.word, w.start, w.end) for s in words.segments for w in s.words]
+    theirs_w = [(w.word, w.start, w.end) for s in fw_words for w in s.words]
+    assert [w[0] for w in ours_w] == [w[0] for w in theirs_w] and len(ours_w) > 10
+    for a, b in zip(ours_w, theirs_w):
+        assert a[1] == pytest.approx(b[1], abs=0.02) and a[2] == pytest.approx(b[2], abs=0.02), (a, b)
     with pytest.raises(InvalidArgumentError, match="multilingual"):
         ours.transcribe(audio, multilingual="yes")
 

@@ -368,13 +368,20 @@ class Recording {
     req.mel = issued_.front().mel.data();
     req.encoder_output = window_result.encoder_output.get();
     req.sot_sequence = plan_.sot_sequence;
+    std::string language = result_.language;
+    if (window_result.language_token >= 0) {  // multilingual: the window's own language
+      SC_ASSERT(req.sot_sequence.size() >= 2);
+      req.sot_sequence[1] = window_result.language_token;
+      for (const std::string& code : tok_.language_codes())
+        if (tok_.language_token(code) == window_result.language_token) language = code;
+    }
     for (const SplitSegment& s : segments)
       for (int t : s.tokens)
         if (t < eot) req.text_tokens.push_back(t);
     req.num_frames = segment_size;
     std::vector<WordTiming> words;
     if (!req.text_tokens.empty())
-      words = words_from_alignment(tok_, result_.language, req.text_tokens, runner_.align(req, special_));
+      words = words_from_alignment(tok_, language, req.text_tokens, runner_.align(req, special_));
     add_word_timestamps(segments, std::move(words), previous_seek, opt.prepend_punctuations, opt.append_punctuations,
                         eot, last_speech_timestamp_);
     if (!single_timestamp_ending) {

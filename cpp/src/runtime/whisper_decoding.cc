@@ -209,7 +209,8 @@ namespace {
 // segment's encoder output). Unchanged when the options ask for no detection.
 std::vector<int> with_window_language(const models::whisper::WhisperModel& model, const models::whisper::CrossKV& cross,
                                       std::vector<int> prompt, const WhisperSpecialTokens& special,
-                                      const WindowOptions& options) {
+                                      const WindowOptions& options, int* language_token) {
+  *language_token = -1;
   if (options.language_tokens.empty()) return prompt;
   const size_t at = static_cast<size_t>(prompt_layout(prompt, special, options).sot_index) + 1;
   SC_CHECK(at < prompt.size(), ErrorCode::kInvalidArgument,
@@ -222,6 +223,7 @@ std::vector<int> with_window_language(const models::whisper::WhisperModel& model
     if (logits[static_cast<size_t>(id)] > logits[static_cast<size_t>(best)]) best = id;
   }
   prompt[at] = best;
+  *language_token = best;
   return prompt;
 }
 
@@ -242,9 +244,9 @@ class CpuStepRunner final : public engine::StepRunner {
       if (j.encoder_output) w->cross = j.encoder_output;  // a fallback attempt: the window's encoder output again
       else w->cross = std::make_shared<models::whisper::CrossKV>(model_->encode(j.mel));
       w->keep_cross = j.options.keep_encoder_output;
-      w->decoder = make_cpu_window_decoder(*model_, *w->cross,
-                                           with_window_language(*model_, *w->cross, j.prompt, special, j.options),
-                                           special, j.options);
+      w->decoder = make_cpu_window_decoder(
+          *model_, *w->cross, with_window_language(*model_, *w->cross, j.prompt, special, j.options, &w->language_token),
+          special, j.options);
       w->decoder->step();
       windows_.emplace(j.id, std::move(w));
     }
@@ -261,6 +263,7 @@ class CpuStepRunner final : public engine::StepRunner {
     Window& w = window(id);
     WindowResult r = w.decoder->take_result();
     if (w.keep_cross) r.encoder_output = w.cross;
+    r.language_token = w.language_token;
     windows_.erase(id);
     return r;
   }
@@ -272,6 +275,7 @@ class CpuStepRunner final : public engine::StepRunner {
   struct Window {
     std::shared_ptr<const models::whisper::CrossKV> cross;
     bool keep_cross = false;                 // handed out with the result (WindowOptions::keep_encoder_output)
+    int language_token = -1;                 // WindowResult::language_token
     std::unique_ptr<WindowDecoder> decoder;  // refers to *cross
   };
   Window& window(uint64_t id) {
@@ -324,8 +328,11 @@ class CpuWindowRunner final : public WindowRunner {
     prompt_layout(prompt, special, options);  // reject a bad prompt before the encoder runs
     std::shared_ptr<const models::whisper::CrossKV> cross = std::move(encoder_output);
     if (!cross) cross = std::make_shared<const models::whisper::CrossKV>(model_->encode(mel));
-    WindowResult r = decode_window_cpu(*model_, *cross, with_window_language(*model_, *cross, prompt, special, options),
-                                       special, options);
+    int language_token = -1;
+    WindowResult r = decode_window_cpu(
+        *model_, *cross, with_window_language(*model_, *cross, prompt, special, options, &language_token), special,
+        options);
+    r.language_token = language_token;
     if (options.keep_encoder_output) r.encoder_output = std::move(cross);
     return r;
   }

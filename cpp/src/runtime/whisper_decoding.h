@@ -71,6 +71,9 @@ struct WindowResult {
   // faster-whisper does (NaN for an empty window, as there)
   double avg_logprob = 0.0;
   float no_speech_prob = 0.0f; // P(<|nospeech|>) at the start-of-transcript position
+  // WindowOptions::language_tokens: the language token the window was decoded in (-1: the
+  // prompt's own, no detection).
+  int language_token = -1;
   // The window's encoder output, kept when WindowOptions::keep_encoder_output asked for it on a
   // backend that can (the CPU), so WindowRunner::align need not encode the window again.
   std::shared_ptr<const models::whisper::CrossKV> encoder_output;
