@@ -39,6 +39,45 @@ def make_checkpoint(path: Path, model: str, tok_json: Path) -> None:
     torch.cuda.empty_cache()
 
 
+def kernel_profile(fn, label: str) -> None:
+    """Run fn once under torch.profiler and print where the GPU time goes: per kernel name the
+    count, total and mean duration, and over the whole run the GPU busy time against the span
+    from the first to the last kernel (the rest is launch gaps and host work). With
+    programmatic dependent launch, kernels overlap: the per-kernel durations include waiting on
+    the previous kernel, the busy time (a union of intervals) does not."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    if not kernels:
+        print(f"[trace {label}] no kernels recorded")
+        return
+    spans = sorted((e.time_range.start, e.time_range.end, e.name) for e in kernels)
+    busy = 0.0
+    cur_s, cur_e = spans[0][0], spans[0][1]
+    for s, e, _ in spans[1:]:
+        if s > cur_e:
+            busy += cur_e - cur_s
+            cur_s, cur_e = s, e
+        else:
+            cur_e = max(cur_e, e)
+    busy += cur_e - cur_s
+    span = spans[-1][1] - spans[0][0]
+    by = {}
+    for s, e, n in spans:
+        c = by.setdefault(n, [0, 0.0])
+        c[0] += 1
+        c[1] += e - s
+    print(f"[trace {label}] {len(spans)} kernels, GPU busy {busy / 1e3:.2f} ms of a {span / 1e3:.2f} ms span "
+          f"({100 * busy / span:.0f}%)")
+    for n, (c, t) in sorted(by.items(), key=lambda kv: -kv[1][1])[:25]:
+        print(f"  {t / 1e3:9.3f} ms {c:6d}x {t / c:8.2f} us  {n[:110]}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="large-v3", choices=sorted(SHAPES))
@@ -46,6 +85,9 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--ckpt", default="/tmp/sc-decode-step-ckpt")
     ap.add_argument("--modes", default="fused,unfused")
+    ap.add_argument("--trace", action="store_true",
+                    help="also profile one batch with torch.profiler (CUPTI sees our kernels) and print "
+                         "per-kernel GPU time and the idle time between kernels")
     args = ap.parse_args()
     tok_json = Path(__file__).resolve().parent.parent / ".cache/tokenizer/tokenizer_multilingual.json"
     ckpt = Path(args.ckpt) / args.model
@@ -75,6 +117,9 @@ def main():
                 sc.transcribe_batch(audios, sample_rate=16000, batch_size=b, **opts)
                 walls.append(time.perf_counter() - t0)
             results[(mode, b)] = (float(np.median(walls)), toks[0])
+            if args.trace:
+                kernel_profile(lambda: sc.transcribe_batch(audios, sample_rate=16000, batch_size=b, **opts),
+                               f"{mode}, batch {b}")
             print(f"[{mode}, pdl {'on' if pdl else 'off'}] batch {b}: median {np.median(walls) * 1e3:.1f} ms "
                   f"(min {min(walls) * 1e3:.1f}) per batch of 30 s windows, {NEW_TOKENS} tokens each", flush=True)
         del sc

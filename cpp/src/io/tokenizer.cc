@@ -276,6 +276,18 @@ std::vector<std::string> Tokenizer::language_codes() const {
   return codes;
 }
 
+std::vector<int> Tokenizer::language_tokens() const {
+  std::vector<int> ids;
+  for (const std::string& code : language_codes()) ids.push_back(language_token(code));
+  return ids;
+}
+
+std::string Tokenizer::language_code(int token) const {
+  for (const auto& lang : languages_)
+    if (lang.second == token) return lang.first;
+  return "";
+}
+
 std::vector<int> Tokenizer::sot_sequence(const std::string& language,
                                          const std::string& task) const {
   if (!multilingual_) return {sot_};

@@ -73,6 +73,10 @@ class Tokenizer {
   // Language codes of the language tokens (between sot and translate), in id order. English-only
   // models return {"en"}, like faster-whisper's supported_languages.
   std::vector<std::string> language_codes() const;
+  // The ids of language_codes()' tokens, in the same order.
+  std::vector<int> language_tokens() const;
+  // The code of a language token ("fr" for <|fr|>'s id); "" for any other id.
+  std::string language_code(int token) const;
   // faster-whisper's sot_sequence: [sot] for English-only models (arguments ignored, as
   // faster-whisper does); [sot, <|language|>, <|task|>] for multilingual ones. Throws
   // kInvalidArgument for an unknown language or a task other than transcribe/translate.

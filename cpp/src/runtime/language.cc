@@ -14,8 +14,7 @@ std::vector<std::pair<std::string, float>> language_probs(const WindowRunner& ru
   SC_CHECK(tok.multilingual(), ErrorCode::kInvalidArgument,
            "language detection needs a multilingual model; this one is English-only");
   const std::vector<std::string> codes = tok.language_codes();
-  std::vector<int> ids;
-  for (const std::string& c : codes) ids.push_back(tok.language_token(c));
+  const std::vector<int> ids = tok.language_tokens();
   const std::vector<float> logits = runner.prompt_logits(mel, {tok.sot()});
   const int vocab = static_cast<int>(logits.size());
   float max = -INFINITY;

@@ -140,8 +140,7 @@ DecodePlan make_plan(const io::Tokenizer& tok, const WindowRunner& model, const 
   wopt.keep_encoder_output = opt.word_timestamps || (plan.temperatures.size() > 1 && !opt.chunked);
   // multilingual: each window detects its own language (English-only checkpoints ignore the
   // option, as faster-whisper does after a warning).
-  if (opt.multilingual && multilingual)
-    for (const std::string& code : tok.language_codes()) wopt.language_tokens.push_back(tok.language_token(code));
+  if (opt.multilingual && multilingual) wopt.language_tokens = tok.language_tokens();
   for (size_t a = 0; a < plan.temperatures.size(); ++a)
     check_decoding_support(window_for(plan, a, 0), support, model.device());
   return plan;

@@ -372,8 +372,7 @@ class Recording {
     if (window_result.language_token >= 0) {  // multilingual: the window's own language
       SC_ASSERT(req.sot_sequence.size() >= 2);
       req.sot_sequence[1] = window_result.language_token;
-      for (const std::string& code : tok_.language_codes())
-        if (tok_.language_token(code) == window_result.language_token) language = code;
+      language = tok_.language_code(window_result.language_token);
     }
     for (const SplitSegment& s : segments)
       for (int t : s.tokens)
