@@ -181,6 +181,7 @@ void WhisperModelCuda::encode(const float* const* mels, int n, WhisperBatchCuda&
 EncoderLane::~EncoderLane() {
   if (stream) cudaStreamSynchronize(stream);
   if (done) cudaEventDestroy(done);
+  if (staged) cudaEventDestroy(staged);
   if (staging) cudaFreeHost(staging);
   if (stream) cudaStreamDestroy(stream);
 }
@@ -194,6 +195,7 @@ std::unique_ptr<EncoderLane> WhisperModelCuda::new_encoder_lane(int windows) con
   lane->windows = windows;
   SC_CUDA_CHECK(cudaStreamCreateWithFlags(&lane->stream, cudaStreamNonBlocking));
   SC_CUDA_CHECK(cudaEventCreateWithFlags(&lane->done, cudaEventDisableTiming));
+  SC_CUDA_CHECK(cudaEventCreateWithFlags(&lane->staged, cudaEventDisableTiming));
   lane->gemm = std::make_unique<cuda::GemmRunner>();
   lane->staging_bytes = static_cast<size_t>(n * nm * t_in) * cuda::data_type_size(dtype_);
   SC_CUDA_CHECK(cudaMallocHost(&lane->staging, lane->staging_bytes));
@@ -207,6 +209,7 @@ std::unique_ptr<EncoderLane> WhisperModelCuda::new_encoder_lane(int windows) con
   lane->att = scratch(nt, d);
   lane->ff = scratch(nt, 4 * d);
   SC_CUDA_CHECK(cudaEventRecord(lane->done, lane->stream));
+  SC_CUDA_CHECK(cudaEventRecord(lane->staged, lane->stream));
   return lane;
 }
 
@@ -217,7 +220,6 @@ void WhisperModelCuda::encode_async(const float* const* mels, int n, WhisperBatc
     SC_CHECK(slots[i] >= 0 && slots[i] < batch.slots, ErrorCode::kInvalidArgument, "encode_async: slot ", slots[i],
              " is outside a batch of ", batch.slots);
   if (n == 0) return;
-  SC_CUDA_CHECK(cudaEventSynchronize(lane.done));  // the staging buffer is free again
   cudaEvent_t before = nullptr;                     // the work already on `after`
   SC_CUDA_CHECK(cudaEventCreateWithFlags(&before, cudaEventDisableTiming));
   SC_CUDA_CHECK(cudaEventRecord(before, after));
@@ -253,6 +255,7 @@ void WhisperModelCuda::encode_chunk(const float* const* mels, int n, WhisperBatc
   if (ec.lane) {
     EncoderLane& lane = *ec.lane;
     const int64_t per = nm * t_in;
+    SC_CUDA_CHECK(cudaEventSynchronize(lane.staged));  // the previous copy out of staging is done
     for (int i = 0; i < n; ++i) {
       if (dt == cuda::DataType::kFloat32) {
         std::memcpy(static_cast<float*>(lane.staging) + i * per, mels[i], sizeof(float) * per);
@@ -264,6 +267,7 @@ void WhisperModelCuda::encode_chunk(const float* const* mels, int n, WhisperBatc
     }
     x_mel = lane.x_mel.raw();
     SC_CUDA_CHECK(cudaMemcpyAsync(x_mel, lane.staging, static_cast<size_t>(n * per * es), cudaMemcpyHostToDevice, s));
+    SC_CUDA_CHECK(cudaEventRecord(lane.staged, s));
   } else {
     std::vector<float> host(static_cast<size_t>(n * nm * t_in));
     for (int i = 0; i < n; ++i) std::memcpy(host.data() + i * nm * t_in, mels[i], sizeof(float) * nm * t_in);

@@ -58,8 +58,8 @@ struct CrossScoresCuda {
 
 // A second encoder context for asynchronous admissions: its own stream, cuBLASLt runner, pinned
 // staging and activation buffers for up to `windows` windows, so windows are encoded while decode
-// steps run on the model's stream. Work on it is ordered by its stream only: a caller that reuses
-// it must make sure the previous encode() has finished reading the staging buffer (done()).
+// steps run on the model's stream. Work on it is ordered by its stream; the host waits only
+// before it rewrites the staging buffer, until the copy out of it is done (`staged`).
 struct EncoderLane {
   EncoderLane() = default;
   EncoderLane(const EncoderLane&) = delete;
@@ -67,7 +67,8 @@ struct EncoderLane {
   ~EncoderLane();
   int windows = 0;
   cudaStream_t stream = nullptr;
-  cudaEvent_t done = nullptr;           // recorded after each encode() on the lane
+  cudaEvent_t done = nullptr;           // recorded after each encode_async() on the lane
+  cudaEvent_t staged = nullptr;         // recorded after each copy out of `staging`
   std::unique_ptr<cuda::GemmRunner> gemm;
   void* staging = nullptr;              // pinned: windows x n_mels x 2 n_audio_ctx elements of the model's type
   size_t staging_bytes = 0;
@@ -102,8 +103,8 @@ class WhisperModelCuda {
   std::unique_ptr<EncoderLane> new_encoder_lane(int windows) const;
   // The same as encode(mels, n, batch, slots, lane.windows), enqueued on lane.stream after the
   // work already on `after` (slots freed by windows whose last step may still be running), then
-  // lane.done recorded. Returns once the features are staged (the mels may be freed). Waits for
-  // the lane's previous encode() first.
+  // lane.done recorded. Returns once the features are staged (the mels may be freed); it waits
+  // only for the lane's previous copy out of the staging buffer, not for its encoder.
   void encode_async(const float* const* mels, int n, WhisperBatchCuda& batch, const int* slots, EncoderLane& lane,
                     cudaStream_t after) const;
 
