@@ -287,6 +287,36 @@ def test_engine_on_gpu_matches_one_at_a_time(seeded_dir, speech_audio, longform_
     gpu.close(cancel=False)
 
 
+def test_engine_on_gpu_async_encoder(seeded_dir, speech_audio, longform_audio, monkeypatch):
+    """Asynchronous admissions (SPEECHCORE_ASYNC_ENCODE=1 when the engine starts: windows are
+    encoded on a second stream while the running ones decode, then prefilled when done): 120
+    mixed requests in float32 give the one-at-a-time tokens, in a pool small enough to preempt
+    (pending windows included) and with aborts of requests whose windows may still be encoding;
+    the engine drains and closes cleanly."""
+    from conftest import mixed_requests
+
+    gpu = speechcore.load(str(seeded_dir), device="cuda", compute_type="float32")
+    audios = mixed_requests(speech_audio, longform_audio, 120, seed=5)
+    opts = dict(OPTS, max_new_tokens=40)
+    alone = [_tokens(gpu.transcribe(a, **opts)) for a in audios]
+    monkeypatch.setenv("SPEECHCORE_ASYNC_ENCODE", "1")
+    gpu.start_engine(max_batch=32, max_encode_batch=8, kv_block_size=16, kv_blocks=48)
+    monkeypatch.delenv("SPEECHCORE_ASYNC_ENCODE")
+    futures = [gpu.submit(a, **opts) for a in audios]
+    doomed = [gpu.submit(a, **opts) for a in audios[:10]]
+    aborted = [gpu.abort(f) for f in doomed]
+    assert [_tokens(f.result(timeout=600)) for f in futures] == alone
+    for f, a, want in zip(doomed, aborted, alone[:10]):
+        if a:
+            with pytest.raises(speechcore.CancelledError):
+                f.result(timeout=600)
+        else:
+            assert _tokens(f.result(timeout=600)) == want
+    st = gpu.engine_stats()
+    assert st["running_windows"] == 0 and st["kv_blocks_used"] == 0, st
+    gpu.close(cancel=False)
+
+
 def test_real_checkpoint_engine_float32_matches_cpu(real_dir, speech_audio, longform_audio):
     """Real weights through the GPU engine (default options, timestamps, long-form): the CPU's
     tokens and times for every clip and the 70 s file, all submitted at once."""

@@ -71,8 +71,10 @@ struct Sim {
     sched.add(s);
   }
 
-  void step() {
-    StepPlan p = sched.schedule();
+  void step() { apply(sched.schedule()); }
+
+  // Books a planned step: tokens of admitted and decoded windows, finished windows removed.
+  void apply(const StepPlan& p) {
     for (uint64_t id : p.preempted) {
       generated[id] = 0;  // recompute: starts over
       positions[id] = 0;
@@ -241,6 +243,58 @@ SC_TEST(beam_windows_count_rows_and_blocks) {
   const int steps = u.run();
   EXPECT_TRUE(steps < 100000 && u.finished_order.size() == 20 && u.table_ok && u.max_blocks_seen <= 24);
   EXPECT_TRUE(u.preempted > 0 && u.sched.kv().num_used() == 0);
+}
+
+SC_TEST(windows_admitted_asynchronously_wait_for_set_ready) {
+  // An asynchronous runner's admission (encoder on another stream): the window keeps its slot,
+  // rows and prompt blocks but takes no decoder step until set_ready(id, true); preemption and
+  // removal of such a window work as for any running window.
+  Sim s(config(4, 2, 1000));
+  s.add(1, 5, 100, 10);
+  s.add(2, 5, 100, 10);
+  StepPlan p = s.sched.schedule();
+  EXPECT_TRUE(p.admitted == std::vector<uint64_t>({1, 2}));
+  s.sched.set_ready(2, false);
+  p = s.sched.schedule();
+  EXPECT_TRUE(p.decode == std::vector<uint64_t>({1}));  // 2 is still encoding
+  p = s.sched.schedule();
+  EXPECT_TRUE(p.decode == std::vector<uint64_t>({1}));
+  EXPECT_TRUE(s.sched.kv().table(2).size() == 1);       // its prompt block only
+  s.sched.set_ready(2, true);
+  p = s.sched.schedule();
+  EXPECT_TRUE(p.decode == std::vector<uint64_t>({1, 2}));
+  EXPECT_THROWS(s.sched.set_ready(99, true));           // unknown window
+  s.add(3, 5, 100, 10);
+  EXPECT_THROWS(s.sched.set_ready(3, false));           // waiting, not admitted
+  // a tight pool with a window of every admission pending for a few steps: same completion,
+  // no leaks, pending windows preempted and readmitted (ready again after readmission)
+  Sim t(config(8, 4, 16));
+  std::mt19937 rng(11);
+  for (uint64_t id = 1; id <= 30; ++id) t.add(id, 3 + static_cast<int>(rng() % 20), 60, 1 + static_cast<int>(rng() % 40));
+  std::map<uint64_t, int> encoding;  // window -> steps left before ready
+  int steps = 0;
+  while (!t.sched.idle() && steps < 100000) {
+    for (auto it = encoding.begin(); it != encoding.end();) {
+      if (--it->second > 0 || !t.sched.has(it->first)) {
+        ++it;
+        continue;
+      }
+      t.sched.set_ready(it->first, true);
+      it = encoding.erase(it);
+    }
+    StepPlan q = t.sched.schedule();
+    for (uint64_t id : q.preempted) encoding.erase(id);
+    for (uint64_t id : q.decode) EXPECT_TRUE(encoding.count(id) == 0);
+    t.apply(q);
+    for (size_t i = 0; i < q.admitted.size(); i += 2) {  // every other admitted window encodes 3 steps
+      if (!t.sched.has(q.admitted[i])) continue;
+      t.sched.set_ready(q.admitted[i], false);
+      encoding[q.admitted[i]] = 3;
+    }
+    ++steps;
+  }
+  EXPECT_TRUE(steps < 100000 && t.finished_order.size() == 30 && t.table_ok);
+  EXPECT_TRUE(t.sched.kv().num_used() == 0 && t.sched.kv().sequences() == 0);
 }
 
 int main() { return sctest::run_all(); }

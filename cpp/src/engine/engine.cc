@@ -347,6 +347,13 @@ struct Engine::Impl {
 
   void step() {
     const auto t0 = std::chrono::steady_clock::now();
+    // Admissions an asynchronous runner finished since the last step (their encoder ran on
+    // another stream): prefilled and given their first token now, then decoded from this step on.
+    std::vector<uint64_t> became;
+    const std::vector<uint64_t> pending = runner->pending_windows();
+    if (!pending.empty()) guarded(pending, [&] { became = runner->poll(); });
+    for (uint64_t w : became)
+      if (scheduler.has(w) && by_window.count(w)) scheduler.set_ready(w, true);
     engine::StepPlan plan = scheduler.schedule();
     for (uint64_t w : plan.preempted) runner->release(w);  // recompute: the window starts over
     std::vector<engine::AdmitJob> jobs;
@@ -357,6 +364,8 @@ struct Engine::Impl {
     auto tp = EngineProfile::Clock::now();
     if (profile.on) profile.schedule_s += EngineProfile::since(t0);
     guarded(plan.admitted, [&] { runner->admit(jobs, transcriber.special_tokens()); });
+    for (uint64_t w : plan.admitted)  // admitted asynchronously: no decoder step before poll() finishes it
+      if (by_window.count(w) && !runner->ready(w)) scheduler.set_ready(w, false);
     if (profile.on && !jobs.empty()) {
       profile.admit_s += EngineProfile::since(tp);
       profile.admits += 1;
@@ -374,14 +383,17 @@ struct Engine::Impl {
     }
     tp = EngineProfile::Clock::now();
     uint64_t tokens = 0;
-    for (const std::vector<uint64_t>* ids : {&plan.admitted, &decode}) {
+    for (const std::vector<uint64_t>* ids : {&became, &plan.admitted, &decode}) {
       for (uint64_t w : *ids) {
         auto it = by_window.find(w);
-        if (it == by_window.end()) continue;  // failed above
+        if (it == by_window.end() || !runner->ready(w)) continue;  // failed above, or still encoding
         ++tokens;
         if (runner->done(w)) window_done(*it->second, w, runner->take(w));
       }
     }
+    // Nothing to run but admissions in flight: sleep until one of them can complete.
+    if (became.empty() && plan.admitted.empty() && decode.empty() && !pending.empty())
+      guarded(pending, [&] { runner->wait_pending(); });
     if (profile.on) profile.done_s += EngineProfile::since(tp);
     busy_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::lock_guard<std::mutex> lock(mutex);

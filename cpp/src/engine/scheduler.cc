@@ -21,7 +21,9 @@ void Scheduler::add(const SequenceSpec& spec) {
   const int need = kv_.blocks_for(spec.prompt_len + std::max(spec.max_new - 1, 0)) * spec.rows;
   SC_CHECK(need <= kv_.num_blocks(), ErrorCode::kOutOfMemory, "a window of ", spec.prompt_len, " + ", spec.max_new,
            " tokens in ", spec.rows, " rows needs ", need, " KV blocks; the pool has ", kv_.num_blocks());
-  seqs_.emplace(spec.id, Seq{spec, false, 0});
+  Seq seq;
+  seq.spec = spec;
+  seqs_.emplace(spec.id, seq);
   waiting_.insert(key(spec));
 }
 
@@ -42,11 +44,19 @@ void Scheduler::preempt(uint64_t id, StepPlan& plan) {
   running_rows_ -= s.spec.rows;
   kv_.release(id);
   s.running = false;
+  s.ready = true;
   s.positions = 0;
   waiting_.insert(key(s.spec));
   plan.preempted.push_back(id);
   plan.decode.erase(std::remove(plan.decode.begin(), plan.decode.end(), id), plan.decode.end());
   ++preemptions_;
+}
+
+void Scheduler::set_ready(uint64_t id, bool ready) {
+  auto it = seqs_.find(id);
+  SC_CHECK(it != seqs_.end() && it->second.running, ErrorCode::kInternal, "set_ready: window ", id,
+           " is not running");
+  it->second.ready = ready;
 }
 
 StepPlan Scheduler::schedule() {
@@ -58,6 +68,7 @@ StepPlan Scheduler::schedule() {
   for (uint64_t id : order) {
     if (!seqs_.at(id).running) continue;  // preempted by an earlier window of this loop
     Seq& s = seqs_.at(id);
+    if (!s.ready) continue;  // its admission is still running: no token to decode yet
     bool placed = false;
     while (!placed) {
       if (kv_.reserve(id, s.positions + 1, s.spec.rows)) {

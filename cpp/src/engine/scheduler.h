@@ -65,6 +65,10 @@ class Scheduler {
   // Plans the next step (see the file comment) and books it: admitted windows hold their
   // prompt's positions, decoded ones one more position.
   StepPlan schedule();
+  // An admitted window whose runner has not finished admitting it (its encoder still runs on
+  // another stream: StepRunner::ready) takes no decoder step until set_ready(id, true); it keeps
+  // its slot, rows and prompt blocks meanwhile. Windows are ready when admitted by default.
+  void set_ready(uint64_t id, bool ready);
   // A running window that produced its last token before using its reservation can stop early:
   // same as remove().
   bool has(uint64_t id) const { return seqs_.count(id) != 0; }
@@ -76,6 +80,7 @@ class Scheduler {
   struct Seq {
     SequenceSpec spec;
     bool running = false;
+    bool ready = true;  // running and admitted by the runner (see set_ready)
     int positions = 0;  // KV positions written (running windows)
   };
   using Key = std::tuple<int, uint64_t, uint64_t>;  // (-priority, order, id): smaller runs first

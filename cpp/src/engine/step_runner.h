@@ -45,14 +45,26 @@ class StepRunner {
   void set_kv(const KVCacheManager* kv) { kv_ = kv; }
 
   // Encodes and prefills the windows and picks each one's first token (a window may be done
-  // right away: end-of-text or no tokens allowed).
+  // right away: end-of-text or no tokens allowed). An asynchronous runner may return before
+  // that (the encoder running on another stream): those windows are not ready() until a later
+  // poll() finishes their admission.
   virtual void admit(const std::vector<AdmitJob>& jobs, const runtime::WhisperSpecialTokens& special) = 0;
+  // Asynchronous admission. ready(id): the window's admission is complete (its first token is
+  // picked); only ready windows are stepped, done() or take()n. pending_windows(): the admitted
+  // windows not ready yet. poll(): completes the admissions whose encoder has finished and
+  // returns those windows (now ready). wait_pending(): blocks until at least one pending
+  // admission can complete (returns at once with none pending). Synchronous runners keep the
+  // defaults: every admitted window is ready.
+  virtual bool ready(uint64_t /*id*/) const { return true; }
+  virtual std::vector<uint64_t> pending_windows() const { return {}; }
+  virtual std::vector<uint64_t> poll() { return {}; }
+  virtual void wait_pending() {}
   // One token for each of these windows (admitted, not done).
   virtual void step(const std::vector<uint64_t>& ids) = 0;
   virtual bool done(uint64_t id) const = 0;
   // A done window's result; the runner forgets the window.
   virtual runtime::WindowResult take(uint64_t id) = 0;
-  // Forgets a window in any state (no-op for an unknown id).
+  // Forgets a window in any state, a pending one included (no-op for an unknown id).
   virtual void release(uint64_t id) = 0;
   virtual size_t windows() const = 0;  // windows held
   // The searches admit() runs (the engine rejects a request needing another one up front,

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <functional>
 #include <string>
 #include <map>
@@ -829,6 +830,11 @@ class CudaStepRunner final : public engine::StepRunner {
       model_.encode(mels.data(), warm, b, 0, kEncoderChunk);
       SC_CUDA_CHECK(cudaStreamSynchronize(model_.stream()));
     }
+    // Asynchronous admissions (SPEECHCORE_ASYNC_ENCODE=1): an encoder lane of its own stream and
+    // buffers, so admitted windows are encoded while the running ones keep decoding. Allocated
+    // before the KV pool is sized from what is left.
+    if (const char* e = std::getenv("SPEECHCORE_ASYNC_ENCODE"); e != nullptr && std::strcmp(e, "1") == 0)
+      lane_ = model_.new_encoder_lane(std::min(warm, std::max(1, config.max_admit)));
     const int bs = config.block_size;
     const int table_stride = (cfg.n_text_ctx + bs - 1) / bs;
     const size_t es = cuda::data_type_size(model_.dtype());
@@ -867,6 +873,10 @@ class CudaStepRunner final : public engine::StepRunner {
   }
 
   ~CudaStepRunner() override {
+    for (PendingAdmit& p : pending_) {
+      cudaEventSynchronize(p.event);
+      cudaEventDestroy(p.event);
+    }
     if (owner_.profile_ && encoded_ > 0)
       std::fprintf(stderr, "[speechcore profile] engine runner: encoder %.3f s for %lld windows (%.2f ms each)\n",
                    encode_s_, static_cast<long long>(encoded_), 1e3 * encode_s_ / static_cast<double>(encoded_));
@@ -913,6 +923,22 @@ class CudaStepRunner final : public engine::StepRunner {
       wins.push_back(&windows_.emplace(j.id, std::move(w)).first->second);
     }
     try {
+      if (lane_) {
+        // Encoded on the lane (after the work already on the decoding stream, which may still read
+        // the slots' previous windows); prefilled and picked by poll() once the encoder is done.
+        PendingAdmit pa;
+        SC_CUDA_CHECK(cudaEventCreateWithFlags(&pa.event, cudaEventDisableTiming));
+        model_.encode_async(mels.data(), n, b, slots.data(), *lane_, stream);
+        SC_CUDA_CHECK(cudaEventRecord(pa.event, lane_->stream));
+        for (int i = 0; i < n; ++i) {
+          engine::AdmitJob j = jobs[i];
+          j.mel = nullptr;  // staged by encode_async; only the prompt and options are needed later
+          pa.jobs.push_back(std::move(j));
+          wins[i]->pending = true;
+        }
+        pending_.push_back(std::move(pa));
+        return;
+      }
       // All windows' encoder passes together (chunks of kEncoderChunk), each K/V to its slot.
       const auto t_enc = std::chrono::steady_clock::now();
       model_.encode(mels.data(), n, b, slots.data(), kEncoderChunk);
@@ -921,6 +947,25 @@ class CudaStepRunner final : public engine::StepRunner {
         encode_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t_enc).count();
         encoded_ += n;
       }
+      finish_admission(jobs, wins, slots);
+    } catch (...) {
+      for (const engine::AdmitJob& j : jobs) release(j.id);  // the engine fails these windows' requests
+      throw;
+    }
+  }
+
+  // The rest of an admission once the windows' encoder output is in their slots: the prompts'
+  // prefill, the first picks (on the device for greedy windows, on the host for searches).
+ private:
+  struct Window;
+  void finish_admission(const std::vector<engine::AdmitJob>& jobs, const std::vector<Window*>& wins,
+                        const std::vector<int>& slots) {
+    WhisperBatchCuda& b = state_.batch;
+    const cudaStream_t stream = model_.stream();
+    const int vocab = model_.config().vocab_size;
+    const int n = static_cast<int>(jobs.size());
+    const WhisperSpecialTokens& sp = special_;
+    {
       // Prefill each prompt; window i's two logits rows (start of transcript, last prompt
       // token) go to rows 2i, 2i + 1 and its pick to picked_[i] (step arrays column i: its
       // history row and 0 tokens so far), so one synchronization serves all of them.
@@ -1006,10 +1051,51 @@ class CudaStepRunner final : public engine::StepRunner {
           record(win, tok[i], lp[i], sp);
         }
       }
-    } catch (...) {
-      for (const engine::AdmitJob& j : jobs) release(j.id);  // the engine fails these windows' requests
-      throw;
     }
+  }
+
+ public:
+  bool ready(uint64_t id) const override {
+    auto it = windows_.find(id);
+    return it == windows_.end() || !it->second.pending;
+  }
+  std::vector<uint64_t> pending_windows() const override {
+    std::vector<uint64_t> out;
+    for (const PendingAdmit& p : pending_)
+      for (const engine::AdmitJob& j : p.jobs) out.push_back(j.id);
+    return out;
+  }
+  std::vector<uint64_t> poll() override {
+    std::vector<uint64_t> out;
+    std::lock_guard<std::mutex> lock(owner_.mutex_);
+    while (!pending_.empty()) {
+      const cudaError_t q = cudaEventQuery(pending_.front().event);
+      if (q == cudaErrorNotReady) break;
+      SC_CUDA_CHECK(q);
+      PendingAdmit pa = std::move(pending_.front());
+      pending_.pop_front();
+      SC_CUDA_CHECK(cudaEventDestroy(pa.event));
+      std::vector<Window*> wins;
+      std::vector<int> slots;
+      for (const engine::AdmitJob& j : pa.jobs) {
+        Window& w = windows_.at(j.id);  // release() takes a released window out of pa.jobs
+        w.pending = false;
+        wins.push_back(&w);
+        slots.push_back(w.slot);
+      }
+      if (pa.jobs.empty()) continue;
+      try {
+        finish_admission(pa.jobs, wins, slots);
+      } catch (...) {
+        for (const engine::AdmitJob& j : pa.jobs) release(j.id);
+        throw;
+      }
+      for (const engine::AdmitJob& j : pa.jobs) out.push_back(j.id);
+    }
+    return out;
+  }
+  void wait_pending() override {
+    if (!pending_.empty()) SC_CUDA_CHECK(cudaEventSynchronize(pending_.front().event));
   }
 
   void step(const std::vector<uint64_t>& ids) override {
@@ -1125,6 +1211,15 @@ class CudaStepRunner final : public engine::StepRunner {
   void release(uint64_t id) override {
     auto it = windows_.find(id);
     if (it == windows_.end()) return;
+    if (it->second.pending) {  // its encoder may still write the slot: wait for it, forget the job
+      for (PendingAdmit& p : pending_) {
+        auto j = std::find_if(p.jobs.begin(), p.jobs.end(), [&](const engine::AdmitJob& a) { return a.id == id; });
+        if (j == p.jobs.end()) continue;
+        SC_CUDA_CHECK(cudaEventSynchronize(p.event));
+        p.jobs.erase(j);
+        break;
+      }
+    }
     free_slots_.push_back(it->second.slot);
     windows_.erase(it);
   }
@@ -1149,6 +1244,13 @@ class CudaStepRunner final : public engine::StepRunner {
     int width = 1;
     WindowResult result;
     bool done = false;
+    bool pending = false;  // admitted asynchronously, encoder still running (see PendingAdmit)
+  };
+  // One asynchronous admission: its windows (prompts and options) and the event recorded after
+  // their encoder on the lane.
+  struct PendingAdmit {
+    std::vector<engine::AdmitJob> jobs;
+    cudaEvent_t event = nullptr;
   };
 
   // The rows of a searching window in the engine's batch. The window's scheduler table holds
@@ -1344,6 +1446,8 @@ class CudaStepRunner final : public engine::StepRunner {
   Tensor generated_, picked_, rows_;
   std::vector<int> free_slots_;
   std::unordered_map<uint64_t, Window> windows_;
+  std::unique_ptr<models::whisper::EncoderLane> lane_;  // asynchronous admissions (null: synchronous)
+  std::deque<PendingAdmit> pending_;
   std::map<std::tuple<std::vector<int>, std::vector<int>, int, bool>, std::unique_ptr<Rules>> rules_;
   WhisperSpecialTokens special_;
   HostBuffer host_;

@@ -164,7 +164,8 @@ WhisperBatchCuda WhisperModelCuda::new_batch(int slots, int ctx, int64_t kv_rows
 void WhisperModelCuda::encode(const float* const* mels, int n, WhisperBatchCuda& batch, int slot0, int chunk) const {
   SC_CHECK(n >= 0 && slot0 >= 0 && slot0 + n <= batch.slots && chunk >= 1, ErrorCode::kInvalidArgument,
            "encode: windows [", slot0, ", ", slot0 + n, ") do not fit a batch of ", batch.slots);
-  for (int i = 0; i < n; i += chunk) encode_chunk(mels + i, std::min(chunk, n - i), batch, slot0 + i, nullptr);
+  const EncodeCtx ec{stream_, gemm_.get(), nullptr};
+  for (int i = 0; i < n; i += chunk) encode_chunk(mels + i, std::min(chunk, n - i), batch, slot0 + i, nullptr, ec);
 }
 
 void WhisperModelCuda::encode(const float* const* mels, int n, WhisperBatchCuda& batch, const int* slots,
@@ -173,57 +174,150 @@ void WhisperModelCuda::encode(const float* const* mels, int n, WhisperBatchCuda&
   for (int i = 0; i < n; ++i)
     SC_CHECK(slots[i] >= 0 && slots[i] < batch.slots, ErrorCode::kInvalidArgument, "encode: slot ", slots[i],
              " is outside a batch of ", batch.slots);
-  for (int i = 0; i < n; i += chunk) encode_chunk(mels + i, std::min(chunk, n - i), batch, 0, slots + i);
+  const EncodeCtx ec{stream_, gemm_.get(), nullptr};
+  for (int i = 0; i < n; i += chunk) encode_chunk(mels + i, std::min(chunk, n - i), batch, 0, slots + i, ec);
+}
+
+EncoderLane::~EncoderLane() {
+  if (stream) cudaStreamSynchronize(stream);
+  if (done) cudaEventDestroy(done);
+  if (staged) cudaEventDestroy(staged);
+  if (staging) cudaFreeHost(staging);
+  if (stream) cudaStreamDestroy(stream);
+}
+
+std::unique_ptr<EncoderLane> WhisperModelCuda::new_encoder_lane(int windows) const {
+  SC_CHECK(windows >= 1, ErrorCode::kInvalidArgument, "new_encoder_lane: windows must be >= 1");
+  const WhisperConfig& c = config_;
+  const int64_t d = c.d_model, t_in = 2 * c.n_audio_ctx, t = c.n_audio_ctx, nm = c.n_mels;
+  const int64_t n = windows, nt = n * t;
+  auto lane = std::make_unique<EncoderLane>();
+  lane->windows = windows;
+  SC_CUDA_CHECK(cudaStreamCreateWithFlags(&lane->stream, cudaStreamNonBlocking));
+  SC_CUDA_CHECK(cudaEventCreateWithFlags(&lane->done, cudaEventDisableTiming));
+  SC_CUDA_CHECK(cudaEventCreateWithFlags(&lane->staged, cudaEventDisableTiming));
+  lane->gemm = std::make_unique<cuda::GemmRunner>();
+  lane->staging_bytes = static_cast<size_t>(n * nm * t_in) * cuda::data_type_size(dtype_);
+  SC_CUDA_CHECK(cudaMallocHost(&lane->staging, lane->staging_bytes));
+  lane->x_mel = scratch(n * nm, t_in);
+  lane->col1 = scratch(n * t_in, nm * 3);
+  lane->h1 = scratch(n * t_in, d);
+  lane->col2 = scratch(nt, d * 3);
+  lane->x = scratch(nt, d);
+  lane->h = scratch(nt, d);
+  lane->qkv = scratch(nt, 3 * d);
+  lane->att = scratch(nt, d);
+  lane->ff = scratch(nt, 4 * d);
+  SC_CUDA_CHECK(cudaEventRecord(lane->done, lane->stream));
+  SC_CUDA_CHECK(cudaEventRecord(lane->staged, lane->stream));
+  return lane;
+}
+
+void WhisperModelCuda::encode_async(const float* const* mels, int n, WhisperBatchCuda& batch, const int* slots,
+                                    EncoderLane& lane, cudaStream_t after) const {
+  SC_CHECK(n >= 0 && (n == 0 || slots != nullptr), ErrorCode::kInvalidArgument, "encode_async: bad arguments");
+  for (int i = 0; i < n; ++i)
+    SC_CHECK(slots[i] >= 0 && slots[i] < batch.slots, ErrorCode::kInvalidArgument, "encode_async: slot ", slots[i],
+             " is outside a batch of ", batch.slots);
+  if (n == 0) return;
+  cudaEvent_t before = nullptr;                     // the work already on `after`
+  SC_CUDA_CHECK(cudaEventCreateWithFlags(&before, cudaEventDisableTiming));
+  SC_CUDA_CHECK(cudaEventRecord(before, after));
+  SC_CUDA_CHECK(cudaStreamWaitEvent(lane.stream, before, 0));
+  SC_CUDA_CHECK(cudaEventDestroy(before));  // released once the wait is done
+  const EncodeCtx ec{lane.stream, lane.gemm.get(), &lane};
+  for (int i = 0; i < n; i += lane.windows) encode_chunk(mels + i, std::min(lane.windows, n - i), batch, 0, slots + i, ec);
+  SC_CUDA_CHECK(cudaEventRecord(lane.done, lane.stream));
 }
 
 void WhisperModelCuda::encode_chunk(const float* const* mels, int n, WhisperBatchCuda& batch, int slot0,
-                                    const int* slots) const {
+                                    const int* slots, const EncodeCtx& ec) const {
   encoder_passes_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
   const WhisperConfig& c = config_;
   const int64_t d = c.d_model, t_in = 2 * c.n_audio_ctx, t = c.n_audio_ctx, nm = c.n_mels, nt = n * t;
   const cuda::DataType dt = dtype_;
+  const cudaStream_t s = ec.stream;
+  const int64_t es = static_cast<int64_t>(cuda::data_type_size(dt));
+  auto off = [&](void* p, int64_t elements) { return static_cast<void*>(static_cast<char*>(p) + elements * es); };
+  auto lin = [&](const void* x, int64_t m, const Tensor& w, const Tensor& b, void* y, bool accumulate) {
+    ec.gemm->linear(dt, x, w.raw(), b.defined() ? b.raw() : nullptr, y, m, w.dim(0), w.dim(1), accumulate, s);
+  };
+  // Activations: pooled scratch on the model's stream (returned to the pool at the end: handed
+  // out again only to work queued later on that stream), or the lane's own buffers.
+  std::vector<Tensor> held;
+  auto buf = [&](Tensor& lane_buf, int64_t rows, int64_t cols) -> void* {
+    if (ec.lane) return lane_buf.raw();
+    held.push_back(scratch(rows, cols));
+    return held.back().raw();
+  };
   // features: host float32 -> device dtype, [n, n_mels, t_in]
-  std::vector<float> host(static_cast<size_t>(n * nm * t_in));
-  for (int i = 0; i < n; ++i) std::memcpy(host.data() + i * nm * t_in, mels[i], sizeof(float) * nm * t_in);
-  Tensor x_mel = upload(host.data(), {n, nm, t_in});
-  Tensor col1 = scratch(n * t_in, nm * 3);
-  cuda::im2col_conv1d(dt, x_mel.raw(), nm, t_in, t_in, 1, n, nm * t_in, 3, 1, 1, col1.raw(), stream_);
-  Tensor h1 = scratch(n * t_in, d);
-  linear(col1.raw(), n * t_in, conv1_w_, conv1_b_, h1.raw(), false);
-  cuda::gelu(dt, h1.raw(), n * t_in * d, stream_);
-  Tensor col2 = scratch(nt, d * 3);
-  cuda::im2col_conv1d(dt, h1.raw(), d, t_in, 1, d, n, t_in * d, 3, 2, 1, col2.raw(), stream_);
-  Tensor x = scratch(nt, d);
-  linear(col2.raw(), nt, conv2_w_, conv2_b_, x.raw(), false);
-  cuda::gelu(dt, x.raw(), nt * d, stream_);
-  cuda::add_positional(dt, x.raw(), enc_pos_.raw(), n, t, d, stream_);
-
-  Tensor h = scratch(nt, d), qkv = scratch(nt, 3 * d), att = scratch(nt, d), ff = scratch(nt, 4 * d);
-  const int heads = c.encoder_heads;
-  for (const EncLayer& L : enc_) {
-    cuda::layer_norm(dt, x.raw(), L.self_attn.ln_g.raw(), L.self_attn.ln_b.raw(), h.raw(), nt, d, kLnEps, stream_);
-    linear(h.raw(), nt, L.self_attn.qkv_w, L.self_attn.qkv_b, qkv.raw(), false);
-    cuda::attention_prefill(dt, qkv.raw(), 3 * d, t * 3 * d, at(qkv, d), 3 * d, t * 3 * d, at(qkv, 2 * d), 3 * d,
-                            t * 3 * d, att.raw(), d, t * d, n, t, t, heads, 64, -1, stream_);
-    linear(att.raw(), nt, L.self_attn.out_w, L.self_attn.out_b, x.raw(), true);
-    cuda::layer_norm(dt, x.raw(), L.ffn.ln_g.raw(), L.ffn.ln_b.raw(), h.raw(), nt, d, kLnEps, stream_);
-    linear_gelu(h.raw(), nt, L.ffn.fc1_w, L.ffn.fc1_b, ff.raw());
-    linear(ff.raw(), nt, L.ffn.fc2_w, L.ffn.fc2_b, x.raw(), true);
+  void* x_mel;
+  if (ec.lane) {
+    EncoderLane& lane = *ec.lane;
+    const int64_t per = nm * t_in;
+    SC_CUDA_CHECK(cudaEventSynchronize(lane.staged));  // the previous copy out of staging is done
+    for (int i = 0; i < n; ++i) {
+      if (dt == cuda::DataType::kFloat32) {
+        std::memcpy(static_cast<float*>(lane.staging) + i * per, mels[i], sizeof(float) * per);
+      } else {
+        uint16_t* dst = static_cast<uint16_t*>(lane.staging) + i * per;
+        for (int64_t j = 0; j < per; ++j)
+          dst[j] = dt == cuda::DataType::kFloat16 ? core::float_to_half(mels[i][j]) : core::float_to_bf16(mels[i][j]);
+      }
+    }
+    x_mel = lane.x_mel.raw();
+    SC_CUDA_CHECK(cudaMemcpyAsync(x_mel, lane.staging, static_cast<size_t>(n * per * es), cudaMemcpyHostToDevice, s));
+    SC_CUDA_CHECK(cudaEventRecord(lane.staged, s));
+  } else {
+    std::vector<float> host(static_cast<size_t>(n * nm * t_in));
+    for (int i = 0; i < n; ++i) std::memcpy(host.data() + i * nm * t_in, mels[i], sizeof(float) * nm * t_in);
+    held.push_back(upload(host.data(), {n, nm, t_in}));
+    x_mel = held.back().raw();
   }
-  cuda::layer_norm(dt, x.raw(), enc_ln_g_.raw(), enc_ln_b_.raw(), h.raw(), nt, d, kLnEps, stream_);
+  EncoderLane* L = ec.lane;
+  Tensor none;
+  void* col1 = buf(L ? L->col1 : none, n * t_in, nm * 3);
+  cuda::im2col_conv1d(dt, x_mel, nm, t_in, t_in, 1, n, nm * t_in, 3, 1, 1, col1, s);
+  void* h1 = buf(L ? L->h1 : none, n * t_in, d);
+  lin(col1, n * t_in, conv1_w_, conv1_b_, h1, false);
+  cuda::gelu(dt, h1, n * t_in * d, s);
+  void* col2 = buf(L ? L->col2 : none, nt, d * 3);
+  cuda::im2col_conv1d(dt, h1, d, t_in, 1, d, n, t_in * d, 3, 2, 1, col2, s);
+  void* x = buf(L ? L->x : none, nt, d);
+  lin(col2, nt, conv2_w_, conv2_b_, x, false);
+  cuda::gelu(dt, x, nt * d, s);
+  cuda::add_positional(dt, x, enc_pos_.raw(), n, t, d, s);
+
+  void* h = buf(L ? L->h : none, nt, d);
+  void* qkv = buf(L ? L->qkv : none, nt, 3 * d);
+  void* att = buf(L ? L->att : none, nt, d);
+  void* ff = buf(L ? L->ff : none, nt, 4 * d);
+  const int heads = c.encoder_heads;
+  for (const EncLayer& Lr : enc_) {
+    cuda::layer_norm(dt, x, Lr.self_attn.ln_g.raw(), Lr.self_attn.ln_b.raw(), h, nt, d, kLnEps, s);
+    lin(h, nt, Lr.self_attn.qkv_w, Lr.self_attn.qkv_b, qkv, false);
+    cuda::attention_prefill(dt, qkv, 3 * d, t * 3 * d, off(qkv, d), 3 * d, t * 3 * d, off(qkv, 2 * d), 3 * d,
+                            t * 3 * d, att, d, t * d, n, t, t, heads, 64, -1, s);
+    lin(att, nt, Lr.self_attn.out_w, Lr.self_attn.out_b, x, true);
+    cuda::layer_norm(dt, x, Lr.ffn.ln_g.raw(), Lr.ffn.ln_b.raw(), h, nt, d, kLnEps, s);
+    ec.gemm->linear_gelu(dt, h, Lr.ffn.fc1_w.raw(), Lr.ffn.fc1_b.raw(), ff, nt, Lr.ffn.fc1_w.dim(0),
+                         Lr.ffn.fc1_w.dim(1), s);
+    lin(ff, nt, Lr.ffn.fc2_w, Lr.ffn.fc2_b, x, true);
+  }
+  cuda::layer_norm(dt, x, enc_ln_g_.raw(), enc_ln_b_.raw(), h, nt, d, kLnEps, s);
   const int64_t layer_stride = static_cast<int64_t>(batch.slots) * t * 2 * d;
   for (size_t li = 0; li < dec_.size(); ++li) {
     if (!slots) {
-      linear(h.raw(), nt, dec_[li].cross_attn.kv_w, dec_[li].cross_attn.kv_b,
-             at(batch.cross, li * layer_stride + slot0 * t * 2 * d), false);
+      lin(h, nt, dec_[li].cross_attn.kv_w, dec_[li].cross_attn.kv_b,
+          at(batch.cross, li * layer_stride + slot0 * t * 2 * d), false);
       continue;
     }
     for (int i = 0; i < n; ++i)  // each window's K/V to its own slot
-      linear(at(h, i * t * d), t, dec_[li].cross_attn.kv_w, dec_[li].cross_attn.kv_b,
-             at(batch.cross, li * layer_stride + static_cast<int64_t>(slots[i]) * t * 2 * d), false);
+      lin(off(h, i * t * d), t, dec_[li].cross_attn.kv_w, dec_[li].cross_attn.kv_b,
+          at(batch.cross, li * layer_stride + static_cast<int64_t>(slots[i]) * t * 2 * d), false);
   }
-  // The scratch tensors return to the caching pool here; the pool hands them out again only
-  // to work queued later on this same stream.
+  // The scratch tensors (held) return to the caching pool here; the pool hands them out again
+  // only to work queued later on the model's stream. A lane keeps its buffers.
 }
 
 Tensor WhisperModelCuda::prefill(WhisperBatchCuda& batch, const int32_t* ints, int n, int len, int slot0,

@@ -56,6 +56,25 @@ struct CrossScoresCuda {
   float* scores = nullptr;
 };
 
+// A second encoder context for asynchronous admissions: its own stream, cuBLASLt runner, pinned
+// staging and activation buffers for up to `windows` windows, so windows are encoded while decode
+// steps run on the model's stream. Work on it is ordered by its stream; the host waits only
+// before it rewrites the staging buffer, until the copy out of it is done (`staged`).
+struct EncoderLane {
+  EncoderLane() = default;
+  EncoderLane(const EncoderLane&) = delete;
+  EncoderLane& operator=(const EncoderLane&) = delete;
+  ~EncoderLane();
+  int windows = 0;
+  cudaStream_t stream = nullptr;
+  cudaEvent_t done = nullptr;           // recorded after each encode_async() on the lane
+  cudaEvent_t staged = nullptr;         // recorded after each copy out of `staging`
+  std::unique_ptr<cuda::GemmRunner> gemm;
+  void* staging = nullptr;              // pinned: windows x n_mels x 2 n_audio_ctx elements of the model's type
+  size_t staging_bytes = 0;
+  Tensor x_mel, col1, h1, col2, x, h, qkv, att, ff;  // activations at `windows` windows
+};
+
 class WhisperModelCuda {
  public:
   WhisperModelCuda(const WhisperWeights& weights, cuda::DataType dtype);
@@ -80,6 +99,14 @@ class WhisperModelCuda {
   void encode(const float* const* mels, int n, WhisperBatchCuda& batch, int slot0, int chunk) const;
   // The same with window i's cross K/V going to slot slots[i] (any distinct slots).
   void encode(const float* const* mels, int n, WhisperBatchCuda& batch, const int* slots, int chunk) const;
+  // An encoder lane for up to `windows` windows at once (device memory: encoder_bytes(windows)).
+  std::unique_ptr<EncoderLane> new_encoder_lane(int windows) const;
+  // The same as encode(mels, n, batch, slots, lane.windows), enqueued on lane.stream after the
+  // work already on `after` (slots freed by windows whose last step may still be running), then
+  // lane.done recorded. Returns once the features are staged (the mels may be freed); it waits
+  // only for the lane's previous copy out of the staging buffer, not for its encoder.
+  void encode_async(const float* const* mels, int n, WhisperBatchCuda& batch, const int* slots, EncoderLane& lane,
+                    cudaStream_t after) const;
 
   // Prompt prefill of sequences 0..n-1 (slots slot0..slot0+n-1), each `len` tokens (prompts
   // right-padded to `len`; padded positions compute values nobody reads). ints: device int32
@@ -132,13 +159,20 @@ class WhisperModelCuda {
     Ffn ffn;
   };
 
+  // Where encode_chunk runs: the model's stream, cuBLASLt runner and pooled scratch, or a lane's.
+  struct EncodeCtx {
+    cudaStream_t stream;
+    cuda::GemmRunner* gemm;
+    EncoderLane* lane;  // null: scratch() tensors and upload()
+  };
   Tensor upload(const float* host, std::vector<int64_t> shape) const;  // float32 host -> device dtype_
   Tensor scratch(int64_t rows, int64_t cols) const;
   void linear(const void* x, int64_t m, const Tensor& w, const Tensor& b, void* y, bool accumulate) const;
   void linear_gelu(const void* x, int64_t m, const Tensor& w, const Tensor& b, void* y) const;  // gelu(x w^T + b)
   void* at(const Tensor& t, int64_t elements) const;  // element offset into a device tensor of dtype_
   // slots: window i's slot (null: slot0 + i, one product per layer for all windows).
-  void encode_chunk(const float* const* mels, int n, WhisperBatchCuda& batch, int slot0, const int* slots) const;
+  void encode_chunk(const float* const* mels, int n, WhisperBatchCuda& batch, int slot0, const int* slots,
+                    const EncodeCtx& ec) const;
 
   WhisperConfig config_;
   cuda::DataType dtype_;
