@@ -309,6 +309,31 @@ def test_decode_split_merge_repeats(dtype):
     check_decode(again, seqs, 20, 64, dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch,lengths,max_len,heads,d,layout", [
+    (1, [1500], 1500, 20, 64, "cross"),              # batch 1, split-K: large-v3's cross-attention
+    (3, [1500, 700, 1], 1500, 20, 64, "cross"),      # ragged: prefetched keys past a length dropped
+    (3, [1500, 1500, 1500], 1500, 20, 64, "cross_shared"),  # beams sharing one slot (kv_index 0)
+    (8, [1, 5, 17, 33, 64, 65, 99, 100], 100, 6, 64, "self"),  # no split, lengths in one unroll
+    (1, [1500], 1500, 1, 128, "cross"),
+])
+def test_decode_static_kv_prefetch(batch, lengths, max_len, heads, d, layout, dtype):
+    """kv_static (cross-attention K/V: the first key groups loaded before the programmatic-launch
+    wait, bounded by max_kv_len, zeroed past the length after it): bit-identical to the plain
+    path, and right against float64."""
+    rng = rng_for("decode-static", batch, tuple(lengths), max_len, heads, d, layout, dtype)
+    bufs, seqs = make_decode(rng, batch, lengths, max_len, heads, d, layout, dtype)
+    qb, kb, vb, cols = bufs
+    lens = np.asarray(lengths, np.int32)
+    index = np.zeros(batch, np.int32) if layout == "cross_shared" else None
+    plain = _C.cuda_ops.attention_decode(qb, kb, vb, lens, heads, d, dtype, cols[0], cols[1], cols[2],
+                                         kv_index=index)
+    static = _C.cuda_ops.attention_decode(qb, kb, vb, lens, heads, d, dtype, cols[0], cols[1], cols[2],
+                                          kv_index=index, kv_static=True, repeat=3)
+    np.testing.assert_array_equal(static, plain)
+    check_decode(static, seqs, heads, d, dtype)
+
+
 def test_decode_split_policy():
     # The cases above cover both paths: one block per (sequence, head), and split-K.
     assert _C.cuda_ops.attention_decode_split(8, 6, 100)[0] == 1

@@ -45,6 +45,7 @@ struct DecodeParams {
   float* partial_o;    // [batch, heads, splits, head_dim] unnormalized outputs (splits > 1)
   float* partial_ml;   // [batch, heads, splits, 2] running max (log2 domain) and sum (splits > 1)
   unsigned* counters;  // [batch * heads] finished splits (splits > 1; zero before and after a call)
+  bool kv_static;      // K/V and kv_index not written by earlier kernels of the step (see attention_decode)
 };
 
 // Defined in attention_kernels.cuh, explicitly instantiated for T in {float, __half, __nv_bfloat16}

@@ -494,19 +494,56 @@ __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams 
   __shared__ float s_o[GROUPS][D];
   __shared__ bool s_last;
 
-  detail::pdl_wait();  // q, K/V and the lengths may come from the previous kernels
-  detail::pdl_trigger();
   const int tid = threadIdx.x, grp = tid / TPK, sub = tid % TPK;
   const int split = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  const int k_begin = split * p.chunk;
+  // Static K/V (p.kv_static: the cross-attention K/V of encoded windows, and their kv_index,
+  // which no kernel of the step writes): the first kDecUnroll key groups of this split are
+  // loaded before the wait, bounded by max_kv_len (the length is known only after the wait;
+  // loads past it are zeroed below, as the loop leaves them), so the K/V stream overlaps the
+  // previous kernel's tail like the weights of the products.
+  const bool pre = !PAGED && p.kv_static;
+  uint4 kr[kDecUnroll], vr[kDecUnroll];
+  const T* k = nullptr;
+  const T* v = nullptr;
+  if (pre) {
+    const int64_t kvb = p.kv_index ? p.kv_index[b] : b;
+    k = static_cast<const T*>(p.k) + kvb * p.k_bs + static_cast<int64_t>(h) * D + sub * VEC;
+    v = static_cast<const T*>(p.v) + kvb * p.v_bs + static_cast<int64_t>(h) * D + sub * VEC;
+    const int lim = min(k_begin + p.chunk, p.max_kv_len);
+#pragma unroll
+    for (int u = 0; u < kDecUnroll; ++u) {
+      const int j = k_begin + u * GROUPS + grp;
+      if (j < lim) {
+        kr[u] = __ldg(reinterpret_cast<const uint4*>(k + static_cast<int64_t>(j) * p.ldk));
+        vr[u] = __ldg(reinterpret_cast<const uint4*>(v + static_cast<int64_t>(j) * p.ldv));
+      } else {
+        kr[u] = make_uint4(0, 0, 0, 0);
+        vr[u] = make_uint4(0, 0, 0, 0);
+      }
+    }
+  }
+
+  detail::pdl_wait();  // q, K/V and the lengths may come from the previous kernels
+  detail::pdl_trigger();
   int len = p.kv_lengths[b];
   len = len < 0 ? 0 : (len > p.max_kv_len ? p.max_kv_len : len);
-  const int k_begin = split * p.chunk;
   const int k_end = min(k_begin + p.chunk, len);
 
   const T* q = static_cast<const T*>(p.q) + b * p.q_bs + static_cast<int64_t>(h) * D + sub * VEC;
-  const int64_t kvb = PAGED ? 0 : (p.kv_index ? p.kv_index[b] : b);
-  const T* k = static_cast<const T*>(p.k) + kvb * p.k_bs + static_cast<int64_t>(h) * D + sub * VEC;
-  const T* v = static_cast<const T*>(p.v) + kvb * p.v_bs + static_cast<int64_t>(h) * D + sub * VEC;
+  if (!pre) {
+    const int64_t kvb = PAGED ? 0 : (p.kv_index ? p.kv_index[b] : b);
+    k = static_cast<const T*>(p.k) + kvb * p.k_bs + static_cast<int64_t>(h) * D + sub * VEC;
+    v = static_cast<const T*>(p.v) + kvb * p.v_bs + static_cast<int64_t>(h) * D + sub * VEC;
+  } else {
+#pragma unroll
+    for (int u = 0; u < kDecUnroll; ++u) {
+      if (k_begin + u * GROUPS + grp >= k_end) {
+        kr[u] = make_uint4(0, 0, 0, 0);
+        vr[u] = make_uint4(0, 0, 0, 0);
+      }
+    }
+  }
   const int32_t* table = PAGED ? p.block_table + b * p.table_stride : nullptr;
 
   float qf[VEC];
@@ -520,9 +557,9 @@ __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams 
 
   // Uniform trip count for all threads (the shuffles below need the whole warp).
   for (int base = k_begin; base < k_end; base += GROUPS * kDecUnroll) {
-    uint4 kr[kDecUnroll], vr[kDecUnroll];
 #pragma unroll
     for (int u = 0; u < kDecUnroll; ++u) {
+      if (pre && base == k_begin) break;  // loaded before the wait
       const int j = base + u * GROUPS + grp;
       if (j < k_end) {
         int64_t row = j;

@@ -151,7 +151,8 @@ void attention_decode(DataType dtype, const void* q, int64_t ldq, int64_t q_batc
                       const void* v, int64_t ldv, int64_t v_batch_stride,
                       void* out, int64_t ldo, int64_t out_batch_stride,
                       const int32_t* kv_lengths, const int32_t* kv_index, int batch, int heads, int head_dim,
-                      int64_t max_kv_len, void* scratch, cudaStream_t stream, const PagedKV* paged) {
+                      int64_t max_kv_len, void* scratch, cudaStream_t stream, const PagedKV* paged,
+                      bool kv_static) {
   const char* fn = "attention_decode";
   check_dtype(fn, dtype);
   check_head_dim(fn, head_dim);
@@ -192,6 +193,7 @@ void attention_decode(DataType dtype, const void* q, int64_t ldq, int64_t q_batc
   p.splits = sp.splits;
   p.chunk = static_cast<int>(sp.chunk);
   p.scale_log2 = static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(head_dim)));
+  p.kv_static = kv_static && !is_paged;
   if (sp.splits > 1) {
     require(scratch != nullptr && aligned16(scratch), ErrorCode::kInvalidArgument, fn,
             "scratch must be non-null and 16-byte aligned (attention_decode_scratch_bytes)");

@@ -122,7 +122,7 @@ void register_cuda_attention(py::module_& m) {
       [](FloatArray q, FloatArray k, FloatArray v, IntArray kv_lengths, int heads, int head_dim,
          const std::string& dtype, int64_t q_col, int64_t k_col, int64_t v_col, py::object out_ld_obj,
          py::object kv_index_obj, py::object block_table_obj, int block_size, py::object max_kv_len_obj,
-         int repeat) {
+         int repeat, bool kv_static) {
         const cuda::DataType t = cudatest::parse_dtype(dtype);
         need(q.ndim() == 2, "q: expected [batch, ldq]");
         need(k.ndim() == 3 && v.ndim() == 3, "k/v: expected [batch or 1, max_kv_len, ld]");
@@ -186,7 +186,7 @@ void register_cuda_attention(py::module_& m) {
                                  ov.ld, v_bs, out.get(), out_ld, out_ld,
                                  lens.as<int32_t>(), kv_index_obj.is_none() ? nullptr : index.as<int32_t>(),
                                  static_cast<int>(batch), heads, head_dim, max_kv_len,
-                                 scratch.get(), stream, is_paged ? &paged : nullptr);
+                                 scratch.get(), stream, is_paged ? &paged : nullptr, kv_static);
         }
         return cudatest::download(out, {batch, out_ld}, t);
       },
@@ -194,11 +194,13 @@ void register_cuda_attention(py::module_& m) {
       py::arg("dtype") = "float32", py::arg("q_col") = 0, py::arg("k_col") = 0, py::arg("v_col") = 0,
       py::arg("out_ld") = py::none(), py::arg("kv_index") = py::none(), py::arg("block_table") = py::none(),
       py::arg("block_size") = 16, py::arg("max_kv_len") = py::none(), py::arg("repeat") = 1,
+      py::arg("kv_static") = false,
       "q [batch, ldq] (one query row per sequence), k/v [batch or 1, max_kv_len, ld], kv_lengths int32 "
       "[batch], kv_index int32 [batch] (K/V sequence of each row; None = identity). Paged: block_table int32 "
       "[batch, table_stride] of block_size-row blocks of the pool k/v [1, rows, ld], max_kv_len (default: pool "
-      "rows). repeat: calls on the same scratch (output re-poisoned before each). Returns the whole "
-      "poisoned-then-written output [batch, out_ld] as float32.");
+      "rows). repeat: calls on the same scratch (output re-poisoned before each). kv_static: the first K/V "
+      "loads before the programmatic-launch wait (not paged). Returns the whole poisoned-then-written output "
+      "[batch, out_ld] as float32.");
 
   m.def(
       "attention_decode_split",

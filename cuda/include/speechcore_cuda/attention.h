@@ -71,12 +71,18 @@ struct PagedKV {
   int64_t table_stride = 0;
   int block_size = 0;
 };
+//
+// kv_static (not paged): the K/V rows and kv_index are written by nothing the previous kernels
+// of the stream do (the cross-attention K/V of windows encoded earlier), and every sequence has
+// max_kv_len rows. The kernel then issues its first K/V loads before the programmatic-launch
+// wait, so they overlap the previous kernel. The results are bit-identical either way.
 void attention_decode(DataType dtype, const void* q, int64_t ldq, int64_t q_batch_stride,
                       const void* k, int64_t ldk, int64_t k_batch_stride,
                       const void* v, int64_t ldv, int64_t v_batch_stride,
                       void* out, int64_t ldo, int64_t out_batch_stride,
                       const int32_t* kv_lengths, const int32_t* kv_index, int batch, int heads, int head_dim,
-                      int64_t max_kv_len, void* scratch, cudaStream_t stream, const PagedKV* paged = nullptr);
+                      int64_t max_kv_len, void* scratch, cudaStream_t stream, const PagedKV* paged = nullptr,
+                      bool kv_static = false);
 
 // How attention_decode splits the keys (exposed for tests and workspace planning): `splits`
 // blocks per (sequence, head), each handling `chunk` consecutive keys.

@@ -63,6 +63,7 @@ WhisperModelCuda::WhisperModelCuda(const WhisperWeights& w, cuda::DataType dtype
   SC_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   gemm_ = std::make_unique<cuda::GemmRunner>();
   if (const char* e = std::getenv("SPEECHCORE_DECODE_FUSION")) decode_fusion_ = std::strcmp(e, "0") != 0;
+  if (const char* e = std::getenv("SPEECHCORE_CROSS_PREFETCH")) cross_prefetch_ = std::strcmp(e, "0") != 0;
   auto up = [&](const Tensor& t) {
     SC_ASSERT(t.dtype() == DType::kFloat32 && t.device() == Device::kCPU && t.is_contiguous());
     Tensor d = upload(t.data<float>(), t.shape());
@@ -450,7 +451,7 @@ void WhisperModelCuda::step(WhisperBatchCuda& b, int n) const {
       void* KV = at(b.cross, li * cross_layer);
       cuda::attention_decode(dt, qkv, d, d, KV, 2 * d, t_enc * 2 * d, at(b.cross, li * cross_layer + d), 2 * d,
                              t_enc * 2 * d, att, d, d, b.cross_len.data<int32_t>(), slot, n, heads, 64, t_enc, scr,
-                             stream_);
+                             stream_, nullptr, cross_prefetch_);
       gemv(att, L.cross_attn.out_w, L.cross_attn.out_b, x, true, false, nullptr);
       cuda::GemvFusion ff_ln;
       ff_ln.ln_gamma = L.ffn.ln_g.raw();
@@ -475,7 +476,7 @@ void WhisperModelCuda::step(WhisperBatchCuda& b, int n) const {
     void* KV = at(b.cross, li * cross_layer);
     cuda::attention_decode(dt, qkv, d, d, KV, 2 * d, t_enc * 2 * d, at(b.cross, li * cross_layer + d), 2 * d,
                            t_enc * 2 * d, att, d, d, b.cross_len.data<int32_t>(), slot, n, heads, 64, t_enc, scr,
-                           stream_);
+                           stream_, nullptr, cross_prefetch_);
     linear(att, n, L.cross_attn.out_w, L.cross_attn.out_b, x, true);
     cuda::layer_norm(dt, x, L.ffn.ln_g.raw(), L.ffn.ln_b.raw(), h, n, d, kLnEps, stream_);
     linear_gelu(h, n, L.ffn.fc1_w, L.ffn.fc1_b, ff);

@@ -180,6 +180,10 @@ class WhisperModelCuda {
   std::unique_ptr<cuda::GemmRunner> gemm_;
   bool decode_fusion_ = true;
   mutable std::atomic<uint64_t> encoder_passes_{0};
+  // Cross-attention decode issues its first K/V loads before the programmatic-launch wait (the
+  // encoded windows' K/V are not written during a step): cuda::attention_decode's kv_static.
+  // SPEECHCORE_CROSS_PREFETCH=0 at load turns it off (measurements; the results are the same).
+  bool cross_prefetch_ = true;
   size_t weight_bytes_ = 0;
   Tensor conv1_w_, conv1_b_, conv2_w_, conv2_b_, enc_pos_, enc_ln_g_, enc_ln_b_;
   Tensor tok_emb_, dec_pos_, dec_ln_g_, dec_ln_b_;
