@@ -108,6 +108,8 @@ def main():
         os.environ.pop("SPEECHCORE_DECODE_FUSION")
         for b in [int(x) for x in args.batches.split(",")]:
             audios = [audio] * b
+            # An engine sized for this batch (transcribe_batch would keep the first call's max_batch).
+            sc.start_engine(max_batch=b, max_encode_batch=b, kv_blocks=b * 8)
             res = sc.transcribe_batch(audios, sample_rate=16000, batch_size=b, **opts)  # warm-up + graphs
             toks = [[t for s in r.segments for t in s.tokens] for r in res]
             assert {len(t) for t in toks} == {NEW_TOKENS}, [len(t) for t in toks]

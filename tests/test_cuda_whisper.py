@@ -287,19 +287,22 @@ def test_engine_on_gpu_matches_one_at_a_time(seeded_dir, speech_audio, longform_
     gpu.close(cancel=False)
 
 
-def test_engine_on_gpu_async_encoder(seeded_dir, speech_audio, longform_audio, monkeypatch):
-    """Asynchronous admissions (SPEECHCORE_ASYNC_ENCODE=1 when the engine starts: windows are
-    encoded on a second stream while the running ones decode, then prefilled when done): 120
-    mixed requests in float32 give the one-at-a-time tokens, in a pool small enough to preempt
-    (pending windows included) and with aborts of requests whose windows may still be encoding;
-    the engine drains and closes cleanly."""
+@pytest.mark.parametrize("async_encode", ["1", "0"], ids=["async", "sync"])
+def test_engine_on_gpu_async_encoder(seeded_dir, speech_audio, longform_audio, monkeypatch, async_encode):
+    """Asynchronous admissions (the default; SPEECHCORE_ASYNC_ENCODE=0 when the engine starts
+    turns them off: windows are encoded on a second stream while the running ones decode, then
+    prefilled when done), and the synchronous ones: 120 mixed requests in float32 give the
+    one-at-a-time tokens, in a pool small enough to preempt (pending windows included) and with
+    aborts of requests whose windows may still be encoding; once every future has resolved the
+    statistics show no window and no block held (the engine publishes them before it resolves a
+    request), and the engine closes cleanly."""
     from conftest import mixed_requests
 
     gpu = speechcore.load(str(seeded_dir), device="cuda", compute_type="float32")
     audios = mixed_requests(speech_audio, longform_audio, 120, seed=5)
     opts = dict(OPTS, max_new_tokens=40)
     alone = [_tokens(gpu.transcribe(a, **opts)) for a in audios]
-    monkeypatch.setenv("SPEECHCORE_ASYNC_ENCODE", "1")
+    monkeypatch.setenv("SPEECHCORE_ASYNC_ENCODE", async_encode)
     gpu.start_engine(max_batch=32, max_encode_batch=8, kv_block_size=16, kv_blocks=48)
     monkeypatch.delenv("SPEECHCORE_ASYNC_ENCODE")
     futures = [gpu.submit(a, **opts) for a in audios]

@@ -18,8 +18,8 @@ from speechcore import _C
 
 
 def _settled_stats(model, timeout=10.0):
-    """Engine statistics once the engine is idle (they are a snapshot taken between steps, so
-    right after the last future resolves they may still show that step)."""
+    """Engine statistics once the engine is idle (published before each request resolves, see
+    test_statistics_are_current_when_a_request_resolves; the wait is a safety margin)."""
     import time
 
     end = time.monotonic() + timeout
@@ -164,6 +164,42 @@ def test_abort_stream_and_bad_input_in_a_batch(tiny, speech_audio, longform_audi
         f.result(timeout=600)
     st = _settled_stats(tiny)
     assert st["kv_blocks_used"] == 0 and st["active_requests"] == 0
+
+
+def test_statistics_are_current_when_a_request_resolves(tiny, speech_audio):
+    """The engine publishes its statistics before it resolves a request: a callback of the last
+    future to resolve (it runs on the engine thread) already sees no request, window or KV block
+    left, and every request counted as finished or failed."""
+    import threading
+
+    tiny.start_engine(max_batch=4)
+    try:
+        _check_statistics_at_resolution(tiny, speech_audio, threading)
+    finally:
+        tiny.start_engine()
+
+
+def _check_statistics_at_resolution(tiny, speech_audio, threading):
+    seen, lock = [], threading.Lock()
+    futures = [tiny.submit(a, **GREEDY) for _, a in speech_audio[:4]]
+    doomed = tiny.submit(speech_audio[0][1], **GREEDY)
+    tiny.abort(doomed)
+
+    def record(_):
+        with lock:
+            seen.append(tiny.engine_stats())
+
+    for f in futures + [doomed]:
+        f.add_done_callback(record)
+    for f in futures:
+        assert f.result(timeout=600).text
+    with pytest.raises(speechcore.CancelledError):
+        doomed.result(timeout=600)
+    with lock:
+        last = max(seen, key=lambda st: st["requests_finished"] + st["requests_failed"])
+    assert len(seen) == 5
+    assert last["requests_finished"] + last["requests_failed"] == 5, last
+    assert last["active_requests"] == 0 and last["running_windows"] == 0 and last["kv_blocks_used"] == 0, last
 
 
 def test_shutdown_with_work_in_flight(tiny, speech_audio, longform_audio):

@@ -172,16 +172,21 @@ struct Engine::Impl {
     }
   }
 
+  // fail() and complete() forget the request and publish the statistics before its callback
+  // runs: whoever waits on the request's future sees its windows and blocks released.
   void fail(Request& r, const Error& e) {
+    const Error error = e;  // e may belong to r (its prepare_error)
     drop_windows(r);
     finished(r, false);
-    if (r.callbacks.on_error) {
+    auto on_error = std::move(r.callbacks.on_error);
+    active.erase(r.id);  // destroys r
+    publish_stats();
+    if (on_error) {
       try {
-        r.callbacks.on_error(e);
+        on_error(error);
       } catch (...) {  // a throwing callback must not stop the engine
       }
     }
-    active.erase(r.id);  // destroys r
   }
 
   void emit_segments(Request& r) {
@@ -200,13 +205,15 @@ struct Engine::Impl {
     emit_segments(r);
     finished(r, true);
     Transcription t = r.recording->take_result();
-    if (r.callbacks.on_done) {
+    auto on_done = std::move(r.callbacks.on_done);
+    active.erase(r.id);  // destroys r
+    publish_stats();
+    if (on_done) {
       try {
-        r.callbacks.on_done(std::move(t));
+        on_done(std::move(t));
       } catch (...) {
       }
     }
-    active.erase(r.id);
   }
 
   // Queues every window the recording can issue now with the scheduler.

@@ -830,10 +830,11 @@ class CudaStepRunner final : public engine::StepRunner {
       model_.encode(mels.data(), warm, b, 0, kEncoderChunk);
       SC_CUDA_CHECK(cudaStreamSynchronize(model_.stream()));
     }
-    // Asynchronous admissions (SPEECHCORE_ASYNC_ENCODE=1): an encoder lane of its own stream and
-    // buffers, so admitted windows are encoded while the running ones keep decoding. Allocated
-    // before the KV pool is sized from what is left.
-    if (const char* e = std::getenv("SPEECHCORE_ASYNC_ENCODE"); e != nullptr && std::strcmp(e, "1") == 0)
+    // Asynchronous admissions (the default; SPEECHCORE_ASYNC_ENCODE=0 at engine start turns them
+    // off): an encoder lane of its own stream and buffers, so admitted windows are encoded while
+    // the running ones keep decoding. Allocated before the KV pool is sized from what is left.
+    const char* async_env = std::getenv("SPEECHCORE_ASYNC_ENCODE");
+    if (async_env == nullptr || std::strcmp(async_env, "0") != 0)
       lane_ = model_.new_encoder_lane(std::min(warm, std::max(1, config.max_admit)));
     const int bs = config.block_size;
     const int table_stride = (cfg.n_text_ctx + bs - 1) / bs;
