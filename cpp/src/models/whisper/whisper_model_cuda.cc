@@ -60,7 +60,16 @@ WhisperModelCuda::WhisperModelCuda(const WhisperWeights& w, cuda::DataType dtype
   SC_CHECK(config_.d_model % config_.encoder_heads == 0 && config_.d_model / config_.encoder_heads == 64 &&
                config_.d_model / config_.decoder_heads == 64,
            ErrorCode::kUnsupported, "the CUDA backend supports Whisper's head size 64 only");
-  SC_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  // The model's stream (decoder steps, prefills, picks) at the device's highest priority: the
+  // engine's encoder lane and the log-mel stream keep the default (lowest) one, so while an
+  // admission is encoded the block scheduler hands free SMs to a decoder step's kernels first
+  // instead of queueing them behind the encoder's. SPEECHCORE_STREAM_PRIORITY=0 at load keeps
+  // the default priority (measurements).
+  int least = 0, greatest = 0;
+  SC_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+  const char* prio_env = std::getenv("SPEECHCORE_STREAM_PRIORITY");
+  const bool prioritize = prio_env == nullptr || std::strcmp(prio_env, "0") != 0;
+  SC_CUDA_CHECK(cudaStreamCreateWithPriority(&stream_, cudaStreamNonBlocking, prioritize ? greatest : least));
   gemm_ = std::make_unique<cuda::GemmRunner>();
   if (const char* e = std::getenv("SPEECHCORE_DECODE_FUSION")) decode_fusion_ = std::strcmp(e, "0") != 0;
   if (const char* e = std::getenv("SPEECHCORE_CROSS_PREFETCH")) cross_prefetch_ = std::strcmp(e, "0") != 0;
