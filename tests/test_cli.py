@@ -273,6 +273,7 @@ def test_parser_defaults_and_flags():
     assert (a.output_format, a.output_dir, a.compute_type, a.threads, a.beam_size) == ("srt", "out", "bfloat16", 2, 1)
     assert a.temperature == [0.4] and a.condition_on_previous_text is False and a.without_timestamps is True
     assert (a.best_of, a.patience) == (3, 1.5)
+    assert p.parse_args(["transcribe", "x.wav", "--chunk_length", "15"]).chunk_length == 15
     assert p.parse_args(["transcribe", "x.wav", "--temperature", "0,0.5, 1"]).temperature == [0.0, 0.5, 1.0]
 
 
@@ -284,7 +285,8 @@ def test_parser_defaults_and_flags():
     ["transcribe", "x.wav", "--best-of", "0"], ["transcribe", "x.wav", "--patience", "0"],
     ["transcribe", "x.wav", "--patience", "inf"], ["transcribe", "x.wav", "--threads", "-2"],
     ["transcribe", "x.wav", "--device", "gpu"], ["transcribe", "x.wav", "--output-format", "docx"],
-    ["transcribe", "x.wav", "--bogus"],
+    ["transcribe", "x.wav", "--bogus"], ["transcribe", "x.wav", "--chunk-length", "40"],
+    ["transcribe", "x.wav", "--chunk_length", "ten"], ["transcribe", "x.wav", "--chunk-length", "0"],
 ])
 def test_usage_errors_exit_2(argv, capsys, fake):
     code, out, err = run(argv, capsys)

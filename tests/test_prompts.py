@@ -130,3 +130,31 @@ def test_bad_prompt_options_native(tiny_pair, clip):
         native.transcribe(clip, 16000, {"hotwords": 3})
     # a clip beyond the audio decodes nothing (as faster-whisper), it is not an error
     assert ours.transcribe(clip, clip_timestamps=[100.0, 110.0]).segments == []
+
+
+def test_chunk_length_matches_faster_whisper(tiny_dir, longform_audio):
+    """chunk_length: windows of at most that many seconds of audio (zero-padded to 30 s), as
+    faster-whisper's chunk_length; token-for-token on the 70 s recording, with word timestamps,
+    and the same through the engine; out-of-range values are typed errors."""
+    ours = speechcore.load(str(tiny_dir), device="cpu", threads=2)
+    # a model of its own: faster-whisper keeps a call's chunk_length in its feature extractor
+    theirs = faster_whisper.WhisperModel(str(tiny_dir), device="cpu", compute_type="float32", cpu_threads=2)
+    default = ours.transcribe(longform_audio, **GREEDY)
+    for seconds in (10, 17):
+        sc = _check(ours, theirs, longform_audio, f"chunk_length={seconds}", chunk_length=seconds)
+        assert [s.tokens for s in sc.segments] != [s.tokens for s in default.segments]
+        batch = ours.transcribe_batch([longform_audio], chunk_length=seconds, **GREEDY)[0]
+        assert [s.tokens for s in batch.segments] == [s.tokens for s in sc.segments]
+    fw, _ = theirs.transcribe(longform_audio, vad_filter=False, chunk_length=12, word_timestamps=True, **GREEDY)
+    fw = list(fw)
+    sc = ours.transcribe(longform_audio, chunk_length=12, word_timestamps=True, **GREEDY)
+    _assert_same(sc, fw, "chunk_length=12 words")
+    got = [(w.word, w.start, w.end) for s in sc.segments for w in s.words]
+    want = [(w.word, w.start, w.end) for s in fw for w in s.words]
+    assert [g[0] for g in got] == [w[0] for w in want]
+    assert np.allclose([g[1:] for g in got], [w[1:] for w in want], atol=0.011)
+    for bad in (0, 31, 2.5, "10", True):
+        with pytest.raises(InvalidArgumentError):
+            ours.transcribe(longform_audio[:16000], chunk_length=bad)
+    with pytest.raises(InvalidArgumentError):  # the native check, past the Python options
+        ours._native.transcribe(longform_audio[:16000], 16000, {"chunk_length": 31})

@@ -51,6 +51,7 @@ TranscribeOptions parse_transcribe_options(const py::dict& d) {
     else if (key == "condition_on_previous_text") o.condition_on_previous_text = cast_option<bool>(v, key, "a bool");
     else if (key == "without_timestamps") o.without_timestamps = cast_option<bool>(v, key, "a bool");
     else if (key == "multilingual") o.multilingual = cast_option<bool>(v, key, "a bool");
+    else if (key == "chunk_length") o.chunk_length = cast_option<int>(v, key, "an integer");
     else if (key == "max_initial_timestamp") o.max_initial_timestamp = cast_option<float>(v, key, "a number");
     else if (key == "suppress_blank") o.suppress_blank = cast_option<bool>(v, key, "a bool");
     else if (key == "suppress_tokens") o.suppress_tokens = cast_option<std::vector<int>>(v, key, "a list of ints");

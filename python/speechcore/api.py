@@ -122,6 +122,7 @@ class Model:
         language_detection_threshold: float = 0.5,
         language_detection_segments: int = 1,
         multilingual: bool = False,
+        chunk_length: Optional[int] = None,
         vad_filter: bool = False,
         vad_parameters: Union[None, Dict[str, Any], Any] = None,
         vad_model_path: Union[None, str, "os.PathLike[str]"] = None,
@@ -223,6 +224,10 @@ class Model:
                 faster-whisper's ``multilingual=True``; the result's `language` stays the first
                 one. English-only models ignore it. CPU only for now (UnsupportedError on
                 CUDA). Default False.
+            chunk_length: seconds of audio per window, 1..30 (faster-whisper's
+                ``chunk_length``): each window takes at most this much audio, zero-padded to the
+                model's 30 s input, and language detection reads windows of this length; with
+                `chunked`, the longest merged speech chunk. Default None (30 s).
             vad_filter: transcribe only the speech that Silero VAD finds, as faster-whisper's
                 ``vad_filter=True``: the speech chunks are concatenated and transcribed with
                 the options above, and segment times are mapped back to the input's timeline
@@ -291,6 +296,7 @@ class Model:
             language_detection_threshold=language_detection_threshold,
             language_detection_segments=language_detection_segments,
             multilingual=multilingual,
+            chunk_length=chunk_length,
             vad_filter=vad_filter,
             vad_parameters=vad_parameters,
             vad_model_path=vad_model_path,

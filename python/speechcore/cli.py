@@ -289,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--without-timestamps", action="store_true", help="decode without timestamp tokens")
     t.add_argument("--multilingual", action="store_true",
                    help="detect the language of every 30 s window (audio that switches languages; CPU only)")
+    t.add_argument("--chunk-length", "--chunk_length", dest="chunk_length", type=int, default=None, metavar="S",
+                   help="seconds of audio per window, 1..30 (default 30)")
     t.add_argument("--word-timestamps", "--word_timestamps", dest="word_timestamps", action="store_true",
                    help="word-level timestamps (in the json output's segments' words; CPU only)")
     return parser
@@ -517,6 +519,8 @@ def _transcribe_command(args: argparse.Namespace, parser: argparse.ArgumentParse
         options["word_timestamps"] = True
     if args.multilingual:
         options["multilingual"] = True
+    if args.chunk_length is not None:
+        options["chunk_length"] = args.chunk_length
     try:
         TranscribeOptions(**options)  # report bad options before loading the model
     except InvalidArgumentError as e:

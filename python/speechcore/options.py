@@ -74,6 +74,10 @@ class TranscribeOptions:
         multilingual: detect the language of every 30 s window (on its encoder output) and
             decode the window in it, for audio that switches languages (faster-whisper's
             ``multilingual``); English-only models ignore it. CPU only for now. Default False.
+        chunk_length: seconds of audio per window (faster-whisper's ``chunk_length``, 1..30):
+            each window takes at most this much audio, zero-padded to the model's 30 s input;
+            language detection reads windows of this length; with `chunked`, the longest
+            merged speech chunk. Default None (30 s).
         max_new_tokens: most tokens decoded per window; None is the model limit. Default None.
         compression_ratio_threshold: a window whose text compresses more than this is
             decoded again at a higher temperature; None disables the check. Default 2.4.
@@ -134,6 +138,7 @@ class TranscribeOptions:
     language_detection_threshold: float = 0.5
     language_detection_segments: int = 1
     multilingual: bool = False
+    chunk_length: Optional[int] = None
     max_new_tokens: Optional[int] = None
     compression_ratio_threshold: Optional[float] = 2.4
     log_prob_threshold: Optional[float] = -1.0
@@ -221,6 +226,11 @@ class TranscribeOptions:
                                                 self.language_detection_segments, minimum=1)
         if self.max_new_tokens is not None:
             self.max_new_tokens = _int("max_new_tokens", self.max_new_tokens, minimum=1)
+        if self.chunk_length is not None:
+            self.chunk_length = _int("chunk_length", self.chunk_length, minimum=1)
+            if self.chunk_length > 30:
+                raise InvalidArgumentError(
+                    f"chunk_length must be at most 30 seconds (the model's window), got {self.chunk_length}")
         if self.compression_ratio_threshold is not None:
             self.compression_ratio_threshold = _float(
                 "compression_ratio_threshold", self.compression_ratio_threshold, minimum=0.0)

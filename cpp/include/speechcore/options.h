@@ -43,6 +43,11 @@ struct TranscribeOptions {
   // The result's language stays the one given or detected first. CPU backend only for now
   // (kUnsupported on CUDA). Default false.
   bool multilingual = false;
+  // Seconds of audio per window (faster-whisper's chunk_length): each window takes at most this
+  // much audio, zero-padded to the model's 30 s input, and language detection reads windows of
+  // this length; with chunked, it is also the longest merged speech chunk. 0 = the model's
+  // window (30 s); otherwise 1..30. Default 0.
+  int chunk_length = 0;
   // "transcribe" or "translate" (to English; multilingual checkpoints only). Default "transcribe".
   std::string task = "transcribe";
   // Beam width of the beam search used at temperature 0; 1 = greedy decoding. Default 5

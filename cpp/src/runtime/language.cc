@@ -33,16 +33,18 @@ std::vector<std::pair<std::string, float>> language_probs(const WindowRunner& ru
 }
 
 LanguageDetection detect_language(const WindowRunner& runner, const io::Tokenizer& tok, const Tensor& features,
-                                  int64_t start, int segments, float threshold) {
+                                  int64_t start, int segments, float threshold, int window) {
   SC_CHECK(segments >= 1, ErrorCode::kInvalidArgument, "language_detection_segments must be >= 1, got ", segments);
   SC_CHECK(!std::isnan(threshold), ErrorCode::kInvalidArgument, "language_detection_threshold must be a number");
   const int n_mels = static_cast<int>(features.dim(0));
   const int64_t total = features.dim(1);
-  const int window = runner.n_frames();
+  const int input = runner.n_frames();  // the encoder's frames
+  if (window <= 0) window = input;
+  SC_CHECK(window <= input, ErrorCode::kInternal, "detect_language: windows of ", window, " frames > ", input);
   SC_CHECK(start >= 0 && start < total, ErrorCode::kInternal, "detect_language: start frame ", start, " of ", total);
   const int64_t frames = std::min<int64_t>(total - start, static_cast<int64_t>(segments) * window);
   const float* f = features.data<float>();
-  std::vector<float> mel(static_cast<size_t>(n_mels) * window);
+  std::vector<float> mel(static_cast<size_t>(n_mels) * input);
   // (language, probabilities of the windows that ranked it first), in first-seen order
   std::vector<std::pair<std::string, std::vector<float>>> votes;
   LanguageDetection d;
@@ -50,7 +52,7 @@ LanguageDetection detect_language(const WindowRunner& runner, const io::Tokenize
     const int64_t n = std::min<int64_t>(window, frames - i);
     std::fill(mel.begin(), mel.end(), 0.0f);
     for (int m = 0; m < n_mels; ++m)
-      std::memcpy(mel.data() + static_cast<size_t>(m) * window, f + m * total + start + i, sizeof(float) * n);
+      std::memcpy(mel.data() + static_cast<size_t>(m) * input, f + m * total + start + i, sizeof(float) * n);
     d.all_language_probs = language_probs(runner, tok, mel.data());
     d.language = d.all_language_probs[0].first;
     d.probability = d.all_language_probs[0].second;

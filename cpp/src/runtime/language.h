@@ -24,10 +24,11 @@ std::vector<std::pair<std::string, float>> language_probs(const WindowRunner& ru
 
 // faster-whisper's detect_language over features [n_mels, frames] (host float32, the whole
 // recording's log-mel including its last padding frame) from frame `start`: at most `segments`
-// windows of 30 s, each zero-padded; the first whose top probability exceeds `threshold`
+// windows of `window` frames (0: the model's 30 s; fewer with chunk_length), each zero-padded
+// to 30 s; the first whose top probability exceeds `threshold`
 // decides; when none does, the language ranked first in the most windows (the earliest on a
 // tie) with its highest probability. all_language_probs: the last window scored.
 LanguageDetection detect_language(const WindowRunner& runner, const io::Tokenizer& tok, const Tensor& features,
-                                  int64_t start, int segments, float threshold);
+                                  int64_t start, int segments, float threshold, int window = 0);
 
 }  // namespace speechcore::runtime

@@ -126,6 +126,11 @@ DecodePlan make_plan(const io::Tokenizer& tok, const WindowRunner& model, const 
   }
   plan.n_mels = cfg.n_mels;
   plan.window_frames = model.n_frames();
+  const int max_chunk = model.n_frames() / 100;  // seconds of the encoder's input
+  SC_CHECK(opt.chunk_length >= 0 && opt.chunk_length <= max_chunk, ErrorCode::kInvalidArgument,
+           "chunk_length must be 1..", max_chunk, " seconds (the model's window), or 0 for the whole window; got ",
+           opt.chunk_length);
+  plan.chunk_frames = opt.chunk_length > 0 ? opt.chunk_length * 100 : plan.window_frames;
   wopt.patience = opt.patience;
   wopt.length_penalty = opt.length_penalty;
   wopt.repetition_penalty = opt.repetition_penalty;

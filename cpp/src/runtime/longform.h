@@ -44,7 +44,8 @@ struct DecodePlan {
   std::vector<float> temperatures;  // tried in turn for each window
   int max_length = 448;             // the decoder's positions
   int n_mels = 80;
-  int window_frames = 3000;         // mel frames per 30 s window
+  int window_frames = 3000;         // mel frames per 30 s window (the encoder's input)
+  int chunk_frames = 3000;          // mel frames of audio a window takes (chunk_length), <= window_frames
 };
 
 // Checks and resolves the options of one call (throws kInvalidArgument, or kUnsupported for
@@ -141,7 +142,7 @@ class Recording {
     w.seek = issue_seek_;
     // The oldest window in flight is at its current attempt; one issued ahead at the first.
     w.attempt = issued_.empty() ? attempt_ : 0;
-    w.size = std::min<int64_t>({window, content_frames_ - w.seek, clip_end(issue_clip_) - w.seek});
+    w.size = std::min<int64_t>({plan_.chunk_frames, content_frames_ - w.seek, clip_end(issue_clip_) - w.seek});
     w.mel.assign(static_cast<size_t>(plan_.n_mels) * window, 0.0f);
     for (int m = 0; m < plan_.n_mels; ++m)
       std::memcpy(w.mel.data() + static_cast<size_t>(m) * window,
@@ -390,7 +391,7 @@ class Recording {
     if (opt.hallucination_silence_threshold) {
       const double threshold = *opt.hallucination_silence_threshold;
       const double segment_duration = static_cast<double>(segment_size) * kTimePerFrame;
-      const double window_end_time = static_cast<double>(previous_seek + plan_.window_frames) * kTimePerFrame;
+      const double window_end_time = static_cast<double>(previous_seek + plan_.chunk_frames) * kTimePerFrame;
       const double content_duration = static_cast<double>(content_frames_) * kTimePerFrame;
       auto next_words_segment = [&](size_t from) -> const SplitSegment* {
         for (size_t i = from; i < segments.size(); ++i)

@@ -63,15 +63,20 @@ std::shared_ptr<const vad::SileroVad> vad_model(const std::string& path) {
   return model;
 }
 
+// The longest merged chunk of the chunked mode: chunk_length, else 30 s.
+static double chunk_seconds(const TranscribeOptions& o) {
+  return o.chunk_length > 0 ? static_cast<double>(o.chunk_length) : kChunkSeconds;
+}
+
 vad::VadOptions effective_vad_options(const TranscribeOptions& o) {
   vad::VadOptions v;
   if (o.vad_parameters) {
     v = *o.vad_parameters;
   } else if (o.chunked) {
     v.min_silence_duration_ms = 160;  // BatchedInferencePipeline's defaults
-    v.max_speech_duration_s = kChunkSeconds;
+    v.max_speech_duration_s = chunk_seconds(o);
   }
-  if (o.chunked) v.max_speech_duration_s = std::min(v.max_speech_duration_s, kChunkSeconds);
+  if (o.chunked) v.max_speech_duration_s = std::min(v.max_speech_duration_s, chunk_seconds(o));
   v.validate();
   return v;
 }
@@ -104,8 +109,12 @@ void FilteredRecording::detect(const Tensor& features) {
     const double frames = options_.clip_timestamps[0] * 100.0;  // faster-whisper: int(start * fps) if < content
     if (frames < static_cast<double>(content)) start = static_cast<int64_t>(frames);
   }
+  // Sequential transcription reads windows of chunk_length (faster-whisper's feature extractor
+  // carries it); the chunked mode's detection reads 30 s ones (BatchedInferencePipeline's).
+  const int window = options_.chunked ? 0 : options_.chunk_length * 100;
   LanguageDetection d = detect_language(transcriber_.runner(), transcriber_.tokenizer(), features, start,
-                                        options_.language_detection_segments, options_.language_detection_threshold);
+                                        options_.language_detection_segments, options_.language_detection_threshold,
+                                        window);
   set_language(plan_, transcriber_.tokenizer(), d.language);
   detection_ = std::move(d);
 }
@@ -147,7 +156,7 @@ void FilteredRecording::begin() {
     if (single_->done()) finish();
     return;
   }
-  groups_ = vad::collect_chunks(samples_.data(), samples_.size(), chunks, kChunkSeconds);
+  groups_ = vad::collect_chunks(samples_.data(), samples_.size(), chunks, chunk_seconds(options_));
   if (plan_.detect) {
     // BatchedInferencePipeline: the groups' features without their last frame, concatenated,
     // plus one frame of -1.5 (only the frames detection reads are computed).
