@@ -191,6 +191,22 @@ def test_chunked_matches_batched_pipeline(without_timestamps, ours, theirs, gapp
     assert direct.text == sc.text
 
 
+def test_chunked_chunk_length_matches_batched_pipeline(ours, theirs, gapped, fw_weights):
+    """chunk_length with chunked=True: speech merged into groups of at most chunk_length
+    seconds, as BatchedInferencePipeline's chunk_length."""
+    pipeline = BatchedInferencePipeline(theirs)
+    fw, _ = pipeline.transcribe(gapped, language="en", batch_size=8, without_timestamps=True, chunk_length=12,
+                                **GREEDY)
+    fw = list(fw)
+    sc = ours.transcribe(gapped, language="en", chunked=True, without_timestamps=True, chunk_length=12,
+                         vad_model_path=fw_weights, **GREEDY)
+    default = ours.transcribe(gapped, language="en", chunked=True, without_timestamps=True,
+                              vad_model_path=fw_weights, **GREEDY)
+    assert len(sc.segments) > len(default.segments)  # shorter groups
+    assert_same_segments(sc.segments, fw, "chunked chunk_length=12", tokens=False)
+    assert [s.tokens for s in sc.segments] == [list(w.tokens) for w in fw]
+
+
 # ----------------------------------------------------------------------------- engine paths
 
 def test_engine_paths_equal_transcribe(ours, sequential, gapped, padded, fw_weights):
