@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from speechcore import cli
+from speechcore import _progress, cli
 from speechcore.cli import find_audio_files
 from test_cli import SR, FakeEngine, FakeNativeModel, install_fake, run
 
@@ -318,7 +318,7 @@ def test_progress_lines(fake, tmp_path, monkeypatch, capsys):
     assert lines[-3].startswith("speechcore: 3 files transcribed, 0 skipped, 1 failed; 3.0 s of audio in ")
     assert "\r" not in err  # plain lines
 
-    monkeypatch.setattr(cli, "PROGRESS_INTERVAL", 0.0)  # a line after every file
+    monkeypatch.setattr(_progress, "PROGRESS_INTERVAL", 0.0)  # a line after every file
     code, _, err = run(["transcribe", *files, "-o", str(tmp_path / "o1"), "--progress", "-b", "2"], capsys)
     counts = [int(m[1]) for m in map(PROGRESS.match, err.splitlines()) if m]
     assert code == 1 and counts[0] == 0 and counts[-1] == 4 and len(counts) == 6 and counts == sorted(counts)

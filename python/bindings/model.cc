@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -205,17 +206,35 @@ void register_model(py::module_& m) {
       .def_property_readonly("info", [](const Model& self) { return info_dict(self.info()); })
       .def(
           "transcribe",
-          [](const Model& self, const py::array& audio, int sample_rate, const py::dict& options) {
+          [](const Model& self, const py::array& audio, int sample_rate, const py::dict& options,
+             const py::object& progress) {
             const AudioRef a = audio_ref(audio, sample_rate, "audio");
             const TranscribeOptions opts = parse_transcribe_options(options);
+            // progress(done_seconds, total_seconds) with the GIL; an exception it raises (e.g.
+            // KeyboardInterrupt) stops the transcription and is raised again here.
+            std::unique_ptr<py::error_already_set> raised;
+            Model::Progress report;
+            if (!progress.is_none())
+              report = [&](double done, double total) {
+                py::gil_scoped_acquire gil;
+                try {
+                  progress(done, total);
+                } catch (py::error_already_set& e) {
+                  raised = std::make_unique<py::error_already_set>(std::move(e));
+                  throw Error(ErrorCode::kCancelled, "the progress callback raised an exception");
+                }
+              };
             Transcription t;
-            {
+            try {
               py::gil_scoped_release release;
-              t = self.transcribe(a.pcm, a.num_frames, a.sample_rate, a.channels, opts);
+              t = self.transcribe(a.pcm, a.num_frames, a.sample_rate, a.channels, opts, report);
+            } catch (const Error&) {
+              if (raised) throw *raised;
+              throw;
             }
             return transcription_dict(t);
           },
-          py::arg("audio"), py::arg("sample_rate"), py::arg("options") = py::dict())
+          py::arg("audio"), py::arg("sample_rate"), py::arg("options") = py::dict(), py::arg("progress") = py::none())
       .def(
           "transcribe_batch",
           [](const Model& self, const py::list& audios, const std::vector<int>& sample_rates,

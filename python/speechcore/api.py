@@ -8,6 +8,7 @@ import concurrent.futures
 import numbers
 import os
 import queue
+import sys
 import threading
 import weakref
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
@@ -127,6 +128,7 @@ class Model:
         vad_parameters: Union[None, Dict[str, Any], Any] = None,
         vad_model_path: Union[None, str, "os.PathLike[str]"] = None,
         chunked: bool = False,
+        log_progress: bool = False,
         **kwargs: Any,
     ) -> Transcription:
         """Transcribes (or translates to English) speech of any length.
@@ -251,6 +253,10 @@ class Model:
                 list is used (no fallback). :meth:`transcribe_chunked` runs this mode on the
                 engine with that pipeline's defaults (``without_timestamps=True``); here the
                 groups are decoded together by this call alone. Default False.
+            log_progress: show the progress on stderr (seconds of audio transcribed, elapsed and
+                remaining time), updated after each window, as faster-whisper's
+                ``log_progress=True``. Ctrl-C in a progress update stops the transcription
+                (KeyboardInterrupt). Default False.
             **kwargs: nothing else is accepted: an unknown keyword (e.g. a misspelled option)
                 raises InvalidArgumentError naming it and the closest option.
 
@@ -303,8 +309,19 @@ class Model:
             chunked=chunked,
             **kwargs,  # only unknown names: InvalidArgumentError
         )
+        if not isinstance(log_progress, bool):
+            raise InvalidArgumentError(f"log_progress must be a bool, got {log_progress!r}")
         samples, rate = load_audio(audio, sample_rate)
-        result = self._native.transcribe(samples, rate, options.to_native())
+        if log_progress:
+            from ._progress import AudioProgress
+
+            progress = AudioProgress(sys.stderr)
+            try:
+                result = self._native.transcribe(samples, rate, options.to_native(), progress)
+            finally:
+                progress.finish()
+        else:
+            result = self._native.transcribe(samples, rate, options.to_native())
         return Transcription.from_native(result)
 
     def detect_language(

@@ -13,13 +13,15 @@ import json
 import math
 import os
 import queue
-import shutil
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
 
+from ._progress import ProgressLine as _Progress
+from ._progress import duration_text as _duration
+from ._progress import isatty as _isatty
 from .options import DEFAULT_TEMPERATURES
 from .results import Transcription
 
@@ -121,7 +123,6 @@ MAX_IN_FLIGHT_BYTES = 2 << 30
 engine pass this many bytes (about 9 hours of 16 kHz mono float32), so that a directory of
 long recordings does not exhaust memory."""
 
-PROGRESS_INTERVAL = 5.0
 """Seconds between plain progress lines when stderr is not a terminal (a terminal's line is
 rewritten after every file)."""
 
@@ -310,73 +311,8 @@ def _describe(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
-def _isatty(stream: TextIO) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError, OSError):
-        return False
-
-
-def _duration(seconds: float) -> str:
-    """``12.3 s`` under a minute, else ``H:MM:SS``."""
-    seconds = max(0.0, seconds)
-    if seconds < 59.95:
-        return f"{seconds:.1f} s"
-    s = int(seconds + 0.5)
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
-
-
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
-
-
-class _Progress:
-    """The progress line on stderr: rewritten in place (``\\r``) on a terminal, plain lines
-    otherwise, nothing when disabled. Other stderr/stdout text goes through :meth:`message`
-    / :meth:`clear` so that it never lands in the middle of the line."""
-
-    def __init__(self, stream: TextIO, enabled: bool):
-        self.stream = stream
-        self.enabled = enabled
-        self.tty = enabled and _isatty(stream)
-        self._shown = 0  # characters of the line now on the terminal
-        self._line = ""
-        self._last = -math.inf  # when a plain line was last written
-
-    def show(self, line: str, force: bool = False) -> None:
-        """Shows the line: always on a terminal; as a plain line at most every
-        PROGRESS_INTERVAL seconds (or when forced: the first and the last)."""
-        if not self.enabled:
-            return
-        self._line = line
-        if not self.tty:
-            now = time.monotonic()
-            if not force and now - self._last < PROGRESS_INTERVAL:
-                return
-            self._last = now
-        if self.tty:
-            width = shutil.get_terminal_size().columns - 1
-            line = line[:max(width, 20)]
-            self.stream.write("\r" + line + " " * max(0, self._shown - len(line)))
-            self._shown = len(line)
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-    def clear(self) -> None:
-        """Erases the terminal line (until the next :meth:`show`)."""
-        if self.tty and self._shown:
-            self.stream.write("\r" + " " * self._shown + "\r")
-            self.stream.flush()
-            self._shown = 0
-
-    def message(self, text: str) -> None:
-        """Prints a line to the progress stream, then puts the progress line back."""
-        self.clear()
-        print(text, file=self.stream)
-        self.stream.flush()
-        if self.tty and self._line:
-            self.show(self._line)
 
 
 class _Stats:

@@ -54,6 +54,13 @@ class Model {
   // `sample_rate` Hz (mixed down to mono and resampled to 16 kHz inside).
   Transcription transcribe(const float* pcm, size_t num_frames, int sample_rate, int channels,
                            const TranscribeOptions& options = TranscribeOptions{}) const;
+  // The same, calling progress(done, total) on this thread after each decoded window (and once
+  // at the start): seconds of the audio transcribed so far and in all, on the timeline the
+  // windows walk (the speech after a VAD filter). An exception thrown by progress stops the
+  // transcription and propagates.
+  using Progress = std::function<void(double done_seconds, double total_seconds)>;
+  Transcription transcribe(const float* pcm, size_t num_frames, int sample_rate, int channels,
+                           const TranscribeOptions& options, const Progress& progress) const;
 
   // Transcribes many recordings with the same options on the Engine (continuous batching):
   // a temporary Engine over this model for the call, with EngineOptions::max_batch =

@@ -104,6 +104,11 @@ class Recording {
 
   bool started() const { return started_; }
   bool done() const { return done_; }
+  // Seconds before the next window's start, and of content in all (faster-whisper's progress).
+  double seconds_done() const {
+    return static_cast<double>(done_ ? content_frames_ : std::min(seek_, content_frames_)) * kTimePerFrame;
+  }
+  double seconds_total() const { return static_cast<double>(content_frames_) * kTimePerFrame; }
   // Windows issued by next_request() and not consumed yet.
   size_t in_flight() const { return issued_.size(); }
   // Whether next_request() may be called now.

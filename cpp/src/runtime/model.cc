@@ -105,8 +105,13 @@ uint64_t Model::encoder_passes() const {
 
 Transcription Model::transcribe(const float* pcm, size_t num_frames, int sample_rate, int channels,
                                 const TranscribeOptions& options) const {
+  return transcribe(pcm, num_frames, sample_rate, channels, options, Progress{});
+}
+
+Transcription Model::transcribe(const float* pcm, size_t num_frames, int sample_rate, int channels,
+                                const TranscribeOptions& options, const Progress& progress) const {
   const std::vector<float> audio = io::prepare_audio(pcm, num_frames, sample_rate, channels);
-  return impl_->transcriber->transcribe(audio, options);
+  return impl_->transcriber->transcribe(audio, options, progress);
 }
 
 void Model::check_options(const TranscribeOptions& options) const { impl_->transcriber->check_options(options); }

@@ -39,10 +39,16 @@ WhisperTranscriber::WhisperTranscriber(std::unique_ptr<WindowRunner> runner,
            ErrorCode::kInvalidModel, "the tokenizer lacks Whisper's special tokens");
 }
 
-Transcription WhisperTranscriber::transcribe(const std::vector<float>& samples,
-                                             const TranscribeOptions& options) const {
+Transcription WhisperTranscriber::transcribe(const std::vector<float>& samples, const TranscribeOptions& options,
+                                             const std::function<void(double, double)>& progress) const {
   FilteredRecording recording(*this, options, samples);  // checks every option first
   recording.begin();  // the VAD, with vad_filter / chunked
+  auto report = [&] {
+    if (!progress) return;
+    const auto [done, total] = recording.progress();
+    progress(done, total);
+  };
+  report();
   std::vector<WindowRequest> requests;
   while (!recording.done()) {
     // One window at a time; chunked mode's independent windows go together as one batch.
@@ -53,6 +59,7 @@ Transcription WhisperTranscriber::transcribe(const std::vector<float>& samples,
     SC_CHECK(results.size() == requests.size(), ErrorCode::kInternal, "run_batch returned ", results.size(),
              " results for ", requests.size(), " windows");
     for (const WindowResult& r : results) recording.consume(r);
+    report();
   }
   return recording.take_result();
 }

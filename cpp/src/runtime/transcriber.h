@@ -5,6 +5,7 @@
 // runs on the Engine).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -23,7 +24,9 @@ class WhisperTranscriber {
 
   // samples: mono 16 kHz float32. Each window runs as a batch of one through
   // runner().run_batch. Throws kInvalidArgument / kUnsupported for bad options (checked first).
-  Transcription transcribe(const std::vector<float>& samples, const TranscribeOptions& options) const;
+  // progress (optional): Model::transcribe's, after each batch of windows.
+  Transcription transcribe(const std::vector<float>& samples, const TranscribeOptions& options,
+                           const std::function<void(double, double)>& progress = nullptr) const;
 
   // Checks and resolves options without transcribing (throws what transcribe() would).
   void check_options(const TranscribeOptions& options) const;

@@ -121,6 +121,19 @@ void FilteredRecording::detect(const Tensor& features) {
 
 FilteredRecording::~FilteredRecording() = default;
 
+std::pair<double, double> FilteredRecording::progress() const {
+  if (mode_ != Mode::kChunked) {
+    if (!single_) return {done_ ? 1.0 : 0.0, 1.0};  // no audio to walk (e.g. no speech found)
+    return {single_->seconds_done(), single_->seconds_total()};
+  }
+  double done = 0.0, total = 0.0;
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    total += groups_[g].duration;
+    if (done_ || (g < parts_.size() && parts_[g] && parts_[g]->done())) done += groups_[g].duration;
+  }
+  return {done, total};
+}
+
 void FilteredRecording::begin() {
   SC_ASSERT(!started_);
   started_ = true;

@@ -80,6 +80,10 @@ class FilteredRecording {
   // The segments so far, on the input's timeline (they only grow; chunked: in group order).
   const std::vector<Segment>& segments() const;
   Transcription take_result();
+  // (seconds transcribed, seconds in all) on the windows' timeline (after begin()): the seek
+  // position of a plain / filtered recording (faster-whisper's progress bar), the groups done of
+  // a chunked one.
+  std::pair<double, double> progress() const;
 
  private:
   enum class Mode { kPlain, kFilter, kChunked };
