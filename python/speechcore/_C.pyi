@@ -55,9 +55,12 @@ class Model:
         audio: npt.NDArray[np.float32],
         sample_rate: int,
         options: Dict[str, Any],
+        progress: Optional[Callable[[float, float], None]] = None,
     ) -> NativeTranscription:
         """audio: float32 C-contiguous, (frames,) or (frames, channels), any rate; options: the
-        keys of speechcore.TranscribeOptions.to_native(). Mixes down, resamples to 16 kHz."""
+        keys of speechcore.TranscribeOptions.to_native(). Mixes down, resamples to 16 kHz.
+        progress(done_seconds, total_seconds): called after each window (and at the start);
+        what it raises stops the transcription and is raised again."""
         ...
     def transcribe_batch(
         self,
