@@ -406,7 +406,10 @@ def test_transcribe_signature_defaults_match_the_options_dataclass():
         assert f"    {name}: " in speechcore.Model.transcribe.__doc__, f"{name} undocumented"
         assert f"    {name}: " in speechcore.TranscribeOptions.__doc__, f"{name} undocumented"
     extra = set(params) - set(names) - {"self", "audio", "sample_rate"}
-    assert extra == {"kwargs"} and params["kwargs"].kind is inspect.Parameter.VAR_KEYWORD
+    # log_progress steers the call (a progress display), it is no decoding option
+    assert extra == {"kwargs", "log_progress"} and params["kwargs"].kind is inspect.Parameter.VAR_KEYWORD
+    assert params["log_progress"].kind is inspect.Parameter.KEYWORD_ONLY and params["log_progress"].default is False
+    assert "    log_progress: " in speechcore.Model.transcribe.__doc__
 
 
 def test_missing_native_model_is_an_unsupported_error(monkeypatch):
