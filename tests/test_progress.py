@@ -46,6 +46,8 @@ def test_progress_with_a_vad_filter_and_chunked(tiny, longform_audio):
     assert calls[0][0] == 0.0 and calls[-1][0] == total
     calls, _ = _native_progress(tiny, gapped, chunked=True, without_timestamps=True)
     assert calls[0][0] == 0.0 and calls[-1][0] == calls[-1][1] > 0
+    calls, result = _native_progress(tiny, np.zeros(16000 * 5, np.float32), vad_filter=True)
+    assert calls == [(0.0, 0.0)] and not result.segments  # no speech: nothing to walk
 
 
 def test_log_progress_prints_and_changes_nothing(tiny, speech_audio, capsys):

@@ -68,6 +68,13 @@ class ProgressLine:
             self.stream.flush()
             self._shown = 0
 
+    def close(self) -> None:
+        """Leaves the terminal line as it is and moves below it."""
+        if self.tty and self._shown:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._shown = 0
+
     def message(self, text: str) -> None:
         """Prints a line to the progress stream, then puts the progress line back."""
         self.clear()
@@ -98,6 +105,4 @@ class AudioProgress:
         self.line.show(text, force=self.calls == 1 or done >= total)
 
     def finish(self) -> None:
-        if self.line.tty and self.line._shown:
-            self.line.stream.write("\n")
-            self.line.stream.flush()
+        self.line.close()

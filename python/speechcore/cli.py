@@ -123,9 +123,6 @@ MAX_IN_FLIGHT_BYTES = 2 << 30
 engine pass this many bytes (about 9 hours of 16 kHz mono float32), so that a directory of
 long recordings does not exhaust memory."""
 
-"""Seconds between plain progress lines when stderr is not a terminal (a terminal's line is
-rewritten after every file)."""
-
 
 @dataclass
 class _Input:

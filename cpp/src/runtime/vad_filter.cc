@@ -111,7 +111,7 @@ void FilteredRecording::detect(const Tensor& features) {
   }
   // Sequential transcription reads windows of chunk_length (faster-whisper's feature extractor
   // carries it); the chunked mode's detection reads 30 s ones (BatchedInferencePipeline's).
-  const int window = options_.chunked ? 0 : options_.chunk_length * 100;
+  const int window = options_.chunked ? 0 : plan_.chunk_frames;
   LanguageDetection d = detect_language(transcriber_.runner(), transcriber_.tokenizer(), features, start,
                                         options_.language_detection_segments, options_.language_detection_threshold,
                                         window);
@@ -123,7 +123,7 @@ FilteredRecording::~FilteredRecording() = default;
 
 std::pair<double, double> FilteredRecording::progress() const {
   if (mode_ != Mode::kChunked) {
-    if (!single_) return {done_ ? 1.0 : 0.0, 1.0};  // no audio to walk (e.g. no speech found)
+    if (!single_) return {0.0, 0.0};  // no audio to walk (no speech found)
     return {single_->seconds_done(), single_->seconds_total()};
   }
   double done = 0.0, total = 0.0;

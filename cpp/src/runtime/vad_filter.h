@@ -82,7 +82,7 @@ class FilteredRecording {
   Transcription take_result();
   // (seconds transcribed, seconds in all) on the windows' timeline (after begin()): the seek
   // position of a plain / filtered recording (faster-whisper's progress bar), the groups done of
-  // a chunked one.
+  // a chunked one; (0, 0) when the VAD found no speech.
   std::pair<double, double> progress() const;
 
  private:

@@ -24,6 +24,19 @@ DType to_dtype(cuda::DataType t) {
 constexpr float kLnEps = 1e-5f;
 }  // namespace
 
+namespace {
+// n float32 values -> the model's element type in host memory at dst (a copy for float32).
+void to_model_type(const float* src, int64_t n, cuda::DataType dt, void* dst) {
+  if (dt == cuda::DataType::kFloat32) {
+    std::memcpy(dst, src, sizeof(float) * static_cast<size_t>(n));
+    return;
+  }
+  uint16_t* h = static_cast<uint16_t*>(dst);
+  for (int64_t i = 0; i < n; ++i)
+    h[i] = dt == cuda::DataType::kFloat16 ? core::float_to_half(src[i]) : core::float_to_bf16(src[i]);
+}
+}  // namespace
+
 Tensor WhisperModelCuda::upload(const float* src, std::vector<int64_t> shape) const {
   Tensor out = Tensor::empty(std::move(shape), to_dtype(dtype_), Device::kCUDA);
   const int64_t n = out.numel();
@@ -31,8 +44,7 @@ Tensor WhisperModelCuda::upload(const float* src, std::vector<int64_t> shape) co
     SC_CUDA_CHECK(cudaMemcpyAsync(out.raw(), src, n * sizeof(float), cudaMemcpyHostToDevice, stream_));
   } else {
     std::vector<uint16_t> h(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i)
-      h[i] = dtype_ == cuda::DataType::kFloat16 ? core::float_to_half(src[i]) : core::float_to_bf16(src[i]);
+    to_model_type(src, n, dtype_, h.data());
     SC_CUDA_CHECK(cudaMemcpyAsync(out.raw(), h.data(), n * sizeof(uint16_t), cudaMemcpyHostToDevice, stream_));
   }
   SC_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the host staging buffer dies here
@@ -190,7 +202,6 @@ void WhisperModelCuda::encode(const float* const* mels, int n, WhisperBatchCuda&
 
 EncoderLane::~EncoderLane() {
   if (stream) cudaStreamSynchronize(stream);
-  if (done) cudaEventDestroy(done);
   if (staged) cudaEventDestroy(staged);
   if (staging) cudaFreeHost(staging);
   if (stream) cudaStreamDestroy(stream);
@@ -204,7 +215,6 @@ std::unique_ptr<EncoderLane> WhisperModelCuda::new_encoder_lane(int windows) con
   auto lane = std::make_unique<EncoderLane>();
   lane->windows = windows;
   SC_CUDA_CHECK(cudaStreamCreateWithFlags(&lane->stream, cudaStreamNonBlocking));
-  SC_CUDA_CHECK(cudaEventCreateWithFlags(&lane->done, cudaEventDisableTiming));
   SC_CUDA_CHECK(cudaEventCreateWithFlags(&lane->staged, cudaEventDisableTiming));
   lane->gemm = std::make_unique<cuda::GemmRunner>();
   lane->staging_bytes = static_cast<size_t>(n * nm * t_in) * cuda::data_type_size(dtype_);
@@ -218,7 +228,6 @@ std::unique_ptr<EncoderLane> WhisperModelCuda::new_encoder_lane(int windows) con
   lane->qkv = scratch(nt, 3 * d);
   lane->att = scratch(nt, d);
   lane->ff = scratch(nt, 4 * d);
-  SC_CUDA_CHECK(cudaEventRecord(lane->done, lane->stream));
   SC_CUDA_CHECK(cudaEventRecord(lane->staged, lane->stream));
   return lane;
 }
@@ -237,7 +246,6 @@ void WhisperModelCuda::encode_async(const float* const* mels, int n, WhisperBatc
   SC_CUDA_CHECK(cudaEventDestroy(before));  // released once the wait is done
   const EncodeCtx ec{lane.stream, lane.gemm.get(), &lane};
   for (int i = 0; i < n; i += lane.windows) encode_chunk(mels + i, std::min(lane.windows, n - i), batch, 0, slots + i, ec);
-  SC_CUDA_CHECK(cudaEventRecord(lane.done, lane.stream));
 }
 
 void WhisperModelCuda::encode_chunk(const float* const* mels, int n, WhisperBatchCuda& batch, int slot0,
@@ -266,15 +274,7 @@ void WhisperModelCuda::encode_chunk(const float* const* mels, int n, WhisperBatc
     EncoderLane& lane = *ec.lane;
     const int64_t per = nm * t_in;
     SC_CUDA_CHECK(cudaEventSynchronize(lane.staged));  // the previous copy out of staging is done
-    for (int i = 0; i < n; ++i) {
-      if (dt == cuda::DataType::kFloat32) {
-        std::memcpy(static_cast<float*>(lane.staging) + i * per, mels[i], sizeof(float) * per);
-      } else {
-        uint16_t* dst = static_cast<uint16_t*>(lane.staging) + i * per;
-        for (int64_t j = 0; j < per; ++j)
-          dst[j] = dt == cuda::DataType::kFloat16 ? core::float_to_half(mels[i][j]) : core::float_to_bf16(mels[i][j]);
-      }
-    }
+    for (int i = 0; i < n; ++i) to_model_type(mels[i], per, dt, static_cast<char*>(lane.staging) + i * per * es);
     x_mel = lane.x_mel.raw();
     SC_CUDA_CHECK(cudaMemcpyAsync(x_mel, lane.staging, static_cast<size_t>(n * per * es), cudaMemcpyHostToDevice, s));
     SC_CUDA_CHECK(cudaEventRecord(lane.staged, s));

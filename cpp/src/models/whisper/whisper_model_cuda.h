@@ -67,7 +67,6 @@ struct EncoderLane {
   ~EncoderLane();
   int windows = 0;
   cudaStream_t stream = nullptr;
-  cudaEvent_t done = nullptr;           // recorded after each encode_async() on the lane
   cudaEvent_t staged = nullptr;         // recorded after each copy out of `staging`
   std::unique_ptr<cuda::GemmRunner> gemm;
   void* staging = nullptr;              // pinned: windows x n_mels x 2 n_audio_ctx elements of the model's type
@@ -102,9 +101,10 @@ class WhisperModelCuda {
   // An encoder lane for up to `windows` windows at once (device memory: encoder_bytes(windows)).
   std::unique_ptr<EncoderLane> new_encoder_lane(int windows) const;
   // The same as encode(mels, n, batch, slots, lane.windows), enqueued on lane.stream after the
-  // work already on `after` (slots freed by windows whose last step may still be running), then
-  // lane.done recorded. Returns once the features are staged (the mels may be freed); it waits
-  // only for the lane's previous copy out of the staging buffer, not for its encoder.
+  // work already on `after` (slots freed by windows whose last step may still be running); the
+  // caller records an event on lane.stream to know when it is done. Returns once the features
+  // are staged (the mels may be freed); it waits only for the lane's previous copy out of the
+  // staging buffer, not for its encoder.
   void encode_async(const float* const* mels, int n, WhisperBatchCuda& batch, const int* slots, EncoderLane& lane,
                     cudaStream_t after) const;
 
