@@ -88,6 +88,9 @@ def main():
     ap.add_argument("--trace", action="store_true",
                     help="also profile one batch with torch.profiler (CUPTI sees our kernels) and print "
                          "per-kernel GPU time and the idle time between kernels")
+    ap.add_argument("--direct", action="store_true",
+                    help="batch 1 through transcribe() (the direct window path, as whisper_gpu.py's latency) "
+                         "instead of the engine")
     args = ap.parse_args()
     tok_json = Path(__file__).resolve().parent.parent / ".cache/tokenizer/tokenizer_multilingual.json"
     ckpt = Path(args.ckpt) / args.model
@@ -108,21 +111,28 @@ def main():
         os.environ.pop("SPEECHCORE_DECODE_FUSION")
         for b in [int(x) for x in args.batches.split(",")]:
             audios = [audio] * b
-            # An engine sized for this batch (transcribe_batch would keep the first call's max_batch).
-            sc.start_engine(max_batch=b, max_encode_batch=b, kv_blocks=b * 8)
-            res = sc.transcribe_batch(audios, sample_rate=16000, batch_size=b, **opts)  # warm-up + graphs
+            if args.direct:
+                assert b == 1, "--direct times batch 1 only"
+                run = lambda: [sc.transcribe(audio, sample_rate=16000, **opts)]  # noqa: E731
+            else:
+                # An engine sized for this batch (transcribe_batch would keep the first call's max_batch).
+                sc.start_engine(max_batch=b, max_encode_batch=b, kv_blocks=b * 8)
+                run = lambda: sc.transcribe_batch(audios, sample_rate=16000, batch_size=b, **opts)  # noqa: E731
+            res = run()  # warm-up + graphs
             toks = [[t for s in r.segments for t in s.tokens] for r in res]
             assert {len(t) for t in toks} == {NEW_TOKENS}, [len(t) for t in toks]
             walls = []
             for _ in range(args.repeats):
                 t0 = time.perf_counter()
-                sc.transcribe_batch(audios, sample_rate=16000, batch_size=b, **opts)
+                run()
                 walls.append(time.perf_counter() - t0)
             results[(mode, b)] = (float(np.median(walls)), toks[0])
             if args.trace:
-                kernel_profile(lambda: sc.transcribe_batch(audios, sample_rate=16000, batch_size=b, **opts),
-                               f"{mode}, batch {b}")
-            print(f"[{mode}, pdl {'on' if pdl else 'off'}] batch {b}: median {np.median(walls) * 1e3:.1f} ms "
+                kernel_profile(run, f"{mode}, batch {b}")
+            env = " ".join(f"{k[11:]}={v}" for k, v in sorted(os.environ.items())
+                           if k.startswith("SPEECHCORE_") and k != "SPEECHCORE_DECODE_FUSION")
+            print(f"[{mode}, pdl {'on' if pdl else 'off'}{', direct' if args.direct else ''}{', ' + env if env else ''}] "
+                  f"batch {b}: median {np.median(walls) * 1e3:.1f} ms "
                   f"(min {min(walls) * 1e3:.1f}) per batch of 30 s windows, {NEW_TOKENS} tokens each", flush=True)
         del sc
     for b in [int(x) for x in args.batches.split(",")]:

@@ -31,7 +31,6 @@ using namespace detail;
 constexpr int kGemvWarps = 8;   // output features per block
 constexpr int kGemvThreads = kGemvWarps * 32;
 constexpr int kGemvUnroll = 4;  // weight loads in flight per lane (16 bytes each when vectorized)
-constexpr int kGemvMinBlocks = 4;  // resident blocks per SM (<= 64 registers a thread) for m <= 4
 // The shared-memory kernel also holds the layer norm's gamma/beta packs across the wait: 3 blocks
 // (<= 85 registers) keep it from spilling.
 constexpr int kGemvSmemMinBlocks = 3;
