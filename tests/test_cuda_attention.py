@@ -143,6 +143,8 @@ PREFILL_CASES = [
     (3, 83, 88, 6, 64, 5, "padded"),         # prompt after 5 cached positions
     (1, 7, 12, 6, 64, 11, "plain"),          # offset that masks nothing
     (1, 1500, 1500, 6, 64, -1, "fused"),     # encoder self-attention (tiny/base)
+    (1, 1500, 1500, 20, 64, -1, "fused"),    # large-v3, one window: two m-tiles a warp (few blocks)
+    (2, 1500, 1500, 20, 64, -1, "plain"),    # two windows: one m-tile a warp (many blocks)
     (1, 1501, 1501, 1, 64, 0, "plain"),      # long causal, tails on both axes
     (3, 7, 1500, 20, 64, -1, "crosskv"),     # cross-attention of prompts
     (3, 83, 1501, 6, 64, -1, "shared_kv"),

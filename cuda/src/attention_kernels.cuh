@@ -8,6 +8,8 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 #include <type_traits>
 
 #include "attention_internal.h"
@@ -121,17 +123,36 @@ __device__ __forceinline__ int prefill_kv_end(int tk, int causal, int m0, int ro
 
 // ---------------------------------------------------------------------------------------------
 // Prefill, float16 / bfloat16: flash-attention-2 style with mma.sync m16n8k16.
-// Block = 4 warps, 64 queries (16 per warp), key tiles of 64 double-buffered in shared memory via
-// cp.async. Grid (ceil(tq / 64), heads, batch).
+// Block = 4 warps, each owning MT m-tiles of 16 queries (64 * MT queries a block), key tiles of
+// 64 double-buffered in shared memory via cp.async. Grid (ceil(tq / (64 * MT)), heads, batch).
+// Every warp reads the whole K and V tile from shared memory for its queries, so shared-memory
+// traffic per multiply-add falls as 1 / MT, but MT = 2 needs ~250 registers a thread (2 blocks
+// an SM against 3). MT = 2 for long query runs with few blocks (one or two windows of the
+// encoder: fewer, fuller waves); MT = 1 for many blocks, short prompts and wide heads.
 // ---------------------------------------------------------------------------------------------
 constexpr int kMmaWarps = 4;
 constexpr int kMmaThreads = 32 * kMmaWarps;
-constexpr int kMmaBlockM = 16 * kMmaWarps;
 constexpr int kMmaBlockN = 64;
+template <int MT> constexpr int mma_block_m() { return 16 * kMmaWarps * MT; }
+// m-tiles a warp for long query runs: 0 = by grid size (below), or $SPEECHCORE_PREFILL_MT=1|2
+// forces one kernel (measurements). Read once.
+inline int prefill_mt_forced() {
+  static const int mt = [] {
+    const char* e = std::getenv("SPEECHCORE_PREFILL_MT");
+    return e && std::string(e) == "1" ? 1 : e && std::string(e) == "2" ? 2 : 0;
+  }();
+  return mt;
+}
+// MT = 1 blocks up to which MT = 2 runs instead. Measured on the H200 (large-v3 encoder, 1500
+// frames, 20 heads, bf16, attention_prefill_benchmark): 1 window (480 blocks of MT = 1, 1.2
+// waves) 0.076 ms with MT = 2 against 0.088; 2 windows 0.150 against 0.151; 4 windows 0.298
+// against 0.264; 8 windows 0.585 against 0.519: over several waves the MT = 1 kernel's 3
+// blocks an SM hide latency better than MT = 2's 2 (~250 registers a thread).
+constexpr int64_t kPrefillMt2MaxBlocks = 600;
 
 template <int D> constexpr int mma_smem_stride() { return D + 8; }  // +16 B per row: ldmatrix conflict-free
-template <int D> constexpr size_t mma_smem_bytes() {
-  return static_cast<size_t>(kMmaBlockM + 4 * kMmaBlockN) * mma_smem_stride<D>() * 2;  // Q + 2 x (K, V)
+template <int D, int MT> constexpr size_t mma_smem_bytes() {
+  return static_cast<size_t>(mma_block_m<MT>() + 4 * kMmaBlockN) * mma_smem_stride<D>() * 2;  // Q + 2 x (K, V)
 }
 
 // rows x D tile from global (row r at g + r * ld) into shared (row stride STRIDE); rows with
@@ -154,9 +175,9 @@ __device__ __forceinline__ void mma_load_tile(void* smem, const void* gmem, int6
   }
 }
 
-template <typename T, int D>
+template <typename T, int D, int MT>
 __global__ void __launch_bounds__(kMmaThreads) prefill_mma_kernel(const PrefillParams p) {
-  constexpr int BM = kMmaBlockM, BN = kMmaBlockN, S = mma_smem_stride<D>();
+  constexpr int BM = mma_block_m<MT>(), BN = kMmaBlockN, S = mma_smem_stride<D>();
   constexpr int kNT = BN / 8;   // key n-tiles of 8 per key tile (S accumulators)
   constexpr int kDT = D / 8;    // dim n-tiles of 8 (O accumulators)
   constexpr int kKS = D / 16;   // k-steps over head_dim for Q K^T
@@ -190,18 +211,26 @@ __global__ void __launch_bounds__(kMmaThreads) prefill_mma_kernel(const PrefillP
   cp_async_wait<1>();
   __syncthreads();
 
-  uint32_t qf[kKS][4];  // this warp's 16 query rows as A fragments
+  // This warp's query rows: m-tile mt covers [m0 + (warp * MT + mt) * 16, + 16).
+  const int wrow0 = m0 + warp * 16 * MT;
+  uint32_t qf[MT][kKS][4];  // as A fragments
 #pragma unroll
-  for (int kk = 0; kk < kKS; ++kk)
-    ldmatrix_x4(qf[kk], sQ + (warp * 16 + (lane % 16)) * S + kk * 16 + (lane / 16) * 8);
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int kk = 0; kk < kKS; ++kk)
+      ldmatrix_x4(qf[mt][kk], sQ + ((warp * MT + mt) * 16 + (lane % 16)) * S + kk * 16 + (lane / 16) * 8);
 
-  float o[kDT][4];
+  float o[MT][kDT][4];
 #pragma unroll
-  for (int j = 0; j < kDT; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
-  float m_run[2] = {-INFINITY, -INFINITY};  // rows g, g + 8 (log2 domain, scaled)
-  float l_run[2] = {0.f, 0.f};              // this thread's partial row sums
-  const int row_a = m0 + warp * 16 + g;      // absolute query rows of c0/c1 and c2/c3
-  const int row_b = row_a + 8;
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int j = 0; j < kDT; ++j) o[mt][j][0] = o[mt][j][1] = o[mt][j][2] = o[mt][j][3] = 0.f;
+  float m_run[MT][2], l_run[MT][2];  // rows g, g + 8 of each m-tile (log2 domain, scaled); partial sums
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    m_run[mt][0] = m_run[mt][1] = -INFINITY;
+    l_run[mt][0] = l_run[mt][1] = 0.f;
+  }
 
   for (int t = 0; t < n_tiles; ++t) {
     const int st = t & 1;
@@ -218,88 +247,103 @@ __global__ void __launch_bounds__(kMmaThreads) prefill_mma_kernel(const PrefillP
     const T* sVt = sV + st * BN * S;
     const int n0 = t * BN;
 
-    // S = Q K^T (16 x 64 per warp)
-    float s[kNT][4];
+    // S = Q K^T (16 x 64 per m-tile); each K fragment feeds every m-tile
+    float s[MT][kNT][4];
 #pragma unroll
-    for (int j = 0; j < kNT; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int j = 0; j < kNT; ++j) s[mt][j][0] = s[mt][j][1] = s[mt][j][2] = s[mt][j][3] = 0.f;
 #pragma unroll
     for (int kk = 0; kk < kKS; kk += 2) {
 #pragma unroll
       for (int j = 0; j < kNT; ++j) {
         uint32_t bf[4];
         ldmatrix_x4(bf, sKt + (j * 8 + (lane % 8)) * S + kk * 16 + (lane / 8) * 8);
-        mma_16816<T>(s[j], qf[kk], bf[0], bf[1]);
-        mma_16816<T>(s[j], qf[kk + 1], bf[2], bf[3]);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          mma_16816<T>(s[mt][j], qf[mt][kk], bf[0], bf[1]);
+          mma_16816<T>(s[mt][j], qf[mt][kk + 1], bf[2], bf[3]);
+        }
       }
     }
 
     // Scale into the log2 domain; mask keys past kv_end (tail / zero-filled rows) and causal ones.
-    const bool need_mask = (n0 + BN > kv_end) || (p.causal >= 0 && n0 + BN - 1 > m0 + warp * 16 + p.causal);
+    const bool need_mask = (n0 + BN > kv_end) || (p.causal >= 0 && n0 + BN - 1 > wrow0 + p.causal);
+    float alpha[MT][2];
 #pragma unroll
-    for (int j = 0; j < kNT; ++j) {
+    for (int mt = 0; mt < MT; ++mt) {
+      const int row_a = wrow0 + mt * 16 + g;  // absolute query rows of c0/c1 and c2/c3
+      const int row_b = row_a + 8;
 #pragma unroll
-      for (int c = 0; c < 4; ++c) {
-        float x = s[j][c] * p.scale_log2;
-        if (need_mask) {
-          const int key = n0 + j * 8 + tig * 2 + (c & 1);
-          const int row = c < 2 ? row_a : row_b;
-          if (key >= kv_end || (p.causal >= 0 && key > row + p.causal)) x = -INFINITY;
+      for (int j = 0; j < kNT; ++j) {
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          float x = s[mt][j][c] * p.scale_log2;
+          if (need_mask) {
+            const int key = n0 + j * 8 + tig * 2 + (c & 1);
+            const int row = c < 2 ? row_a : row_b;
+            if (key >= kv_end || (p.causal >= 0 && key > row + p.causal)) x = -INFINITY;
+          }
+          s[mt][j][c] = x;
         }
-        s[j][c] = x;
+      }
+
+      // Online softmax: new row maxima over the quad (4 threads share a row).
+      float mx[2] = {m_run[mt][0], m_run[mt][1]};
+#pragma unroll
+      for (int j = 0; j < kNT; ++j) {
+        mx[0] = fmaxf(mx[0], fmaxf(s[mt][j][0], s[mt][j][1]));
+        mx[1] = fmaxf(mx[1], fmaxf(s[mt][j][2], s[mt][j][3]));
+      }
+      float m_use[2];
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+        m_use[r] = mx[r] == -INFINITY ? 0.f : mx[r];  // a row with nothing visible yet: keep zeros
+        alpha[mt][r] = exp2f(m_run[mt][r] - m_use[r]);  // exp2(-inf) = 0 on the first tile
+        m_run[mt][r] = mx[r];
+        l_run[mt][r] *= alpha[mt][r];
+      }
+#pragma unroll
+      for (int j = 0; j < kNT; ++j) {
+        s[mt][j][0] = exp2f(s[mt][j][0] - m_use[0]);
+        s[mt][j][1] = exp2f(s[mt][j][1] - m_use[0]);
+        s[mt][j][2] = exp2f(s[mt][j][2] - m_use[1]);
+        s[mt][j][3] = exp2f(s[mt][j][3] - m_use[1]);
+        l_run[mt][0] += s[mt][j][0] + s[mt][j][1];
+        l_run[mt][1] += s[mt][j][2] + s[mt][j][3];
+      }
+#pragma unroll
+      for (int j = 0; j < kDT; ++j) {
+        o[mt][j][0] *= alpha[mt][0];
+        o[mt][j][1] *= alpha[mt][0];
+        o[mt][j][2] *= alpha[mt][1];
+        o[mt][j][3] *= alpha[mt][1];
       }
     }
 
-    // Online softmax: new row maxima over the quad (4 threads share a row).
-    float mx[2] = {m_run[0], m_run[1]};
-#pragma unroll
-    for (int j = 0; j < kNT; ++j) {
-      mx[0] = fmaxf(mx[0], fmaxf(s[j][0], s[j][1]));
-      mx[1] = fmaxf(mx[1], fmaxf(s[j][2], s[j][3]));
-    }
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-    }
-    float alpha[2], m_use[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      m_use[r] = mx[r] == -INFINITY ? 0.f : mx[r];  // a row with nothing visible yet: keep zeros
-      alpha[r] = exp2f(m_run[r] - m_use[r]);        // exp2(-inf) = 0 on the first tile
-      m_run[r] = mx[r];
-      l_run[r] *= alpha[r];
-    }
-#pragma unroll
-    for (int j = 0; j < kNT; ++j) {
-      s[j][0] = exp2f(s[j][0] - m_use[0]);
-      s[j][1] = exp2f(s[j][1] - m_use[0]);
-      s[j][2] = exp2f(s[j][2] - m_use[1]);
-      s[j][3] = exp2f(s[j][3] - m_use[1]);
-      l_run[0] += s[j][0] + s[j][1];
-      l_run[1] += s[j][2] + s[j][3];
-    }
-#pragma unroll
-    for (int j = 0; j < kDT; ++j) {
-      o[j][0] *= alpha[0];
-      o[j][1] *= alpha[0];
-      o[j][2] *= alpha[1];
-      o[j][3] *= alpha[1];
-    }
-
-    // O += P V: the S accumulator layout of key n-tiles (2kk, 2kk+1) is the A layout of k-step kk.
+    // O += P V: the S accumulator layout of key n-tiles (2kk, 2kk+1) is the A layout of k-step kk;
+    // each V fragment feeds every m-tile.
 #pragma unroll
     for (int kk = 0; kk < BN / 16; ++kk) {
-      uint32_t pa[4];
-      pa[0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
-      pa[1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
-      pa[2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-      pa[3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+      uint32_t pa[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        pa[mt][0] = pack2<T>(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+        pa[mt][1] = pack2<T>(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+        pa[mt][2] = pack2<T>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+        pa[mt][3] = pack2<T>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+      }
 #pragma unroll
       for (int j = 0; j < kDT; j += 2) {
         uint32_t bf[4];
         ldmatrix_x4_trans(bf, sVt + (kk * 16 + (lane % 8) + ((lane / 8) & 1) * 8) * S + (j + lane / 16) * 8);
-        mma_16816<T>(o[j], pa, bf[0], bf[1]);
-        mma_16816<T>(o[j + 1], pa, bf[2], bf[3]);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          mma_16816<T>(o[mt][j], pa[mt], bf[0], bf[1]);
+          mma_16816<T>(o[mt][j + 1], pa[mt], bf[2], bf[3]);
+        }
       }
     }
     __syncthreads();  // everyone is done with stage st before iteration t+1 refills it
@@ -307,21 +351,26 @@ __global__ void __launch_bounds__(kMmaThreads) prefill_mma_kernel(const PrefillP
 
   // Row sums over the quad, normalize, store pairs.
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    l_run[r] += __shfl_xor_sync(0xffffffffu, l_run[r], 1);
-    l_run[r] += __shfl_xor_sync(0xffffffffu, l_run[r], 2);
-  }
-  const float inv_a = l_run[0] > 0.f ? 1.f / l_run[0] : 0.f;
-  const float inv_b = l_run[1] > 0.f ? 1.f / l_run[1] : 0.f;
+  for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
-  for (int j = 0; j < kDT; ++j) {
-    const int col = j * 8 + tig * 2;
-    if (row_a < p.tq)
-      *reinterpret_cast<uint32_t*>(out + static_cast<int64_t>(row_a) * p.ldo + col) =
-          pack2<T>(o[j][0] * inv_a, o[j][1] * inv_a);
-    if (row_b < p.tq)
-      *reinterpret_cast<uint32_t*>(out + static_cast<int64_t>(row_b) * p.ldo + col) =
-          pack2<T>(o[j][2] * inv_b, o[j][3] * inv_b);
+    for (int r = 0; r < 2; ++r) {
+      l_run[mt][r] += __shfl_xor_sync(0xffffffffu, l_run[mt][r], 1);
+      l_run[mt][r] += __shfl_xor_sync(0xffffffffu, l_run[mt][r], 2);
+    }
+    const float inv_a = l_run[mt][0] > 0.f ? 1.f / l_run[mt][0] : 0.f;
+    const float inv_b = l_run[mt][1] > 0.f ? 1.f / l_run[mt][1] : 0.f;
+    const int row_a = wrow0 + mt * 16 + g;
+    const int row_b = row_a + 8;
+#pragma unroll
+    for (int j = 0; j < kDT; ++j) {
+      const int col = j * 8 + tig * 2;
+      if (row_a < p.tq)
+        *reinterpret_cast<uint32_t*>(out + static_cast<int64_t>(row_a) * p.ldo + col) =
+            pack2<T>(o[mt][j][0] * inv_a, o[mt][j][1] * inv_a);
+      if (row_b < p.tq)
+        *reinterpret_cast<uint32_t*>(out + static_cast<int64_t>(row_b) * p.ldo + col) =
+            pack2<T>(o[mt][j][2] * inv_b, o[mt][j][3] * inv_b);
+    }
   }
 }
 
@@ -459,12 +508,24 @@ template <typename T, int D> void launch_prefill(const PrefillParams& p, int bat
     prefill_f32_kernel<D><<<grid, kF32Threads, smem, s>>>(p);
     SC_CUDA_CHECK_LAUNCH("attention_prefill (float32)");
   } else {
-    constexpr size_t smem = mma_smem_bytes<D>();
-    if (smem > 48 * 1024)
-      SC_CUDA_CHECK(cudaFuncSetAttribute(prefill_mma_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(smem)));
-    const dim3 grid((p.tq + kMmaBlockM - 1) / kMmaBlockM, heads, batch);
-    prefill_mma_kernel<T, D><<<grid, kMmaThreads, smem, s>>>(p);
+    auto go = [&](auto mt_tag) {
+      constexpr int MT = decltype(mt_tag)::value;
+      constexpr size_t smem = mma_smem_bytes<D, MT>();
+      if (smem > 48 * 1024)
+        SC_CUDA_CHECK(cudaFuncSetAttribute(prefill_mma_kernel<T, D, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(smem)));
+      constexpr int BM = mma_block_m<MT>();
+      const dim3 grid((p.tq + BM - 1) / BM, heads, batch);
+      prefill_mma_kernel<T, D, MT><<<grid, kMmaThreads, smem, s>>>(p);
+    };
+    // Two m-tiles a warp for long query runs with heads of <= 64 (registers); one otherwise.
+    if constexpr (D <= 64) {
+      const int64_t blocks1 = static_cast<int64_t>((p.tq + mma_block_m<1>() - 1) / mma_block_m<1>()) * heads * batch;
+      const int forced = prefill_mt_forced();
+      if (p.tq > 64 && (forced == 2 || (forced == 0 && blocks1 <= kPrefillMt2MaxBlocks)))
+        return go(std::integral_constant<int, 2>{});
+    }
+    go(std::integral_constant<int, 1>{});
     SC_CUDA_CHECK_LAUNCH("attention_prefill (tensor cores)");
   }
 }

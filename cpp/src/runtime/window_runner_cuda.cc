@@ -458,7 +458,8 @@ class CudaWindowRunner final : public WindowRunner {
                  const models::whisper::CrossScoresCuda* capture = nullptr) const {
     const int n = static_cast<int>(prompts.size());
     const int64_t R = static_cast<int64_t>(n) * len;
-    host_.reserve(static_cast<size_t>(3 * R) * sizeof(int32_t));
+    const int64_t arrays = slots ? 5 : 3;  // with slots: each row's slot and cross-attention length too
+    host_.reserve(static_cast<size_t>(arrays * R) * sizeof(int32_t));
     int32_t* h = host_.as<int32_t>();
     for (int i = 0; i < n; ++i)
       for (int j = 0; j < len; ++j) {
@@ -467,9 +468,13 @@ class CudaWindowRunner final : public WindowRunner {
         h[r] = j < static_cast<int>(p.size()) ? p[j] : p.back();  // padding: any valid id
         h[R + r] = j;
         h[2 * R + r] = kv_row ? kv_row(i, j) : static_cast<int32_t>(static_cast<int64_t>(slot0 + i) * b.ctx + j);
+        if (slots) {
+          h[3 * R + r] = slots[i];
+          h[4 * R + r] = config().n_audio_ctx;
+        }
       }
-    Tensor ints = device_ints(3 * R);
-    SC_CUDA_CHECK(cudaMemcpyAsync(ints.raw(), h, static_cast<size_t>(3 * R) * 4, cudaMemcpyHostToDevice,
+    Tensor ints = device_ints(arrays * R);
+    SC_CUDA_CHECK(cudaMemcpyAsync(ints.raw(), h, static_cast<size_t>(arrays * R) * 4, cudaMemcpyHostToDevice,
                                   model_.stream()));
     SC_CUDA_CHECK(cudaStreamSynchronize(model_.stream()));  // the pinned buffer is reused next
     return model_.prefill(b, ints.data<int32_t>(), n, len, slot0, slots, capture);

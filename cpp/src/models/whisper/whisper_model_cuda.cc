@@ -85,6 +85,7 @@ WhisperModelCuda::WhisperModelCuda(const WhisperWeights& w, cuda::DataType dtype
   gemm_ = std::make_unique<cuda::GemmRunner>();
   if (const char* e = std::getenv("SPEECHCORE_DECODE_FUSION")) decode_fusion_ = std::strcmp(e, "0") != 0;
   if (const char* e = std::getenv("SPEECHCORE_CROSS_PREFETCH")) cross_prefetch_ = std::strcmp(e, "0") != 0;
+  if (const char* e = std::getenv("SPEECHCORE_PREFILL_CROSS_ROWS")) prefill_cross_rows_ = std::strcmp(e, "0") != 0;
   auto up = [&](const Tensor& t) {
     SC_ASSERT(t.dtype() == DType::kFloat32 && t.device() == Device::kCPU && t.is_contiguous());
     Tensor d = upload(t.data<float>(), t.shape());
@@ -354,6 +355,11 @@ Tensor WhisperModelCuda::prefill(WhisperBatchCuda& batch, const int32_t* ints, i
   const int32_t* ids = ints;
   const int32_t* pos = ints + R;
   const int32_t* kv_rows = ints + 2 * R;
+  // Prompts against their own slots: the decode kernel over all rows when its split scratch fits
+  // the batch's (SPEECHCORE_PREFILL_CROSS_ROWS=0: one prefill call per sequence, measurements).
+  const bool rows_cross = slots && prefill_cross_rows_ && R <= 65535 &&
+                          cuda::attention_decode_scratch_bytes(static_cast<int>(R), heads, 64, t_enc) <=
+                              batch.attn_scratch.nbytes();
   Tensor x = scratch(R, d), h = scratch(R, d), qkv = scratch(R, 3 * d), att = scratch(R, d), ff = scratch(R, 4 * d);
   cuda::embedding(dt, tok_emb_.raw(), ids, pos, dec_pos_.raw(), x.raw(), R, d, stream_);
   const int64_t self_layer = batch.self_kv.dim(1) * 2 * d;
@@ -381,7 +387,13 @@ Tensor WhisperModelCuda::prefill(WhisperBatchCuda& batch, const int32_t* ints, i
                                capture->scores + static_cast<int64_t>(i) * len * t_enc, stream_);
       }
     }
-    if (slots) {  // each sequence against its own slot's K/V
+    if (slots && rows_cross) {  // every row against its sequence's slot: one flash-decoding call
+      const int64_t cross0 = li * cross_layer;
+      cuda::attention_decode(dt, qkv.raw(), d, d, at(batch.cross, cross0), 2 * d, t_enc * 2 * d,
+                             at(batch.cross, cross0 + d), 2 * d, t_enc * 2 * d, att.raw(), d, d, ints + 4 * R,
+                             ints + 3 * R, static_cast<int>(R), heads, 64, t_enc, batch.attn_scratch.raw(), stream_,
+                             nullptr, cross_prefetch_);
+    } else if (slots) {  // each sequence against its own slot's K/V
       for (int i = 0; i < n; ++i) {
         const int64_t cross0 = li * cross_layer + static_cast<int64_t>(slots[i]) * t_enc * 2 * d;
         cuda::attention_prefill(dt, at(qkv, i * len * d), d, len * d, at(batch.cross, cross0), 2 * d, t_enc * 2 * d,

@@ -114,7 +114,10 @@ class WhisperModelCuda {
   // K/V positions [0, len) of each slot and returns the final hidden states [n * len, d]
   // (device, before the final layer norm). Enqueued on stream().
   // slots (host, optional): sequence i's cross-attention K/V are slot slots[i]'s (any distinct
-  // slots; slot0 is then ignored), else slot slot0 + i.
+  // slots; slot0 is then ignored), else slot slot0 + i. With slots, ints holds two more arrays
+  // ([5, n * len]): each row's slot (slots[i] for the rows of sequence i) and n_audio_ctx, so the
+  // cross-attention of all rows runs as one call of the decode kernel (one query per row, K/V
+  // through the slot map) instead of one call per sequence.
   // capture (optional, n == 1): the alignment heads' scores (CrossScoresCuda).
   Tensor prefill(WhisperBatchCuda& batch, const int32_t* ints, int n, int len, int slot0 = 0,
                  const int* slots = nullptr, const CrossScoresCuda* capture = nullptr) const;
@@ -184,6 +187,9 @@ class WhisperModelCuda {
   // encoded windows' K/V are not written during a step): cuda::attention_decode's kv_static.
   // SPEECHCORE_CROSS_PREFETCH=0 at load turns it off (measurements; the results are the same).
   bool cross_prefetch_ = true;
+  // prefill() with slots: the prompts' cross-attention as one decode-kernel call over all rows
+  // (SPEECHCORE_PREFILL_CROSS_ROWS=0 at load: one prefill-kernel call per sequence).
+  bool prefill_cross_rows_ = true;
   size_t weight_bytes_ = 0;
   Tensor conv1_w_, conv1_b_, conv2_w_, conv2_b_, enc_pos_, enc_ln_g_, enc_ln_b_;
   Tensor tok_emb_, dec_pos_, dec_ln_g_, dec_ln_b_;
