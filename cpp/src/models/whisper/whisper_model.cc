@@ -11,6 +11,13 @@ namespace speechcore::models::whisper {
 namespace {
 Tensor buffer(int64_t rows, int64_t cols) { return Tensor::empty({rows, cols}, DType::kFloat32); }
 
+// Decoder inputs are checked before any state changes (kInvalidArgument).
+void check_token_ids(const int* tokens, int64_t n, int vocab_size) {
+  for (int64_t i = 0; i < n; ++i)
+    SC_CHECK(tokens[i] >= 0 && tokens[i] < vocab_size, ErrorCode::kInvalidArgument, "token id ", tokens[i],
+             " is outside the vocabulary (", vocab_size, ")");
+}
+
 // y[m, n] = x[m, k] w[n, k]^T (+ bias) (+ y if accumulate) for the few rows of lock-step
 // decoding (beams, samples): a GEMM would pack all of w for a handful of rows, so instead each
 // thread walks blocks of w small enough to stay in cache and runs one matrix-vector product
@@ -119,9 +126,7 @@ void WhisperModel::decode(DecoderState& state, const CrossKV& cross, const int* 
            " tokens exceeds the model's ", c.n_text_ctx, " positions");
   SC_ASSERT(cross.kv.size() == weights_.dec_layers.size());
 
-  for (int i = 0; i < n; ++i)
-    SC_CHECK(tokens[i] >= 0 && tokens[i] < c.vocab_size, ErrorCode::kInvalidArgument, "token id ", tokens[i],
-             " is outside the vocabulary (", c.vocab_size, ")");
+  check_token_ids(tokens, n, c.vocab_size);
   core::Workspace& ws = *state.workspace;
   ws.reset();
   auto scratch = [&](int64_t rows, int64_t cols) { return ws.tensor({rows, cols}, DType::kFloat32); };
@@ -275,9 +280,7 @@ void WhisperModel::decode_rows(BatchDecoderState& state, const CrossKV& cross, c
   SC_CHECK(n > 0 && p0 + 1 <= state.positions, ErrorCode::kInvalidArgument, "decoder sequence of ", p0 + 1,
            " tokens exceeds the state's ", state.positions, " positions");
   SC_ASSERT(cross.kv.size() == weights_.dec_layers.size());
-  for (int64_t i = 0; i < n; ++i)
-    SC_CHECK(tokens[i] >= 0 && tokens[i] < c.vocab_size, ErrorCode::kInvalidArgument, "token id ", tokens[i],
-             " is outside the vocabulary (", c.vocab_size, ")");
+  check_token_ids(tokens, n, c.vocab_size);
   core::Workspace& ws = *state.workspace;
   ws.reset();
   auto scratch = [&](int64_t rows, int64_t cols) { return ws.tensor({rows, cols}, DType::kFloat32); };
