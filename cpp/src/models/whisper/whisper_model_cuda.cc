@@ -22,9 +22,7 @@ DType to_dtype(cuda::DataType t) {
   return DType::kFloat32;
 }
 constexpr float kLnEps = 1e-5f;
-}  // namespace
 
-namespace {
 // n float32 values -> the model's element type in host memory at dst (a copy for float32).
 void to_model_type(const float* src, int64_t n, cuda::DataType dt, void* dst) {
   if (dt == cuda::DataType::kFloat32) {
@@ -387,7 +385,7 @@ Tensor WhisperModelCuda::prefill(WhisperBatchCuda& batch, const int32_t* ints, i
                                capture->scores + static_cast<int64_t>(i) * len * t_enc, stream_);
       }
     }
-    if (slots && rows_cross) {  // every row against its sequence's slot: one flash-decoding call
+    if (rows_cross) {  // every row against its sequence's slot: one flash-decoding call
       const int64_t cross0 = li * cross_layer;
       cuda::attention_decode(dt, qkv.raw(), d, d, at(batch.cross, cross0), 2 * d, t_enc * 2 * d,
                              at(batch.cross, cross0 + d), 2 * d, t_enc * 2 * d, att.raw(), d, d, ints + 4 * R,
