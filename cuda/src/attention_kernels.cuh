@@ -517,8 +517,10 @@ template <typename T, int D> void launch_prefill(const PrefillParams& p, int bat
       constexpr int BM = mma_block_m<MT>();
       const dim3 grid((p.tq + BM - 1) / BM, heads, batch);
       prefill_mma_kernel<T, D, MT><<<grid, kMmaThreads, smem, s>>>(p);
+      SC_CUDA_CHECK_LAUNCH("attention_prefill (tensor cores)");
     };
-    // Two m-tiles a warp for long query runs with heads of <= 64 (registers); one otherwise.
+    // Two m-tiles a warp for long query runs over few blocks, heads of <= 64 (registers); one
+    // otherwise (kPrefillMt2MaxBlocks).
     if constexpr (D <= 64) {
       const int64_t blocks1 = static_cast<int64_t>((p.tq + mma_block_m<1>() - 1) / mma_block_m<1>()) * heads * batch;
       const int forced = prefill_mt_forced();
@@ -526,7 +528,6 @@ template <typename T, int D> void launch_prefill(const PrefillParams& p, int bat
         return go(std::integral_constant<int, 2>{});
     }
     go(std::integral_constant<int, 1>{});
-    SC_CUDA_CHECK_LAUNCH("attention_prefill (tensor cores)");
   }
 }
 
