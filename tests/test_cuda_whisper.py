@@ -60,6 +60,8 @@ def test_cuda_load_reports_device(seeded_dir):
     m = speechcore.load(str(seeded_dir), device="cuda", compute_type="bfloat16")
     assert m.info["device"] == "cuda" and m.info["compute_type"] == "bfloat16"
     assert 0 < m.info["weight_bytes"] < 200e6
+    assert m.info["decoder_step"] == "fused"  # the persistent step is opt-in
+    assert speechcore.load(str(seeded_dir), device="cpu").info["decoder_step"] == "cpu"
 
 
 def test_float32_gpu_matches_cpu(seeded_dir, speech_audio):

@@ -186,6 +186,7 @@ py::dict info_dict(const ModelInfo& i) {
   d["device"] = i.device;
   d["compute_type"] = i.compute_type;
   d["weight_bytes"] = i.weight_bytes;
+  d["decoder_step"] = i.decoder_step;
   return d;
 }
 

@@ -76,7 +76,9 @@ class Model:
     @property
     def info(self) -> Dict[str, Any]:
         """What was loaded: architecture, format, path, multilingual, n_mels, d_model,
-        encoder_layers, decoder_layers, vocab_size, device, compute_type, weight_bytes."""
+        encoder_layers, decoder_layers, vocab_size, device, compute_type, weight_bytes, and
+        decoder_step (how a one-row decoder step runs: "cpu"; on CUDA "persistent", "fused" or
+        "unfused")."""
         return dict(self._native.info)
 
     def __repr__(self) -> str:

@@ -31,6 +31,9 @@ struct ModelInfo {
   std::string device;         // where it runs
   std::string compute_type;   // arithmetic precision
   size_t weight_bytes = 0;    // memory held by the weights
+  // How a one-row decoder step runs: "cpu"; on CUDA "persistent" (one kernel for all layers),
+  // "fused" (8 kernels a layer) or "unfused".
+  std::string decoder_step;
 };
 
 // One recording handed to Model::transcribe_batch, not copied: `num_frames` frames of

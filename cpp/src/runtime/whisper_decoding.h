@@ -186,9 +186,11 @@ std::unique_ptr<WindowRunner> make_cpu_window_runner(std::shared_ptr<const model
 
 #ifdef SPEECHCORE_WITH_CUDA
 // The CUDA backend (window_runner_cuda.cc): weights uploaded in compute_type ("auto" = float16,
-// "float16", "bfloat16", "float32"); *weight_bytes receives the device bytes they take.
+// "float16", "bfloat16", "float32"); *weight_bytes receives the device bytes they take and
+// *decoder_step how a one-row step runs (ModelInfo::decoder_step).
 std::unique_ptr<WindowRunner> make_cuda_window_runner(const models::whisper::WhisperWeights& weights,
-                                                      const std::string& compute_type, size_t* weight_bytes);
+                                                      const std::string& compute_type, size_t* weight_bytes,
+                                                      std::string* decoder_step = nullptr);
 bool cuda_device_available();
 #endif
 

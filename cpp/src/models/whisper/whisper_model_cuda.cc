@@ -121,6 +121,38 @@ WhisperModelCuda::WhisperModelCuda(const WhisperWeights& w, cuda::DataType dtype
   };
   for (const auto& L : w.enc_layers) enc_.push_back(EncLayer{attn(L.self_attn), ffn(L.ffn)});
   for (const auto& L : w.dec_layers) dec_.push_back(DecLayer{attn(L.self_attn), attn(L.cross_attn), ffn(L.ffn)});
+  setup_persistent_step();
+}
+
+void WhisperModelCuda::setup_persistent_step() {
+  const WhisperConfig& c = config_;
+  persist_plan_ = cuda::persistent_step_plan(dtype_, static_cast<int>(dec_.size()), c.d_model, c.decoder_heads,
+                                             4 * c.d_model, c.n_text_ctx, c.n_audio_ctx);
+  if (persist_plan_.grid == 0 || dec_.empty()) {
+    persist_plan_ = {};
+    return;
+  }
+  auto ptr = [](const Tensor& t) -> const void* { return t.defined() ? t.raw() : nullptr; };
+  std::vector<cuda::DecoderLayerWeights> table;
+  for (const DecLayer& L : dec_) {
+    cuda::DecoderLayerWeights w{};
+    w.ln1_g = ptr(L.self_attn.ln_g), w.ln1_b = ptr(L.self_attn.ln_b);
+    w.qkv_w = ptr(L.self_attn.qkv_w), w.qkv_b = ptr(L.self_attn.qkv_b);
+    w.out_w = ptr(L.self_attn.out_w), w.out_b = ptr(L.self_attn.out_b);
+    w.ln2_g = ptr(L.cross_attn.ln_g), w.ln2_b = ptr(L.cross_attn.ln_b);
+    w.q_w = ptr(L.cross_attn.qkv_w), w.q_b = ptr(L.cross_attn.qkv_b);
+    w.cout_w = ptr(L.cross_attn.out_w), w.cout_b = ptr(L.cross_attn.out_b);
+    w.ln3_g = ptr(L.ffn.ln_g), w.ln3_b = ptr(L.ffn.ln_b);
+    w.fc1_w = ptr(L.ffn.fc1_w), w.fc1_b = ptr(L.ffn.fc1_b);
+    w.fc2_w = ptr(L.ffn.fc2_w), w.fc2_b = ptr(L.ffn.fc2_b);
+    table.push_back(w);
+  }
+  const int64_t table_bytes = static_cast<int64_t>(table.size() * sizeof(cuda::DecoderLayerWeights));
+  persist_layers_ = Tensor::empty({table_bytes}, DType::kUInt8, Device::kCUDA);
+  SC_CUDA_CHECK(cudaMemcpyAsync(persist_layers_.raw(), table.data(), table_bytes, cudaMemcpyHostToDevice, stream_));
+  persist_ws_ = Tensor::empty({static_cast<int64_t>(persist_plan_.workspace_bytes)}, DType::kUInt8, Device::kCUDA);
+  cuda::persistent_step_init(persist_ws_.raw(), persist_plan_.workspace_bytes, stream_);
+  SC_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the host table dies here
 }
 
 WhisperModelCuda::~WhisperModelCuda() {
@@ -439,6 +471,34 @@ void WhisperModelCuda::step(WhisperBatchCuda& b, int n) const {
   void* ff = b.ff.raw();
   void* scr = b.attn_scratch.raw();
   cuda::embedding(dt, tok_emb_.raw(), ids, pos, dec_pos_.raw(), x, n, d, stream_);
+  if (n == 1 && decode_fusion_ && persist_plan_.grid > 0 && ctx <= persist_plan_.self_max) {
+    cuda::PersistentStepArgs a;
+    a.layers = static_cast<const cuda::DecoderLayerWeights*>(persist_layers_.raw());
+    a.n_layers = static_cast<int>(dec_.size());
+    a.d = static_cast<int>(d);
+    a.heads = heads;
+    a.ffn = static_cast<int>(4 * d);
+    a.ln_eps = kLnEps;
+    a.x = x;
+    a.qkv = qkv;
+    a.att = att;
+    a.ff = ff;
+    a.self_kv = b.self_kv.raw();
+    a.self_layer = self_layer;
+    a.self_batch_stride = ctx * 2 * d;
+    a.paged = paged;
+    a.self_max = static_cast<int>(ctx);
+    a.cross = b.cross.raw();
+    a.cross_layer = cross_layer;
+    a.cross_batch_stride = t_enc * 2 * d;
+    a.t_enc = static_cast<int>(t_enc);
+    a.kv_row = kv_rows;
+    a.slot = slot;
+    a.self_len = self_len;
+    a.cross_len = b.cross_len.data<int32_t>();
+    cuda::persistent_step(dt, a, persist_plan_, const_cast<void*>(persist_ws_.raw()), stream_);
+    return;
+  }
   if (decode_fusion_ && n <= gemm_->gemv_max_rows()) {
     // Fused: 8 kernels per layer (each launched with programmatic dependent launch on Hopper).
     auto gemv = [&](const void* in, const Tensor& w, const Tensor& bias, void* out, bool accumulate, bool gelu,

@@ -20,6 +20,7 @@
 
 #include "models/whisper/whisper_weights.h"
 #include "speechcore_cuda/common.h"
+#include "speechcore_cuda/decoder_step.h"
 #include "speechcore_cuda/gemm.h"
 
 namespace speechcore::models::whisper {
@@ -128,7 +129,13 @@ class WhisperModelCuda {
   // With decode_fusion() and n <= the GEMM runner's gemv rows the step runs fused: layer norms
   // inside the following products, the QKV product writing K/V into the cache, 8 kernels per
   // layer; same results bit for bit as the unfused sequence.
+  // Opt-in (SPEECHCORE_PERSISTENT_STEP=1 at load, experimental: slower than the fused step on the
+  // H200 so far): one row runs the whole decoder in one persistent kernel
+  // (cuda/include/speechcore_cuda/decoder_step.h), equal to the fused step up to the attention's
+  // rounding.
   void step(WhisperBatchCuda& batch, int n) const;
+  // Whether one-row steps run as one persistent kernel.
+  bool persistent_step() const { return persist_plan_.grid > 0; }
 
   // Fused decode steps for small batches. Default ON since session 6: once each fused gemv block
   // loads the layer norm's gamma/beta before the dependency wait and computes the statistics
@@ -174,6 +181,7 @@ class WhisperModelCuda {
   void linear_gelu(const void* x, int64_t m, const Tensor& w, const Tensor& b, void* y) const;  // gelu(x w^T + b)
   void* at(const Tensor& t, int64_t elements) const;  // element offset into a device tensor of dtype_
   // slots: window i's slot (null: slot0 + i, one product per layer for all windows).
+  void setup_persistent_step();  // plan, layer table and workspace of the persistent step
   void encode_chunk(const float* const* mels, int n, WhisperBatchCuda& batch, int slot0, const int* slots,
                     const EncodeCtx& ec) const;
 
@@ -190,6 +198,10 @@ class WhisperModelCuda {
   // prefill() with slots: the prompts' cross-attention as one decode-kernel call over all rows
   // (SPEECHCORE_PREFILL_CROSS_ROWS=0 at load: one prefill-kernel call per sequence).
   bool prefill_cross_rows_ = true;
+  // The persistent one-row step: its plan (grid 0: not used), the layers' weight pointers on the
+  // device and its workspace (barrier counters, cross-attention split states).
+  cuda::PersistentStepPlan persist_plan_;
+  Tensor persist_layers_, persist_ws_;
   size_t weight_bytes_ = 0;
   Tensor conv1_w_, conv1_b_, conv2_w_, conv2_b_, enc_pos_, enc_ln_g_, enc_ln_b_;
   Tensor tok_emb_, dec_pos_, dec_ln_g_, dec_ln_b_;
