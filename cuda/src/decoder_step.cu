@@ -397,7 +397,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_step_kernel(const Pers
   auto prefetch = [&](int stage) {
     if (threadIdx.x == 0) issue_stage<T>(stage, a.n_layers, d, ffn, G, bid, c.wslice, layers, wbuf[0], wbuf[1], mbar);
   };
-  // The stage's gamma, beta and bias (bias_at(r): row r0 + r's, 0 without a bias) in its buffer.
+  // The layer norm's gamma and beta of stage p, in its buffer (products() finds the bias there).
   auto gamma_of = [&](int p) { return reinterpret_cast<const T*>(wbuf[p & 1] + c.wslice); };
   auto beta_of = [&](int p) { return reinterpret_cast<const T*>(wbuf[p & 1] + c.wslice + d * es); };
   // Enter product stage s: start loading stage s + 1, wait for stage s's slice.
