@@ -24,6 +24,7 @@ class ModelInfo(TypedDict):
     device: str
     compute_type: str
     weight_bytes: int
+    decoder_step: str  # "cpu"; on CUDA "persistent", "fused" or "unfused"
 
 class NativeSegment(TypedDict):
     id: int
