@@ -10,7 +10,9 @@
 // a contiguous slice of the rows of every weight matrix and copies the slice of the next product
 // (with its layer norm's gamma/beta and its bias) into shared memory by bulk copies (TMA, two
 // buffers, mbarrier completion) while the current phase runs, so weight streaming overlaps the
-// barriers, the layer norms and the attention.
+// barriers, the layer norms and the attention. A cooperative launch needs a free block slot
+// (~231 KB of shared memory) on every SM: in the engine it starts only once the encoder lane's
+// kernels on other streams have left the SMs (not measured yet).
 //
 // Phases of a layer (a barrier after each): layer norm + QKV product (K/V into the cache row);
 // self-attention (a block per head); output product + residual; layer norm + cross-attention
