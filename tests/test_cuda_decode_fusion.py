@@ -17,10 +17,13 @@ pytest.importorskip("transformers")
 from test_cuda_whisper import OPTS, seeded_dir  # noqa: E402,F401  (fixture)
 
 
-def _load(path, compute_type, fused, monkeypatch):
-    monkeypatch.setenv("SPEECHCORE_DECODE_FUSION", "1" if fused else "0")
+def _load(path, compute_type, monkeypatch, **env):
+    """A GPU model loaded with these SPEECHCORE_* switches set (they are read at load)."""
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
     m = speechcore.load(str(path), device="cuda", compute_type=compute_type)
-    monkeypatch.delenv("SPEECHCORE_DECODE_FUSION")
+    for k in env:
+        monkeypatch.delenv(k)
     return m
 
 
@@ -30,8 +33,8 @@ def _summary(result):
 
 @pytest.mark.parametrize("compute_type", ["float32", "float16", "bfloat16"])
 def test_fused_step_bit_identical_to_unfused(seeded_dir, speech_audio, monkeypatch, compute_type):  # noqa: F811
-    fused = _load(seeded_dir, compute_type, True, monkeypatch)
-    plain = _load(seeded_dir, compute_type, False, monkeypatch)
+    fused = _load(seeded_dir, compute_type, monkeypatch, SPEECHCORE_DECODE_FUSION="1")
+    plain = _load(seeded_dir, compute_type, monkeypatch, SPEECHCORE_DECODE_FUSION="0")
     audios = [a for _, a in speech_audio[:3]]
     for a in audios:
         for opts in (OPTS, dict(OPTS, without_timestamps=False)):
@@ -54,19 +57,11 @@ def test_fused_step_bit_identical_to_unfused(seeded_dir, speech_audio, monkeypat
         assert [lp for _, lp in g] == pytest.approx([lp for _, lp in w], rel=1e-5, abs=1e-6)
 
 
-
-def _load_persistent(path, compute_type, value, monkeypatch):
-    monkeypatch.setenv("SPEECHCORE_PERSISTENT_STEP", value)
-    m = speechcore.load(str(path), device="cuda", compute_type=compute_type)
-    monkeypatch.delenv("SPEECHCORE_PERSISTENT_STEP")
-    return m
-
-
 def test_persistent_step_float32_matches_cpu(seeded_dir, speech_audio, monkeypatch):  # noqa: F811
     """The persistent one-row step (opt-in: SPEECHCORE_PERSISTENT_STEP=1) gives the CPU's float32
     tokens, one window at a time with and without timestamps, and through the engine's paged
     cache for a batch whose rows drop to one."""
-    persistent = _load_persistent(seeded_dir, "float32", "1", monkeypatch)
+    persistent = _load(seeded_dir, "float32", monkeypatch, SPEECHCORE_PERSISTENT_STEP="1")
     if persistent.info["decoder_step"] != "persistent":
         pytest.skip("this GPU cannot run the persistent step (needs compute capability 9.0 and cooperative launch)")
     cpu = speechcore.load(str(seeded_dir), device="cpu", threads=4)
@@ -92,7 +87,7 @@ def test_persistent_step_half_precision(seeded_dir, speech_audio, monkeypatch, c
     step's, and these random weights decode long runs of near-tied tokens, so (as
     test_half_precision_gpu_close_to_cpu) the windows agree with the fused step's on their
     first tokens."""
-    persistent = _load_persistent(seeded_dir, compute_type, "1", monkeypatch)
+    persistent = _load(seeded_dir, compute_type, monkeypatch, SPEECHCORE_PERSISTENT_STEP="1")
     fused = speechcore.load(str(seeded_dir), device="cuda", compute_type=compute_type)
     assert fused.info["decoder_step"] == "fused"
     if persistent.info["decoder_step"] != "persistent":

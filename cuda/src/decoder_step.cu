@@ -23,7 +23,7 @@ constexpr int kLnWarps = 4;         // layer_norm()'s block of 128 threads, repl
 constexpr int kPartial = kHead + 4; // floats per cross-attention split state: o[64], m, l (+ pad)
 
 struct StepConsts {
-  int grid, wbuf_bytes, splits, chunk, score_cap;
+  int wbuf_bytes, splits, chunk, score_cap;
   int rows_cap;  // most rows of one product a block owns (ceil(max(3d, ffn) / grid))
   int wslice;    // bytes of the largest weight slice; a buffer holds it, then gamma, beta, bias
   int trace;  // SPEECHCORE_PERSISTENT_TRACE: block 0 prints its phase timings on one launch
@@ -686,7 +686,6 @@ void persistent_step(DataType dtype, const PersistentStepArgs& a, const Persiste
           "persistent_step: the plan was made for other sizes");
   const int g = plan.grid;
   StepConsts c;
-  c.grid = g;
   c.wbuf_bytes = plan.wbuf_bytes;
   c.splits = plan.cross_splits;
   c.chunk = plan.chunk;
