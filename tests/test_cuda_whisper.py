@@ -61,6 +61,7 @@ def test_cuda_load_reports_device(seeded_dir):
     assert m.info["device"] == "cuda" and m.info["compute_type"] == "bfloat16"
     assert 0 < m.info["weight_bytes"] < 200e6
     assert m.info["decoder_step"] == "fused"  # the persistent step is opt-in
+    assert m.info["cross_absorb_min_windows"] == 128  # absorbed cross-attention from 128-window batches
     assert speechcore.load(str(seeded_dir), device="cpu").info["decoder_step"] == "cpu"
 
 
@@ -139,22 +140,29 @@ def test_transcribe_batch_matches_one_at_a_time(seeded_dir, speech_audio, longfo
         assert together == alone, batch_size
 
 
-@pytest.mark.parametrize("compute_type,tol", [("float32", 1e-4), ("bfloat16", 5e-2), ("float16", 2e-2)])
-def test_gpu_logits_match_cpu(seeded_dir, speech_audio, compute_type, tol):
-    """Logits after prompts of 1, 3, 70 and 200 tokens (prefill tiles, causal masking across
-    query blocks), relative error norm against the CPU float32 logits."""
+def logits_errors(cpu, gpu, audio):
+    """{n: relative error norm of the GPU logits against the CPU float32 ones} after prompts of
+    n = 1, 3, 70 and 200 tokens (prefill tiles, causal masking across query blocks); cpu and gpu
+    are loaded models' _native."""
     from speechcore import _C
 
-    cpu = speechcore.load(str(seeded_dir), device="cpu", threads=4)._native
-    gpu = speechcore.load(str(seeded_dir), device="cuda", compute_type=compute_type)._native
-    mel = _C.log_mel_spectrogram(speech_audio[0][1], n_mels=80, padding=160)[:, :3000]
+    mel = _C.log_mel_spectrogram(audio, n_mels=80, padding=160)[:, :3000]
     mel = np.pad(mel, ((0, 0), (0, 3000 - mel.shape[1])))
     rng = np.random.default_rng(3)
+    errors = {}
     for n in (1, 3, 70, 200):
         prompt = [50257] + [int(t) for t in rng.integers(0, 50000, n - 1)]
         want = cpu.prompt_logits(mel, prompt).astype(np.float64)
         got = gpu.prompt_logits(mel, prompt)
-        err = np.linalg.norm(got - want) / np.linalg.norm(want)
+        errors[n] = np.linalg.norm(got - want) / np.linalg.norm(want)
+    return errors
+
+
+@pytest.mark.parametrize("compute_type,tol", [("float32", 1e-4), ("bfloat16", 5e-2), ("float16", 2e-2)])
+def test_gpu_logits_match_cpu(seeded_dir, speech_audio, compute_type, tol):
+    cpu = speechcore.load(str(seeded_dir), device="cpu", threads=4)._native
+    gpu = speechcore.load(str(seeded_dir), device="cuda", compute_type=compute_type)._native
+    for n, err in logits_errors(cpu, gpu, speech_audio[0][1]).items():
         assert err < tol, (n, err)
 
 
@@ -242,16 +250,20 @@ def _words(text: str) -> list:
     return "".join(c for c in text.lower() if c.isalnum() or c.isspace() or c == "'").replace("-", " ").split()
 
 
+@pytest.mark.parametrize("absorb", ["0", "1"])
 @pytest.mark.parametrize("compute_type", ["float16", "bfloat16"])
-def test_real_checkpoint_gpu_half_precision_wer(real_dir, testdata, compute_type):
+def test_real_checkpoint_gpu_half_precision_wer(real_dir, testdata, compute_type, absorb, monkeypatch):
     """Reduced precision keeps the accuracy: on the librivox clips, the word error rate against the
     human references of GPU float16/bfloat16 (one at a time and as one batch) is within two words
-    of the CPU float32 one's (the figures are printed)."""
+    of the CPU float32 one's (the figures are printed). absorb=1: every batch runs the
+    cross-attention absorbed (SPEECHCORE_CROSS_ABSORB=1)."""
     from conftest import LIBRIVOX_REFS, edit_distance
 
     name, path = real_dir
     cpu = speechcore.load(str(path), device="cpu", threads=8)
+    monkeypatch.setenv("SPEECHCORE_CROSS_ABSORB", absorb)
     gpu = speechcore.load(str(path), device="cuda", compute_type=compute_type)
+    assert gpu.info["cross_absorb_min_windows"] == int(absorb)
     files = [str(testdata / "librivox" / f) for f in LIBRIVOX_REFS]
     refs = [r.split() for r in LIBRIVOX_REFS.values()]
     words = sum(len(r) for r in refs)
@@ -262,7 +274,7 @@ def test_real_checkpoint_gpu_half_precision_wer(real_dir, testdata, compute_type
     }
     errors = {k: sum(edit_distance(_words(t), r) for t, r in zip(v, refs)) for k, v in runs.items()}
     for k, e in errors.items():
-        print(f"{name} {k}: WER vs references {e}/{words} = {e / words:.2%}")
+        print(f"{name} absorb={absorb} {k}: WER vs references {e}/{words} = {e / words:.2%}")
     for k, e in errors.items():
         assert e <= errors["cpu float32"] + 2, (k, errors)
 

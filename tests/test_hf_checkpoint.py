@@ -57,6 +57,7 @@ def _compare(tmp_path, hf_model, tokenizer_json, audio, max_new_tokens=40):
     ours = speechcore.load(str(d), threads=2)
     assert ours.info["format"] == "transformers"
     assert ours.info["device"] == "cpu" and ours.info["decoder_step"] == "cpu"
+    assert ours.info["cross_absorb_min_windows"] == 0  # a CUDA half-precision mode
     tok = _C.Tokenizer.from_file(str(tokenizer_json))
     prompt = [tok.sot, tok.no_timestamps]
     # no timestamp tokens: the window's tokens then form one segment we can compare whole

@@ -11,7 +11,7 @@ namespace {
 using namespace detail;
 
 constexpr int kScoreThreads = 128;
-constexpr int kMaxHeadDim = 128;
+constexpr int kMaxHeadDim = 1280;  // 64 for a head; the model dimension for absorbed cross-attention
 
 template <typename T>
 __global__ void __launch_bounds__(kScoreThreads)

@@ -35,33 +35,10 @@ constexpr int kPhases = 8;
 
 // ---- device helpers -------------------------------------------------------------------------
 
-// Weight slices move by the bulk-copy (TMA) engine: one instruction a slice, completion counted
-// in bytes on a shared-memory mbarrier, so the stream of the next product's weights does not
-// queue in the SM's load pipeline ahead of the current phase's latency-critical loads.
-__device__ __forceinline__ unsigned smem_addr(const void* p) {
-  return static_cast<unsigned>(__cvta_generic_to_shared(p));
-}
-__device__ __forceinline__ void mbar_init(uint64_t* bar) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(smem_addr(bar)) : "memory");
-}
-// Copies `bytes` (a multiple of 16, 16-byte aligned ends) from global into shared memory,
-// counted on `bar` (whose expected byte count the caller set).
-__device__ __forceinline__ void bulk_copy(void* dst, const void* src, unsigned bytes, uint64_t* bar) {
-  asm volatile(
-      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(smem_addr(dst)),
-      "l"(src), "r"(bytes), "r"(smem_addr(bar))
-      : "memory");
-}
-__device__ __forceinline__ void mbar_wait(uint64_t* bar, unsigned parity) {
-  unsigned done = 0;
-  while (!done) {
-    asm volatile(
-        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(done)
-        : "r"(smem_addr(bar)), "r"(parity)
-        : "memory");
-  }
-}
+// Weight slices move by the bulk-copy (TMA) engine (kernel_utils.cuh: bulk_copy, mbar_*): one
+// instruction a slice, completion counted in bytes on a shared-memory mbarrier, so the stream of
+// the next product's weights does not queue in the SM's load pipeline ahead of the current
+// phase's latency-critical loads.
 
 __device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
   unsigned v;
@@ -316,10 +293,8 @@ __device__ __noinline__ void issue_stage(int stage, int n_layers, int d, int ffn
     asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_addr(bar)) : "memory");
     return;
   }
-  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // earlier generic reads of dst first
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_addr(bar)),
-               "r"(wbytes + gbytes + bbytes)
-               : "memory");
+  fence_proxy_async();  // earlier generic reads of dst first
+  mbar_expect_tx(bar, wbytes + gbytes + bbytes);
   if (wbytes) bulk_copy(dst, static_cast<const T*>(w) + static_cast<int64_t>(r0) * k, wbytes, bar);
   if (gbytes) {
     bulk_copy(dst + wslice, g, gbytes / 2, bar);
@@ -422,7 +397,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_step_kernel(const Pers
   if (threadIdx.x == 0) {
     mbar_init(&mbar[0]);
     mbar_init(&mbar[1]);
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    mbar_init_fence();
   }
   __syncthreads();
   KeyRows self_rows;  // the row's self-attention keys

@@ -46,7 +46,21 @@ struct Plan {
   }
 };
 
-using PlanKey = std::tuple<int, int64_t, int64_t, int64_t, bool, bool, bool>;  // dt, m, n, k, bias, accumulate, f32 out
+// A product's shape: y[m, n] = x[m, k] w^T (w [n, k]) or x w (w_kn: w [k, n]), row strides
+// ldx / ldw / ldy, and `batch` such products at element strides sx / sw / sy.
+struct Shape {
+  int dt;
+  int64_t m, n, k;
+  bool bias, accumulate, f32_out, w_kn;
+  int64_t ldx, ldw, ldy;
+  int batch;
+  int64_t sx, sw, sy;
+  auto tie() const { return std::tie(dt, m, n, k, bias, accumulate, f32_out, w_kn, ldx, ldw, ldy, batch, sx, sw, sy); }
+  bool operator<(const Shape& o) const { return tie() < o.tie(); }
+};
+Shape plain_shape(DataType dt, int64_t m, int64_t n, int64_t k, bool bias, bool accumulate, bool f32_out) {
+  return Shape{static_cast<int>(dt), m, n, k, bias, accumulate, f32_out, false, k, k, n, 1, 0, 0, 0};
+}
 
 }  // namespace
 
@@ -56,18 +70,24 @@ struct GemmRunner::Impl {
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
   std::mutex mutex;
-  std::map<PlanKey, std::unique_ptr<Plan>> plans;
+  std::map<Shape, std::unique_ptr<Plan>> plans;
 
-  // Row-major y[m,n] = x[m,k] w[n,k]^T is column-major y^T[n,m] = w^T... : with cuBLAS's
-  // column-major view, A = w as [k, n] (op T) gives n x k, B = x as [k, m] (op N), C = y as [n, m].
   Plan& plan(DataType dt, int64_t m, int64_t n, int64_t k, bool bias, bool accumulate, bool f32_out = false) {
-    const PlanKey key{static_cast<int>(dt), m, n, k, bias, accumulate, f32_out};
-    auto it = plans.find(key);
+    return plan(plain_shape(dt, m, n, k, bias, accumulate, f32_out));
+  }
+  // Row-major y[m,n] = x[m,k] w[n,k]^T is column-major y^T[n,m] = w^T... : with cuBLAS's
+  // column-major view, A = w as [k, n] (op T) gives n x k (w_kn: w as [n, k], op N), B = x as
+  // [k, m] (op N), C = y as [n, m].
+  Plan& plan(const Shape& sh) {
+    auto it = plans.find(sh);
     if (it != plans.end()) return *it->second;
+    const DataType dt = static_cast<DataType>(sh.dt);
+    const int64_t m = sh.m, n = sh.n, k = sh.k;
+    const bool bias = sh.bias, f32_out = sh.f32_out;
     auto p = std::make_unique<Plan>();
     const cudaDataType_t t = cuda_type(dt);
     SC_LT_CHECK(cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    const cublasOperation_t ta = sh.w_kn ? CUBLAS_OP_N : CUBLAS_OP_T, tb = CUBLAS_OP_N;
     SC_LT_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
     SC_LT_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
     if (bias) {
@@ -76,10 +96,23 @@ struct GemmRunner::Impl {
       const cudaDataType_t bt = t;
       SC_LT_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof(bt)));
     }
-    SC_LT_CHECK(cublasLtMatrixLayoutCreate(&p->a, t, static_cast<uint64_t>(k), static_cast<uint64_t>(n), k));
-    SC_LT_CHECK(cublasLtMatrixLayoutCreate(&p->b, t, static_cast<uint64_t>(k), static_cast<uint64_t>(m), k));
+    if (sh.w_kn)
+      SC_LT_CHECK(cublasLtMatrixLayoutCreate(&p->a, t, static_cast<uint64_t>(n), static_cast<uint64_t>(k), sh.ldw));
+    else
+      SC_LT_CHECK(cublasLtMatrixLayoutCreate(&p->a, t, static_cast<uint64_t>(k), static_cast<uint64_t>(n), sh.ldw));
+    SC_LT_CHECK(cublasLtMatrixLayoutCreate(&p->b, t, static_cast<uint64_t>(k), static_cast<uint64_t>(m), sh.ldx));
     SC_LT_CHECK(cublasLtMatrixLayoutCreate(&p->c, f32_out ? CUDA_R_32F : t, static_cast<uint64_t>(n),
-                                           static_cast<uint64_t>(m), n));
+                                           static_cast<uint64_t>(m), sh.ldy));
+    if (sh.batch > 1) {
+      const int32_t count = sh.batch;
+      const int64_t strides[3] = {sh.sw, sh.sx, sh.sy};
+      cublasLtMatrixLayout_t lays[3] = {p->a, p->b, p->c};
+      for (int i = 0; i < 3; ++i) {
+        SC_LT_CHECK(cublasLtMatrixLayoutSetAttribute(lays[i], CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count)));
+        SC_LT_CHECK(cublasLtMatrixLayoutSetAttribute(lays[i], CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &strides[i],
+                                                     sizeof(strides[i])));
+      }
+    }
     cublasLtMatmulPreference_t pref = nullptr;
     SC_LT_CHECK(cublasLtMatmulPreferenceCreate(&pref));
     SC_LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
@@ -96,7 +129,7 @@ struct GemmRunner::Impl {
                                                " k=" + std::to_string(k));
     p->algo = result.algo;
     Plan& ref = *p;
-    plans.emplace(key, std::move(p));
+    plans.emplace(sh, std::move(p));
     return ref;
   }
 };
@@ -152,6 +185,22 @@ void GemmRunner::linear_f32_out(DataType dt, const void* x, const void* w, float
   if (m <= impl_->gemv_rows) return gemv(dt, x, w, nullptr, y, true, m, n, k, false, false, stream);
   std::lock_guard<std::mutex> lock(impl_->mutex);
   Plan& p = impl_->plan(dt, m, n, k, false, false, true);
+  const float alpha = 1.0f, beta = 0.0f;
+  SC_LT_CHECK(cublasLtMatmul(impl_->handle, p.op, &alpha, w, p.a, x, p.b, &beta, y, p.c, y, p.c, &p.algo,
+                             impl_->workspace, impl_->workspace_bytes, stream));
+}
+
+void GemmRunner::batched(DataType dt, const void* x, int64_t ldx, int64_t sx, const void* w, int64_t ldw, int64_t sw,
+                         bool w_kn, void* y, int64_t ldy, int64_t sy, int64_t m, int64_t n, int64_t k, int batch,
+                         cudaStream_t stream) {
+  if (m <= 0 || n <= 0 || k <= 0 || batch <= 0)
+    throw Error(ErrorCode::kInvalidArgument, "batched: empty product m=" + std::to_string(m) + " n=" +
+                                                 std::to_string(n) + " k=" + std::to_string(k));
+  if (ldx < k || ldy < n || ldw < (w_kn ? n : k) || sx < 0 || sw < 0 || sy < 0)
+    throw Error(ErrorCode::kInvalidArgument, "batched: row strides below the row lengths");
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  const Shape sh{static_cast<int>(dt), m, n, k, false, false, false, w_kn, ldx, ldw, ldy, batch, sx, sw, sy};
+  Plan& p = impl_->plan(sh);
   const float alpha = 1.0f, beta = 0.0f;
   SC_LT_CHECK(cublasLtMatmul(impl_->handle, p.op, &alpha, w, p.a, x, p.b, &beta, y, p.c, y, p.c, &p.algo,
                              impl_->workspace, impl_->workspace_bytes, stream));

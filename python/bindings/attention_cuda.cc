@@ -39,6 +39,25 @@ const void* at(const Operand& o, int64_t col, cuda::DataType t) {
   return static_cast<const char*>(o.buf->get()) + col * static_cast<int64_t>(cuda::data_type_size(t));
 }
 
+// Milliseconds per call of `call` (enqueueing work on the legacy stream): one warm-up call,
+// then `iters` calls between two events.
+template <typename F>
+float milliseconds_per_call(F&& call, int iters) {
+  call();
+  cudaEvent_t e0, e1;
+  SC_CUDA_CHECK(cudaEventCreate(&e0));
+  SC_CUDA_CHECK(cudaEventCreate(&e1));
+  SC_CUDA_CHECK(cudaEventRecord(e0));
+  for (int i = 0; i < iters; ++i) call();
+  SC_CUDA_CHECK(cudaEventRecord(e1));
+  SC_CUDA_CHECK(cudaEventSynchronize(e1));
+  float ms = 0.f;
+  SC_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  return ms / iters;
+}
+
 // Uploads q, k, v, sharing device buffers between operands that are the same numpy memory.
 struct Uploaded {
   DeviceBuffer qb, kb, vb;
@@ -213,6 +232,83 @@ void register_cuda_attention(py::module_& m) {
         py::arg("heads"), py::arg("head_dim"), py::arg("max_kv_len"));
 
   m.def(
+      "attention_absorbed",
+      [](FloatArray qa, FloatArray x, int heads, const std::string& dtype, py::object kv_lengths_obj,
+         py::object kv_index_obj, int rows_per_slot, float scale, bool x_static, int repeat) {
+        const cuda::DataType t = cudatest::parse_dtype(dtype);
+        need(qa.ndim() == 2, "qa: expected [rows, heads * dim]");
+        need(x.ndim() == 3, "x: expected [slots, max_kv_len, dim]");
+        const int64_t rows = qa.shape(0), slots = x.shape(0), max_len = x.shape(1), dim = x.shape(2);
+        need(qa.shape(1) == heads * dim, "qa: expected [rows, heads * dim]");
+        DeviceBuffer dq = cudatest::upload(qa, t), dx = cudatest::upload(x, t), lens, index;
+        if (!kv_lengths_obj.is_none()) {
+          IntArray l = kv_lengths_obj.cast<IntArray>();
+          need(l.ndim() == 1 && l.shape(0) == rows, "kv_lengths: expected [rows] int32");
+          lens = cudatest::upload_ints(l);
+        }
+        if (!kv_index_obj.is_none()) {
+          IntArray ix = kv_index_obj.cast<IntArray>();
+          need(ix.ndim() == 1 && ix.shape(0) == rows, "kv_index: expected [rows] int32");
+          for (py::ssize_t i = 0; i < ix.size(); ++i) need(ix.data()[i] >= 0 && ix.data()[i] < slots, "kv_index out of range");
+          index = cudatest::upload_ints(ix);
+        } else {
+          need(rows_per_slot >= 1 && (rows + rows_per_slot - 1) / rows_per_slot <= slots, "rows_per_slot: too few slots");
+        }
+        DeviceBuffer out = cudatest::poisoned(static_cast<size_t>(rows * heads * dim), t);
+        const size_t scratch_bytes =
+            cuda::attention_absorbed_scratch_bytes(static_cast<int>(rows), heads, static_cast<int>(dim), max_len);
+        DeviceBuffer scratch(scratch_bytes);
+        fill_device(scratch, 0xFF);  // NaN: partials a split fails to write would show
+        const cudaStream_t stream = decode_stream();
+        SC_CUDA_CHECK(cudaDeviceSynchronize());
+        need(repeat >= 1, "repeat >= 1");
+        for (int r = 0; r < repeat; ++r)
+          cuda::attention_absorbed(t, dq.get(), heads * dim, dx.get(), max_len * dim, out.get(), heads * dim,
+                                   kv_lengths_obj.is_none() ? nullptr : lens.as<int32_t>(),
+                                   kv_index_obj.is_none() ? nullptr : index.as<int32_t>(), rows_per_slot,
+                                   static_cast<int>(rows), heads, static_cast<int>(dim), max_len, scale,
+                                   scratch.get(), stream, x_static);
+        SC_CUDA_CHECK(cudaStreamSynchronize(stream));
+        return cudatest::download(out, {rows, heads * dim}, t);
+      },
+      py::arg("qa"), py::arg("x"), py::arg("heads"), py::arg("dtype") = "bfloat16", py::arg("kv_lengths") = py::none(),
+      py::arg("kv_index") = py::none(), py::arg("rows_per_slot") = 1, py::arg("scale") = 0.125f,
+      py::arg("x_static") = false, py::arg("repeat") = 1,
+      "Absorbed cross-attention: qa [rows, heads * dim], x [slots, max_kv_len, dim]; row r reads slot "
+      "kv_index[r] (None: r // rows_per_slot), kv_lengths[r] keys (None: all). Returns float32 [rows, heads * dim].");
+  m.def(
+      "attention_absorbed_split",
+      [](int rows, int64_t max_kv_len) {
+        const cuda::AttentionDecodeSplit s = cuda::attention_absorbed_split(rows, max_kv_len);
+        return py::make_tuple(s.splits, s.chunk);
+      },
+      py::arg("rows"), py::arg("max_kv_len"));
+  m.def("attention_absorbed_supported",
+        [](const std::string& dtype, int heads, int dim) {
+          return cuda::attention_absorbed_supported(cudatest::parse_dtype(dtype), heads, dim);
+        },
+        py::arg("dtype"), py::arg("heads"), py::arg("dim"));
+  m.def(
+      "attention_absorbed_benchmark",
+      [](int rows, int heads, int dim, int64_t t, const std::string& dtype, int iters) {
+        // rows queries, each against its own slot of t keys (timing only). Returns ms per call.
+        const cuda::DataType ty = cudatest::parse_dtype(dtype);
+        need(iters >= 1, "iters >= 1");
+        const int64_t es = cuda::data_type_size(ty);
+        DeviceBuffer qa(static_cast<size_t>(rows * heads * dim * es)), x(static_cast<size_t>(rows * t * dim * es)),
+            out(static_cast<size_t>(rows * heads * dim * es));
+        DeviceBuffer scratch(cuda::attention_absorbed_scratch_bytes(rows, heads, dim, t) + 16);
+        fill_device(qa, 0x3C);
+        fill_device(x, 0x3C);
+        auto call = [&] {
+          cuda::attention_absorbed(ty, qa.get(), heads * dim, x.get(), t * dim, out.get(), heads * dim, nullptr, nullptr,
+                                   1, rows, heads, dim, t, 0.125f, scratch.get(), nullptr, true);
+        };
+        return milliseconds_per_call(call, iters);
+      },
+      py::arg("rows"), py::arg("heads"), py::arg("dim"), py::arg("t") = 1500, py::arg("dtype") = "bfloat16",
+      py::arg("iters") = 10);
+  m.def(
       "attention_prefill_benchmark",
       [](int batch, int64_t t, int heads, int head_dim, int64_t causal_offset, const std::string& dtype,
          int iters) {
@@ -229,19 +325,7 @@ void register_cuda_attention(py::module_& m) {
                                   3 * d, t * 3 * d, out.get(), d, t * d, batch, t, t, heads, head_dim, causal_offset,
                                   nullptr);
         };
-        call();  // warm-up
-        cudaEvent_t e0, e1;
-        SC_CUDA_CHECK(cudaEventCreate(&e0));
-        SC_CUDA_CHECK(cudaEventCreate(&e1));
-        SC_CUDA_CHECK(cudaEventRecord(e0));
-        for (int i = 0; i < iters; ++i) call();
-        SC_CUDA_CHECK(cudaEventRecord(e1));
-        SC_CUDA_CHECK(cudaEventSynchronize(e1));
-        float ms = 0.f;
-        SC_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-        cudaEventDestroy(e0);
-        cudaEventDestroy(e1);
-        return ms / iters;
+        return milliseconds_per_call(call, iters);
       },
       py::arg("batch"), py::arg("t"), py::arg("heads"), py::arg("head_dim") = 64, py::arg("causal_offset") = -1,
       py::arg("dtype") = "bfloat16", py::arg("iters") = 10);

@@ -61,6 +61,25 @@ void register_cuda_gemm(py::module_& m) {
       "float32. Products of m <= gemv_max_rows rows take the skinny gemv kernel, others cuBLASLt.");
 
   m.def(
+      "linear_batched",
+      [](FloatArray x, FloatArray w, bool w_kn, const std::string& dtype) {
+        // x [m, batch, k] (product i reads x[:, i, :]), w [batch, n, k] (or [batch, k, n] with w_kn)
+        // -> y [m, batch, n]: the per-head layout of absorbed cross-attention.
+        const cuda::DataType dt = parse_dtype(dtype);
+        if (x.ndim() != 3 || w.ndim() != 3 || x.shape(1) != w.shape(0))
+          throw_error(ErrorCode::kInvalidArgument, "linear_batched: x [m, batch, k], w [batch, n, k]");
+        const int64_t mm = x.shape(0), b = x.shape(1), k = x.shape(2), n = w_kn ? w.shape(2) : w.shape(1);
+        if ((w_kn ? w.shape(1) : w.shape(2)) != k) throw_error(ErrorCode::kInvalidArgument, "linear_batched: k mismatch");
+        static cuda::GemmRunner runner;
+        DeviceBuffer dx = upload(x, dt), dw = upload(w, dt), dy = poisoned(static_cast<size_t>(mm * b * n), dt);
+        runner.batched(dt, dx.get(), b * k, k, dw.get(), w_kn ? n : k, n * k, w_kn, dy.get(), b * n, n, mm, n, k,
+                       static_cast<int>(b), nullptr);
+        SC_CUDA_CHECK(cudaDeviceSynchronize());
+        return download(dy, {mm, b, n}, dt);
+      },
+      py::arg("x"), py::arg("w"), py::arg("w_kn") = false, py::arg("dtype") = "float32");
+
+  m.def(
       "gemv_fused",
       [](FloatArray x, FloatArray w, py::object bias, const std::string& dtype, py::object y_init, bool f32_out,
          bool gelu, py::object ln_gamma, py::object ln_beta, float ln_eps, int64_t split_col, py::object y2_init,

@@ -187,6 +187,7 @@ py::dict info_dict(const ModelInfo& i) {
   d["compute_type"] = i.compute_type;
   d["weight_bytes"] = i.weight_bytes;
   d["decoder_step"] = i.decoder_step;
+  d["cross_absorb_min_windows"] = i.cross_absorb_min_windows;
   return d;
 }
 

@@ -25,6 +25,7 @@ class ModelInfo(TypedDict):
     compute_type: str
     weight_bytes: int
     decoder_step: str  # "cpu"; on CUDA "persistent", "fused" or "unfused"
+    cross_absorb_min_windows: int  # batches of >= this many windows use absorbed cross-attention (0: never)
 
 class NativeSegment(TypedDict):
     id: int

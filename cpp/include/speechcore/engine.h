@@ -34,6 +34,11 @@ struct ModelInfo {
   // How a one-row decoder step runs: "cpu"; on CUDA "persistent" (one kernel for all layers),
   // "fused" (8 kernels a layer) or "unfused".
   std::string decoder_step;
+  // CUDA float16/bfloat16: batches of at least this many windows keep each window's encoder
+  // output and run the cross-attention with K/V absorbed into the query and output products
+  // (half the bytes a decoder step, no per-layer cross K/V); 0: never (the CPU, float32, or off).
+  // Set at load from SPEECHCORE_CROSS_ABSORB.
+  int cross_absorb_min_windows = 0;
 };
 
 // One recording handed to Model::transcribe_batch, not copied: `num_frames` frames of

@@ -82,7 +82,7 @@ std::shared_ptr<Model> Model::load(const std::string& model_dir, const LoadOptio
   info.vocab_size = weights.config.vocab_size;
   std::unique_ptr<runtime::WindowRunner> runner;
 #ifdef SPEECHCORE_WITH_CUDA
-  if (use_cuda) runner = runtime::make_cuda_window_runner(weights, ct, &info.weight_bytes, &info.decoder_step);
+  if (use_cuda) runner = runtime::make_cuda_window_runner(weights, ct, &info);
 #endif
   if (!runner) {
     info.weight_bytes = weights.bytes();

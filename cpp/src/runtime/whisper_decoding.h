@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "models/whisper/whisper_model.h"
+#include "speechcore/engine.h"
 
 namespace speechcore::engine {
 class StepRunner;
@@ -186,11 +187,10 @@ std::unique_ptr<WindowRunner> make_cpu_window_runner(std::shared_ptr<const model
 
 #ifdef SPEECHCORE_WITH_CUDA
 // The CUDA backend (window_runner_cuda.cc): weights uploaded in compute_type ("auto" = float16,
-// "float16", "bfloat16", "float32"); *weight_bytes receives the device bytes they take and
-// *decoder_step how a one-row step runs (ModelInfo::decoder_step).
+// "float16", "bfloat16", "float32"); fills info's weight_bytes (device bytes of the weights),
+// decoder_step and cross_absorb_min_windows.
 std::unique_ptr<WindowRunner> make_cuda_window_runner(const models::whisper::WhisperWeights& weights,
-                                                      const std::string& compute_type, size_t* weight_bytes,
-                                                      std::string* decoder_step = nullptr);
+                                                      const std::string& compute_type, speechcore::ModelInfo* info = nullptr);
 bool cuda_device_available();
 #endif
 

@@ -200,6 +200,7 @@ class CudaWindowRunner final : public WindowRunner {
   std::string device() const override { return "cuda"; }
   std::string compute_type() const override { return cuda::data_type_name(model_.dtype()); }
   size_t weight_bytes() const { return model_.weight_bytes(); }
+  int absorb_min_slots() const { return model_.absorb_min_slots(); }
   std::string decoder_step() const {
     return model_.persistent_step() && model_.decode_fusion() ? "persistent" : model_.decode_fusion() ? "fused" : "unfused";
   }
@@ -1473,14 +1474,16 @@ std::unique_ptr<engine::StepRunner> CudaWindowRunner::make_step_runner(const eng
 }  // namespace
 
 std::unique_ptr<WindowRunner> make_cuda_window_runner(const models::whisper::WhisperWeights& weights,
-                                                      const std::string& compute_type, size_t* weight_bytes,
-                                                      std::string* decoder_step) {
+                                                      const std::string& compute_type, ModelInfo* info) {
   cuda::DataType dt = cuda::DataType::kFloat16;  // "auto": float16, as faster-whisper on GPUs
   if (compute_type == "float32") dt = cuda::DataType::kFloat32;
   else if (compute_type == "bfloat16") dt = cuda::DataType::kBFloat16;
   auto runner = std::make_unique<CudaWindowRunner>(weights, dt);
-  if (weight_bytes) *weight_bytes = runner->weight_bytes();
-  if (decoder_step) *decoder_step = runner->decoder_step();
+  if (info) {
+    info->weight_bytes = runner->weight_bytes();
+    info->decoder_step = runner->decoder_step();
+    info->cross_absorb_min_windows = runner->absorb_min_slots();
+  }
   return runner;
 }
 

@@ -92,6 +92,35 @@ struct AttentionDecodeSplit {
 };
 AttentionDecodeSplit attention_decode_split(int batch, int heads, int64_t max_kv_len);
 
+// Cross-attention with the key and value projections absorbed (weight absorption, as in
+// multi-head latent attention): every head of every query row attends over the same encoder
+// output X instead of per-layer K = X W_k^T and V = X W_v^T. With qa_h = q_h W_k,h (the query of
+// head h pulled back through that head's rows of W_k, computed by the caller),
+//   out[row, h, :] = softmax_j(scale * qa_h . x_j) x_j        (j < kv_lengths[row])
+// and the caller finishes with out_h W_v,h^T (+ b_v, which passes through the softmax). K's bias
+// drops out of the softmax. X is read once per row for all heads: half the bytes of K and V, and
+// one copy for all decoder layers. Tensor cores (mma.sync), float32 accumulation and softmax.
+//
+// qa: [rows, heads, dim] (row stride ld_qa elements, heads contiguous at stride dim).
+// x: slot s's rows are x + s * x_slot_stride, [max_kv_len, dim] contiguous (row stride dim).
+// Row r reads slot kv_index[r] (device int32 [rows]) or, with kv_index null, r / rows_per_slot.
+// kv_lengths: device int32 [rows] (clamped to [0, max_kv_len]), or null = max_kv_len for all.
+// out: [rows, heads, dim] (row stride ld_out). Rows with no keys get zeros.
+// float16 / bfloat16 only, dim in {384, 512, 768, 1024, 1280} with heads <= 8, 8, 16, 16, 24
+// (Whisper's shapes; attention_absorbed_supported), dim = heads * 64 not required.
+// Splits keys over blocks when rows are few; `scratch` must hold
+// attention_absorbed_scratch_bytes(rows, heads, dim, max_kv_len) bytes (16-byte aligned).
+// x_static: x, kv_index and kv_lengths are written by nothing the previous kernels of the stream
+// do, so the first X tiles are requested before the programmatic-launch wait.
+void attention_absorbed(DataType dtype, const void* qa, int64_t ld_qa, const void* x, int64_t x_slot_stride,
+                        void* out, int64_t ld_out, const int32_t* kv_lengths, const int32_t* kv_index,
+                        int rows_per_slot, int rows, int heads, int dim, int64_t max_kv_len, float scale,
+                        void* scratch, cudaStream_t stream, bool x_static = false);
+size_t attention_absorbed_scratch_bytes(int rows, int heads, int dim, int64_t max_kv_len);
+bool attention_absorbed_supported(DataType dtype, int heads, int dim);
+// Key splits per row (exposed for tests): `splits` blocks per row, `chunk` keys each.
+AttentionDecodeSplit attention_absorbed_split(int rows, int64_t max_kv_len);
+
 // Zeroes the merge counters of a decode scratch buffer of `bytes` bytes (enqueued on `stream`),
 // once after allocating it. No-op for bytes == 0.
 void attention_decode_scratch_init(void* scratch, size_t bytes, cudaStream_t stream);

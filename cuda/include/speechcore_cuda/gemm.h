@@ -70,6 +70,13 @@ class GemmRunner {
   void linear_f32_out(DataType dt, const void* x, const void* w, float* y, int64_t m, int64_t n, int64_t k,
                       cudaStream_t stream);
 
+  // `batch` products at fixed element strides (per-head products of absorbed attention):
+  // y_i[m, n] = x_i[m, k] w_i^T with w_i [n, k], or x_i w_i with w_kn (w_i [k, n]); x_i = x + i * sx
+  // (row stride ldx), w_i = w + i * sw (row stride ldw), y_i = y + i * sy (row stride ldy).
+  // No bias, no accumulation; always cuBLASLt.
+  void batched(DataType dt, const void* x, int64_t ldx, int64_t sx, const void* w, int64_t ldw, int64_t sw, bool w_kn,
+               void* y, int64_t ldy, int64_t sy, int64_t m, int64_t n, int64_t k, int batch, cudaStream_t stream);
+
   // Products with m <= this many rows go to gemv() instead of cuBLASLt (0 = never, at most
   // kGemvMaxRows). Default: kGemvDefaultRows, or $SPEECHCORE_GEMV_MAX_M when set (measurements).
   void set_gemv_max_rows(int rows);

@@ -84,6 +84,8 @@ WhisperModelCuda::WhisperModelCuda(const WhisperWeights& w, cuda::DataType dtype
   if (const char* e = std::getenv("SPEECHCORE_DECODE_FUSION")) decode_fusion_ = std::strcmp(e, "0") != 0;
   if (const char* e = std::getenv("SPEECHCORE_CROSS_PREFETCH")) cross_prefetch_ = std::strcmp(e, "0") != 0;
   if (const char* e = std::getenv("SPEECHCORE_PREFILL_CROSS_ROWS")) prefill_cross_rows_ = std::strcmp(e, "0") != 0;
+  if (const char* e = std::getenv("SPEECHCORE_CROSS_ABSORB")) absorb_min_slots_ = std::max(0, std::atoi(e));
+  if (!cuda::attention_absorbed_supported(dtype_, config_.decoder_heads, config_.d_model)) absorb_min_slots_ = 0;
   auto up = [&](const Tensor& t) {
     SC_ASSERT(t.dtype() == DType::kFloat32 && t.device() == Device::kCPU && t.is_contiguous());
     Tensor d = upload(t.data<float>(), t.shape());
@@ -120,7 +122,23 @@ WhisperModelCuda::WhisperModelCuda(const WhisperWeights& w, cuda::DataType dtype
     return Ffn{up(f.ln_gamma), up(f.ln_beta), up(f.fc1_w), up(f.fc1_b), up(f.fc2_w), up(f.fc2_b)};
   };
   for (const auto& L : w.enc_layers) enc_.push_back(EncLayer{attn(L.self_attn), ffn(L.ffn)});
-  for (const auto& L : w.dec_layers) dec_.push_back(DecLayer{attn(L.self_attn), attn(L.cross_attn), ffn(L.ffn)});
+  for (const auto& L : w.dec_layers) {
+    dec_.push_back(DecLayer{attn(L.self_attn), attn(L.cross_attn), ffn(L.ffn)});
+    if (absorb_min_slots_ > 0) {  // V's bias passes through the softmax: fold it into the output bias
+      const AttentionWeights& a = L.cross_attn;
+      const int64_t d = config_.d_model;
+      const float* wo = a.out_w.data<float>();
+      const float* bv = a.kv_b.data<float>() + d;
+      std::vector<float> b(a.out_b.data<float>(), a.out_b.data<float>() + d);
+      for (int64_t i = 0; i < d; ++i) {
+        double acc = 0.0;
+        for (int64_t j = 0; j < d; ++j) acc += static_cast<double>(wo[i * d + j]) * bv[j];
+        b[i] += static_cast<float>(acc);
+      }
+      dec_.back().cross_attn.out_b_absorbed = upload(b.data(), {d});
+      weight_bytes_ += dec_.back().cross_attn.out_b_absorbed.nbytes();
+    }
+  }
   setup_persistent_step();
 }
 
@@ -169,11 +187,14 @@ size_t decode_scratch_bytes(int slots, int heads, int64_t max_len) {
 }
 }  // namespace
 
-size_t WhisperModelCuda::bytes_per_slot(int ctx) const {
+bool WhisperModelCuda::absorbed_for(int slots) const { return absorb_min_slots_ > 0 && slots >= absorb_min_slots_; }
+
+size_t WhisperModelCuda::bytes_per_slot(int ctx, bool absorbed) const {
   const WhisperConfig& c = config_;
   const size_t es = cuda::data_type_size(dtype_), d = c.d_model, layers = c.decoder_layers;
-  const size_t cross = layers * c.n_audio_ctx * 2 * d, self = layers * 2 * static_cast<size_t>(ctx) * d;
-  const size_t step = 10 * d;  // x, h, qkv, att, ff rows
+  const size_t cross = absorbed ? c.n_audio_ctx * d : layers * c.n_audio_ctx * 2 * d;
+  const size_t self = layers * 2 * static_cast<size_t>(ctx) * d;
+  const size_t step = 10 * d + (absorbed ? 2 * c.decoder_heads * d : 0);  // x, h, qkv, att, ff (qa, za) rows
   const size_t scratch = c.decoder_heads * (32 * (64 + 2)) * sizeof(float);  // split-K partials, generous
   // (plus attention_decode's fixed merge-counter region once per batch: well inside that margin)
   return es * (cross + self + step) + 2 * sizeof(float) * c.vocab_size + scratch + 8 * sizeof(int32_t);
@@ -195,7 +216,14 @@ WhisperBatchCuda WhisperModelCuda::new_batch(int slots, int ctx, int64_t kv_rows
   WhisperBatchCuda b;
   b.slots = slots;
   b.ctx = ctx;
-  b.cross = Tensor::empty({L, s * c.n_audio_ctx, 2 * d}, dt, Device::kCUDA);
+  b.absorbed = absorbed_for(slots);
+  if (b.absorbed) {
+    b.cross = Tensor::empty({s * c.n_audio_ctx, d}, dt, Device::kCUDA);
+    b.qa = scratch(s, c.decoder_heads * d);
+    b.za = scratch(s, c.decoder_heads * d);
+  } else {
+    b.cross = Tensor::empty({L, s * c.n_audio_ctx, 2 * d}, dt, Device::kCUDA);
+  }
   if (kv_rows != 0) b.self_kv = Tensor::empty({L, kv_rows < 0 ? s * ctx : kv_rows, 2 * d}, dt, Device::kCUDA);
   b.x = scratch(s, d);
   b.h = scratch(s, d);
@@ -203,6 +231,12 @@ WhisperBatchCuda WhisperModelCuda::new_batch(int slots, int ctx, int64_t kv_rows
   b.att = scratch(s, d);
   b.ff = scratch(s, 4 * d);
   const size_t sb = decode_scratch_bytes(slots, c.decoder_heads, std::max(ctx, c.n_audio_ctx));
+  if (b.absorbed) {  // splits happen below 66 rows (prefills too): the largest of those
+    size_t ab = 16;
+    for (int r = 1; r <= 66; ++r)
+      ab = std::max(ab, cuda::attention_absorbed_scratch_bytes(r, c.decoder_heads, static_cast<int>(d), c.n_audio_ctx));
+    b.absorb_scratch = Tensor::empty({static_cast<int64_t>(ab)}, DType::kUInt8, Device::kCUDA);
+  }
   b.attn_scratch = Tensor::empty({static_cast<int64_t>(sb)}, DType::kUInt8, Device::kCUDA);
   cuda::attention_decode_scratch_init(b.attn_scratch.raw(), sb, stream_);
   b.logits = Tensor::empty({2 * s, static_cast<int64_t>(c.vocab_size)}, DType::kFloat32, Device::kCUDA);
@@ -346,6 +380,14 @@ void WhisperModelCuda::encode_chunk(const float* const* mels, int n, WhisperBatc
     lin(ff, nt, Lr.ffn.fc2_w, Lr.ffn.fc2_b, x, true);
   }
   cuda::layer_norm(dt, x, enc_ln_g_.raw(), enc_ln_b_.raw(), h, nt, d, kLnEps, s);
+  if (batch.absorbed) {  // the encoder output itself is the cross-attention's memory
+    for (int i = 0; i < n; ++i) {
+      const int64_t slot = slots ? slots[i] : slot0 + i;
+      SC_CUDA_CHECK(cudaMemcpyAsync(at(batch.cross, slot * t * d), off(h, i * t * d), static_cast<size_t>(t * d * es),
+                                    cudaMemcpyDeviceToDevice, s));
+    }
+    return;
+  }
   const int64_t layer_stride = static_cast<int64_t>(batch.slots) * t * 2 * d;
   for (size_t li = 0; li < dec_.size(); ++li) {
     if (!slots) {
@@ -359,6 +401,23 @@ void WhisperModelCuda::encode_chunk(const float* const* mels, int n, WhisperBatc
   }
   // The scratch tensors (held) return to the caching pool here; the pool hands them out again
   // only to work queued later on the model's stream. A lane keeps its buffers.
+}
+
+void WhisperModelCuda::cross_absorbed(const WhisperBatchCuda& b, size_t li, const void* q, int64_t rows,
+                                      const int32_t* lens, const int32_t* kv_index, int rows_per_slot, int slot0,
+                                      void* qa, void* za, void* att, void* scratch) const {
+  const WhisperConfig& c = config_;
+  const int64_t d = c.d_model, t_enc = c.n_audio_ctx, hd = 64;
+  const int heads = c.decoder_heads;
+  const Tensor& kv_w = dec_[li].cross_attn.kv_w;  // [2d, d]: W_k rows, then W_v rows
+  // qa[r, h, :] = q[r, h*64:(h+1)*64] W_k[h*64:(h+1)*64, :]
+  gemm_->batched(dtype_, q, d, hd, kv_w.raw(), d, hd * d, true, qa, heads * d, d, rows, d, hd, heads, stream_);
+  cuda::attention_absorbed(dtype_, qa, heads * d, at(b.cross, static_cast<int64_t>(slot0) * t_enc * d), t_enc * d, za,
+                           heads * d, lens, kv_index, rows_per_slot, static_cast<int>(rows), heads,
+                           static_cast<int>(d), t_enc, 1.0f / std::sqrt(static_cast<float>(hd)), scratch, stream_,
+                           cross_prefetch_);
+  // att[r, h*64:(h+1)*64] = za[r, h, :] W_v[h*64:(h+1)*64, :]^T
+  gemm_->batched(dtype_, za, heads * d, d, at(kv_w, d * d), d, hd * d, false, att, d, hd, rows, hd, d, heads, stream_);
 }
 
 Tensor WhisperModelCuda::prefill(WhisperBatchCuda& batch, const int32_t* ints, int n, int len, int slot0,
@@ -391,6 +450,11 @@ Tensor WhisperModelCuda::prefill(WhisperBatchCuda& batch, const int32_t* ints, i
                           cuda::attention_decode_scratch_bytes(static_cast<int>(R), heads, 64, t_enc) <=
                               batch.attn_scratch.nbytes();
   Tensor x = scratch(R, d), h = scratch(R, d), qkv = scratch(R, 3 * d), att = scratch(R, d), ff = scratch(R, 4 * d);
+  Tensor qa, za;
+  if (batch.absorbed) {
+    qa = scratch(R, heads * d);
+    za = scratch(R, heads * d);
+  }
   cuda::embedding(dt, tok_emb_.raw(), ids, pos, dec_pos_.raw(), x.raw(), R, d, stream_);
   const int64_t self_layer = batch.self_kv.dim(1) * 2 * d;
   const int64_t cross_layer = static_cast<int64_t>(batch.slots) * t_enc * 2 * d;
@@ -406,37 +470,57 @@ Tensor WhisperModelCuda::prefill(WhisperBatchCuda& batch, const int32_t* ints, i
     linear(att.raw(), R, L.self_attn.out_w, L.self_attn.out_b, x.raw(), true);
     cuda::layer_norm(dt, x.raw(), L.cross_attn.ln_g.raw(), L.cross_attn.ln_b.raw(), h.raw(), R, d, kLnEps, stream_);
     linear(h.raw(), R, L.cross_attn.qkv_w, L.cross_attn.qkv_b, qkv.raw(), false);  // q only: [R, d]
-    if (capture) {  // the alignment heads' raw scores against this sequence's encoder K
-      const int64_t hd = d / heads;
-      const int64_t cross0 = li * cross_layer + static_cast<int64_t>(slots ? slots[0] : slot0) * t_enc * 2 * d;
-      for (size_t i = 0; i < capture->heads.size(); ++i) {
-        if (capture->heads[i].first != static_cast<int>(li)) continue;
-        const int64_t off = capture->heads[i].second * hd;
-        cuda::attention_scores(dt, at(qkv, off), d, at(batch.cross, cross0 + off), 2 * d, len, static_cast<int>(t_enc),
-                               static_cast<int>(hd), 1.0f / std::sqrt(static_cast<float>(hd)),
-                               capture->scores + static_cast<int64_t>(i) * len * t_enc, stream_);
-      }
-    }
-    if (rows_cross) {  // every row against its sequence's slot: one flash-decoding call
-      const int64_t cross0 = li * cross_layer;
-      cuda::attention_decode(dt, qkv.raw(), d, d, at(batch.cross, cross0), 2 * d, t_enc * 2 * d,
-                             at(batch.cross, cross0 + d), 2 * d, t_enc * 2 * d, att.raw(), d, d, ints + 4 * R,
-                             ints + 3 * R, static_cast<int>(R), heads, 64, t_enc, batch.attn_scratch.raw(), stream_,
-                             nullptr, cross_prefetch_);
-    } else if (slots) {  // each sequence against its own slot's K/V
-      for (int i = 0; i < n; ++i) {
-        const int64_t cross0 = li * cross_layer + static_cast<int64_t>(slots[i]) * t_enc * 2 * d;
-        cuda::attention_prefill(dt, at(qkv, i * len * d), d, len * d, at(batch.cross, cross0), 2 * d, t_enc * 2 * d,
-                                at(batch.cross, cross0 + d), 2 * d, t_enc * 2 * d, at(att, i * len * d), d, len * d, 1,
-                                len, t_enc, heads, 64, -1, stream_);
+    if (batch.absorbed) {
+      // every row against its sequence's encoder output (the slot map, or row / len from slot0)
+      if (slots)
+        cross_absorbed(batch, li, qkv.raw(), R, ints + 4 * R, ints + 3 * R, 1, 0, qa.raw(), za.raw(), att.raw(),
+                       batch.absorb_scratch.raw());
+      else
+        cross_absorbed(batch, li, qkv.raw(), R, nullptr, nullptr, len, slot0, qa.raw(), za.raw(), att.raw(),
+                       batch.absorb_scratch.raw());
+      if (capture) {  // the alignment heads' raw scores: qa_h against the encoder output
+        const int64_t x0 = static_cast<int64_t>(slots ? slots[0] : slot0) * t_enc * d;
+        for (size_t i = 0; i < capture->heads.size(); ++i) {
+          if (capture->heads[i].first != static_cast<int>(li)) continue;
+          cuda::attention_scores(dt, at(qa, capture->heads[i].second * d), heads * d, at(batch.cross, x0), d, len,
+                                 static_cast<int>(t_enc), static_cast<int>(d), 1.0f / 8.0f,
+                                 capture->scores + static_cast<int64_t>(i) * len * t_enc, stream_);
+        }
       }
     } else {
-      const int64_t cross0 = li * cross_layer + static_cast<int64_t>(slot0) * t_enc * 2 * d;
-      void* KV = at(batch.cross, cross0);
-      cuda::attention_prefill(dt, qkv.raw(), d, len * d, KV, 2 * d, t_enc * 2 * d, at(batch.cross, cross0 + d),
-                              2 * d, t_enc * 2 * d, att.raw(), d, len * d, n, len, t_enc, heads, 64, -1, stream_);
+      if (capture) {  // the alignment heads' raw scores against this sequence's encoder K
+        const int64_t hd = d / heads;
+        const int64_t cross0 = li * cross_layer + static_cast<int64_t>(slots ? slots[0] : slot0) * t_enc * 2 * d;
+        for (size_t i = 0; i < capture->heads.size(); ++i) {
+          if (capture->heads[i].first != static_cast<int>(li)) continue;
+          const int64_t off = capture->heads[i].second * hd;
+          cuda::attention_scores(dt, at(qkv, off), d, at(batch.cross, cross0 + off), 2 * d, len, static_cast<int>(t_enc),
+                                 static_cast<int>(hd), 1.0f / std::sqrt(static_cast<float>(hd)),
+                                 capture->scores + static_cast<int64_t>(i) * len * t_enc, stream_);
+        }
+      }
+      if (rows_cross) {  // every row against its sequence's slot: one flash-decoding call
+        const int64_t cross0 = li * cross_layer;
+        cuda::attention_decode(dt, qkv.raw(), d, d, at(batch.cross, cross0), 2 * d, t_enc * 2 * d,
+                               at(batch.cross, cross0 + d), 2 * d, t_enc * 2 * d, att.raw(), d, d, ints + 4 * R,
+                               ints + 3 * R, static_cast<int>(R), heads, 64, t_enc, batch.attn_scratch.raw(), stream_,
+                               nullptr, cross_prefetch_);
+      } else if (slots) {  // each sequence against its own slot's K/V
+        for (int i = 0; i < n; ++i) {
+          const int64_t cross0 = li * cross_layer + static_cast<int64_t>(slots[i]) * t_enc * 2 * d;
+          cuda::attention_prefill(dt, at(qkv, i * len * d), d, len * d, at(batch.cross, cross0), 2 * d, t_enc * 2 * d,
+                                  at(batch.cross, cross0 + d), 2 * d, t_enc * 2 * d, at(att, i * len * d), d, len * d, 1,
+                                  len, t_enc, heads, 64, -1, stream_);
+        }
+      } else {
+        const int64_t cross0 = li * cross_layer + static_cast<int64_t>(slot0) * t_enc * 2 * d;
+        void* KV = at(batch.cross, cross0);
+        cuda::attention_prefill(dt, qkv.raw(), d, len * d, KV, 2 * d, t_enc * 2 * d, at(batch.cross, cross0 + d),
+                                2 * d, t_enc * 2 * d, att.raw(), d, len * d, n, len, t_enc, heads, 64, -1, stream_);
+      }
     }
-    linear(att.raw(), R, L.cross_attn.out_w, L.cross_attn.out_b, x.raw(), true);
+    linear(att.raw(), R, L.cross_attn.out_w, batch.absorbed ? L.cross_attn.out_b_absorbed : L.cross_attn.out_b,
+           x.raw(), true);
     cuda::layer_norm(dt, x.raw(), L.ffn.ln_g.raw(), L.ffn.ln_b.raw(), h.raw(), R, d, kLnEps, stream_);
     linear_gelu(h.raw(), R, L.ffn.fc1_w, L.ffn.fc1_b, ff.raw());
     linear(ff.raw(), R, L.ffn.fc2_w, L.ffn.fc2_b, x.raw(), true);
@@ -471,7 +555,21 @@ void WhisperModelCuda::step(WhisperBatchCuda& b, int n) const {
   void* ff = b.ff.raw();
   void* scr = b.attn_scratch.raw();
   cuda::embedding(dt, tok_emb_.raw(), ids, pos, dec_pos_.raw(), x, n, d, stream_);
-  if (n == 1 && decode_fusion_ && persist_plan_.grid > 0 && ctx <= persist_plan_.self_max) {
+  // Cross-attention of the n rows' queries (qkv[:, 0:d]) into att, and its output bias.
+  auto cross = [&](size_t li) -> const Tensor& {
+    const DecLayer& L = dec_[li];
+    if (b.absorbed) {
+      cross_absorbed(b, li, qkv, n, b.cross_len.data<int32_t>(), slot, 1, 0, b.qa.raw(), b.za.raw(), att,
+                     b.absorb_scratch.raw());
+      return L.cross_attn.out_b_absorbed;
+    }
+    cuda::attention_decode(dt, qkv, d, d, at(b.cross, li * cross_layer), 2 * d, t_enc * 2 * d,
+                           at(b.cross, li * cross_layer + d), 2 * d, t_enc * 2 * d, att, d, d,
+                           b.cross_len.data<int32_t>(), slot, n, heads, 64, t_enc, scr, stream_, nullptr,
+                           cross_prefetch_);
+    return L.cross_attn.out_b;
+  };
+  if (n == 1 && decode_fusion_ && persist_plan_.grid > 0 && ctx <= persist_plan_.self_max && !b.absorbed) {
     cuda::PersistentStepArgs a;
     a.layers = static_cast<const cuda::DecoderLayerWeights*>(persist_layers_.raw());
     a.n_layers = static_cast<int>(dec_.size());
@@ -527,11 +625,8 @@ void WhisperModelCuda::step(WhisperBatchCuda& b, int n) const {
       fc.ln_beta = L.cross_attn.ln_b.raw();
       fc.ln_eps = kLnEps;
       gemv(x, L.cross_attn.qkv_w, L.cross_attn.qkv_b, qkv, false, false, &fc);  // q only: [n, d]
-      void* KV = at(b.cross, li * cross_layer);
-      cuda::attention_decode(dt, qkv, d, d, KV, 2 * d, t_enc * 2 * d, at(b.cross, li * cross_layer + d), 2 * d,
-                             t_enc * 2 * d, att, d, d, b.cross_len.data<int32_t>(), slot, n, heads, 64, t_enc, scr,
-                             stream_, nullptr, cross_prefetch_);
-      gemv(att, L.cross_attn.out_w, L.cross_attn.out_b, x, true, false, nullptr);
+      const Tensor& cout_b = cross(li);
+      gemv(att, L.cross_attn.out_w, cout_b, x, true, false, nullptr);
       cuda::GemvFusion ff_ln;
       ff_ln.ln_gamma = L.ffn.ln_g.raw();
       ff_ln.ln_beta = L.ffn.ln_b.raw();
@@ -552,11 +647,8 @@ void WhisperModelCuda::step(WhisperBatchCuda& b, int n) const {
     linear(att, n, L.self_attn.out_w, L.self_attn.out_b, x, true);
     cuda::layer_norm(dt, x, L.cross_attn.ln_g.raw(), L.cross_attn.ln_b.raw(), h, n, d, kLnEps, stream_);
     linear(h, n, L.cross_attn.qkv_w, L.cross_attn.qkv_b, qkv, false);  // q only: [n, d]
-    void* KV = at(b.cross, li * cross_layer);
-    cuda::attention_decode(dt, qkv, d, d, KV, 2 * d, t_enc * 2 * d, at(b.cross, li * cross_layer + d), 2 * d,
-                           t_enc * 2 * d, att, d, d, b.cross_len.data<int32_t>(), slot, n, heads, 64, t_enc, scr,
-                           stream_, nullptr, cross_prefetch_);
-    linear(att, n, L.cross_attn.out_w, L.cross_attn.out_b, x, true);
+    const Tensor& cout_b = cross(li);
+    linear(att, n, L.cross_attn.out_w, cout_b, x, true);
     cuda::layer_norm(dt, x, L.ffn.ln_g.raw(), L.ffn.ln_b.raw(), h, n, d, kLnEps, stream_);
     linear_gelu(h, n, L.ffn.fc1_w, L.ffn.fc1_b, ff);
     linear(ff, n, L.ffn.fc2_w, L.ffn.fc2_b, x, true);

@@ -28,7 +28,10 @@ namespace speechcore::models::whisper {
 struct WhisperBatchCuda {
   int slots = 0;  // windows held
   int ctx = 0;    // self-attention positions per window
-  Tensor cross;   // [decoder_layers, slots * n_audio_ctx, 2 * d_model] (K | V)
+  Tensor cross;   // [decoder_layers, slots * n_audio_ctx, 2 * d_model] (K | V), or absorbed:
+                  // [slots * n_audio_ctx, d_model], each window's encoder output (after the final
+                  // layer norm), one copy for every decoder layer (cuda::attention_absorbed)
+  bool absorbed = false;
   Tensor self_kv; // [decoder_layers, kv rows, 2 * d_model] (K | V): row slot * ctx + position, or
                   // paged (block_size > 0): row block * block_size + position % block_size
   // Paged self-attention K/V (the engine): block_table [slots, table_stride] int32, row r of the
@@ -38,7 +41,10 @@ struct WhisperBatchCuda {
   Tensor block_table;
   // Per-step buffers for up to `slots` rows.
   Tensor x, h, qkv, att, ff;  // [slots, d], [slots, d], [slots, 3d], [slots, d], [slots, 4d]
-  Tensor attn_scratch;        // attention_decode split-K partials
+  Tensor attn_scratch;        // attention_decode / attention_absorbed split-K partials
+  Tensor qa, za;              // absorbed: [slots, heads * d] queries through W_k, attention over X
+  Tensor absorb_scratch;      // absorbed: attention_absorbed's split partials (its own: the decode
+                              // scratch's merge counters must stay zero between calls)
   Tensor logits;              // float32 [2 * slots, vocab]
   // Step inputs (device int32), written by the caller before step(): ids, positions,
   // KV-cache rows (slot * ctx + position), slots, attention lengths (position + 1) (see step()),
@@ -87,7 +93,18 @@ class WhisperModelCuda {
 
   // Device bytes one window takes in a batch with `ctx` self-attention positions (cross K/V,
   // KV cache, step buffers), for sizing batches to the free memory.
-  size_t bytes_per_slot(int ctx) const;
+  size_t bytes_per_slot(int ctx, bool absorbed = false) const;
+  // Whether a batch of `slots` windows keeps each window's encoder output and runs the
+  // cross-attention with K/V absorbed into the query and output products (cuda::attention_absorbed:
+  // half the bytes a step, no per-layer cross K/V in the encoder) instead of per-layer K/V.
+  // float16/bfloat16 only; batches of at least absorb_min_slots() windows (0: never), by default
+  // kAbsorbMinSlots. SPEECHCORE_CROSS_ABSORB=<slots> at load sets it (0 turns it off).
+  // H200, large-v3 bf16, 100 tokens a window through the engine (decode_step_gpu.py): batch 128
+  // 1,699.5 ms absorbed vs 1,877.8 ms; batch 64 1,031.7 vs 1,077.6; batch 16 556.7 vs 462.0 (few
+  // rows leave the kernel's per-block start-up exposed; one row: 43 us a layer).
+  static constexpr int kAbsorbMinSlots = 128;
+  bool absorbed_for(int slots) const;
+  int absorb_min_slots() const { return absorb_min_slots_; }
   // Device bytes of the encoder's activations for `windows` windows at once.
   size_t encoder_bytes(int windows) const;
   // kv_rows: rows of the self-attention K/V (-1: slots * ctx; 0: none yet, for a caller that
@@ -156,6 +173,7 @@ class WhisperModelCuda {
  private:
   struct Attn {
     Tensor ln_g, ln_b, qkv_w, qkv_b, kv_w, kv_b, out_w, out_b;
+    Tensor out_b_absorbed;  // cross-attention: out_b + out_w b_v (V's bias through the output product)
   };
   struct Ffn {
     Tensor ln_g, ln_b, fc1_w, fc1_b, fc2_w, fc2_b;
@@ -182,6 +200,14 @@ class WhisperModelCuda {
   void* at(const Tensor& t, int64_t elements) const;  // element offset into a device tensor of dtype_
   // slots: window i's slot (null: slot0 + i, one product per layer for all windows).
   void setup_persistent_step();  // plan, layer table and workspace of the persistent step
+  // Absorbed cross-attention of `rows` query rows q [rows, d] (row stride d) of decoder layer li
+  // into att [rows, d]: qa = per-head q W_k,h, attention over the slots' encoder outputs, per-head
+  // W_v,h products. Rows reach slots through kv_index (device int32 [rows]) or row / rows_per_slot
+  // from slot `slot0`; lens: device int32 [rows] or null (all n_audio_ctx). The caller adds
+  // out_w with out_b_absorbed.
+  void cross_absorbed(const WhisperBatchCuda& b, size_t li, const void* q, int64_t rows, const int32_t* lens,
+                      const int32_t* kv_index, int rows_per_slot, int slot0, void* qa, void* za, void* att,
+                      void* scratch) const;
   void encode_chunk(const float* const* mels, int n, WhisperBatchCuda& batch, int slot0, const int* slots,
                     const EncodeCtx& ec) const;
 
@@ -198,6 +224,7 @@ class WhisperModelCuda {
   // prefill() with slots: the prompts' cross-attention as one decode-kernel call over all rows
   // (SPEECHCORE_PREFILL_CROSS_ROWS=0 at load: one prefill-kernel call per sequence).
   bool prefill_cross_rows_ = true;
+  int absorb_min_slots_ = kAbsorbMinSlots;
   // The persistent one-row step: its plan (grid 0: not used), the layers' weight pointers on the
   // device and its workspace (barrier counters, cross-attention split states).
   cuda::PersistentStepPlan persist_plan_;
