@@ -12,6 +12,7 @@
 #include "core/status.h"
 #include "cuda_testing.h"
 #include "speechcore_cuda/attention.h"
+#include "speechcore_cuda/gemm.h"
 
 namespace py = pybind11;
 
@@ -290,24 +291,70 @@ void register_cuda_attention(py::module_& m) {
         py::arg("dtype"), py::arg("heads"), py::arg("dim"));
   m.def(
       "attention_absorbed_benchmark",
-      [](int rows, int heads, int dim, int64_t t, const std::string& dtype, int iters) {
-        // rows queries, each against its own slot of t keys (timing only). Returns ms per call.
+      [](int rows, int heads, int dim, int64_t t, const std::string& dtype, int iters, bool products) {
+        // rows queries, each against its own slot of t keys (timing only). products: also the two
+        // per-head products around the kernel (q [rows, heads * 64] -> qa through W_k; the
+        // attention over X -> [rows, heads * 64] through W_v), as a decoder layer runs them.
+        // Returns ms per call.
         const cuda::DataType ty = cudatest::parse_dtype(dtype);
         need(iters >= 1, "iters >= 1");
-        const int64_t es = cuda::data_type_size(ty);
+        const int64_t es = cuda::data_type_size(ty), hd = 64, d = heads * hd;
         DeviceBuffer qa(static_cast<size_t>(rows * heads * dim * es)), x(static_cast<size_t>(rows * t * dim * es)),
             out(static_cast<size_t>(rows * heads * dim * es));
         DeviceBuffer scratch(cuda::attention_absorbed_scratch_bytes(rows, heads, dim, t) + 16);
+        DeviceBuffer q, w, att;
+        static cuda::GemmRunner gemm;
+        if (products) {
+          q = DeviceBuffer(static_cast<size_t>(rows * d * es));
+          w = DeviceBuffer(static_cast<size_t>(2 * d * dim * es));  // W_k rows, then W_v rows
+          att = DeviceBuffer(static_cast<size_t>(rows * d * es));
+          fill_device(q, 0x3C);
+          fill_device(w, 0x3C);
+        }
         fill_device(qa, 0x3C);
         fill_device(x, 0x3C);
         auto call = [&] {
+          if (products)
+            gemm.batched(ty, q.get(), d, hd, w.get(), dim, hd * dim, true, qa.get(), heads * dim, dim, rows, dim, hd,
+                         heads, nullptr);
           cuda::attention_absorbed(ty, qa.get(), heads * dim, x.get(), t * dim, out.get(), heads * dim, nullptr, nullptr,
                                    1, rows, heads, dim, t, 0.125f, scratch.get(), nullptr, true);
+          if (products)
+            gemm.batched(ty, out.get(), heads * dim, dim, static_cast<const char*>(w.get()) + d * dim * es, dim,
+                         hd * dim, false, att.get(), d, hd, rows, hd, dim, heads, nullptr);
         };
         return milliseconds_per_call(call, iters);
       },
       py::arg("rows"), py::arg("heads"), py::arg("dim"), py::arg("t") = 1500, py::arg("dtype") = "bfloat16",
-      py::arg("iters") = 10);
+      py::arg("iters") = 10, py::arg("products") = false);
+  m.def(
+      "attention_decode_benchmark",
+      [](int rows, int heads, int head_dim, int64_t t, const std::string& dtype, int iters) {
+        // The K/V path's cross-attention of a decoder layer: rows queries, each against its own
+        // slot of t keys in a fused [t, 2 * heads * head_dim] K | V layout, K/V loads before the
+        // dependency wait (timing only). Returns ms per call.
+        const cuda::DataType ty = cudatest::parse_dtype(dtype);
+        need(iters >= 1, "iters >= 1");
+        const int64_t es = cuda::data_type_size(ty), d = static_cast<int64_t>(heads) * head_dim;
+        DeviceBuffer q(static_cast<size_t>(rows * d * es)), kv(static_cast<size_t>(rows * t * 2 * d * es)),
+            out(static_cast<size_t>(rows * d * es)), lens(static_cast<size_t>(rows) * 4);
+        const size_t sb = cuda::attention_decode_scratch_bytes(rows, heads, head_dim, t);
+        DeviceBuffer scratch(sb + 16);
+        fill_device(q, 0x3C);
+        fill_device(kv, 0x3C);
+        const std::vector<int32_t> host_lens(static_cast<size_t>(rows), static_cast<int32_t>(t));
+        SC_CUDA_CHECK(cudaMemcpy(lens.get(), host_lens.data(), host_lens.size() * 4, cudaMemcpyHostToDevice));
+        cuda::attention_decode_scratch_init(scratch.get(), sb, nullptr);
+        const char* k = static_cast<const char*>(kv.get());
+        auto call = [&] {
+          cuda::attention_decode(ty, q.get(), d, d, k, 2 * d, t * 2 * d, k + d * es, 2 * d, t * 2 * d, out.get(), d, d,
+                                 lens.as<int32_t>(), nullptr, rows, heads, head_dim, t, scratch.get(), nullptr, nullptr,
+                                 true);
+        };
+        return milliseconds_per_call(call, iters);
+      },
+      py::arg("rows"), py::arg("heads"), py::arg("head_dim") = 64, py::arg("t") = 1500,
+      py::arg("dtype") = "bfloat16", py::arg("iters") = 10);
   m.def(
       "attention_prefill_benchmark",
       [](int batch, int64_t t, int heads, int head_dim, int64_t causal_offset, const std::string& dtype,
