@@ -66,12 +66,6 @@ struct AbsParams {
   bool x_static;
 };
 
-__device__ __forceinline__ void ldmatrix_x2(uint32_t (&r)[2], const void* smem) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];\n"
-               : "=r"(r[0]), "=r"(r[1])
-               : "r"(smem_u32(smem)));
-}
-
 // Lazy rescaling: a head's running max moves only when a tile's scores exceed it by more than
 // this (log2 units), so most tiles skip rescaling the accumulators; P stays <= 2^kAbsSlack.
 constexpr float kAbsSlack = 8.0f;

@@ -19,7 +19,7 @@ using namespace detail;
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr int kHead = 64;           // head size
-constexpr int kLnWarps = 4;         // layer_norm()'s block of 128 threads, replayed by warps 0-3
+constexpr int kLnWarps = kLnStatThreads / 32;  // layer_norm()'s block, replayed by warps 0-3
 constexpr int kPartial = kHead + 4; // floats per cross-attention split state: o[64], m, l (+ pad)
 
 struct StepConsts {
@@ -96,25 +96,11 @@ __device__ __noinline__ void stage_layer_norm(const T* x, const T* g, const T* b
   float mean = 0.0f, inv = 0.0f;
   for (int pass = 0; pass < 2; ++pass) {
     if (warp < kLnWarps) {
-      float sum = 0.0f;
-      for (int a = lane + 32 * warp; a < nacc; a += 32 * kLnWarps) {
-        const Pack<T> xv = load_pack(vin + a * V);
-#pragma unroll
-        for (int i = 0; i < V; ++i) {
-          if (pass) {
-            const float dlt = to_float(xv.v[i]) - mean;
-            sum += dlt * dlt;
-          } else {
-            sum += to_float(xv.v[i]);
-          }
-        }
-      }
-      sum = warp_sum(sum);
+      const float sum = ln_warp_stat<V>([&](int a) { return load_pack(vin + a * V); }, nacc, warp, lane, pass, mean);
       if (lane == 0) part[pass * kLnWarps + warp] = sum;
     }
     __syncthreads();
-    const float* p = part + pass * kLnWarps;
-    const float tot = ((p[0] + p[2]) + (p[1] + p[3])) / static_cast<float>(k);
+    const float tot = ln_block_stat(part + pass * kLnWarps, k);
     if (pass) inv = 1.0f / sqrtf(tot + eps);
     else mean = tot;
   }

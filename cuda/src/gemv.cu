@@ -38,7 +38,7 @@ constexpr int kGemvSmemMinBlocks = 3;
 // needs it. Larger products read x from global memory (the plain kernel).
 constexpr int64_t kGemvSmemBytes = 46 * 1024;  // + the static statistics: under the 48 KiB default
 // The layer norm statistics reproduce layer_norm()'s block of 128 threads (layer_norm.cu).
-constexpr int kLnThreads = 128;
+constexpr int kLnThreads = kLnStatThreads;  // layer_norm()'s block (kernel_utils.cuh)
 
 // V elements of T read with one access (16 bytes when V = Pack<T>::kSize).
 template <typename T, int V>
@@ -161,26 +161,14 @@ __global__ void __launch_bounds__(kGemvThreads, M <= 4 ? kGemvSmemMinBlocks : 2)
         const int r = task / kLnWarps, j = task % kLnWarps;
         const T* xr = xs + r * k;
         const float mean = pass ? s_mean[r] : 0.0f;
-        float sum = 0.0f;
-        for (int a = lane + 32 * j; a < nacc; a += kLnThreads) {
-          const Raw<T, V> xv = load_raw<T, V>(xr + a * V);
-#pragma unroll
-          for (int i = 0; i < V; ++i) {
-            if (pass) {
-              const float dlt = to_float(xv.v[i]) - mean;
-              sum += dlt * dlt;
-            } else {
-              sum += to_float(xv.v[i]);
-            }
-          }
-        }
-        sum = warp_sum(sum);
+        const float sum =
+            ln_warp_stat<V>([&](int a) { return load_raw<T, V>(xr + a * V); }, nacc, j, lane, pass, mean);
         if (lane == 0) s_part[r][j] = sum;
       }
       __syncthreads();
       if (static_cast<int>(threadIdx.x) < M) {
         const int r = threadIdx.x;
-        const float tot = ((s_part[r][0] + s_part[r][2]) + (s_part[r][1] + s_part[r][3])) / static_cast<float>(k);
+        const float tot = ln_block_stat(s_part[r], k);
         if (pass) s_inv[r] = 1.0f / sqrtf(tot + p.ln_eps);
         else s_mean[r] = tot;
       }

@@ -208,6 +208,34 @@ __device__ __forceinline__ float block_max(float v, float* red) {
   return r;
 }
 
+// layer_norm()'s row statistics, as the fused decode kernels replay them bit for bit: its block
+// of kLnStatThreads threads reads the row in accesses of V elements, thread t taking accesses t,
+// t + kLnStatThreads, ...; warp j's share (its lane L being thread L + 32 j) is returned here
+// after the xor-tree warp sum: pass 0 sums the elements, pass 1 the squared deviations from
+// `mean`. load(a) returns access a (a pack with .v[V]). ln_block_stat combines the 4 warps'
+// shares as block_sum does and divides by the row length k.
+constexpr int kLnStatThreads = 128;
+template <int V, typename Load>
+__device__ __forceinline__ float ln_warp_stat(Load&& load, int nacc, int j, int lane, int pass, float mean) {
+  float sum = 0.0f;
+  for (int a = lane + 32 * j; a < nacc; a += kLnStatThreads) {
+    const auto xv = load(a);
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+      if (pass) {
+        const float dlt = to_float(xv.v[i]) - mean;
+        sum += dlt * dlt;
+      } else {
+        sum += to_float(xv.v[i]);
+      }
+    }
+  }
+  return warp_sum(sum);
+}
+__device__ __forceinline__ float ln_block_stat(const float* warp_stats, int k) {
+  return ((warp_stats[0] + warp_stats[2]) + (warp_stats[1] + warp_stats[3])) / static_cast<float>(k);
+}
+
 __device__ __forceinline__ float gelu_erf(float x) {
   return 0.5f * x * (1.0f + erff(x * 0.70710678118654752440f));
 }

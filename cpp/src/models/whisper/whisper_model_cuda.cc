@@ -7,6 +7,7 @@
 
 #include "core/half.h"
 #include "core/status.h"
+#include "ops/ops.h"
 #include "speechcore_cuda/attention.h"
 #include "speechcore_cuda/elementwise.h"
 
@@ -127,14 +128,9 @@ WhisperModelCuda::WhisperModelCuda(const WhisperWeights& w, cuda::DataType dtype
     if (absorb_min_slots_ > 0) {  // V's bias passes through the softmax: fold it into the output bias
       const AttentionWeights& a = L.cross_attn;
       const int64_t d = config_.d_model;
-      const float* wo = a.out_w.data<float>();
-      const float* bv = a.kv_b.data<float>() + d;
-      std::vector<float> b(a.out_b.data<float>(), a.out_b.data<float>() + d);
-      for (int64_t i = 0; i < d; ++i) {
-        double acc = 0.0;
-        for (int64_t j = 0; j < d; ++j) acc += static_cast<double>(wo[i * d + j]) * bv[j];
-        b[i] += static_cast<float>(acc);
-      }
+      std::vector<float> b(static_cast<size_t>(d));  // out_b + b_v W_o^T
+      ops::linear(ops::Context{}, a.kv_b.data<float>() + d, a.out_w.data<float>(), a.out_b.data<float>(), b.data(), 1,
+                  d, d);
       dec_.back().cross_attn.out_b_absorbed = upload(b.data(), {d});
       weight_bytes_ += dec_.back().cross_attn.out_b_absorbed.nbytes();
     }
@@ -483,7 +479,7 @@ Tensor WhisperModelCuda::prefill(WhisperBatchCuda& batch, const int32_t* ints, i
         for (size_t i = 0; i < capture->heads.size(); ++i) {
           if (capture->heads[i].first != static_cast<int>(li)) continue;
           cuda::attention_scores(dt, at(qa, capture->heads[i].second * d), heads * d, at(batch.cross, x0), d, len,
-                                 static_cast<int>(t_enc), static_cast<int>(d), 1.0f / 8.0f,
+                                 static_cast<int>(t_enc), static_cast<int>(d), 1.0f / std::sqrt(64.0f),
                                  capture->scores + static_cast<int64_t>(i) * len * t_enc, stream_);
         }
       }
