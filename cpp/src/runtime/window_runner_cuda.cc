@@ -392,13 +392,22 @@ class CudaWindowRunner final : public WindowRunner {
     size_t free_bytes = 0, total = 0;
     SC_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total));
     free_bytes += core::default_allocator(Device::kCUDA).stats().bytes_cached;
-    if (cached_) free_bytes += cached_->batch.slots * model_.bytes_per_slot(cached_->batch.ctx);  // reusable
+    if (cached_)  // reusable
+      free_bytes += cached_->batch.slots * model_.bytes_per_slot(cached_->batch.ctx, cached_->batch.absorbed);
     const size_t fixed = kReserveBytes + model_.encoder_bytes(kEncoderChunk);
-    const size_t per_slot = model_.bytes_per_slot(ctx) +
-                            static_cast<size_t>(len) * 10 * config().d_model * cuda::data_type_size(model_.dtype());
-    const int64_t fit = free_bytes > fixed ? static_cast<int64_t>((free_bytes - fixed) / per_slot) : 0;
+    const size_t prefill = static_cast<size_t>(len) * 10 * config().d_model * cuda::data_type_size(model_.dtype());
+    auto fit_for = [&](bool absorbed) {  // slots that fit when each takes a K/V or an absorbed slot
+      const size_t per_slot = model_.bytes_per_slot(ctx, absorbed) + prefill;
+      return free_bytes > fixed ? static_cast<int64_t>((free_bytes - fixed) / per_slot) : int64_t{0};
+    };
+    int64_t fit = fit_for(false);
     SC_CHECK(fit >= 1, ErrorCode::kOutOfMemory, "not enough GPU memory to decode one window (",
-             (free_bytes >> 20), " MiB free, need about ", ((fixed + per_slot) >> 20), " MiB)");
+             (free_bytes >> 20), " MiB free, need about ", ((fixed + model_.bytes_per_slot(ctx) + prefill) >> 20),
+             " MiB)");
+    // A batch large enough for absorbed cross-attention (model_.absorbed_for) needs far less a slot.
+    const int64_t fit_absorbed = fit_for(true);
+    if (model_.absorbed_for(static_cast<int>(std::min<int64_t>({fit_absorbed, remaining, kMaxSlots}))))
+      fit = fit_absorbed;
     return static_cast<int>(std::min<int64_t>({fit, remaining, kMaxSlots}));
   }
 
