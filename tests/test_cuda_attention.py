@@ -153,6 +153,13 @@ PREFILL_CASES = [
     (1, 83, 1501, 2, 128, 0, "padded"),      # head_dim 128
     (3, 83, 83, 1, 128, -1, "fused"),
     (3, 1, 7, 1, 128, -1, "crosskv"),
+    # Unmasked, head_dim 64, >= 128 queries: the warpgroup (wgmma) kernel on Hopper in half
+    # precision (prefill_wgmma_kernel; tails of both axes, keys under one tile, strided layouts).
+    (2, 200, 1501, 3, 64, -1, "crosskv"),
+    (1, 129, 7, 2, 64, -1, "plain"),
+    (3, 256, 300, 6, 64, -1, "padded"),
+    (2, 128, 128, 4, 64, -1, "shared_kv"),
+    (1, 384, 1500, 20, 64, -1, "plain"),
 ]
 
 
@@ -192,10 +199,12 @@ def test_prefill_large_logits(batch, tq, tk, heads, causal, layout, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_prefill_rising_logits(dtype):
+@pytest.mark.parametrize("tq", [7, 130])
+def test_prefill_rising_logits(dtype, tq):
     # Logits grow with the key index, so every key tile raises the running maximum (rescaling on
-    # every tile); the growth is small per key so many keys keep weight.
-    tq, tk, heads, d = 7, 1501, 2, 64
+    # every tile); the growth is small per key so many keys keep weight. 130 queries: the wgmma
+    # kernel in half precision.
+    tk, heads, d = 1501, 2, 64
     hd = heads * d
     rng = rng_for("rising", dtype)
     q = round_to(np.ones((1, tq, hd), np.float32) + 0.1 * randn(rng, 1, tq, hd), dtype)

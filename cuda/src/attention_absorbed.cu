@@ -191,14 +191,14 @@ __global__ void __launch_bounds__(kAbsThreads, 1) absorbed_kernel(const AbsParam
     const float m_old = sM[h];
     const bool move = mx > m_old + kAbsSlack;  // false for -inf tiles
     const float m_new = move ? mx : m_old;
-    const float p0 = ok0 ? exp2f(v0 - m_new) : 0.0f, p1 = ok1 ? exp2f(v1 - m_new) : 0.0f;
+    const float p0 = ok0 ? ex2_ftz(v0 - m_new) : 0.0f, p1 = ok1 ? ex2_ftz(v1 - m_new) : 0.0f;
     float sum = p0 + p1;
 #pragma unroll
     for (int o = 4; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
     sP[(b * H8 + h) * kAbsPStride + j] = from_f32<T>(p0);
     sP[(b * H8 + h) * kAbsPStride + j + 8] = from_f32<T>(p1);
     if (j == 0) {
-      const float alpha = move ? exp2f(m_old - m_new) : 1.0f;  // 0 from -inf
+      const float alpha = move ? ex2_ftz(m_old - m_new) : 1.0f;  // 0 from -inf
       sM[h] = m_new;
       sL[h] = sL[h] * alpha + sum;
       sA[b * H8 + h] = alpha;

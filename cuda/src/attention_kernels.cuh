@@ -53,6 +53,14 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* 
                : "r"(smem_u32(smem)));
 }
 
+// 2^x by the special-function unit alone (exp2f adds a denormal-range fix-up around it); for
+// softmax weights in half-precision kernels, where results below 2^-126 may flush to zero.
+__device__ __forceinline__ float ex2_ftz(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // D(16x8, f32) += A(16x16, row) * B(16x8, col), A/B in T (half or bf16).
 template <typename T> __device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
                                                               uint32_t b1);
@@ -306,16 +314,16 @@ __global__ void __launch_bounds__(kMmaThreads) prefill_mma_kernel(const PrefillP
         mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
         mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
         m_use[r] = mx[r] == -INFINITY ? 0.f : mx[r];  // a row with nothing visible yet: keep zeros
-        alpha[mt][r] = exp2f(m_run[mt][r] - m_use[r]);  // exp2(-inf) = 0 on the first tile
+        alpha[mt][r] = ex2_ftz(m_run[mt][r] - m_use[r]);  // exp2(-inf) = 0 on the first tile
         m_run[mt][r] = mx[r];
         l_run[mt][r] *= alpha[mt][r];
       }
 #pragma unroll
       for (int j = 0; j < kNT; ++j) {
-        s[mt][j][0] = exp2f(s[mt][j][0] - m_use[0]);
-        s[mt][j][1] = exp2f(s[mt][j][1] - m_use[0]);
-        s[mt][j][2] = exp2f(s[mt][j][2] - m_use[1]);
-        s[mt][j][3] = exp2f(s[mt][j][3] - m_use[1]);
+        s[mt][j][0] = ex2_ftz(s[mt][j][0] - m_use[0]);
+        s[mt][j][1] = ex2_ftz(s[mt][j][1] - m_use[0]);
+        s[mt][j][2] = ex2_ftz(s[mt][j][2] - m_use[1]);
+        s[mt][j][3] = ex2_ftz(s[mt][j][3] - m_use[1]);
         l_run[mt][0] += s[mt][j][0] + s[mt][j][1];
         l_run[mt][1] += s[mt][j][2] + s[mt][j][3];
       }
@@ -378,6 +386,12 @@ __global__ void __launch_bounds__(kMmaThreads) prefill_mma_kernel(const PrefillP
     }
   }
 }
+
+}  // namespace speechcore::cuda::attn
+
+#include "attention_wgmma.cuh"
+
+namespace speechcore::cuda::attn {
 
 // ---------------------------------------------------------------------------------------------
 // Prefill, float32 (parity path): FFMA. Block = 4 warps, 32 queries (8 per warp), key tiles of
@@ -513,6 +527,17 @@ template <typename T, int D> void launch_prefill(const PrefillParams& p, int bat
     prefill_f32_kernel<D><<<grid, kF32Threads, smem, s>>>(p);
     SC_CUDA_CHECK_LAUNCH("attention_prefill (float32)");
   } else {
+    if constexpr (D == 64) {
+      if (p.causal < 0 && p.tq >= kWgMinQueries && wgmma_prefill_enabled()) {
+        if (kWgSmemBytes > 48 * 1024)
+          SC_CUDA_CHECK(cudaFuncSetAttribute(prefill_wgmma_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             static_cast<int>(kWgSmemBytes)));
+        const dim3 grid((p.tq + kWgBlockM - 1) / kWgBlockM, heads, batch);
+        prefill_wgmma_kernel<T><<<grid, kWgThreads, kWgSmemBytes, s>>>(p);
+        SC_CUDA_CHECK_LAUNCH("attention_prefill (wgmma)");
+        return;
+      }
+    }
     auto go = [&](auto mt_tag) {
       constexpr int MT = decltype(mt_tag)::value;
       constexpr size_t smem = mma_smem_bytes<D, MT>();
