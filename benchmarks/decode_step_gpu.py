@@ -76,6 +76,23 @@ def kernel_profile(fn, label: str) -> None:
           f"({100 * busy / span:.0f}%)")
     for n, (c, t) in sorted(by.items(), key=lambda kv: -kv[1][1])[:25]:
         print(f"  {t / 1e3:9.3f} ms {c:6d}x {t / c:8.2f} us  {n[:110]}")
+    # Idle gaps between kernels (no kernel running), by the kernel that ran last before each:
+    # where the GPU waits on the host (step inputs, token bookkeeping) or on a synchronization.
+    gaps = {}
+    end = spans[0][1]
+    last = spans[0][2]
+    for s, e, n in spans[1:]:
+        if s > end:
+            g = gaps.setdefault(last, [0, 0.0, 0.0])
+            g[0] += 1
+            g[1] += s - end
+            g[2] = max(g[2], s - end)
+        if e >= end:
+            end, last = e, n
+    total = sum(g[1] for g in gaps.values())
+    print(f"[trace {label}] idle {total / 1e3:.2f} ms in {sum(g[0] for g in gaps.values())} gaps; by the kernel before:")
+    for n, (c, t, mx) in sorted(gaps.items(), key=lambda kv: -kv[1][1])[:8]:
+        print(f"  {t / 1e3:9.3f} ms {c:6d}x {t / c:8.2f} us (max {mx / 1e3:.2f} ms)  {n[:100]}")
 
 
 def main():
