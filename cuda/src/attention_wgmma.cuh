@@ -278,7 +278,7 @@ __global__ void __launch_bounds__(kWgThreads, 2) prefill_wgmma_kernel(const Pref
     l_run[r] += __shfl_xor_sync(0xffffffffu, l_run[r], 1);
     l_run[r] += __shfl_xor_sync(0xffffffffu, l_run[r], 2);
   }
-  const float inv_a = 1.f / l_run[0], inv_b = 1.f / l_run[1];
+  const float inv_a = l_run[0] > 0.f ? 1.f / l_run[0] : 0.f, inv_b = l_run[1] > 0.f ? 1.f / l_run[1] : 0.f;
   const int row_a = m0 + wg * 64 + wq * 16 + g, row_b = row_a + 8;
 #pragma unroll
   for (int j = 0; j < 8; ++j) {

@@ -58,16 +58,19 @@ struct EngineProfile {
   double start_s = 0, schedule_s = 0, admit_s = 0, step_s = 0, done_s = 0;
   uint64_t starts = 0, admits = 0, admitted = 0, steps = 0, rows = 0;
   double prepare_s = 0;  // the preparation thread's (written there only; read after it is joined)
+  double prepare_audio_s = 0, prepare_plan_s = 0, prepare_begin_s = 0;  // its parts: audio, plan, features
   uint64_t prepared = 0;
 
   static double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
   void print() const {
     if (!on || (starts == 0 && steps == 0 && admits == 0)) return;
     std::fprintf(stderr,
-                 "[speechcore profile] engine: %llu requests prepared %.3f s (preparation thread); %llu starts %.3f s; schedule %.3f s; %llu admissions of %llu windows "
+                 "[speechcore profile] engine: %llu requests prepared %.3f s (preparation thread: audio %.3f s, "
+                 "plan %.3f s, features %.3f s); %llu starts %.3f s; schedule %.3f s; %llu admissions of %llu windows "
                  "%.3f s (%.2f ms each, %.1f windows each); %llu steps over %llu rows %.3f s (%.3f ms each, %.1f rows "
                  "each); finished windows %.3f s\n",
-                 static_cast<unsigned long long>(prepared), prepare_s, static_cast<unsigned long long>(starts), start_s,
+                 static_cast<unsigned long long>(prepared), prepare_s, prepare_audio_s, prepare_plan_s, prepare_begin_s,
+                 static_cast<unsigned long long>(starts), start_s,
                  schedule_s, static_cast<unsigned long long>(admits),
                  static_cast<unsigned long long>(admitted), admit_s, admits ? 1e3 * admit_s / admits : 0.0,
                  admits ? static_cast<double>(admitted) / admits : 0.0, static_cast<unsigned long long>(steps),
@@ -240,15 +243,24 @@ struct Engine::Impl {
   // runs the VAD for vad_filter / chunked and the log-mel on the backend).
   void prepare(Request& r) {
     try {
+      auto t = EngineProfile::Clock::now();
+      auto lap = [&](double& into) {  // SPEECHCORE_PROFILE: the parts of a preparation
+        if (!profile.on) return;
+        into += EngineProfile::since(t);
+        t = EngineProfile::Clock::now();
+      };
       r.samples = io::prepare_audio(r.pcm.data(), r.frames, r.sample_rate, r.channels);
       std::vector<float>().swap(r.pcm);
+      lap(profile.prepare_audio_s);
       r.recording = std::make_unique<runtime::FilteredRecording>(transcriber, r.options, r.samples);
+      lap(profile.prepare_plan_s);
       // every attempt's search must be one the step runner has (the model's runner was checked)
       const runtime::DecodePlan& plan = r.recording->plan();
       for (size_t a = 0; a < plan.temperatures.size(); ++a)
         runtime::check_decoding_support(runtime::window_for(plan, a, 0), runner->decoding_support(),
                                         transcriber.runner().device() + " engine");
       r.recording->begin();
+      lap(profile.prepare_begin_s);
     } catch (const Error& e) {
       r.prepare_error = std::make_unique<Error>(e);
     } catch (const std::exception& e) {
