@@ -31,23 +31,16 @@ __global__ void __launch_bounds__(128) embedding_kernel(const T* table, const in
   }
 }
 
-// Block (row, y): segments y, y + gridDim.y, ... of kCopySegment accesses of the row (long rows,
-// such as logits, spread over several blocks); V elements per access.
-constexpr int kCopySegment = 2048;
+// One block per row; V elements per access.
 template <typename T, int V>
 __global__ void __launch_bounds__(128) copy_rows_kernel(const T* src, int64_t ld_src, const int32_t* src_rows, T* dst,
                                                         int64_t ld_dst, const int32_t* dst_rows, int cols) {
   const int64_t i = blockIdx.x;
   const T* s = src + (src_rows ? static_cast<int64_t>(src_rows[i]) : i) * ld_src;
   T* d = dst + (dst_rows ? static_cast<int64_t>(dst_rows[i]) : i) * ld_dst;
-  const int64_t nacc = cols / V;
-  for (int64_t seg = static_cast<int64_t>(blockIdx.y) * kCopySegment; seg < nacc;
-       seg += static_cast<int64_t>(gridDim.y) * kCopySegment) {
-    const int64_t end = seg + kCopySegment < nacc ? seg + kCopySegment : nacc;
-    for (int64_t a = seg + threadIdx.x; a < end; a += blockDim.x) {
-      if constexpr (V == 1) d[a] = s[a];
-      else store_pack(d + a * V, load_pack(s + a * V));
-    }
+  for (int a = threadIdx.x; a < cols / V; a += blockDim.x) {
+    if constexpr (V == 1) d[a] = s[a];
+    else store_pack(d + a * V, load_pack(s + a * V));
   }
 }
 
@@ -107,13 +100,12 @@ void copy_rows(DataType dt, const void* src, int64_t ld_src, const int32_t* src_
     const int threads = static_cast<int>(std::min<int64_t>(128, ceil_div(nacc, 32) * 32));
     const T* sp = static_cast<const T*>(src);
     T* dp = static_cast<T*>(dst);
-    const dim3 grid(static_cast<unsigned>(n), static_cast<unsigned>(std::min<int64_t>(ceil_div(nacc, kCopySegment), 65535)));
     if (vec)
-      copy_rows_kernel<T, V><<<grid, threads, 0, stream>>>(sp, ld_src, src_rows, dp, ld_dst, dst_rows,
-                                                           static_cast<int>(cols));
+      copy_rows_kernel<T, V><<<static_cast<unsigned>(n), threads, 0, stream>>>(sp, ld_src, src_rows, dp, ld_dst, dst_rows,
+                                                                               static_cast<int>(cols));
     else
-      copy_rows_kernel<T, 1><<<grid, threads, 0, stream>>>(sp, ld_src, src_rows, dp, ld_dst, dst_rows,
-                                                           static_cast<int>(cols));
+      copy_rows_kernel<T, 1><<<static_cast<unsigned>(n), threads, 0, stream>>>(sp, ld_src, src_rows, dp, ld_dst, dst_rows,
+                                                                               static_cast<int>(cols));
   });
   SC_CUDA_CHECK_LAUNCH("copy_rows");
 }

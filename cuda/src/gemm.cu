@@ -179,16 +179,12 @@ void GemmRunner::linear_gelu(DataType dt, const void* x, const void* w, const vo
 }
 
 void GemmRunner::linear_f32_out(DataType dt, const void* x, const void* w, float* y, int64_t m, int64_t n, int64_t k,
-                                cudaStream_t stream, int64_t ldy) {
+                                cudaStream_t stream) {
   if (m <= 0 || n <= 0 || k <= 0)
     throw Error(ErrorCode::kInvalidArgument, "linear_f32_out: empty product");
-  if (ldy == 0) ldy = n;
-  if (ldy < n) throw Error(ErrorCode::kInvalidArgument, "linear_f32_out: row stride below the row length");
-  if (m <= impl_->gemv_rows && ldy == n) return gemv(dt, x, w, nullptr, y, true, m, n, k, false, false, stream);
+  if (m <= impl_->gemv_rows) return gemv(dt, x, w, nullptr, y, true, m, n, k, false, false, stream);
   std::lock_guard<std::mutex> lock(impl_->mutex);
-  Shape sh = plain_shape(dt, m, n, k, false, false, true);
-  sh.ldy = ldy;
-  Plan& p = impl_->plan(sh);
+  Plan& p = impl_->plan(dt, m, n, k, false, false, true);
   const float alpha = 1.0f, beta = 0.0f;
   SC_LT_CHECK(cublasLtMatmul(impl_->handle, p.op, &alpha, w, p.a, x, p.b, &beta, y, p.c, y, p.c, &p.algo,
                              impl_->workspace, impl_->workspace_bytes, stream));

@@ -16,7 +16,7 @@ void register_cuda_gemm(py::module_& m) {
   m.def(
       "linear",
       [](FloatArray x, FloatArray w, py::object bias, const std::string& dtype, py::object y_init, int gemv_max_rows,
-         bool f32_out, bool gelu, int64_t ldy) {
+         bool f32_out, bool gelu) {
         const cuda::DataType dt = parse_dtype(dtype);
         if (x.ndim() != 2 || w.ndim() != 2 || x.shape(1) != w.shape(1))
           throw_error(ErrorCode::kInvalidArgument, "linear: x [m, k], w [n, k]");
@@ -25,8 +25,6 @@ void register_cuda_gemm(py::module_& m) {
         runner.set_gemv_max_rows(gemv_max_rows);
         if (f32_out && (!bias.is_none() || !y_init.is_none()))
           throw_error(ErrorCode::kInvalidArgument, "linear: f32_out takes no bias and no y_init");
-        if (ldy != 0 && (!f32_out || ldy < n)) throw_error(ErrorCode::kInvalidArgument, "linear: ldy >= n, with f32_out");
-        if (ldy == 0) ldy = n;
         DeviceBuffer dx = upload(x, dt), dw = upload(w, dt);
         DeviceBuffer db;
         if (!bias.is_none()) {
@@ -42,11 +40,11 @@ void register_cuda_gemm(py::module_& m) {
             throw_error(ErrorCode::kInvalidArgument, "linear: y_init [m, n]");
           dy = upload(y0, dt);
         } else {
-          dy = poisoned(static_cast<size_t>(mm * ldy), f32_out ? cuda::DataType::kFloat32 : dt);
+          dy = poisoned(static_cast<size_t>(mm * n), f32_out ? cuda::DataType::kFloat32 : dt);
         }
-        if (f32_out) {  // rows ldy floats apart; the whole [m, ldy] buffer comes back (padding untouched)
-          runner.linear_f32_out(dt, dx.get(), dw.get(), dy.as<float>(), mm, n, k, nullptr, ldy);
-          return download(dy, {mm, ldy}, cuda::DataType::kFloat32);
+        if (f32_out) {
+          runner.linear_f32_out(dt, dx.get(), dw.get(), dy.as<float>(), mm, n, k, nullptr);
+          return download(dy, {mm, n}, cuda::DataType::kFloat32);
         }
         if (gelu) {
           if (bias.is_none() || accumulate) throw_error(ErrorCode::kInvalidArgument, "linear: gelu needs a bias, no y_init");
@@ -59,7 +57,6 @@ void register_cuda_gemm(py::module_& m) {
       },
       py::arg("x"), py::arg("w"), py::arg("bias") = py::none(), py::arg("dtype") = "float32",
       py::arg("y_init") = py::none(), py::arg("gemv_max_rows") = cuda::kGemvMaxRows, py::arg("f32_out") = false, py::arg("gelu") = false,
-      py::arg("ldy") = 0,
       "y = x w^T (+ bias) (+ y_init) on the GPU in `dtype` (f32_out: float32 output, no bias/y_init), returned as "
       "float32. Products of m <= gemv_max_rows rows take the skinny gemv kernel, others cuBLASLt.");
 

@@ -66,10 +66,9 @@ class GemmRunner {
   void linear_gelu(DataType dt, const void* x, const void* w, const void* bias, void* y, int64_t m, int64_t n,
                    int64_t k, cudaStream_t stream);
 
-  // The same product with a float32 output (logits of a float16/bfloat16 model), no bias; y's
-  // rows ldy floats apart (0: n).
+  // The same product with a float32 output (logits of a float16/bfloat16 model), no bias.
   void linear_f32_out(DataType dt, const void* x, const void* w, float* y, int64_t m, int64_t n, int64_t k,
-                      cudaStream_t stream, int64_t ldy = 0);
+                      cudaStream_t stream);
 
   // `batch` products at fixed element strides (per-head products of absorbed attention):
   // y_i[m, n] = x_i[m, k] w_i^T with w_i [n, k], or x_i w_i with w_kn (w_i [k, n]); x_i = x + i * sx

@@ -185,11 +185,6 @@ size_t decode_scratch_bytes(int slots, int heads, int64_t max_len) {
 
 bool WhisperModelCuda::absorbed_for(int slots) const { return absorb_min_slots_ > 0 && slots >= absorb_min_slots_; }
 
-int64_t WhisperModelCuda::logits_ld() const {
-  const int64_t vocab = config_.vocab_size;
-  return dtype_ != cuda::DataType::kFloat32 && vocab % 4 != 0 ? (vocab + 3) / 4 * 4 : 0;
-}
-
 size_t WhisperModelCuda::bytes_per_slot(int ctx, bool absorbed) const {
   const WhisperConfig& c = config_;
   const size_t es = cuda::data_type_size(dtype_), d = c.d_model, layers = c.decoder_layers;
@@ -198,8 +193,7 @@ size_t WhisperModelCuda::bytes_per_slot(int ctx, bool absorbed) const {
   const size_t step = 10 * d + (absorbed ? 2 * c.decoder_heads * d : 0);  // x, h, qkv, att, ff (qa, za) rows
   const size_t scratch = c.decoder_heads * (32 * (64 + 2)) * sizeof(float);  // split-K partials, generous
   // (plus attention_decode's fixed merge-counter region once per batch: well inside that margin)
-  const size_t logits = 2 * sizeof(float) * (c.vocab_size + static_cast<size_t>(logits_ld()));
-  return es * (cross + self + step) + logits + scratch + 8 * sizeof(int32_t);
+  return es * (cross + self + step) + 2 * sizeof(float) * c.vocab_size + scratch + 8 * sizeof(int32_t);
 }
 
 size_t WhisperModelCuda::encoder_bytes(int windows) const {
@@ -242,7 +236,6 @@ WhisperBatchCuda WhisperModelCuda::new_batch(int slots, int ctx, int64_t kv_rows
   b.attn_scratch = Tensor::empty({static_cast<int64_t>(sb)}, DType::kUInt8, Device::kCUDA);
   cuda::attention_decode_scratch_init(b.attn_scratch.raw(), sb, stream_);
   b.logits = Tensor::empty({2 * s, static_cast<int64_t>(c.vocab_size)}, DType::kFloat32, Device::kCUDA);
-  if (const int64_t ld = logits_ld()) b.logits_aligned = Tensor::empty({2 * s, ld}, DType::kFloat32, Device::kCUDA);
   b.step_ints = Tensor::empty({WhisperBatchCuda::kStepArrays, s}, DType::kInt32, Device::kCUDA);
   b.cross_len = Tensor::empty({s}, DType::kInt32, Device::kCUDA);
   const std::vector<int32_t> lens(static_cast<size_t>(s), c.n_audio_ctx);
@@ -683,12 +676,6 @@ void WhisperModelCuda::logits(WhisperBatchCuda& b, const Tensor& x, const int32_
     cuda::layer_norm(dtype_, h, dec_ln_g_.raw(), dec_ln_b_.raw(), h, m, d, kLnEps, stream_);
   } else {
     cuda::layer_norm(dtype_, x.raw(), dec_ln_g_.raw(), dec_ln_b_.raw(), h, m, d, kLnEps, stream_);
-  }
-  if (const int64_t ld = logits_ld(); ld > 0 && m > gemm_->gemv_max_rows()) {
-    float* aligned = b.logits_aligned.data<float>() + out_row * ld;
-    gemm_->linear_f32_out(dtype_, h, tok_emb_.raw(), aligned, m, vocab, d, stream_, ld);
-    cuda::copy_rows(cuda::DataType::kFloat32, aligned, ld, nullptr, out, vocab, nullptr, m, vocab, stream_);
-    return;
   }
   gemm_->linear_f32_out(dtype_, h, tok_emb_.raw(), out, m, vocab, d, stream_);
 }

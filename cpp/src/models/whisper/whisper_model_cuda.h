@@ -46,8 +46,6 @@ struct WhisperBatchCuda {
   Tensor absorb_scratch;      // absorbed: attention_absorbed's split partials (its own: the decode
                               // scratch's merge counters must stay zero between calls)
   Tensor logits;              // float32 [2 * slots, vocab]
-  Tensor logits_aligned;      // float32 [2 * slots, logits_ld()] (when logits_ld() > 0): the product's
-                              // output with 16-byte-aligned rows, copied into logits
   // Step inputs (device int32), written by the caller before step(): ids, positions,
   // KV-cache rows (slot * ctx + position), slots, attention lengths (position + 1) (see step()),
   // and one array step() does not read (the decoding loop keeps tokens-generated-so-far there).
@@ -163,12 +161,6 @@ class WhisperModelCuda {
   // fused kernel had been slower, 1.695 against 1.656 ms a step). SPEECHCORE_DECODE_FUSION=0
   // turns it off (also in logits(): final layer norm inside the product).
   bool decode_fusion() const { return decode_fusion_; }
-  // Row stride (floats) of the float32 logits product when it runs through cuBLASLt in half
-  // precision and the vocabulary is not a multiple of 4 (Whisper's 51,864 / 51,865 / 51,866):
-  // cuBLASLt's kernels for rows that are not 16-byte aligned are several times slower, so the
-  // product writes aligned rows and one copy packs them into the logits. 0: written in place
-  // (float32 keeps its CPU-identical path).
-  int64_t logits_ld() const;
   // Windows encoded so far (diagnostics).
   uint64_t encoder_passes() const { return encoder_passes_.load(std::memory_order_relaxed); }
   void set_decode_fusion(bool on) { decode_fusion_ = on; }
