@@ -126,6 +126,17 @@ template <> __device__ __forceinline__ void unpack16<__nv_bfloat16>(const uint4&
   }
 }
 
+// Sequence b's head h in a prefill's Q, K, V and output (head h at column h * head_dim).
+template <typename T> struct PrefillHead {
+  const T *q, *k, *v;
+  T* out;
+  __device__ __forceinline__ PrefillHead(const PrefillParams& p, int b, int h, int head_dim)
+      : q(static_cast<const T*>(p.q) + b * p.q_bs + static_cast<int64_t>(h) * head_dim),
+        k(static_cast<const T*>(p.k) + b * p.k_bs + static_cast<int64_t>(h) * head_dim),
+        v(static_cast<const T*>(p.v) + b * p.v_bs + static_cast<int64_t>(h) * head_dim),
+        out(static_cast<T*>(p.out) + b * p.o_bs + static_cast<int64_t>(h) * head_dim) {}
+};
+
 // Keys a block of queries [m0, m0 + rows) needs: all tk, or fewer under a causal mask
 // (query i sees keys j <= i + causal). rows_valid >= 1 so the result is >= 1.
 __device__ __forceinline__ int prefill_kv_end(int tk, int causal, int m0, int rows_valid) {
@@ -206,10 +217,9 @@ __global__ void __launch_bounds__(kMmaThreads) prefill_mma_kernel(const PrefillP
   const int m0 = blockIdx.x * BM;
   const int h = blockIdx.y, b = blockIdx.z;
 
-  const T* q = static_cast<const T*>(p.q) + b * p.q_bs + static_cast<int64_t>(h) * D;
-  const T* k = static_cast<const T*>(p.k) + b * p.k_bs + static_cast<int64_t>(h) * D;
-  const T* v = static_cast<const T*>(p.v) + b * p.v_bs + static_cast<int64_t>(h) * D;
-  T* out = static_cast<T*>(p.out) + b * p.o_bs + static_cast<int64_t>(h) * D;
+  const PrefillHead<T> hp(p, b, h, D);
+  const T *q = hp.q, *k = hp.k, *v = hp.v;
+  T* out = hp.out;
 
   const int rows_valid = min(BM, p.tq - m0);
   const int kv_end = prefill_kv_end(p.tk, p.causal, m0, rows_valid);
@@ -422,10 +432,9 @@ __global__ void __launch_bounds__(kF32Threads) prefill_f32_kernel(const PrefillP
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int m0 = blockIdx.x * BM;
   const int h = blockIdx.y, b = blockIdx.z;
-  const float* q = static_cast<const float*>(p.q) + b * p.q_bs + static_cast<int64_t>(h) * D;
-  const float* k = static_cast<const float*>(p.k) + b * p.k_bs + static_cast<int64_t>(h) * D;
-  const float* v = static_cast<const float*>(p.v) + b * p.v_bs + static_cast<int64_t>(h) * D;
-  float* out = static_cast<float*>(p.out) + b * p.o_bs + static_cast<int64_t>(h) * D;
+  const PrefillHead<float> hp(p, b, h, D);
+  const float *q = hp.q, *k = hp.k, *v = hp.v;
+  float* out = hp.out;
 
   const int rows_valid = min(BM, p.tq - m0);
   const int kv_end = prefill_kv_end(p.tk, p.causal, m0, rows_valid);
@@ -517,37 +526,30 @@ __global__ void __launch_bounds__(kF32Threads) prefill_f32_kernel(const PrefillP
   }
 }
 
+// kernel over a (ceil(tq / block_m), heads, batch) grid with `smem` bytes of dynamic shared memory.
+inline void run_prefill_kernel(void (*kernel)(PrefillParams), size_t smem, int block_m, int threads,
+                               const PrefillParams& p, int batch, int heads, cudaStream_t s, const char* what) {
+  if (smem > 48 * 1024)
+    SC_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  const dim3 grid((p.tq + block_m - 1) / block_m, heads, batch);
+  kernel<<<grid, threads, smem, s>>>(p);
+  SC_CUDA_CHECK_LAUNCH(what);
+}
+
 template <typename T, int D> void launch_prefill(const PrefillParams& p, int batch, int heads, cudaStream_t s) {
   if constexpr (std::is_same_v<T, float>) {
-    constexpr size_t smem = f32_smem_bytes<D>();
-    if (smem > 48 * 1024)
-      SC_CUDA_CHECK(cudaFuncSetAttribute(prefill_f32_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(smem)));
-    const dim3 grid((p.tq + kF32BlockM - 1) / kF32BlockM, heads, batch);
-    prefill_f32_kernel<D><<<grid, kF32Threads, smem, s>>>(p);
-    SC_CUDA_CHECK_LAUNCH("attention_prefill (float32)");
+    run_prefill_kernel(prefill_f32_kernel<D>, f32_smem_bytes<D>(), kF32BlockM, kF32Threads, p, batch, heads, s,
+                       "attention_prefill (float32)");
   } else {
     if constexpr (D == 64) {
-      if (p.causal < 0 && p.tq >= kWgMinQueries && wgmma_prefill_enabled()) {
-        if (kWgSmemBytes > 48 * 1024)
-          SC_CUDA_CHECK(cudaFuncSetAttribute(prefill_wgmma_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             static_cast<int>(kWgSmemBytes)));
-        const dim3 grid((p.tq + kWgBlockM - 1) / kWgBlockM, heads, batch);
-        prefill_wgmma_kernel<T><<<grid, kWgThreads, kWgSmemBytes, s>>>(p);
-        SC_CUDA_CHECK_LAUNCH("attention_prefill (wgmma)");
-        return;
-      }
+      if (p.causal < 0 && p.tq >= kWgMinQueries && wgmma_prefill_enabled())
+        return run_prefill_kernel(prefill_wgmma_kernel<T>, kWgSmemBytes, kWgBlockM, kWgThreads, p, batch, heads, s,
+                                  "attention_prefill (wgmma)");
     }
     auto go = [&](auto mt_tag) {
       constexpr int MT = decltype(mt_tag)::value;
-      constexpr size_t smem = mma_smem_bytes<D, MT>();
-      if (smem > 48 * 1024)
-        SC_CUDA_CHECK(cudaFuncSetAttribute(prefill_mma_kernel<T, D, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           static_cast<int>(smem)));
-      constexpr int BM = mma_block_m<MT>();
-      const dim3 grid((p.tq + BM - 1) / BM, heads, batch);
-      prefill_mma_kernel<T, D, MT><<<grid, kMmaThreads, smem, s>>>(p);
-      SC_CUDA_CHECK_LAUNCH("attention_prefill (tensor cores)");
+      run_prefill_kernel(prefill_mma_kernel<T, D, MT>, mma_smem_bytes<D, MT>(), mma_block_m<MT>(), kMmaThreads, p,
+                         batch, heads, s, "attention_prefill (tensor cores)");
     };
     // Two m-tiles a warp for long query runs over few blocks, heads of <= 64 (registers); one
     // otherwise (kPrefillMt2MaxBlocks).

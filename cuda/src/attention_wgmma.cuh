@@ -71,51 +71,46 @@ template <int N> __device__ __forceinline__ void wgmma_pin(float (&d)[N]) {
   for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
-// D(64x128, f32) (+)= A(64x16, shared, K-major) * B(16x128, shared, K-major): one warpgroup.
-#define SC_WGMMA_M64N128K16_SS(TY)                                                               \
-  asm volatile(                                                                                \
-      "{\n .reg .pred p;\n setp.ne.b32 p, %66, 0;\n"                                              \
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " {"                              \
-      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,"    \
-      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31,"    \
-      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47,"    \
-      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"    \
-      "}, %64, %65, p, 1, 1, 0, 0;\n}\n"                                                          \
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), \
-        "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), \
-        "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
-        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), \
-        "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
-        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), \
-        "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), \
-        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), \
-        "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), \
-        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), \
-        "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), \
-        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), \
-        "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), \
-        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), \
-        "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]) \
-      : "l"(desc_a), "l"(desc_b), "r"(scale_d))
+// The accumulator operands of the wgmma wrappers below: registers d[0..31] (%0-%31), and
+// d[32..63] (%32-%63) for the 64-register shapes.
+#define SC_WG_ACC_LO \
+  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), \
+  "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
+  "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), \
+  "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
+  "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), \
+  "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
+  "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), \
+  "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+#define SC_WG_ACC_HI \
+  "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), \
+  "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), \
+  "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), \
+  "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), \
+  "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), \
+  "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), \
+  "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), \
+  "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+#define SC_WG_REGS_LO "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
+  "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+#define SC_WG_REGS_HI "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, " \
+  "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
 
-// D(64x64, f32) += A(64x16, registers) * B(16x64, shared, MN-major): one warpgroup.
-#define SC_WGMMA_M64N64K16_RS_TB(TY)                                                             \
-  asm volatile(                                                                                \
-      "{\n .reg .pred p;\n setp.ne.b32 p, %37, 0;\n"                                              \
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " {"                               \
-      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,"    \
-      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"    \
-      "}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"                                             \
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), \
-        "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), \
-        "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
-        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), \
-        "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
-        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), \
-        "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]) \
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d))
+// D(64x128, f32) (+)= A(64x16, shared, K-major) * B(16x128, shared, K-major): one warpgroup.
+#define SC_WGMMA_M64N128K16_SS(TY)                                                \
+  asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, %66, 0;\n"                   \
+               "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " {"     \
+               SC_WG_REGS_LO ", " SC_WG_REGS_HI "}, %64, %65, p, 1, 1, 0, 0;\n}\n" \
+               : SC_WG_ACC_LO, SC_WG_ACC_HI                                       \
+               : "l"(desc_a), "l"(desc_b), "r"(scale_d))
+
+// D(64x64, f32) (+)= A(64x16, registers) * B(16x64, shared, MN-major): one warpgroup.
+#define SC_WGMMA_M64N64K16_RS_TB(TY)                                              \
+  asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, %37, 0;\n"                   \
+               "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " {"      \
+               SC_WG_REGS_LO "}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"    \
+               : SC_WG_ACC_LO                                                     \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d))
 
 template <typename T>
 __device__ __forceinline__ void wgmma_qk(float (&d)[64], uint64_t desc_a, uint64_t desc_b, int scale_d) {
@@ -133,6 +128,10 @@ __device__ __forceinline__ void wgmma_pv(float (&d)[32], const uint32_t (&a)[4],
 }
 #undef SC_WGMMA_M64N128K16_SS
 #undef SC_WGMMA_M64N64K16_RS_TB
+#undef SC_WG_ACC_LO
+#undef SC_WG_ACC_HI
+#undef SC_WG_REGS_LO
+#undef SC_WG_REGS_HI
 
 // 128 rows x 64 elements from global (row r at g + r * ld) into a swizzled tile; rows >= valid
 // are zero-filled without a global read.
@@ -162,10 +161,9 @@ __global__ void __launch_bounds__(kWgThreads, 2) prefill_wgmma_kernel(const Pref
   const int m0 = blockIdx.x * kWgBlockM;
   const int h = blockIdx.y, b = blockIdx.z;
 
-  const T* q = static_cast<const T*>(p.q) + b * p.q_bs + static_cast<int64_t>(h) * D;
-  const T* k = static_cast<const T*>(p.k) + b * p.k_bs + static_cast<int64_t>(h) * D;
-  const T* v = static_cast<const T*>(p.v) + b * p.v_bs + static_cast<int64_t>(h) * D;
-  T* out = static_cast<T*>(p.out) + b * p.o_bs + static_cast<int64_t>(h) * D;
+  const PrefillHead<T> hp(p, b, h, D);
+  const T *q = hp.q, *k = hp.k, *v = hp.v;
+  T* out = hp.out;
 
   const int tk = p.tk;
   const int n_tiles = (tk + kWgBlockN - 1) / kWgBlockN;
