@@ -289,6 +289,22 @@ def test_prepare_audio_errors():
     _C.validate_audio(x)  # finite: no error
 
 
+@pytest.mark.parametrize("index", [0, 1023, 1024, 2047, 5000, 480000 - 1])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_non_finite_found_anywhere(index, value):
+    # The scan checks blocks of 1,024 samples without branches, then finds the index in a bad
+    # block: the first bad sample is reported wherever it is (block edges, the last sample),
+    # also with a second one later in the same or another block.
+    x = synthetic(480000)
+    x[index] = value
+    x[min(index + 3, 480000 - 1)] = np.nan
+    with pytest.raises(AudioError, match=f"index {index} "):
+        _C.validate_audio(x)
+    with pytest.raises(AudioError, match=rf"index {index} \(frame {index}, channel 0\)"):
+        _C.prepare_audio(x, 16000)
+    np.testing.assert_array_equal(_C.prepare_audio(synthetic(480000), 16000), synthetic(480000))
+
+
 # --------------------------------------------------------------------------- read_wav
 
 

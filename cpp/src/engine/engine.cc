@@ -249,8 +249,8 @@ struct Engine::Impl {
         into += EngineProfile::since(t);
         t = EngineProfile::Clock::now();
       };
-      r.samples = io::prepare_audio(r.pcm.data(), r.frames, r.sample_rate, r.channels);
-      std::vector<float>().swap(r.pcm);
+      r.samples = io::prepare_audio(std::move(r.pcm), r.frames, r.sample_rate, r.channels);
+      std::vector<float>().swap(r.pcm);  // (moved from, or still the submitted samples if converted)
       lap(profile.prepare_audio_s);
       r.recording = std::make_unique<runtime::FilteredRecording>(transcriber, r.options, r.samples);
       lap(profile.prepare_plan_s);

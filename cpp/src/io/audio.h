@@ -61,5 +61,8 @@ std::vector<float> resample(const float* x, size_t n, int from_rate, int to_rate
 // audio or NaN/inf samples.
 std::vector<float> prepare_audio(const float* pcm, size_t num_frames, int sample_rate,
                                  int channels);
+// The same, taking the samples (pcm.size() == num_frames * channels): 16 kHz mono audio comes
+// back in the same buffer, checked, without a copy.
+std::vector<float> prepare_audio(std::vector<float>&& pcm, size_t num_frames, int sample_rate, int channels);
 
 }  // namespace speechcore::io
