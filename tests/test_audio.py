@@ -302,7 +302,6 @@ def test_non_finite_found_anywhere(index, value):
         _C.validate_audio(x)
     with pytest.raises(AudioError, match=rf"index {index} \(frame {index}, channel 0\)"):
         _C.prepare_audio(x, 16000)
-    np.testing.assert_array_equal(_C.prepare_audio(synthetic(480000), 16000), synthetic(480000))
 
 
 # --------------------------------------------------------------------------- read_wav

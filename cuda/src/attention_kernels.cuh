@@ -152,7 +152,10 @@ __device__ __forceinline__ int prefill_kv_end(int tk, int causal, int m0, int ro
 // Every warp reads the whole K and V tile from shared memory for its queries, so shared-memory
 // traffic per multiply-add falls as 1 / MT, but MT = 2 needs ~250 registers a thread (2 blocks
 // an SM against 3). MT = 2 for long query runs with few blocks (one or two windows of the
-// encoder: fewer, fuller waves); MT = 1 for many blocks, short prompts and wide heads.
+// encoder: fewer, fuller waves); MT = 1 for many blocks, short prompts and wide heads. On Hopper
+// in an sm_90a build the encoder's unmasked runs go to prefill_wgmma_kernel instead (2.2x this
+// kernel); these remain for masks, short runs, head size 128, other builds and
+// SPEECHCORE_PREFILL_WGMMA=0.
 // ---------------------------------------------------------------------------------------------
 constexpr int kMmaWarps = 4;
 constexpr int kMmaThreads = 32 * kMmaWarps;

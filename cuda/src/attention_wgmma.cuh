@@ -37,11 +37,8 @@ inline bool wgmma_prefill_enabled() {
 #if defined(SPEECHCORE_CUDA_SM90A)
   static const bool on = [] {
     const char* e = std::getenv("SPEECHCORE_PREFILL_WGMMA");
-    if (e != nullptr && std::string(e) == "0") return false;
-    int dev = 0, major = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess) return false;
-    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) return false;
-    return major == 9;
+    if (e != nullptr && std::strcmp(e, "0") == 0) return false;
+    return detail::current_device_major() == 9;
   }();
   return on;
 #else
@@ -254,6 +251,8 @@ __global__ void __launch_bounds__(kWgThreads, 2) prefill_wgmma_kernel(const Pref
       pa[kk][2] = pack2<T>(s[8 * kk + 4], s[8 * kk + 5]);
       pa[kk][3] = pack2<T>(s[8 * kk + 6], s[8 * kk + 7]);
     }
+    // V as B, MN-major: 8-key atoms 1,024 bytes apart (SBO); the leading offset is unused (the 64
+    // dims are one 128-byte atom wide). k-step kk starts 16 keys (2,048 bytes) further.
     const uint32_t v_base = smem_u32(sV + st * kWgTileBytes);
     wgmma_fence();
 #pragma unroll

@@ -58,14 +58,19 @@ void dispatch_type(DataType dt, F&& f) {
 // loading their weights while this one finishes. Off (plain launches, pdl_wait/pdl_trigger
 // no-ops) when SPEECHCORE_PDL=0 or the device is older than compute capability 9.0.
 // Captured into CUDA graphs as programmatic edges.
+// The current device's compute capability major version (0 when it cannot be read).
+inline int current_device_major() {
+  int dev = 0, major = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return 0;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) return 0;
+  return major;
+}
+
 inline bool pdl_enabled() {
   static const bool on = [] {
     const char* e = std::getenv("SPEECHCORE_PDL");
     if (e != nullptr && std::strcmp(e, "0") == 0) return false;
-    int dev = 0, major = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess) return false;
-    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) return false;
-    return major >= 9;
+    return current_device_major() >= 9;
   }();
   return on;
 }

@@ -210,6 +210,13 @@ size_t first_non_finite(const float* x, size_t n) {
   return n;
 }
 
+// Interleaved samples: kInvalidAudio naming the first non-finite one's index, frame and channel.
+void require_finite_frames(const float* pcm, size_t total, int channels) {
+  if (const size_t i = first_non_finite(pcm, total); i < total)
+    throw_error(ErrorCode::kInvalidAudio, "audio contains a non-finite sample (", pcm[i], ") at index ", i,
+                " (frame ", i / channels, ", channel ", i % channels, ")");
+}
+
 }  // namespace
 
 void validate_audio(const float* x, size_t n) {
@@ -241,10 +248,7 @@ std::vector<float> prepare_audio(const float* pcm, size_t num_frames, int sample
   SC_CHECK(channels > 0, ErrorCode::kInvalidArgument, "channels must be > 0, got ", channels);
   SC_CHECK(num_frames > 0, ErrorCode::kInvalidAudio, "audio is empty");
   SC_CHECK(pcm != nullptr, ErrorCode::kInvalidArgument, "prepare_audio: samples is null");
-  const size_t total = num_frames * static_cast<size_t>(channels);
-  if (const size_t i = first_non_finite(pcm, total); i < total)
-    throw_error(ErrorCode::kInvalidAudio, "audio contains a non-finite sample (", pcm[i], ") at index ", i,
-                " (frame ", i / channels, ", channel ", i % channels, ")");
+  require_finite_frames(pcm, num_frames * static_cast<size_t>(channels), channels);
   std::vector<float> mono = to_mono(pcm, num_frames, channels);
   if (sample_rate == kWhisperSampleRate) return mono;
   return resample(mono.data(), mono.size(), sample_rate, kWhisperSampleRate);
@@ -256,9 +260,7 @@ std::vector<float> prepare_audio(std::vector<float>&& pcm, size_t num_frames, in
              "prepare_audio: ", pcm.size(), " samples for ", num_frames, " frames of ", channels, " channels");
   if (channels != 1 || sample_rate != kWhisperSampleRate || num_frames == 0)
     return prepare_audio(pcm.data(), num_frames, sample_rate, channels);  // its checks, conversions
-  if (const size_t i = first_non_finite(pcm.data(), pcm.size()); i < pcm.size())
-    throw_error(ErrorCode::kInvalidAudio, "audio contains a non-finite sample (", pcm[i], ") at index ", i,
-                " (frame ", i, ", channel 0)");
+  require_finite_frames(pcm.data(), pcm.size(), 1);
   return std::move(pcm);  // already 16 kHz mono: no copy
 }
 
