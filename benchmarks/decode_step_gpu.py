@@ -108,6 +108,8 @@ def main():
     ap.add_argument("--direct", action="store_true",
                     help="batch 1 through transcribe() (the direct window path, as whisper_gpu.py's latency) "
                          "instead of the engine")
+    ap.add_argument("--prepare-threads", default="0",
+                    help="the engine's prepare_threads, a comma list to compare in one process (0 = automatic)")
     args = ap.parse_args()
     tok_json = Path(__file__).resolve().parent.parent / ".cache/tokenizer/tokenizer_multilingual.json"
     ckpt = Path(args.ckpt) / args.model
@@ -126,14 +128,14 @@ def main():
         os.environ["SPEECHCORE_DECODE_FUSION"] = "1" if mode == "fused" else "0"
         sc = speechcore.load(str(ckpt), device="cuda", compute_type="bfloat16")
         os.environ.pop("SPEECHCORE_DECODE_FUSION")
-        for b in [int(x) for x in args.batches.split(",")]:
+        for b, pt in [(int(x), int(p)) for x in args.batches.split(",") for p in args.prepare_threads.split(",")]:
             audios = [audio] * b
             if args.direct:
                 assert b == 1, "--direct times batch 1 only"
                 run = lambda: [sc.transcribe(audio, sample_rate=16000, **opts)]  # noqa: E731
             else:
                 # An engine sized for this batch (transcribe_batch would keep the first call's max_batch).
-                sc.start_engine(max_batch=b, max_encode_batch=b, kv_blocks=b * 8)
+                sc.start_engine(max_batch=b, max_encode_batch=b, kv_blocks=b * 8, prepare_threads=pt)
                 run = lambda: sc.transcribe_batch(audios, sample_rate=16000, batch_size=b, **opts)  # noqa: E731
             res = run()  # warm-up + graphs
             toks = [[t for s in r.segments for t in s.tokens] for r in res]
@@ -148,7 +150,8 @@ def main():
                 kernel_profile(run, f"{mode}, batch {b}")
             env = " ".join(f"{k[11:]}={v}" for k, v in sorted(os.environ.items())
                            if k.startswith("SPEECHCORE_") and k != "SPEECHCORE_DECODE_FUSION")
-            print(f"[{mode}, pdl {'on' if pdl else 'off'}{', direct' if args.direct else ''}{', ' + env if env else ''}] "
+            pts = f", prepare_threads {pt}" if not args.direct else ""
+            print(f"[{mode}, pdl {'on' if pdl else 'off'}{', direct' if args.direct else ''}{pts}{', ' + env if env else ''}] "
                   f"batch {b}: median {np.median(walls) * 1e3:.1f} ms "
                   f"(min {min(walls) * 1e3:.1f}) per batch of 30 s windows, {NEW_TOKENS} tokens each", flush=True)
         del sc

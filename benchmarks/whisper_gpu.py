@@ -70,6 +70,7 @@ def main():
     ap.add_argument("--batches", default="1,16,64,128,256")
     ap.add_argument("--repeats", type=int, default=3, help="median of this many runs (1 for batches >= 64)")
     ap.add_argument("--skip-transformers", action="store_true")
+    ap.add_argument("--prepare-threads", type=int, default=0, help="the engine's prepare_threads (0 = automatic)")
     args = ap.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
     shape = SHAPES[args.model]
@@ -124,7 +125,7 @@ def main():
                 return [sc.transcribe(audio, sample_rate=16000, **opts)]
         else:  # throughput: transcribe_batch on an engine sized for the batch, all windows admitted at once,
             # a KV pool of 8 blocks (128 positions) per window: the prompt plus NEW_TOKENS fit
-            sc.start_engine(max_batch=b, max_encode_batch=b, kv_blocks=b * 8)
+            sc.start_engine(max_batch=b, max_encode_batch=b, kv_blocks=b * 8, prepare_threads=args.prepare_threads)
 
             def run():
                 return sc.transcribe_batch(audios, sample_rate=16000, batch_size=b, **opts)

@@ -88,7 +88,7 @@ class FakeEngine:
 
     instances: list = []
 
-    def __init__(self, model, max_batch=64, max_encode_batch=8, kv_block_size=16, kv_blocks=0,
+    def __init__(self, model, max_batch=64, max_encode_batch=8, kv_block_size=16, kv_blocks=0, prepare_threads=0,
                  gpu_memory_fraction=0.9):
         self.model = model
         self.options = dict(max_batch=max_batch, max_encode_batch=max_encode_batch, kv_block_size=kv_block_size,

@@ -70,7 +70,7 @@ def test_200_mixed_requests_equal_one_at_a_time(seeded_small, speech_audio, long
     audios = mixed_requests(speech_audio, longform_audio, 200, seed=0)
     opts = dict(max_new_tokens=12, **GREEDY)
     alone = [_key(seeded_small.transcribe(a, **opts)) for a in audios]
-    seeded_small.start_engine(max_batch=32, max_encode_batch=8)
+    seeded_small.start_engine(max_batch=32, max_encode_batch=8, prepare_threads=3)  # bursts prepared 3 at a time
     futures = [None] * len(audios)
 
     def submit_range(lo, hi):
@@ -120,43 +120,56 @@ def test_small_kv_pool_queues_and_preempts(tiny, speech_audio, longform_audio):
         tiny.start_engine()  # back to the defaults
 
 
-def test_abort_stream_and_bad_input_in_a_batch(tiny, speech_audio, longform_audio):
-    clips = [a for _, a in speech_audio]
-    alone = [_key(tiny.transcribe(a, **GREEDY)) for a in clips[:4]]
-    engine = tiny._get_engine()
+def _submit_native(engine, items):
+    """Submits `items` to a native engine at once; returns ({index: result}, {index: error})."""
     errors, results = {}, {}
     done_evt = threading.Event()
 
     def cb(i):
         def on_done(d):
             results[i] = d
-            if len(results) + len(errors) == 6:
+            if len(results) + len(errors) == len(items):
                 done_evt.set()
 
         def on_error(e):
             errors[i] = e
-            if len(results) + len(errors) == 6:
+            if len(results) + len(errors) == len(items):
                 done_evt.set()
         return on_done, on_error
 
-    # native submissions: bad audio reaches the engine thread and fails only its own request
-    bad = [np.full(16000, np.nan, np.float32), np.zeros(0, np.float32)]
-    items = [clips[0], bad[0], clips[1], bad[1], clips[2], clips[3]]
     for i, a in enumerate(items):
         engine.submit(a, 16000, dict(GREEDY), *cb(i))
     assert done_evt.wait(600)
+    return results, errors
+
+
+@pytest.mark.parametrize("prepare_threads", [1, 4])
+def test_bad_input_in_a_batch(tiny, speech_audio, prepare_threads):
+    clips = [a for _, a in speech_audio]
+    alone = [_key(tiny.transcribe(a, **GREEDY)) for a in clips[:4]]
+    # native submissions: bad audio reaches the engine's preparation and fails only its own
+    # request, also when a burst is prepared on several threads at once
+    engine = _C.Engine(tiny._native, max_batch=8, max_encode_batch=8, prepare_threads=prepare_threads)
+    bad = [np.full(16000, np.nan, np.float32), np.zeros(0, np.float32)]
+    items = [clips[0], bad[0], clips[1], bad[1], clips[2], clips[3]]
+    results, errors = _submit_native(engine, items)
+    engine.shutdown(True)
     assert set(errors) == {1, 3} and isinstance(errors[1], speechcore.AudioError)
     assert isinstance(errors[3], speechcore.AudioError)
     got = [_key(speechcore.Transcription.from_native(results[i])) for i in (0, 2, 4, 5)]
     assert got == alone
 
+
+def test_abort_and_stream(tiny, speech_audio, longform_audio):
+    clips = [a for _, a in speech_audio]
+    expected = _key(tiny.transcribe(clips[1], **GREEDY))
     # closing a stream after its first segment aborts the request; others are untouched
     other = tiny.submit(clips[1], **GREEDY)
     stream = tiny.transcribe_stream(longform_audio, **GREEDY)
     first = next(stream)
     assert first.text
     stream.close()
-    assert _key(other.result(timeout=600)) == alone[1]
+    assert _key(other.result(timeout=600)) == expected
     # an explicit abort: the future fails with CancelledError
     f = tiny.submit(longform_audio, **GREEDY)
     assert tiny.abort(f)
@@ -239,6 +252,10 @@ def test_engine_options_are_checked(tiny):
         tiny.submit(np.zeros(16000, np.float32), beam_size=0)
     with pytest.raises(speechcore.InvalidArgumentError):
         _C.Engine(tiny._native, max_batch=-1)
+    with pytest.raises(speechcore.InvalidArgumentError):
+        tiny.start_engine(prepare_threads=-1)
+    with pytest.raises(speechcore.InvalidArgumentError):
+        _C.Engine(tiny._native, prepare_threads=-2)
     assert set(tiny.engine_stats()) >= {"queued_requests", "running_windows", "kv_blocks_used", "tokens_per_second"}
 
 

@@ -108,18 +108,19 @@ py::dict stats_dict(const EngineStats& s) {
 void register_engine(py::module_& m) {
   py::class_<Engine, std::unique_ptr<Engine, GilFreeDelete>>(m, "Engine")
       .def(py::init([](std::shared_ptr<Model> model, int max_batch, int max_encode_batch, int kv_block_size,
-                       int kv_blocks, double gpu_memory_fraction) {
+                       int kv_blocks, double gpu_memory_fraction, int prepare_threads) {
              EngineOptions o;
              o.max_batch = max_batch;
              o.max_encode_batch = max_encode_batch;
              o.kv_block_size = kv_block_size;
              o.kv_blocks = kv_blocks;
              o.gpu_memory_fraction = gpu_memory_fraction;
+             o.prepare_threads = prepare_threads;
              py::gil_scoped_release release;
              return std::unique_ptr<Engine, GilFreeDelete>(new Engine(std::move(model), o));
            }),
            py::arg("model"), py::arg("max_batch") = 64, py::arg("max_encode_batch") = 8, py::arg("kv_block_size") = 16,
-           py::arg("kv_blocks") = 0, py::arg("gpu_memory_fraction") = 0.9)
+           py::arg("kv_blocks") = 0, py::arg("gpu_memory_fraction") = 0.9, py::arg("prepare_threads") = 0)
       .def(
           "submit",
           [](Engine& self, const py::array& audio, int sample_rate, const py::dict& options, py::object on_done,

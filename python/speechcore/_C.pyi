@@ -121,7 +121,7 @@ class EngineStats(TypedDict):
 class Engine:
     """speechcore::Engine: continuous batching over a Model on a background thread."""
     def __init__(self, model: Model, max_batch: int = 64, max_encode_batch: int = 8, kv_block_size: int = 16,
-                 kv_blocks: int = 0, gpu_memory_fraction: float = 0.9) -> None: ...
+                 kv_blocks: int = 0, gpu_memory_fraction: float = 0.9, prepare_threads: int = 0) -> None: ...
     def submit(self, audio: npt.NDArray[np.float32], sample_rate: int, options: Dict[str, Any],
                on_done: Callable[[NativeTranscription], None], on_error: Callable[[BaseException], None],
                on_segment: Optional[Callable[[NativeSegment], None]] = None, priority: int = 0) -> int:

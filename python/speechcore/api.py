@@ -582,7 +582,7 @@ class Model:
     # ---- the engine: many transcriptions at once ------------------------------------------
 
     def start_engine(self, *, max_batch: int = 64, max_encode_batch: int = 8, kv_block_size: int = 16,
-                     kv_blocks: int = 0, gpu_memory_fraction: float = 0.9) -> None:
+                     kv_blocks: int = 0, gpu_memory_fraction: float = 0.9, prepare_threads: int = 0) -> None:
         """(Re)starts the engine behind :meth:`submit`, :meth:`atranscribe` and
         :meth:`transcribe_stream` with these limits (it starts with the defaults on first use).
 
@@ -597,14 +597,17 @@ class Model:
                 process within this share of the device's memory after a warm-up (capped at
                 `max_batch` windows of full length). Default 0.9. Too little room raises
                 OutOfMemoryError.
+            prepare_threads: threads preparing submitted recordings (audio conversion, VAD,
+                log-mel) while the engine decodes; 0 = a quarter of the CPU's threads, 1 to 4.
 
         A running engine is shut down first, cancelling its unfinished requests.
         """
         opts = dict(max_batch=max_batch, max_encode_batch=max_encode_batch, kv_block_size=kv_block_size,
-                    kv_blocks=kv_blocks)
+                    kv_blocks=kv_blocks, prepare_threads=prepare_threads)
         for k, v in opts.items():
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < (0 if k == "kv_blocks" else 1):
-                raise InvalidArgumentError(f"{k} must be an integer >= {0 if k == 'kv_blocks' else 1}, got {v!r}")
+            low = 0 if k in ("kv_blocks", "prepare_threads") else 1
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
+                raise InvalidArgumentError(f"{k} must be an integer >= {low}, got {v!r}")
         if isinstance(gpu_memory_fraction, bool) or not isinstance(gpu_memory_fraction, numbers.Real) or \
                 not 0.0 < float(gpu_memory_fraction) <= 1.0:
             raise InvalidArgumentError(f"gpu_memory_fraction must be a number in (0, 1], got {gpu_memory_fraction!r}")

@@ -150,6 +150,10 @@ struct EngineOptions {
   int kv_block_size = 16;
   int kv_blocks = 0;
   double gpu_memory_fraction = 0.9;
+  // Threads that prepare submitted requests (audio to 16 kHz mono, options, VAD, log-mel) off
+  // the step loop; a burst of requests is prepared this many at a time, so the encoder is fed
+  // sooner. 0 = a quarter of the hardware threads, between 1 and 4.
+  int prepare_threads = 0;
 };
 
 struct EngineStats {

@@ -1,6 +1,7 @@
 // speechcore::Engine: the step loop. One thread owns the scheduler, the step runner and every
 // started request; submit/abort/shutdown talk to it through a mutex-protected inbox.
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <condition_variable>
@@ -14,6 +15,7 @@
 #include <unordered_set>
 
 #include "core/status.h"
+#include "core/thread_pool.h"
 #include "engine/scheduler.h"
 #include "engine/step_runner.h"
 #include "io/audio.h"
@@ -35,8 +37,10 @@ struct Request {
   int sample_rate = 16000, channels = 1;
   std::vector<float> samples;  // 16 kHz mono
   std::unique_ptr<runtime::FilteredRecording> recording;  // segments on the input's timeline
+  std::deque<runtime::WindowRequest> issued;  // windows the preparation issued, not queued yet
   Engine::Callbacks callbacks;
   std::unique_ptr<Error> prepare_error;  // set by the preparation thread
+  double prepare_parts[3] = {0, 0, 0};   // SPEECHCORE_PROFILE: its preparation's audio, plan, features
   size_t segments_sent = 0;
   // Its windows in flight (scheduler ids, oldest first: usually one; several when the
   // recording can look ahead), each one's request (features owned by the recording, prompt,
@@ -57,15 +61,15 @@ struct EngineProfile {
   }();
   double start_s = 0, schedule_s = 0, admit_s = 0, step_s = 0, done_s = 0;
   uint64_t starts = 0, admits = 0, admitted = 0, steps = 0, rows = 0;
-  double prepare_s = 0;  // the preparation thread's (written there only; read after it is joined)
-  double prepare_audio_s = 0, prepare_plan_s = 0, prepare_begin_s = 0;  // its parts: audio, plan, features
+  double prepare_s = 0;  // the preparation thread's wall time (written there only; read after it is joined)
+  double prepare_audio_s = 0, prepare_plan_s = 0, prepare_begin_s = 0;  // parts summed over requests: audio, plan, features
   uint64_t prepared = 0;
 
   static double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
   void print() const {
     if (!on || (starts == 0 && steps == 0 && admits == 0)) return;
     std::fprintf(stderr,
-                 "[speechcore profile] engine: %llu requests prepared %.3f s (preparation thread: audio %.3f s, "
+                 "[speechcore profile] engine: %llu requests prepared in %.3f s (summed over requests: audio %.3f s, "
                  "plan %.3f s, features %.3f s); %llu starts %.3f s; schedule %.3f s; %llu admissions of %llu windows "
                  "%.3f s (%.2f ms each, %.1f windows each); %llu steps over %llu rows %.3f s (%.3f ms each, %.1f rows "
                  "each); finished windows %.3f s\n",
@@ -108,6 +112,7 @@ struct Engine::Impl {
   std::deque<std::unique_ptr<Request>> prepared;  // under `mutex`
   size_t preparing_count = 0;                      // under `mutex`: preparing.size()
   std::thread prep_thread;
+  std::unique_ptr<core::ThreadPool> prep_pool;     // the preparation thread and its helpers
 
   // engine thread only
   std::unordered_set<RequestId> preparing;          // handed to the preparation thread
@@ -123,9 +128,14 @@ struct Engine::Impl {
       : model(std::move(m)), transcriber(*model->impl().transcriber), options(o),
         runner(make_runner(transcriber, o)), scheduler(scheduler_config(o, runner->num_blocks())) {
     runner->set_kv(&scheduler.kv());
+    const int threads = o.prepare_threads > 0 ? o.prepare_threads
+                                              : std::clamp(core::ThreadPool::hardware_threads() / 4, 1, 4);
+    if (threads > 1) prep_pool = std::make_unique<core::ThreadPool>(threads);
   }
 
   static std::unique_ptr<engine::StepRunner> make_runner(const runtime::WhisperTranscriber& t, const EngineOptions& o) {
+    SC_CHECK(o.prepare_threads >= 0, ErrorCode::kInvalidArgument,
+             "engine options: prepare_threads must be >= 0 (0 = automatic), got ", o.prepare_threads);
     SC_CHECK(o.max_batch >= 1 && o.max_encode_batch >= 1 && o.kv_block_size >= 1 && o.kv_blocks >= 0,
              ErrorCode::kInvalidArgument, "engine options: max_batch, max_encode_batch, kv_block_size must be >= 1 "
              "and kv_blocks >= 0 (got ", o.max_batch, ", ", o.max_encode_batch, ", ", o.kv_block_size, ", ",
@@ -221,8 +231,15 @@ struct Engine::Impl {
 
   // Queues every window the recording can issue now with the scheduler.
   void queue_windows(Request& r) {
-    while (r.recording->can_issue()) {
-      runtime::WindowRequest req = r.recording->next_request();
+    std::deque<runtime::WindowRequest> issued = std::move(r.issued);  // by the preparation, at first
+    while (!issued.empty() || r.recording->can_issue()) {
+      runtime::WindowRequest req;
+      if (!issued.empty()) {
+        req = std::move(issued.front());
+        issued.pop_front();
+      } else {
+        req = r.recording->next_request();
+      }
       const runtime::PromptLayout layout =
           runtime::prompt_layout(req.prompt, transcriber.special_tokens(), req.options);
       engine::SequenceSpec spec;
@@ -239,8 +256,9 @@ struct Engine::Impl {
     }
   }
 
-  // Preparation thread: the audio at 16 kHz mono, the recording (checks the options; begin()
-  // runs the VAD for vad_filter / chunked and the log-mel on the backend).
+  // Preparation thread or one of its helpers (several requests at once): the audio at 16 kHz
+  // mono, the recording (checks the options; begin() runs the VAD for vad_filter / chunked and
+  // the log-mel on the backend, which is safe from several threads).
   void prepare(Request& r) {
     try {
       auto t = EngineProfile::Clock::now();
@@ -251,16 +269,19 @@ struct Engine::Impl {
       };
       r.samples = io::prepare_audio(std::move(r.pcm), r.frames, r.sample_rate, r.channels);
       std::vector<float>().swap(r.pcm);  // (moved from, or still the submitted samples if converted)
-      lap(profile.prepare_audio_s);
+      lap(r.prepare_parts[0]);
       r.recording = std::make_unique<runtime::FilteredRecording>(transcriber, r.options, r.samples);
-      lap(profile.prepare_plan_s);
+      lap(r.prepare_parts[1]);
       // every attempt's search must be one the step runner has (the model's runner was checked)
       const runtime::DecodePlan& plan = r.recording->plan();
       for (size_t a = 0; a < plan.temperatures.size(); ++a)
         runtime::check_decoding_support(runtime::window_for(plan, a, 0), runner->decoding_support(),
                                         transcriber.runner().device() + " engine");
       r.recording->begin();
-      lap(profile.prepare_begin_s);
+      // Its first windows (the features cut into 30 s windows: ~0.5 ms each for large-v3) are
+      // issued here, off the engine thread, which only queues them (queue_windows).
+      while (!r.recording->done() && r.recording->can_issue()) r.issued.push_back(r.recording->next_request());
+      lap(r.prepare_parts[2]);
     } catch (const Error& e) {
       r.prepare_error = std::make_unique<Error>(e);
     } catch (const std::exception& e) {
@@ -268,9 +289,10 @@ struct Engine::Impl {
     }
   }
 
-  // Takes the queued requests up to one admission's worth at a time and hands them back
-  // together, so that under a burst the engine admits (encodes) them as a batch rather than
-  // one by one as each is ready; a request arriving alone comes back as soon as it is ready.
+  // Takes the queued requests up to one admission's worth at a time, prepares them over the
+  // preparation pool and hands them back together, so that under a burst the engine admits
+  // (encodes) them as a batch rather than one by one as each is ready; a request arriving alone
+  // comes back as soon as it is ready.
   void prepare_loop() {
     const size_t group = static_cast<size_t>(std::max(options.max_encode_batch, 1));
     for (;;) {
@@ -284,12 +306,22 @@ struct Engine::Impl {
           to_prepare.pop_front();
         }
       }
-      for (auto& r : batch) {
-        const auto t = EngineProfile::Clock::now();
-        prepare(*r);
-        if (profile.on) {
-          profile.prepare_s += EngineProfile::since(t);
-          profile.prepared += 1;
+      const auto t = EngineProfile::Clock::now();
+      if (prep_pool && batch.size() > 1) {
+        std::atomic<size_t> next{0};  // claimed one at a time: recordings differ in length
+        prep_pool->parallel_for(prep_pool->num_threads(), 1, [&](int64_t, int64_t) {
+          for (size_t i; (i = next.fetch_add(1)) < batch.size();) prepare(*batch[i]);
+        });
+      } else {
+        for (auto& r : batch) prepare(*r);
+      }
+      if (profile.on) {  // wall time of the preparation thread; the parts are summed over requests
+        profile.prepare_s += EngineProfile::since(t);
+        profile.prepared += batch.size();
+        for (auto& r : batch) {
+          profile.prepare_audio_s += r->prepare_parts[0];
+          profile.prepare_plan_s += r->prepare_parts[1];
+          profile.prepare_begin_s += r->prepare_parts[2];
         }
       }
       std::lock_guard<std::mutex> lock(mutex);

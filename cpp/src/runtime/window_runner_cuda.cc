@@ -7,6 +7,8 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <array>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -259,8 +261,9 @@ class CudaWindowRunner final : public WindowRunner {
     return results;
   }
 
-  // On the mel stage's own stream and buffers, without the model's lock: the engine prepares
-  // requests on another thread while its step loop decodes (neither waits for the other).
+  // On a mel stage's own stream and buffers, without the model's lock: the engine prepares
+  // requests on other threads while its step loop decodes (neither waits for the other), and
+  // up to kMelStages of them compute their features at once.
   Tensor log_mel(const std::vector<float>& samples) const override {
     const int padding = io::MelOptions().padding;
     // Clips under a second cost little on the CPU, which also reports too-short input.
@@ -268,22 +271,40 @@ class CudaWindowRunner final : public WindowRunner {
     const int nm = config().n_mels;
     const int64_t n = static_cast<int64_t>(samples.size());
     const int64_t frames = cuda::log_mel_num_frames(n, padding);
-    MelStage& m = mel_;
-    std::lock_guard<std::mutex> lock(m.mutex);
+    std::unique_lock<std::mutex> lock;
+    MelStage* stage = nullptr;
+    for (MelStage& m : mel_) {  // a free stage, else wait for one in turn
+      lock = std::unique_lock<std::mutex>(m.mutex, std::try_to_lock);
+      if (lock.owns_lock()) {
+        stage = &m;
+        break;
+      }
+    }
+    if (stage == nullptr) {
+      stage = &mel_[mel_turn_.fetch_add(1) % kMelStages];
+      lock = std::unique_lock<std::mutex>(stage->mutex);
+    }
+    MelStage& m = *stage;
     if (m.stream == nullptr) {
       SC_CUDA_CHECK(cudaStreamCreateWithFlags(&m.stream, cudaStreamNonBlocking));
       const std::vector<float> f = io::mel_filters(io::kWhisperSampleRate, cuda::kMelNFft, nm);
       m.filters = m.buffer(0, f.size() * sizeof(float));
       SC_CUDA_CHECK(cudaMemcpy(m.filters, f.data(), f.size() * sizeof(float), cudaMemcpyHostToDevice));
     }
-    float* audio = static_cast<float*>(m.buffer(1, static_cast<size_t>(n) * sizeof(float)));
-    float* mel = static_cast<float*>(m.buffer(2, static_cast<size_t>(nm * frames) * sizeof(float)));
+    const size_t audio_bytes = static_cast<size_t>(n) * sizeof(float);
+    const size_t mel_bytes = static_cast<size_t>(nm * frames) * sizeof(float);
+    float* audio = static_cast<float*>(m.buffer(1, audio_bytes));
+    float* mel = static_cast<float*>(m.buffer(2, mel_bytes));
     void* scratch = m.buffer(3, std::max<size_t>(cuda::log_mel_scratch_bytes(n, padding, nm), 16));
+    // through pinned staging: a pageable copy goes through the driver's own bounce buffers
+    void* pinned = m.host(std::max(audio_bytes, mel_bytes));
     Tensor out = Tensor::empty({nm, frames}, DType::kFloat32, Device::kCPU);
-    SC_CUDA_CHECK(cudaMemcpyAsync(audio, samples.data(), n * sizeof(float), cudaMemcpyHostToDevice, m.stream));
+    std::memcpy(pinned, samples.data(), audio_bytes);
+    SC_CUDA_CHECK(cudaMemcpyAsync(audio, pinned, audio_bytes, cudaMemcpyHostToDevice, m.stream));
     cuda::log_mel(audio, n, padding, static_cast<const float*>(m.filters), nm, mel, scratch, m.stream);
-    SC_CUDA_CHECK(cudaMemcpyAsync(out.raw(), mel, out.nbytes(), cudaMemcpyDeviceToHost, m.stream));
+    SC_CUDA_CHECK(cudaMemcpyAsync(pinned, mel, mel_bytes, cudaMemcpyDeviceToHost, m.stream));
     SC_CUDA_CHECK(cudaStreamSynchronize(m.stream));
+    std::memcpy(out.raw(), pinned, mel_bytes);
     return out;
   }
 
@@ -636,21 +657,24 @@ class CudaWindowRunner final : public WindowRunner {
   mutable HostBuffer host_;
   mutable std::unique_ptr<CachedBatch> cached_;
   mutable std::unique_ptr<CachedBatch> search_cached_;
-  // The log-mel's stream and device buffers, apart from the caching allocator (which does not
+  // A log-mel stage: a stream, device buffers apart from the caching allocator (which does not
   // track streams: a block freed by the decoding stream with work pending could be handed out
-  // here). Buffers only grow; the replaced ones are freed with the runner (no cudaFree, which
-  // synchronizes the device, while the engine runs).
+  // here) and a pinned host buffer. Buffers only grow; the replaced ones are freed with the
+  // runner (no cudaFree, which synchronizes the device, while the engine runs).
   struct MelStage {
     std::mutex mutex;
     cudaStream_t stream = nullptr;
     void* filters = nullptr;
     void* bufs[4] = {nullptr, nullptr, nullptr, nullptr};
     size_t sizes[4] = {0, 0, 0, 0};
-    std::vector<void*> retired;
+    void* pinned = nullptr;
+    size_t pinned_size = 0;
+    std::vector<void*> retired, retired_pinned;
+    static size_t grown(size_t bytes, size_t had) { return std::max(bytes + bytes / 4, had * 2); }  // room to grow
     void* buffer(int i, size_t bytes) {
       if (bytes > sizes[i]) {
         if (bufs[i] != nullptr) retired.push_back(bufs[i]);
-        const size_t want = std::max(bytes + bytes / 4, sizes[i] * 2);  // room to grow
+        const size_t want = grown(bytes, sizes[i]);
         void* p = nullptr;
         SC_CUDA_CHECK(cudaMalloc(&p, want));
         bufs[i] = p;
@@ -658,13 +682,29 @@ class CudaWindowRunner final : public WindowRunner {
       }
       return bufs[i];
     }
+    void* host(size_t bytes) {
+      if (bytes > pinned_size) {
+        if (pinned != nullptr) retired_pinned.push_back(pinned);
+        const size_t want = grown(bytes, pinned_size);
+        void* p = nullptr;
+        SC_CUDA_CHECK(cudaHostAlloc(&p, want, cudaHostAllocDefault));
+        pinned = p;
+        pinned_size = want;
+      }
+      return pinned;
+    }
     ~MelStage() {
+      if (stream != nullptr) cudaStreamSynchronize(stream);
       for (void* p : retired) cudaFree(p);
       for (void* p : bufs) if (p != nullptr) cudaFree(p);
+      for (void* p : retired_pinned) cudaFreeHost(p);
+      if (pinned != nullptr) cudaFreeHost(pinned);
       if (stream != nullptr) cudaStreamDestroy(stream);
     }
   };
-  mutable MelStage mel_;
+  static constexpr int kMelStages = 4;  // the engine's most preparation threads (EngineOptions)
+  mutable std::array<MelStage, kMelStages> mel_;
+  mutable std::atomic<unsigned> mel_turn_{0};
 };
 
 // The rows of a beam search or sampling over one window on the GPU: every row reads the
