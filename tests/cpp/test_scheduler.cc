@@ -141,6 +141,21 @@ SC_TEST(admission_limits_and_fcfs) {
   EXPECT_TRUE(s.sched.stats().waiting == 6 && s.sched.stats().running == 4);
 }
 
+SC_TEST(admissions_capped_by_the_runner_while_windows_decode) {
+  Sim s(config(8, 4, 1000));
+  for (uint64_t id = 1; id <= 10; ++id) s.add(id, 5, 100, 10);
+  StepPlan p = s.sched.schedule(0);  // nothing decodes yet: the cap does not apply
+  EXPECT_TRUE(p.admitted == std::vector<uint64_t>({1, 2, 3, 4}) && p.decode.empty());
+  p = s.sched.schedule(0);  // windows decode: a runner that would block admits none
+  EXPECT_TRUE(p.admitted.empty() && p.decode.size() == 4);
+  p = s.sched.schedule(2);  // room for two without blocking
+  EXPECT_TRUE(p.admitted == std::vector<uint64_t>({5, 6}) && p.decode.size() == 4);
+  p = s.sched.schedule(-3);  // a negative capacity admits none
+  EXPECT_TRUE(p.admitted.empty() && p.decode.size() == 6);
+  p = s.sched.schedule();  // no cap, but 2 free rows and 4 waiting: admissions wait for a batch
+  EXPECT_TRUE(p.admitted.empty() && p.decode.size() == 6);
+}
+
 SC_TEST(admissions_come_in_batches_while_many_wait) {
   Sim s(config(4, 2, 1000));
   s.add(1, 4, 100, 3);   // finishes first

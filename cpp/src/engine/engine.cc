@@ -405,7 +405,7 @@ struct Engine::Impl {
     if (!pending.empty()) guarded(pending, [&] { became = runner->poll(); });
     for (uint64_t w : became)
       if (scheduler.has(w) && by_window.count(w)) scheduler.set_ready(w, true);
-    engine::StepPlan plan = scheduler.schedule();
+    engine::StepPlan plan = scheduler.schedule(runner->admit_capacity());
     for (uint64_t w : plan.preempted) runner->release(w);  // recompute: the window starts over
     std::vector<engine::AdmitJob> jobs;
     for (uint64_t w : plan.admitted) {

@@ -59,7 +59,7 @@ void Scheduler::set_ready(uint64_t id, bool ready) {
   it->second.ready = ready;
 }
 
-StepPlan Scheduler::schedule() {
+StepPlan Scheduler::schedule(int admit_now) {
   StepPlan plan;
   // 1. every running window gets the position for its next token, in order; when the pool is
   //    short, the last window in order gives its blocks back (possibly the one asking).
@@ -94,7 +94,8 @@ StepPlan Scheduler::schedule() {
   const int free_slots = std::min(config_.max_running - running_rows_, config_.cross_slots - slots_used);
   const int batch = std::min(config_.max_admit, config_.max_running);
   if (config_.batch_admissions && !running_.empty() && free_slots < batch && static_cast<int>(waiting_.size()) > free_slots) return plan;
-  while (!waiting_.empty() && static_cast<int>(plan.admitted.size()) < config_.max_admit &&
+  const int admit_max = plan.decode.empty() ? config_.max_admit : std::min(config_.max_admit, std::max(admit_now, 0));
+  while (!waiting_.empty() && static_cast<int>(plan.admitted.size()) < admit_max &&
          slots_used < config_.cross_slots) {
     const Key k = *waiting_.begin();
     const uint64_t id = std::get<2>(k);

@@ -12,6 +12,7 @@
 #include <set>
 #include <tuple>
 #include <unordered_map>
+#include <limits>
 #include <vector>
 
 #include "engine/kv_blocks.h"
@@ -63,8 +64,10 @@ class Scheduler {
   // Forgets a window (finished or aborted), freeing its blocks and slot; false when unknown.
   bool remove(uint64_t id);
   // Plans the next step (see the file comment) and books it: admitted windows hold their
-  // prompt's positions, decoded ones one more position.
-  StepPlan schedule();
+  // prompt's positions, decoded ones one more position. While windows decode this step, at most
+  // `admit_now` windows are admitted (what the runner takes without blocking,
+  // StepRunner::admit_capacity); with nothing to decode the cap does not apply.
+  StepPlan schedule(int admit_now = std::numeric_limits<int>::max());
   // An admitted window whose runner has not finished admitting it (its encoder still runs on
   // another stream: StepRunner::ready) takes no decoder step until set_ready(id, true); it keeps
   // its slot, rows and prompt blocks meanwhile. Windows are ready when admitted by default.

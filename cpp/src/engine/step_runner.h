@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <limits>
 #include <vector>
 
 #include "engine/kv_blocks.h"
@@ -59,6 +60,10 @@ class StepRunner {
   virtual std::vector<uint64_t> pending_windows() const { return {}; }
   virtual std::vector<uint64_t> poll() { return {}; }
   virtual void wait_pending() {}
+  // Windows admit() would take now without blocking the caller (an asynchronous runner whose
+  // staging for the encoder is still in use); the engine admits no more than that while other
+  // windows decode, so their steps do not wait for the encoder.
+  virtual int admit_capacity() const { return std::numeric_limits<int>::max(); }
   // One token for each of these windows (admitted, not done).
   virtual void step(const std::vector<uint64_t>& ids) = 0;
   virtual bool done(uint64_t id) const = 0;

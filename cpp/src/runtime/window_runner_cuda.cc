@@ -893,7 +893,12 @@ class CudaStepRunner final : public engine::StepRunner {
     // the running ones keep decoding. Allocated before the KV pool is sized from what is left.
     const char* async_env = std::getenv("SPEECHCORE_ASYNC_ENCODE");
     if (async_env == nullptr || std::strcmp(async_env, "0") != 0)
-      lane_ = model_.new_encoder_lane(std::min(warm, std::max(1, config.max_admit)));
+      lane_ = model_.new_encoder_lane(std::min(warm, std::max(1, config.max_admit)), std::max(1, config.max_admit));
+    // SPEECHCORE_ADMIT_CAP=1 (experimental, off: serving measured slower with it, RESULTS.md
+    // session 12): while windows decode, admit only what the lane's free staging takes, so
+    // admit() never waits for the encoder. Off, admit() waits (back-pressure from the encoder).
+    const char* cap_env = std::getenv("SPEECHCORE_ADMIT_CAP");
+    admit_cap_ = cap_env != nullptr && std::strcmp(cap_env, "1") == 0;
     const int bs = config.block_size;
     const int table_stride = (cfg.n_text_ctx + bs - 1) / bs;
     const size_t es = cuda::data_type_size(model_.dtype());
@@ -1152,6 +1157,11 @@ class CudaStepRunner final : public engine::StepRunner {
       for (const engine::AdmitJob& j : pa.jobs) out.push_back(j.id);
     }
     return out;
+  }
+  int admit_capacity() const override {
+    if (!lane_ || !admit_cap_) return engine::StepRunner::admit_capacity();
+    std::lock_guard<std::mutex> lock(owner_.mutex_);
+    return lane_->free_windows();
   }
   void wait_pending() override {
     if (!pending_.empty()) SC_CUDA_CHECK(cudaEventSynchronize(pending_.front().event));
@@ -1506,6 +1516,7 @@ class CudaStepRunner final : public engine::StepRunner {
   std::vector<int> free_slots_;
   std::unordered_map<uint64_t, Window> windows_;
   std::unique_ptr<models::whisper::EncoderLane> lane_;  // asynchronous admissions (null: synchronous)
+  bool admit_cap_ = false;  // SPEECHCORE_ADMIT_CAP=1: admissions capped by the lane's free staging
   std::deque<PendingAdmit> pending_;
   std::map<std::tuple<std::vector<int>, std::vector<int>, int, bool>, std::unique_ptr<Rules>> rules_;
   WhisperSpecialTokens special_;

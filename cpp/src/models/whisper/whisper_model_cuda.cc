@@ -31,8 +31,11 @@ void to_model_type(const float* src, int64_t n, cuda::DataType dt, void* dst) {
     return;
   }
   uint16_t* h = static_cast<uint16_t*>(dst);
-  for (int64_t i = 0; i < n; ++i)
-    h[i] = dt == cuda::DataType::kFloat16 ? core::float_to_half(src[i]) : core::float_to_bf16(src[i]);
+  if (dt == cuda::DataType::kFloat16) {
+    for (int64_t i = 0; i < n; ++i) h[i] = core::float_to_half(src[i]);
+  } else {  // a loop of its own vectorizes: a window's features in ~0.15 ms instead of ~0.25
+    for (int64_t i = 0; i < n; ++i) h[i] = core::float_to_bf16(src[i]);
+  }
 }
 }  // namespace
 
@@ -263,23 +266,39 @@ void WhisperModelCuda::encode(const float* const* mels, int n, WhisperBatchCuda&
 
 EncoderLane::~EncoderLane() {
   if (stream) cudaStreamSynchronize(stream);
-  if (staged) cudaEventDestroy(staged);
+  for (cudaEvent_t e : staged) cudaEventDestroy(e);
   if (staging) cudaFreeHost(staging);
   if (stream) cudaStreamDestroy(stream);
 }
 
-std::unique_ptr<EncoderLane> WhisperModelCuda::new_encoder_lane(int windows) const {
-  SC_CHECK(windows >= 1, ErrorCode::kInvalidArgument, "new_encoder_lane: windows must be >= 1");
+int EncoderLane::free_windows() const {
+  const int k = static_cast<int>(staged.size());
+  int free = 0;
+  for (; free < k; ++free) {
+    const cudaError_t q = cudaEventQuery(staged[static_cast<size_t>((next_region + free) % k)]);
+    if (q == cudaErrorNotReady) break;
+    SC_CUDA_CHECK(q);
+  }
+  return free * windows;
+}
+
+std::unique_ptr<EncoderLane> WhisperModelCuda::new_encoder_lane(int windows, int admission) const {
+  SC_CHECK(windows >= 1 && admission >= 0, ErrorCode::kInvalidArgument,
+           "new_encoder_lane: windows must be >= 1 and admission >= 0");
   const WhisperConfig& c = config_;
   const int64_t d = c.d_model, t_in = 2 * c.n_audio_ctx, t = c.n_audio_ctx, nm = c.n_mels;
   const int64_t n = windows, nt = n * t;
   auto lane = std::make_unique<EncoderLane>();
   lane->windows = windows;
   SC_CUDA_CHECK(cudaStreamCreateWithFlags(&lane->stream, cudaStreamNonBlocking));
-  SC_CUDA_CHECK(cudaEventCreateWithFlags(&lane->staged, cudaEventDisableTiming));
+  // one region per chunk of the largest admission: its chunks never wait for each other's encoder
+  int regions = std::max((admission + windows - 1) / windows, 1);
+  if (const char* v = std::getenv("SPEECHCORE_LANE_REGIONS"); v != nullptr && std::atoi(v) >= 1) regions = std::atoi(v);
+  lane->staged.assign(static_cast<size_t>(regions), nullptr);
+  for (cudaEvent_t& e : lane->staged) SC_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
   lane->gemm = std::make_unique<cuda::GemmRunner>();
-  lane->staging_bytes = static_cast<size_t>(n * nm * t_in) * cuda::data_type_size(dtype_);
-  SC_CUDA_CHECK(cudaMallocHost(&lane->staging, lane->staging_bytes));
+  lane->region_bytes = static_cast<size_t>(n * nm * t_in) * cuda::data_type_size(dtype_);
+  SC_CUDA_CHECK(cudaMallocHost(&lane->staging, lane->region_bytes * static_cast<size_t>(regions)));
   lane->x_mel = scratch(n * nm, t_in);
   lane->col1 = scratch(n * t_in, nm * 3);
   lane->h1 = scratch(n * t_in, d);
@@ -289,7 +308,7 @@ std::unique_ptr<EncoderLane> WhisperModelCuda::new_encoder_lane(int windows) con
   lane->qkv = scratch(nt, 3 * d);
   lane->att = scratch(nt, d);
   lane->ff = scratch(nt, 4 * d);
-  SC_CUDA_CHECK(cudaEventRecord(lane->staged, lane->stream));
+  for (cudaEvent_t e : lane->staged) SC_CUDA_CHECK(cudaEventRecord(e, lane->stream));
   return lane;
 }
 
@@ -334,11 +353,14 @@ void WhisperModelCuda::encode_chunk(const float* const* mels, int n, WhisperBatc
   if (ec.lane) {
     EncoderLane& lane = *ec.lane;
     const int64_t per = nm * t_in;
-    SC_CUDA_CHECK(cudaEventSynchronize(lane.staged));  // the previous copy out of staging is done
-    for (int i = 0; i < n; ++i) to_model_type(mels[i], per, dt, static_cast<char*>(lane.staging) + i * per * es);
+    const int r = lane.next_region;  // the ring's next region: its previous copy out must be done
+    lane.next_region = (r + 1) % static_cast<int>(lane.staged.size());
+    SC_CUDA_CHECK(cudaEventSynchronize(lane.staged[r]));
+    char* region = static_cast<char*>(lane.staging) + static_cast<size_t>(r) * lane.region_bytes;
+    for (int i = 0; i < n; ++i) to_model_type(mels[i], per, dt, region + i * per * es);
     x_mel = lane.x_mel.raw();
-    SC_CUDA_CHECK(cudaMemcpyAsync(x_mel, lane.staging, static_cast<size_t>(n * per * es), cudaMemcpyHostToDevice, s));
-    SC_CUDA_CHECK(cudaEventRecord(lane.staged, s));
+    SC_CUDA_CHECK(cudaMemcpyAsync(x_mel, region, static_cast<size_t>(n * per * es), cudaMemcpyHostToDevice, s));
+    SC_CUDA_CHECK(cudaEventRecord(lane.staged[r], s));
   } else {
     std::vector<float> host(static_cast<size_t>(n * nm * t_in));
     for (int i = 0; i < n; ++i) std::memcpy(host.data() + i * nm * t_in, mels[i], sizeof(float) * nm * t_in);

@@ -65,8 +65,12 @@ struct CrossScoresCuda {
 
 // A second encoder context for asynchronous admissions: its own stream, cuBLASLt runner, pinned
 // staging and activation buffers for up to `windows` windows, so windows are encoded while decode
-// steps run on the model's stream. Work on it is ordered by its stream; the host waits only
-// before it rewrites the staging buffer, until the copy out of it is done (`staged`).
+// steps run on the model's stream. Work on it is ordered by its stream. The staging buffer is a
+// ring of regions of `windows` windows each, one per encoder chunk, each with an event recorded
+// after the copy out of it: the host waits only before it rewrites a region, until that region's
+// copy is done. With a region for each chunk of an admission, the chunks of one admission do not
+// wait for each other's encoder (one buffer made an admission of n chunks wait for n - 1 of them);
+// a later admission still waits for the copies of the one before (back-pressure).
 struct EncoderLane {
   EncoderLane() = default;
   EncoderLane(const EncoderLane&) = delete;
@@ -74,10 +78,14 @@ struct EncoderLane {
   ~EncoderLane();
   int windows = 0;
   cudaStream_t stream = nullptr;
-  cudaEvent_t staged = nullptr;         // recorded after each copy out of `staging`
   std::unique_ptr<cuda::GemmRunner> gemm;
-  void* staging = nullptr;              // pinned: windows x n_mels x 2 n_audio_ctx elements of the model's type
-  size_t staging_bytes = 0;
+  void* staging = nullptr;              // pinned: regions x windows x n_mels x 2 n_audio_ctx elements of the model's type
+  size_t region_bytes = 0;
+  std::vector<cudaEvent_t> staged;      // per region: recorded after the copy out of it
+  int next_region = 0;
+  // Windows encode_async would stage now without waiting: the ring's free regions from
+  // next_region on (their copies done) times `windows`.
+  int free_windows() const;
   Tensor x_mel, col1, h1, col2, x, h, qkv, att, ff;  // activations at `windows` windows
 };
 
@@ -116,13 +124,15 @@ class WhisperModelCuda {
   void encode(const float* const* mels, int n, WhisperBatchCuda& batch, int slot0, int chunk) const;
   // The same with window i's cross K/V going to slot slots[i] (any distinct slots).
   void encode(const float* const* mels, int n, WhisperBatchCuda& batch, const int* slots, int chunk) const;
-  // An encoder lane for up to `windows` windows at once (device memory: encoder_bytes(windows)).
-  std::unique_ptr<EncoderLane> new_encoder_lane(int windows) const;
+  // An encoder lane for up to `windows` windows at once (device memory: encoder_bytes(windows)),
+  // staging admissions of up to `admission` windows without waiting for its encoder
+  // (SPEECHCORE_LANE_REGIONS=k overrides the staging ring's regions; 1 = one buffer).
+  std::unique_ptr<EncoderLane> new_encoder_lane(int windows, int admission) const;
   // The same as encode(mels, n, batch, slots, lane.windows), enqueued on lane.stream after the
   // work already on `after` (slots freed by windows whose last step may still be running); the
   // caller records an event on lane.stream to know when it is done. Returns once the features
-  // are staged (the mels may be freed); it waits only for the lane's previous copy out of the
-  // staging buffer, not for its encoder.
+  // are staged (the mels may be freed); it waits only for earlier copies out of the staging
+  // regions it reuses (see EncoderLane), not for its encoder.
   void encode_async(const float* const* mels, int n, WhisperBatchCuda& batch, const int* slots, EncoderLane& lane,
                     cudaStream_t after) const;
 
