@@ -449,17 +449,20 @@ class CudaWindowRunner final : public WindowRunner {
 
   // One decoder step for `rows` active rows plus their logits: eager the first time a row count
   // is seen, captured into a CUDA graph when it repeats, replayed after that.
-  void step_and_logits(int rows) const { step_and_logits(*cached_, rows); }
-  void step_and_logits(CachedBatch& c, int rows) const {
+  // Returns how: 0 eager, 1 captured (and launched), 2 a captured graph replayed.
+  int step_and_logits(int rows) const { return step_and_logits(*cached_, rows); }
+  int step_and_logits(CachedBatch& c, int rows) const {
     WhisperBatchCuda& b = c.batch;
     const cudaStream_t stream = model_.stream();
     auto eager = [&] {
       model_.step(b, rows);
       model_.logits(b, b.x, nullptr, rows, 0);
+      return 0;
     };
     if (!use_graphs_) return eager();
     auto it = c.graphs.find(rows);
-    if (it == c.graphs.end()) {
+    const bool capture = it == c.graphs.end();
+    if (capture) {
       if (c.last_rows != rows) {
         c.last_rows = rows;
         return eager();
@@ -481,6 +484,7 @@ class CudaWindowRunner final : public WindowRunner {
       it = c.graphs.emplace(rows, exec).first;
     }
     SC_CUDA_CHECK(cudaGraphLaunch(it->second, stream));
+    return capture ? 1 : 2;
   }
 
   // Prefill prompts (slot i <- prompts[i]) right-padded to `len`; returns the hidden states.
@@ -944,6 +948,18 @@ class CudaStepRunner final : public engine::StepRunner {
     if (owner_.profile_ && encoded_ > 0)
       std::fprintf(stderr, "[speechcore profile] engine runner: encoder %.3f s for %lld windows (%.2f ms each)\n",
                    encode_s_, static_cast<long long>(encoded_), 1e3 * encode_s_ / static_cast<double>(encoded_));
+    if (owner_.profile_ && step_laps_.steps > 0) {
+      const double k = 1e3 / static_cast<double>(step_laps_.steps);
+      const double* t = step_laps_.seconds;
+      const StepLapTotals& L = step_laps_;
+      std::fprintf(stderr,
+                   "[speechcore profile] engine runner: %lld steps, per step (ms): inputs %.3f, step launch %.3f, "
+                   "picks and copies %.3f, wait for the device %.3f, tokens %.3f; step launches: %lld eager %.3f s, "
+                   "%lld captured %.3f s, %lld graph replays %.3f s\n",
+                   static_cast<long long>(L.steps), t[0] * k, t[1] * k, t[2] * k, t[3] * k, t[4] * k,
+                   static_cast<long long>(L.launches[0]), L.launch_s[0], static_cast<long long>(L.launches[1]),
+                   L.launch_s[1], static_cast<long long>(L.launches[2]), L.launch_s[2]);
+    }
   }
 
   int num_blocks() const override { return num_blocks_; }
@@ -1170,6 +1186,7 @@ class CudaStepRunner final : public engine::StepRunner {
   void step(const std::vector<uint64_t>& ids) override {
     if (ids.empty()) return;
     std::lock_guard<std::mutex> lock(owner_.mutex_);
+    StepLaps laps(owner_.profile_, step_laps_);
     WhisperBatchCuda& b = state_.batch;
     const cudaStream_t stream = model_.stream();
     // windows grouped by rule set, so each group's rows are contiguous for its pick; searching
@@ -1218,7 +1235,8 @@ class CudaStepRunner final : public engine::StepRunner {
                                   stream));
     SC_CUDA_CHECK(cudaMemcpyAsync(b.block_table.raw(), h_table, static_cast<size_t>(n) * b.table_stride * 4,
                                   cudaMemcpyHostToDevice, stream));
-    owner_.step_and_logits(state_, n);
+    laps.lap(0);
+    laps.launch(owner_.step_and_logits(state_, n));
     const int vocab = model_.config().vocab_size;
     for (int r0 = 0; r0 < greedy;) {
       int r1 = r0 + 1;
@@ -1247,7 +1265,9 @@ class CudaStepRunner final : public engine::StepRunner {
                                       cudaMemcpyDeviceToHost, stream));
       row += rows.count();
     }
+    laps.lap(2);
     SC_CUDA_CHECK(cudaStreamSynchronize(stream));
+    laps.lap(3);
     for (int r = 0; r < greedy; ++r) record(*wins[r], tok[r], lp[r], special_);
     for (int i = greedy, row = greedy; i < static_cast<int>(wins.size()); ++i) {
       Window& w = *wins[i];
@@ -1266,6 +1286,7 @@ class CudaStepRunner final : public engine::StepRunner {
     } else if (searching == 1) {
       advance(*wins[static_cast<size_t>(greedy)]);
     }
+    laps.lap(4);
   }
 
   bool done(uint64_t id) const override { return windows_.at(id).done; }
@@ -1525,6 +1546,37 @@ class CudaStepRunner final : public engine::StepRunner {
   std::unique_ptr<core::ThreadPool> pool_;  // the searches' host work, once several windows search
   double encode_s_ = 0.0;  // SPEECHCORE_PROFILE
   int64_t encoded_ = 0;
+  // SPEECHCORE_PROFILE: a step's host time in parts (inputs, graph launch, picks and copies
+  // enqueued, the wait for the device, the tokens recorded)
+  struct StepLapTotals {
+    double seconds[5] = {0, 0, 0, 0, 0};
+    int64_t steps = 0;
+    int64_t launches[3] = {0, 0, 0};  // eager, captured, replayed (step_and_logits)
+    double launch_s[3] = {0, 0, 0};
+  };
+  struct StepLaps {
+    using Clock = std::chrono::steady_clock;
+    StepLaps(bool on, StepLapTotals& totals) : on(on), totals(totals), t(on ? Clock::now() : Clock::time_point()) {
+      if (on) ++totals.steps;
+    }
+    double lap(int part) {
+      if (!on) return 0;
+      const Clock::time_point now = Clock::now();
+      const double dt = std::chrono::duration<double>(now - t).count();
+      totals.seconds[part] += dt;
+      t = now;
+      return dt;
+    }
+    void launch(int how) {  // the step's launch (part 1), by how it ran
+      if (!on) return;
+      totals.launch_s[how] += lap(1);
+      totals.launches[how] += 1;
+    }
+    bool on;
+    StepLapTotals& totals;
+    Clock::time_point t;
+  };
+  StepLapTotals step_laps_;
 };
 
 std::unique_ptr<engine::StepRunner> CudaWindowRunner::make_step_runner(const engine::StepRunnerConfig& config) const {
