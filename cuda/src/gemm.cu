@@ -3,6 +3,8 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -62,6 +64,8 @@ Shape plain_shape(DataType dt, int64_t m, int64_t n, int64_t k, bool bias, bool 
   return Shape{static_cast<int>(dt), m, n, k, bias, accumulate, f32_out, false, k, k, n, 1, 0, 0, 0};
 }
 
+std::atomic<int64_t> g_plan_ns{0};  // GemmRunner::plan_seconds()
+
 }  // namespace
 
 struct GemmRunner::Impl {
@@ -81,6 +85,7 @@ struct GemmRunner::Impl {
   Plan& plan(const Shape& sh) {
     auto it = plans.find(sh);
     if (it != plans.end()) return *it->second;
+    const auto t0 = std::chrono::steady_clock::now();
     const DataType dt = static_cast<DataType>(sh.dt);
     const int64_t m = sh.m, n = sh.n, k = sh.k;
     const bool bias = sh.bias, f32_out = sh.f32_out;
@@ -130,6 +135,8 @@ struct GemmRunner::Impl {
     p->algo = result.algo;
     Plan& ref = *p;
     plans.emplace(sh, std::move(p));
+    g_plan_ns.fetch_add(std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count(),
+                        std::memory_order_relaxed);
     return ref;
   }
 };
@@ -149,6 +156,8 @@ GemmRunner::~GemmRunner() {
 
 void GemmRunner::set_gemv_max_rows(int rows) { impl_->gemv_rows = std::max(0, std::min(rows, kGemvMaxRows)); }
 int GemmRunner::gemv_max_rows() const { return impl_->gemv_rows; }
+
+double GemmRunner::plan_seconds() { return 1e-9 * static_cast<double>(g_plan_ns.load(std::memory_order_relaxed)); }
 
 size_t GemmRunner::cached_plans() const {
   std::lock_guard<std::mutex> lock(impl_->mutex);

@@ -84,6 +84,9 @@ class GemmRunner {
 
   // Number of (shape, type) plans cached so far (each chosen once by cuBLASLt's heuristic).
   size_t cached_plans() const;
+  // Host seconds spent choosing plans (descriptors + cuBLASLt's heuristic), all runners of
+  // the process together: the first product of each new shape pays it.
+  static double plan_seconds();
 
  private:
   struct Impl;

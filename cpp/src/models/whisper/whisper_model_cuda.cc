@@ -1,6 +1,7 @@
 #include "models/whisper/whisper_model_cuda.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -325,7 +326,14 @@ void WhisperModelCuda::encode_async(const float* const* mels, int n, WhisperBatc
   SC_CUDA_CHECK(cudaStreamWaitEvent(lane.stream, before, 0));
   SC_CUDA_CHECK(cudaEventDestroy(before));  // released once the wait is done
   const EncodeCtx ec{lane.stream, lane.gemm.get(), &lane};
-  for (int i = 0; i < n; i += lane.windows) encode_chunk(mels + i, std::min(lane.windows, n - i), batch, 0, slots + i, ec);
+  for (int i = 0; i < n; i += lane.windows) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const double staged = lane.wait_s + lane.stage_s;
+    encode_chunk(mels + i, std::min(lane.windows, n - i), batch, 0, slots + i, ec);
+    lane.launch_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() -
+                     (lane.wait_s + lane.stage_s - staged);
+    lane.chunks += 1;
+  }
 }
 
 void WhisperModelCuda::encode_chunk(const float* const* mels, int n, WhisperBatchCuda& batch, int slot0,
@@ -355,9 +363,13 @@ void WhisperModelCuda::encode_chunk(const float* const* mels, int n, WhisperBatc
     const int64_t per = nm * t_in;
     const int r = lane.next_region;  // the ring's next region: its previous copy out must be done
     lane.next_region = (r + 1) % static_cast<int>(lane.staged.size());
+    const auto t0 = std::chrono::steady_clock::now();
     SC_CUDA_CHECK(cudaEventSynchronize(lane.staged[r]));
+    const auto t1 = std::chrono::steady_clock::now();
     char* region = static_cast<char*>(lane.staging) + static_cast<size_t>(r) * lane.region_bytes;
     for (int i = 0; i < n; ++i) to_model_type(mels[i], per, dt, region + i * per * es);
+    lane.wait_s += std::chrono::duration<double>(t1 - t0).count();
+    lane.stage_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
     x_mel = lane.x_mel.raw();
     SC_CUDA_CHECK(cudaMemcpyAsync(x_mel, region, static_cast<size_t>(n * per * es), cudaMemcpyHostToDevice, s));
     SC_CUDA_CHECK(cudaEventRecord(lane.staged[r], s));

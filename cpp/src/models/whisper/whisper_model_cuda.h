@@ -86,6 +86,11 @@ struct EncoderLane {
   // Windows encode_async would stage now without waiting: the ring's free regions from
   // next_region on (their copies done) times `windows`.
   int free_windows() const;
+  // Host seconds of encode_async's chunks on this lane: waiting for a staging region, converting
+  // the features into it, and enqueueing the chunk's copies and kernels (a launch blocks while
+  // the stream's launch queue is full).
+  double wait_s = 0, stage_s = 0, launch_s = 0;
+  int64_t chunks = 0;
   Tensor x_mel, col1, h1, col2, x, h, qkv, att, ff;  // activations at `windows` windows
 };
 
