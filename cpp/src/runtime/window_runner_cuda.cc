@@ -100,6 +100,17 @@ bool graphs_enabled() {
   return !(v && std::string(v) == "0");
 }
 
+// The engine's decoder steps run over a bucket of rows: the count itself up to 16, else the next
+// multiple of 8 (at most the batch's slots). Exact small counts: a padding row's cross-attention
+// costs about as much as a real row's, and at a few rows (serving) that is a large share. Each bucket gets one CUDA graph, so a batch whose
+// row count moves (windows joining and leaving) replays graphs instead of launching steps
+// eagerly (~30 ms of host time each at large-v3 batch 128). SPEECHCORE_STEP_BUCKETS=0: exact counts.
+bool step_buckets_enabled() {
+  const char* v = std::getenv("SPEECHCORE_STEP_BUCKETS");
+  return !(v && std::string(v) == "0");
+}
+int step_bucket(int rows, int slots) { return rows <= 16 ? rows : std::min((rows + 7) / 8 * 8, slots); }
+
 // A batch's device state kept between calls (so repeated calls of the same shape reuse memory
 // and captured graphs), with one CUDA graph per number of active rows: a decoder step plus the
 // logits, replayed with one launch instead of ~15 per layer.
@@ -938,6 +949,27 @@ class CudaStepRunner final : public engine::StepRunner {
     for (int s = max_windows - 1; s >= 0; --s) free_slots_.push_back(s);
     // never reallocated (copies in flight): step inputs [6], downloads and admission [5], tables
     host_.reserve(static_cast<size_t>((11 + table_stride) * max_windows + 8) * 4);
+    // Every bucket's step is captured now (an eager run, then the capture), so that a run's
+    // steps only replay graphs. All rows are padding rows: their inputs need only be valid.
+    if (step_buckets_ && owner_.use_graphs_) {
+      const auto t0 = std::chrono::steady_clock::now();
+      int32_t* h = host_.as<int32_t>();
+      pad_rows(0, max_windows, 0, 0);
+      SC_CUDA_CHECK(cudaMemcpyAsync(b.step_array(0), h, static_cast<size_t>(6 * max_windows) * 4,
+                                    cudaMemcpyHostToDevice, model_.stream()));
+      SC_CUDA_CHECK(cudaMemcpyAsync(b.block_table.raw(), h + 11 * max_windows, b.block_table.nbytes(),
+                                    cudaMemcpyHostToDevice, model_.stream()));
+      int buckets = 0;
+      for (int rows = 1;; rows = step_bucket(rows + 1, max_windows), ++buckets) {
+        owner_.step_and_logits(state_, rows);  // eager
+        owner_.step_and_logits(state_, rows);  // captured and launched
+        if (rows == max_windows) break;
+      }
+      SC_CUDA_CHECK(cudaStreamSynchronize(model_.stream()));
+      if (owner_.profile_)
+        std::fprintf(stderr, "[speechcore profile] engine runner: %d step graphs captured at start in %.3f s\n",
+                     buckets + 1, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
   }
 
   ~CudaStepRunner() override {
@@ -960,6 +992,12 @@ class CudaStepRunner final : public engine::StepRunner {
                    static_cast<long long>(L.launches[0]), L.launch_s[0], static_cast<long long>(L.launches[1]),
                    L.launch_s[1], static_cast<long long>(L.launches[2]), L.launch_s[2]);
     }
+    if (owner_.profile_ && lane_ && lane_->chunks > 0)
+      std::fprintf(stderr,
+                   "[speechcore profile] encoder lane: %lld chunks, host seconds: staging waits %.3f, "
+                   "features converted %.3f, copies and kernels enqueued %.3f; cuBLASLt plans chosen (process) %.3f s\n",
+                   static_cast<long long>(lane_->chunks), lane_->wait_s,
+                   lane_->stage_s, lane_->launch_s, cuda::GemmRunner::plan_seconds());
   }
 
   int num_blocks() const override { return num_blocks_; }
@@ -1231,12 +1269,17 @@ class CudaStepRunner final : public engine::StepRunner {
       add_row(*w, table(w->id, pos + 1, 1), 0, w->result.tokens.back(), pos, k);
       ++greedy;
     }
+    // Padded to a bucket of rows (step_bucket), so that a few captured graphs serve every row
+    // count: a padding row decodes one token at position 0 into the spare block, reads the first
+    // row's cross-attention slot, and its logits are never picked.
+    const int padded = step_buckets_ ? step_bucket(n, stride) : n;
+    pad_rows(n, padded, h[0], h[3 * stride]);
     SC_CUDA_CHECK(cudaMemcpyAsync(b.step_array(0), h, static_cast<size_t>(6 * stride) * 4, cudaMemcpyHostToDevice,
                                   stream));
-    SC_CUDA_CHECK(cudaMemcpyAsync(b.block_table.raw(), h_table, static_cast<size_t>(n) * b.table_stride * 4,
+    SC_CUDA_CHECK(cudaMemcpyAsync(b.block_table.raw(), h_table, static_cast<size_t>(padded) * b.table_stride * 4,
                                   cudaMemcpyHostToDevice, stream));
     laps.lap(0);
-    laps.launch(owner_.step_and_logits(state_, n));
+    laps.launch(owner_.step_and_logits(state_, padded));
     const int vocab = model_.config().vocab_size;
     for (int r0 = 0; r0 < greedy;) {
       int r1 = r0 + 1;
@@ -1342,7 +1385,6 @@ class CudaStepRunner final : public engine::StepRunner {
     std::vector<engine::AdmitJob> jobs;
     cudaEvent_t event = nullptr;
   };
-
   // The rows of a searching window in the engine's batch. The window's scheduler table holds
   // `width` blocks per block of positions (block k of physical row p is table[k * width + p],
   // kv_blocks.h); logical row r lives in physical row phys(r). The runner steps these rows with
@@ -1508,6 +1550,23 @@ class CudaStepRunner final : public engine::StepRunner {
 
   // Picks for `count` rows of logits (row r0.. of the step arrays: slot map, tokens so far);
   // the token and log-prob of row r land at picked_[r0 + r] and picked_[stride + r0 + r].
+  // Step inputs of padding rows r0..r1-1 in the pinned step buffer (as step() lays it out): one
+  // token at position 0, its K/V to the spare block past the scheduler's, cross-attention on `slot`.
+  void pad_rows(int r0, int r1, int32_t token, int32_t slot) {
+    const WhisperBatchCuda& b = state_.batch;
+    const int stride = b.slots;
+    int32_t* h = host_.as<int32_t>();
+    int32_t* h_table = h + 11 * stride;
+    for (int r = r0; r < r1; ++r) {
+      h_table[static_cast<int64_t>(r) * b.table_stride] = num_blocks_;
+      h[r] = token;
+      h[stride + r] = 0;
+      h[2 * stride + r] = num_blocks_ * b.block_size;
+      h[3 * stride + r] = slot;
+      h[4 * stride + r] = 1;
+      h[5 * stride + r] = 0;
+    }
+  }
   void pick(const float* logits, int count, int r0, const Rules& rules) {
     WhisperBatchCuda& b = state_.batch;
     const int32_t* lists = rules.lists.data<int32_t>();
@@ -1538,6 +1597,7 @@ class CudaStepRunner final : public engine::StepRunner {
   std::unordered_map<uint64_t, Window> windows_;
   std::unique_ptr<models::whisper::EncoderLane> lane_;  // asynchronous admissions (null: synchronous)
   bool admit_cap_ = false;  // SPEECHCORE_ADMIT_CAP=1: admissions capped by the lane's free staging
+  const bool step_buckets_ = step_buckets_enabled();  // rows padded to step_bucket
   std::deque<PendingAdmit> pending_;
   std::map<std::tuple<std::vector<int>, std::vector<int>, int, bool>, std::unique_ptr<Rules>> rules_;
   WhisperSpecialTokens special_;
