@@ -101,10 +101,11 @@ bool graphs_enabled() {
 }
 
 // The engine's decoder steps run over a bucket of rows: the count itself up to 16, else the next
-// multiple of 8 (at most the batch's slots). Exact small counts: a padding row's cross-attention
-// costs about as much as a real row's, and at a few rows (serving) that is a large share. Each bucket gets one CUDA graph, so a batch whose
+// multiple of 8 (at most the batch's slots). Each bucket gets one CUDA graph, so a batch whose
 // row count moves (windows joining and leaving) replays graphs instead of launching steps
-// eagerly (~30 ms of host time each at large-v3 batch 128). SPEECHCORE_STEP_BUCKETS=0: exact counts.
+// eagerly (~25 ms of host time each at large-v3 batch 128). Small counts stay exact: a padding
+// row's cross-attention costs about as much as a real row's, a large share at a few rows
+// (serving). SPEECHCORE_STEP_BUCKETS=0 (or SPEECHCORE_CUDA_GRAPHS=0): exact counts.
 bool step_buckets_enabled() {
   const char* v = std::getenv("SPEECHCORE_STEP_BUCKETS");
   return !(v && std::string(v) == "0");
@@ -951,7 +952,7 @@ class CudaStepRunner final : public engine::StepRunner {
     host_.reserve(static_cast<size_t>((11 + table_stride) * max_windows + 8) * 4);
     // Every bucket's step is captured now (an eager run, then the capture), so that a run's
     // steps only replay graphs. All rows are padding rows: their inputs need only be valid.
-    if (step_buckets_ && owner_.use_graphs_) {
+    if (step_buckets_) {
       const auto t0 = std::chrono::steady_clock::now();
       int32_t* h = host_.as<int32_t>();
       pad_rows(0, max_windows, 0, 0);
@@ -1385,6 +1386,7 @@ class CudaStepRunner final : public engine::StepRunner {
     std::vector<engine::AdmitJob> jobs;
     cudaEvent_t event = nullptr;
   };
+
   // The rows of a searching window in the engine's batch. The window's scheduler table holds
   // `width` blocks per block of positions (block k of physical row p is table[k * width + p],
   // kv_blocks.h); logical row r lives in physical row phys(r). The runner steps these rows with
@@ -1548,8 +1550,6 @@ class CudaStepRunner final : public engine::StepRunner {
     return out;
   }
 
-  // Picks for `count` rows of logits (row r0.. of the step arrays: slot map, tokens so far);
-  // the token and log-prob of row r land at picked_[r0 + r] and picked_[stride + r0 + r].
   // Step inputs of padding rows r0..r1-1 in the pinned step buffer (as step() lays it out): one
   // token at position 0, its K/V to the spare block past the scheduler's, cross-attention on `slot`.
   void pad_rows(int r0, int r1, int32_t token, int32_t slot) {
@@ -1567,6 +1567,9 @@ class CudaStepRunner final : public engine::StepRunner {
       h[5 * stride + r] = 0;
     }
   }
+
+  // Picks for `count` rows of logits (row r0.. of the step arrays: slot map, tokens so far);
+  // the token and log-prob of row r land at picked_[r0 + r] and picked_[stride + r0 + r].
   void pick(const float* logits, int count, int r0, const Rules& rules) {
     WhisperBatchCuda& b = state_.batch;
     const int32_t* lists = rules.lists.data<int32_t>();
@@ -1597,7 +1600,8 @@ class CudaStepRunner final : public engine::StepRunner {
   std::unordered_map<uint64_t, Window> windows_;
   std::unique_ptr<models::whisper::EncoderLane> lane_;  // asynchronous admissions (null: synchronous)
   bool admit_cap_ = false;  // SPEECHCORE_ADMIT_CAP=1: admissions capped by the lane's free staging
-  const bool step_buckets_ = step_buckets_enabled();  // rows padded to step_bucket
+  // rows padded to step_bucket (only with graphs: without them padding saves nothing)
+  const bool step_buckets_ = step_buckets_enabled() && graphs_enabled();
   std::deque<PendingAdmit> pending_;
   std::map<std::tuple<std::vector<int>, std::vector<int>, int, bool>, std::unique_ptr<Rules>> rules_;
   WhisperSpecialTokens special_;
