@@ -17,7 +17,12 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
 #include <type_traits>
+#include <utility>
 
 #include "kernel_utils.cuh"
 #include "speechcore_cuda/gemm.h"
@@ -112,19 +117,24 @@ __device__ __forceinline__ void gemv_store(const GemvParams<T, OutT>& p, int col
 // is streamed kGemvUnroll accesses per lane at a time, the next batch loaded before the current
 // one is used; the first batch is loaded before the dependency wait. FMA order per lane: (base,
 // u, element), as the plain kernel.
-template <typename T, typename OutT, int V, int M>
-__global__ void __launch_bounds__(kGemvThreads, M <= 4 ? kGemvSmemMinBlocks : 2) gemv_smem_kernel(const GemvParams<T, OutT> p) {
+template <typename T, typename OutT, int V, int M, bool kStride>
+__global__ void __launch_bounds__(kGemvThreads, M <= 4 && !kStride ? kGemvSmemMinBlocks : 2)
+    gemv_smem_kernel(const GemvParams<T, OutT> p) {
   extern __shared__ __align__(16) unsigned char gemv_smem[];
   T* xs = reinterpret_cast<T*>(gemv_smem);  // [M][k]
   __shared__ float s_mean[M], s_inv[M];
   __shared__ float s_part[M][kLnThreads / 32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int col = blockIdx.x * kGemvWarps + warp;
-  const bool active = col < p.n;
+  // Warp w of block b computes feature b * 8 + w; with kStride also + gridDim.x * 8, ... (for
+  // grids capped at what is resident at once, so that no block waits for a second wave and redoes
+  // the staging and the layer norm).
+  const int col0 = blockIdx.x * kGemvWarps + warp;
+  const int col_stride = gridDim.x * kGemvWarps;
+  const bool active = col0 < p.n;
   const int k = p.k;
   const int nacc = k / V;  // accesses per row
   constexpr int kStep = 32 * V;  // elements per warp-wide access
-  const T* wr = p.w + static_cast<int64_t>(active ? col : 0) * k;
+  const T* wr = p.w + static_cast<int64_t>(active ? col0 : 0) * k;
 
   Raw<T, V> cur[kGemvUnroll];
 #pragma unroll
@@ -132,6 +142,7 @@ __global__ void __launch_bounds__(kGemvThreads, M <= 4 ? kGemvSmemMinBlocks : 2)
     const int kk = lane * V + u * kStep;
     if (active && kk < k) cur[u] = load_raw<T, V>(wr + kk);
   }
+
   // The layer norm's gamma and beta are weights too: this thread's first pack of each, loaded
   // before the wait (the normalization below walks the packs threadIdx.x, + kGemvThreads, ...).
   Raw<T, V> g0, b0;
@@ -198,35 +209,46 @@ __global__ void __launch_bounds__(kGemvThreads, M <= 4 ? kGemvSmemMinBlocks : 2)
   }
   if (!active) return;  // whole warps; no block barrier follows
 
-  float acc[M];
+  for (int col = col0; col < p.n; col += col_stride) {
+    if (kStride && col != col0) {  // a later feature: its first weight packs
+      wr = p.w + static_cast<int64_t>(col) * k;
 #pragma unroll
-  for (int r = 0; r < M; ++r) acc[r] = 0.0f;
-  for (int base = lane * V; base < k; base += kStep * kGemvUnroll) {
-    Raw<T, V> nxt[kGemvUnroll];
-    const int nb = base + kStep * kGemvUnroll;
-#pragma unroll
-    for (int u = 0; u < kGemvUnroll; ++u) {
-      const int kk = nb + u * kStep;
-      if (kk < k) nxt[u] = load_raw<T, V>(wr + kk);
-    }
-#pragma unroll
-    for (int u = 0; u < kGemvUnroll; ++u) {
-      const int kk = base + u * kStep;
-      if (kk < k) {
-#pragma unroll
-        for (int r = 0; r < M; ++r) {
-          const Raw<T, V> xv = load_raw<T, V>(xs + r * k + kk);
-#pragma unroll
-          for (int i = 0; i < V; ++i) acc[r] = fmaf(to_float(xv.v[i]), to_float(cur[u].v[i]), acc[r]);
-        }
+      for (int u = 0; u < kGemvUnroll; ++u) {
+        const int kk = lane * V + u * kStep;
+        if (kk < k) cur[u] = load_raw<T, V>(wr + kk);
       }
     }
+    float acc[M];
 #pragma unroll
-    for (int u = 0; u < kGemvUnroll; ++u) cur[u] = nxt[u];
+    for (int r = 0; r < M; ++r) acc[r] = 0.0f;
+    for (int base = lane * V; base < k; base += kStep * kGemvUnroll) {
+      Raw<T, V> nxt[kGemvUnroll];
+      const int nb = base + kStep * kGemvUnroll;
+#pragma unroll
+      for (int u = 0; u < kGemvUnroll; ++u) {
+        const int kk = nb + u * kStep;
+        if (kk < k) nxt[u] = load_raw<T, V>(wr + kk);
+      }
+#pragma unroll
+      for (int u = 0; u < kGemvUnroll; ++u) {
+        const int kk = base + u * kStep;
+        if (kk < k) {
+#pragma unroll
+          for (int r = 0; r < M; ++r) {
+            const Raw<T, V> xv = load_raw<T, V>(xs + r * k + kk);
+#pragma unroll
+            for (int i = 0; i < V; ++i) acc[r] = fmaf(to_float(xv.v[i]), to_float(cur[u].v[i]), acc[r]);
+          }
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kGemvUnroll; ++u) cur[u] = nxt[u];
+    }
+#pragma unroll
+    for (int r = 0; r < M; ++r) acc[r] = warp_sum(acc[r]);
+    if (lane == 0) gemv_store<T, OutT, M>(p, col, acc);
+    if constexpr (!kStride) break;
   }
-#pragma unroll
-  for (int r = 0; r < M; ++r) acc[r] = warp_sum(acc[r]);
-  if (lane == 0) gemv_store<T, OutT, M>(p, col, acc);
 }
 
 // x read from global memory (products whose x does not fit kGemvSmemBytes; no layer norm).
@@ -267,15 +289,54 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const GemvParams<T, 
   if (lane == 0) gemv_store<T, OutT, M>(p, col, acc);
 }
 
+// Blocks of `kernel` (kGemvThreads threads, `smem` dynamic bytes) resident on the device at once;
+// 0 when the occupancy query fails. Cached per (kernel, bytes): graph captures and eager steps
+// ask again and again.
+int resident_blocks(const void* kernel, size_t smem) {
+  static std::mutex mu;
+  static std::map<std::pair<const void*, size_t>, int> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  const auto key = std::make_pair(kernel, smem);
+  if (const auto it = cache.find(key); it != cache.end()) return it->second;
+  int dev = 0, sms = 0, per_sm = 0;
+  int blocks = 0;
+  if (cudaGetDevice(&dev) == cudaSuccess && cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess &&
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kGemvThreads, smem) == cudaSuccess)
+    blocks = sms * per_sm;
+  cache[key] = blocks;
+  return blocks;
+}
+
+// One row's shared-memory product over more features than the device holds blocks at once (the
+// logits, and a one-row step's QKV and fc1): a grid of one wave whose warps walk the fewest
+// features each that covers n, spread evenly (SPEECHCORE_GEMV_ONE_WAVE=0: one feature a warp,
+// in waves, as for more rows). Returns the grid, or 0 to launch one block per 8 features.
+unsigned one_wave_grid(const void* kernel, size_t smem, int n) {
+  static const bool on = [] {
+    const char* e = std::getenv("SPEECHCORE_GEMV_ONE_WAVE");
+    return !(e != nullptr && std::strcmp(e, "0") == 0);
+  }();
+  const int64_t blocks = (static_cast<int64_t>(n) + kGemvWarps - 1) / kGemvWarps;
+  const int cap = on ? resident_blocks(kernel, smem) : 0;
+  if (cap <= 0 || blocks <= cap) return 0;
+  const int64_t per_warp = (blocks + cap - 1) / cap;
+  return static_cast<unsigned>((n + kGemvWarps * per_warp - 1) / (kGemvWarps * per_warp));
+}
+
 template <typename T, typename OutT, int V>
 void launch_rows(int m, const GemvParams<T, OutT>& p, bool smem, cudaStream_t s) {
   const dim3 grid(static_cast<unsigned>((p.n + kGemvWarps - 1) / kGemvWarps)), block(kGemvThreads);
   const size_t bytes = smem ? sizeof(T) * static_cast<size_t>(m) * p.k : 0;
+  if (m == 1 && smem) {
+    const auto strided = gemv_smem_kernel<T, OutT, V, 1, true>;
+    if (const unsigned g = one_wave_grid(reinterpret_cast<const void*>(strided), bytes, p.n); g > 0)
+      return launch(strided, dim3(g), block, bytes, s, "gemv", p);
+  }
   switch (m) {
-#define SC_GEMV_CASE(MM)                                                          \
-  case MM:                                                                        \
-    if (smem) launch(gemv_smem_kernel<T, OutT, V, MM>, grid, block, bytes, s, "gemv", p); \
-    else launch(gemv_kernel<T, OutT, V, MM>, grid, block, 0, s, "gemv", p);       \
+#define SC_GEMV_CASE(MM)                                                                               \
+  case MM:                                                                                             \
+    if (smem) launch(gemv_smem_kernel<T, OutT, V, MM, false>, grid, block, bytes, s, "gemv", p);       \
+    else launch(gemv_kernel<T, OutT, V, MM>, grid, block, 0, s, "gemv", p);                            \
     break;
     SC_GEMV_CASE(1) SC_GEMV_CASE(2) SC_GEMV_CASE(3) SC_GEMV_CASE(4)
     SC_GEMV_CASE(5) SC_GEMV_CASE(6) SC_GEMV_CASE(7) SC_GEMV_CASE(8)

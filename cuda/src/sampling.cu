@@ -60,11 +60,28 @@ __device__ __forceinline__ void block_argmax(float& v, int& i, float* redv, int*
   __syncthreads();
 }
 
+// f(i, l[i]) for this thread's i = begin + threadIdx.x, + blockDim.x, ... < end, in that order,
+// with kScanLoads loads in flight (a row of logits is ~52k floats: one load at a time made every
+// pass over it a chain of ~50 memory round trips).
+constexpr int kScanLoads = 8;
+template <typename F>
+__device__ __forceinline__ void scan_row(const float* l, int begin, int end, F&& f) {
+  const int step = static_cast<int>(blockDim.x);
+  int i = begin + static_cast<int>(threadIdx.x);
+  for (; i + (kScanLoads - 1) * step < end; i += kScanLoads * step) {
+    float x[kScanLoads];
+#pragma unroll
+    for (int u = 0; u < kScanLoads; ++u) x[u] = l[i + u * step];
+#pragma unroll
+    for (int u = 0; u < kScanLoads; ++u) f(i + u * step, x[u]);
+  }
+  for (; i < end; i += step) f(i, l[i]);
+}
+
 // log(sum(exp(x))) over [begin, end) given the range's maximum m (-inf when all -inf).
 __device__ float block_lse(const float* l, int begin, int end, float m, float* red) {
   float s = 0.0f;
-  if (m != -INFINITY)
-    for (int i = begin + static_cast<int>(threadIdx.x); i < end; i += blockDim.x) s += expf(l[i] - m);
+  if (m != -INFINITY) scan_row(l, begin, end, [&](int, float x) { s += expf(x - m); });
   s = block_sum(s, red);
   return m == -INFINITY ? m : m + logf(s);
 }
@@ -184,12 +201,11 @@ __global__ void __launch_bounds__(kThreads) whisper_pick_kernel(float* __restric
 
   if (check_mass) {
     float m_text = -INFINITY, m_ts = -INFINITY, m_all = -INFINITY;
-    for (int i = tid; i < vocab; i += blockDim.x) {
-      const float x = l[i];
+    scan_row(l, 0, vocab, [&](int i, float x) {
       m_all = fmaxf(m_all, x);
       if (i < tb) m_text = fmaxf(m_text, x);
       else if (i <= te) m_ts = fmaxf(m_ts, x);
-    }
+    });
     m_all = block_max(m_all, red);
     m_text = block_max(m_text, red);
     m_ts = block_max(m_ts, red);
@@ -206,13 +222,12 @@ __global__ void __launch_bounds__(kThreads) whisper_pick_kernel(float* __restric
   // 3. greedy pick and its log-probability
   float best_v = -INFINITY;
   int best_i = INT_MAX;
-  for (int i = tid; i < vocab; i += blockDim.x) {
-    const float x = l[i];
+  scan_row(l, 0, vocab, [&](int i, float x) {
     if (x > best_v || best_i == INT_MAX) {
       best_v = x;
       best_i = i;
     }
-  }
+  });
   block_argmax(best_v, best_i, red, redi);
   const float lse = block_lse(l, 0, vocab, best_v, red);
   int pick = best_i;

@@ -563,13 +563,15 @@ class CudaWindowRunner final : public WindowRunner {
     Tensor x = prefill(b, prompts, len);
 
     // Pinned staging, one region per purpose so no host write races an asynchronous copy:
-    // logits rows [2n], suppress lists, step inputs [6n], downloads [3n].
+    // logits rows [2n], suppress lists, step inputs [6 S] (laid out as b.step_ints, so that one
+    // copy a step uploads them), downloads [3n].
     const int n_sup = static_cast<int>(o.suppress_tokens.size()), n_beg = static_cast<int>(o.suppress_tokens_begin.size());
-    host_.reserve(static_cast<size_t>(2 * n + n_sup + n_beg + 6 * n + 3 * n) * 4);
+    const int S = b.slots;
+    host_.reserve(static_cast<size_t>(2 * n + n_sup + n_beg + WhisperBatchCuda::kStepArrays * S + 3 * n) * 4);
     int32_t* h_rows = host_.as<int32_t>();
     int32_t* h_sup = h_rows + 2 * n;
-    int32_t* h = h_sup + n_sup + n_beg;  // step inputs
-    int32_t* tok = h + 6 * n;            // downloads: token, log-prob, no-speech probability
+    int32_t* h = h_sup + n_sup + n_beg;                 // step inputs
+    int32_t* tok = h + WhisperBatchCuda::kStepArrays * S;  // downloads: token, log-prob, no-speech probability
     float* lp = reinterpret_cast<float*>(tok + n);
     const float* h_ns = reinterpret_cast<const float*>(tok + 2 * n);
 
@@ -636,15 +638,16 @@ class CudaWindowRunner final : public WindowRunner {
         const int k = static_cast<int>(out[i].tokens.size());
         const int pos = static_cast<int>(prompts[i].size()) + k - 1;
         h[r] = out[i].tokens.back();
-        h[n + r] = pos;
-        h[2 * n + r] = i * ctx + pos;
-        h[3 * n + r] = i;
-        h[4 * n + r] = pos + 1;
-        h[5 * n + r] = k;
+        h[S + r] = pos;
+        h[2 * S + r] = i * ctx + pos;
+        h[3 * S + r] = i;
+        h[4 * S + r] = pos + 1;
+        h[5 * S + r] = k;
       }
-      for (int a = 0; a < 6; ++a)
-        SC_CUDA_CHECK(cudaMemcpyAsync(b.step_array(a), h + a * n, static_cast<size_t>(na) * 4, cudaMemcpyHostToDevice,
-                                      stream));
+      // One copy: each array's first na entries (the rest of a slot row is not read for na rows).
+      static_assert(WhisperBatchCuda::kStepArrays == 6, "the step inputs above fill 6 arrays");
+      SC_CUDA_CHECK(cudaMemcpyAsync(b.step_array(0), h, static_cast<size_t>(5 * S + na) * 4, cudaMemcpyHostToDevice,
+                                    stream));
       step_and_logits(na);
       ++steps;
       pick(b.logits.data<float>(), na, b.step_array(3));
