@@ -39,6 +39,60 @@ def make_checkpoint(path: Path, model: str, tok_json: Path) -> None:
     torch.cuda.empty_cache()
 
 
+def by_position(spans, label: str) -> None:
+    """What each kernel of a decode step adds to the step: steps start at the embedding kernel;
+    a kernel's cost is the time from the previous kernel's end to its own end (with programmatic
+    dependent launch a kernel starts early, so its duration would count waiting). Printed per
+    position in the step, the decoder layers folded: position p >= 1 of the step is layer
+    (p - 1) // per_layer, part (p - 1) % per_layer."""
+    steps, cur = [], None
+    for s, e, n in spans:
+        if "embedding" in n:
+            cur = []
+            steps.append(cur)
+        if cur is not None:
+            cur.append((s, e, n))
+    lens = {}
+    for st in steps:
+        lens[len(st)] = lens.get(len(st), 0) + 1
+    if not steps:
+        return
+    size = max(lens, key=lens.get)
+    steps = [st for st in steps if len(st) == size]
+    cost = np.zeros(size)
+    for st in steps:
+        prev_end = st[0][0]
+        for i, (s, e, n) in enumerate(st):
+            cost[i] += max(e, prev_end) - prev_end
+            prev_end = max(e, prev_end)
+    cost /= len(steps)
+    names = [n for _, _, n in steps[0]]
+    per_layer = 0
+    for cand in range(2, 17):  # the decoder layers repeat the same kernel names (4 times at least)
+        if size > 1 + 4 * cand and all(names[1 + i] == names[1 + i + cand] for i in range(3 * cand)):
+            per_layer = cand
+            break
+    if per_layer:  # layers: as long as the pattern repeats
+        n_rep = 1
+        while 1 + (n_rep + 1) * per_layer <= size and all(
+                names[1 + n_rep * per_layer + i] == names[1 + i] for i in range(per_layer)):
+            n_rep += 1
+    print(f"[trace {label}] {len(steps)} steps of {size} kernels: {cost.sum():.1f} us a step; "
+          f"per layer {per_layer} kernels")
+    if per_layer:
+        layers = n_rep
+        body = cost[1:1 + layers * per_layer].reshape(layers, per_layer).mean(axis=0)
+        print(f"  layer: {body.sum():.2f} us over {layers} layers")
+        for j in range(per_layer):
+            print(f"    part {j}: {body[j]:7.2f} us  {names[1 + j][:90]}")
+        rest = list(range(1 + layers * per_layer, size))
+    else:
+        rest = list(range(1, size))
+    print(f"    embedding: {cost[0]:7.2f} us")
+    for i in rest:
+        print(f"    after the layers {i}: {cost[i]:7.2f} us  {names[i][:90]}")
+
+
 def kernel_profile(fn, label: str) -> None:
     """Run fn once under torch.profiler and print where the GPU time goes: per kernel name the
     count, total and mean duration, and over the whole run the GPU busy time against the span
@@ -76,6 +130,7 @@ def kernel_profile(fn, label: str) -> None:
           f"({100 * busy / span:.0f}%)")
     for n, (c, t) in sorted(by.items(), key=lambda kv: -kv[1][1])[:25]:
         print(f"  {t / 1e3:9.3f} ms {c:6d}x {t / c:8.2f} us  {n[:110]}")
+    by_position(spans, label)
     # Idle gaps between kernels (no kernel running), by the kernel that ran last before each:
     # where the GPU waits on the host (step inputs, token bookkeeping) or on a synchronization.
     gaps = {}

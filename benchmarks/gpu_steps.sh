@@ -7,6 +7,9 @@
 #   serve  engine_gpu.py serving at 50% load, SPEECHCORE_STEP_BUCKETS over $SERVEV (default "1 0")
 #   eg     engine_gpu.py $EGX (default --hf-batches 128: the full benchmark with transformers)
 #   trace  decode_step_gpu.py --trace at the batches in $TRB (default "1 8")
+#   direct batch 1 through transcribe() (whisper_gpu.py's latency path), traced by kernel position,
+#          the working tree against the commit $BASE (default HEAD) built in /tmp/sc-base, alternated
+#          $DIRN times (default 2); extra env $DIRX
 # Carry .whl, .cache/tokenizer, .cache/pocketsphinx, .cache/vad (benchmarks/prepare_gpu_carry.sh).
 # Usage (device tool, repo root): STEPS="tests ab" bash benchmarks/gpu_steps.sh
 set -uo pipefail
@@ -47,6 +50,28 @@ if has serve; then
 fi
 if has eg; then
   timeout 540 python3 benchmarks/engine_gpu.py --model large-v3 ${EGX:---hf-batches 128} 2>&1 | tail -30
+fi
+if has direct; then  # the working tree against $BASE, same machine, alternated
+  base="${BASE:-HEAD}"
+  rm -rf /tmp/sc-base-src && git worktree prune && git worktree add -f --detach /tmp/sc-base-src "$base" >/dev/null 2>&1 \
+    || { echo "no worktree for $base"; exit 1; }
+  if [ ! -f /tmp/sc-base/build.ninja ]; then
+    cmake -S /tmp/sc-base-src -B /tmp/sc-base -G Ninja -DCMAKE_BUILD_TYPE=Release -DSPEECHCORE_CUDA=ON -DSPEECHCORE_BUILD_PYTHON=ON \
+      -DSPEECHCORE_BUILD_TESTS=OFF -DSPEECHCORE_OPENBLAS_ROOT=/tmp/site/scipy_openblas32 \
+      -Dpybind11_DIR="$(python3 -m pybind11 --cmakedir)" -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc > "$OUT/configure-base.log" 2>&1
+  fi
+  t0=$(date +%s)
+  cmake --build /tmp/sc-base -j 16 > "$OUT/build-base.log" 2>&1 || { grep -E "error" "$OUT/build-base.log" | head -30; exit 1; }
+  echo "base build ($(git rev-parse --short "$base")): $(( $(date +%s) - t0 )) s"
+  ln -sf /tmp/sc-base/python/_C*.so /tmp/sc-base-src/python/speechcore/
+  for i in $(seq ${DIRN:-2}); do
+    for tree in new base; do
+      pp="$root/python"; [ $tree = base ] && pp=/tmp/sc-base-src/python
+      echo "== $tree"
+      env ${DIRX:-} PYTHONPATH="$pp:/tmp/site" timeout 200 python3 benchmarks/decode_step_gpu.py --batches 1 --modes fused \
+        --repeats 3 --ckpt /tmp/ck --direct $([ $i = 1 ] && echo --trace) 2>&1 | grep -E "^\[fused|steps of|layer:|part |embedding:|after the layers" | head -24
+    done
+  done
 fi
 if has trace; then
   for b in ${TRB:-1 8}; do
