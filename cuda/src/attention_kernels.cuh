@@ -578,11 +578,19 @@ template <typename T, int D> void launch_prefill(const PrefillParams& p, int bat
 // ---------------------------------------------------------------------------------------------
 constexpr int kDecThreads = 128;
 constexpr int kDecUnroll = 4;
+// Key groups of static K/V loaded before the dependency wait: one loop iteration, or two (a
+// whole split of kDecodeMinChunk keys at 64-wide heads in half precision) in the PRE2 variant,
+// which holds 128 registers (72 otherwise) and so runs for grids of one wave at that occupancy.
+constexpr int kDecPre2 = 2 * kDecUnroll;
 
 // PAGED: key j's row is block_table[b][j / block_size] * block_size + j % block_size (no batch
-// offset, no kv_index); otherwise row j of the sequence's K/V.
-template <typename T, int D, bool PAGED>
+// offset, no kv_index); otherwise row j of the sequence's K/V. PRE2: static K/V (p.kv_static),
+// two iterations' worth loaded before the wait.
+template <typename T, int D, bool PAGED, bool PRE2>
 __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams p) {
+  static_assert(!(PAGED && PRE2), "paged K/V are not static");
+  constexpr int NPRE = PRE2 ? kDecPre2 : kDecUnroll;
+  constexpr int N2 = PRE2 ? kDecUnroll : 1;  // the second iteration's groups (PRE2)
   constexpr int VEC = 16 / sizeof(T);
   constexpr int TPK = D / VEC;
   constexpr int GROUPS = kDecThreads / TPK;
@@ -595,12 +603,14 @@ __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams 
   const int split = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
   const int k_begin = split * p.chunk;
   // Static K/V (p.kv_static: the cross-attention K/V of encoded windows, and their kv_index,
-  // which no kernel of the step writes): the first kDecUnroll key groups of this split are
-  // loaded before the wait, bounded by max_kv_len (the length is known only after the wait;
-  // loads past it are zeroed below, as the loop leaves them), so the K/V stream overlaps the
-  // previous kernel's tail like the weights of the products.
-  const bool pre = !PAGED && p.kv_static;
-  uint4 kr[kDecUnroll], vr[kDecUnroll];
+  // which no kernel of the step writes): the first NPRE key groups of this split (one or two
+  // loop iterations) are loaded before the wait, bounded by max_kv_len (the length is known only
+  // after the wait; loads past it are zeroed below, as the loop leaves them), so the K/V stream
+  // overlaps the previous kernel like the weights of the products.
+  const bool pre = PRE2 || (!PAGED && p.kv_static);
+  uint4 kr[kDecUnroll], vr[kDecUnroll], k2[N2], v2[N2];
+  auto pre_k = [&](int u) -> uint4& { return u < kDecUnroll ? kr[u] : k2[(u - kDecUnroll) % N2]; };
+  auto pre_v = [&](int u) -> uint4& { return u < kDecUnroll ? vr[u] : v2[(u - kDecUnroll) % N2]; };
   const T* k = nullptr;
   const T* v = nullptr;
   if (pre) {
@@ -609,14 +619,14 @@ __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams 
     v = static_cast<const T*>(p.v) + kvb * p.v_bs + static_cast<int64_t>(h) * D + sub * VEC;
     const int lim = min(k_begin + p.chunk, p.max_kv_len);
 #pragma unroll
-    for (int u = 0; u < kDecUnroll; ++u) {
+    for (int u = 0; u < NPRE; ++u) {
       const int j = k_begin + u * GROUPS + grp;
       if (j < lim) {
-        kr[u] = __ldg(reinterpret_cast<const uint4*>(k + static_cast<int64_t>(j) * p.ldk));
-        vr[u] = __ldg(reinterpret_cast<const uint4*>(v + static_cast<int64_t>(j) * p.ldv));
+        pre_k(u) = __ldg(reinterpret_cast<const uint4*>(k + static_cast<int64_t>(j) * p.ldk));
+        pre_v(u) = __ldg(reinterpret_cast<const uint4*>(v + static_cast<int64_t>(j) * p.ldv));
       } else {
-        kr[u] = make_uint4(0, 0, 0, 0);
-        vr[u] = make_uint4(0, 0, 0, 0);
+        pre_k(u) = make_uint4(0, 0, 0, 0);
+        pre_v(u) = make_uint4(0, 0, 0, 0);
       }
     }
   }
@@ -634,10 +644,10 @@ __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams 
     v = static_cast<const T*>(p.v) + kvb * p.v_bs + static_cast<int64_t>(h) * D + sub * VEC;
   } else {
 #pragma unroll
-    for (int u = 0; u < kDecUnroll; ++u) {
+    for (int u = 0; u < NPRE; ++u) {
       if (k_begin + u * GROUPS + grp >= k_end) {
-        kr[u] = make_uint4(0, 0, 0, 0);
-        vr[u] = make_uint4(0, 0, 0, 0);
+        pre_k(u) = make_uint4(0, 0, 0, 0);
+        pre_v(u) = make_uint4(0, 0, 0, 0);
       }
     }
   }
@@ -657,6 +667,11 @@ __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams 
 #pragma unroll
     for (int u = 0; u < kDecUnroll; ++u) {
       if (pre && base == k_begin) break;  // loaded before the wait
+      if (PRE2 && base == k_begin + GROUPS * kDecUnroll) {  // so was the second iteration
+        kr[u] = k2[u % N2];
+        vr[u] = v2[u % N2];
+        continue;
+      }
       const int j = base + u * GROUPS + grp;
       if (j < k_end) {
         int64_t row = j;
@@ -767,10 +782,25 @@ __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams 
   }
 }
 
+// The PRE2 variant for static K/V when the grid is one wave at its occupancy (4 blocks an SM:
+// kDecodeTargetBlocks), unless SPEECHCORE_DECODE_PRE2=0.
+inline bool decode_pre2_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("SPEECHCORE_DECODE_PRE2");
+    return !(e != nullptr && std::strcmp(e, "0") == 0);
+  }();
+  return on;
+}
+
 template <typename T, int D> void launch_decode(const DecodeParams& p, int batch, int heads, cudaStream_t s) {
   const dim3 grid(p.splits, heads, batch);
-  if (p.block_table) detail::launch(decode_kernel<T, D, true>, grid, dim3(kDecThreads), 0, s, "attention_decode", p);
-  else detail::launch(decode_kernel<T, D, false>, grid, dim3(kDecThreads), 0, s, "attention_decode", p);
+  const int64_t blocks = static_cast<int64_t>(p.splits) * heads * batch;
+  if (p.block_table)
+    detail::launch(decode_kernel<T, D, true, false>, grid, dim3(kDecThreads), 0, s, "attention_decode", p);
+  else if (p.kv_static && blocks <= kDecodeTargetBlocks && decode_pre2_enabled())
+    detail::launch(decode_kernel<T, D, false, true>, grid, dim3(kDecThreads), 0, s, "attention_decode", p);
+  else
+    detail::launch(decode_kernel<T, D, false, false>, grid, dim3(kDecThreads), 0, s, "attention_decode", p);
 }
 
 }  // namespace speechcore::cuda::attn
