@@ -11,11 +11,11 @@
 #          the working tree against the commit $BASE (default HEAD) built in /tmp/sc-base, alternated
 #          $DIRN times (default 2); extra env $DIRX
 # Carry .whl, .cache/tokenizer, .cache/pocketsphinx, .cache/vad (benchmarks/prepare_gpu_carry.sh).
-# Usage (device tool, repo root): STEPS="tests ab" bash benchmarks/gpu_steps.sh
+# Usage (device tool, repo root): STEPS="tests ab" bash benchmarks/gpu_steps.sh (STEPS= builds only)
 set -uo pipefail
 OUT="${OUT:-/tmp/sc-gpu-out}"; mkdir -p "$OUT"
 root="$(pwd)"
-STEPS="${STEPS:-tests ab}"
+STEPS="${STEPS-tests ab}"  # unset: "tests ab"; set and empty (STEPS=): build only
 has() { [[ " $STEPS " == *" $1 "* ]]; }
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl >/dev/null 2>&1
 export PYTHONPATH="$root/python:/tmp/site" PYTHONUNBUFFERED=1
