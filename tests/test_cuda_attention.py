@@ -519,3 +519,56 @@ def test_decode_kv_index(dtype):
     for b, (i, n) in enumerate(zip(index, lengths)):
         check(out[b:b + 1, :hd], ref64(qb[b:b + 1], kb[i, :n], vb[i, :n], heads, d, -1), TOL[dtype],
               f"row {b} -> kv {i} ({n} keys)")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("d,heads,max_len,lengths,slots", [
+    (1280, 20, 1500, [1500], [0]),                   # large-v3's one-row step
+    (1280, 20, 1500, [1500, 700, 1], [2, 0, 2]),     # ragged lengths, slots shared and out of order
+    (512, 8, 1500, [1500], [0]),                     # base
+    (384, 6, 1500, [1500, 1499], [0, 1]),            # tiny: 6 heads, 48 packs a row
+    (1280, 20, 100, [100, 37], [1, 0]),              # few keys: most splits empty
+])
+def test_cross_query_attention_matches_the_two_kernels(d, heads, max_len, lengths, slots, dtype):
+    """The one-kernel cross-attention of a one-row step (the query product with its layer norm,
+    then the attention; a cluster of 8 blocks per row and head, splits merged through distributed
+    shared memory) against the two kernels it replaces on the same inputs: gemv_fused (the same
+    query, computed in the same order) then attention_decode with static K/V. The merge order of
+    the key splits differs, so the outputs agree within a rounding of the output type; and both
+    against float64 attention over the kernels' query. Keys past a row's length are NaN."""
+    assert _C.cuda_ops.cross_query_attention_supported(dtype, d, heads, max_len)
+    rng = rng_for("cross-query", d, heads, max_len, tuple(lengths), tuple(slots), dtype)
+    rows = len(lengths)
+    x = round_to(rng.standard_normal((rows, d)) * 3 + 5, dtype)
+    g = round_to(1 + 0.3 * rng.standard_normal(d), dtype)
+    b = round_to(0.3 * rng.standard_normal(d), dtype)
+    wq = round_to(rng.standard_normal((d, d)) / np.sqrt(d) * 3, dtype)
+    bq = round_to(0.1 * rng.standard_normal(d), dtype)
+    kv = round_to(rng.standard_normal((max(slots) + 1, max_len, 2 * d)), dtype)
+    lens, index = np.asarray(lengths, np.int32), np.asarray(slots, np.int32)
+    for s in range(kv.shape[0]):  # rows past every length of the slot: NaN (must not be read)
+        used = max([n for n, sl in zip(lengths, slots) if sl == s], default=0)
+        kv[s, used:] = np.nan
+    got = _C.cuda_ops.cross_query_attention(x, g, b, wq, bq, kv, lens, index, heads, dtype, repeat=2)
+    q, _ = _C.cuda_ops.gemv_fused(x, wq, bq, dtype, ln_gamma=g, ln_beta=b)
+    two = _C.cuda_ops.attention_decode(q, kv, kv, lens, heads, 64, dtype, 0, 0, d, kv_index=index,
+                                       kv_static=True)
+    assert np.isfinite(got).all()
+    ulp = {"float16": 2.0 ** -10, "bfloat16": 2.0 ** -7}[dtype]
+    np.testing.assert_allclose(got, two, rtol=2 * ulp, atol=2 * ulp * np.abs(two).max())
+    for r in range(rows):
+        k = kv[slots[r], :lengths[r], :d]
+        v = kv[slots[r], :lengths[r], d:]
+        check(got[r:r + 1], ref64(q[r:r + 1], k, v, heads, 64, -1), TOL[dtype], f"row {r} vs float64")
+
+
+def test_cross_query_attention_rejects_what_it_does_not_cover():
+    assert not _C.cuda_ops.cross_query_attention_supported("float32", 1280, 20, 1500)
+    assert not _C.cuda_ops.cross_query_attention_supported("bfloat16", 1280, 20, 1537)  # > 8 x 192 keys
+    assert not _C.cuda_ops.cross_query_attention_supported("bfloat16", 1344, 21, 1500)  # d_model > 1280
+    assert not _C.cuda_ops.cross_query_attention_supported("bfloat16", 1280, 16, 1500)  # heads * 64 != d
+    z = np.zeros((1, 1280), np.float32)
+    with pytest.raises(Exception, match="cross_query_attention"):
+        _C.cuda_ops.cross_query_attention(z, z[0], z[0], np.zeros((1280, 1280), np.float32), None,
+                                          np.zeros((1, 1600, 2560), np.float32), np.ones(1, np.int32),
+                                          np.zeros(1, np.int32), 20, "bfloat16")

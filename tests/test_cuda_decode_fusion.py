@@ -31,6 +31,15 @@ def _summary(result):
     return [(s.tokens, s.avg_logprob) for s in result.segments]
 
 
+def _agreeing_start(model, reference, audio, opts, label):
+    """How many leading tokens model's window shares with reference's (printed)."""
+    want = [t for s in reference.transcribe(audio, **opts).segments for t in s.tokens]
+    got = [t for s in model.transcribe(audio, **opts).segments for t in s.tokens]
+    same = next((i for i, (g, w) in enumerate(zip(got, want)) if g != w), min(len(got), len(want)))
+    print(f"{label}: {len(want)} tokens, first difference at {same}")
+    return same
+
+
 @pytest.mark.parametrize("compute_type", ["float32", "float16", "bfloat16"])
 def test_fused_step_bit_identical_to_unfused(seeded_dir, speech_audio, monkeypatch, compute_type):  # noqa: F811
     fused = _load(seeded_dir, compute_type, monkeypatch, SPEECHCORE_DECODE_FUSION="1")
@@ -92,11 +101,22 @@ def test_persistent_step_half_precision(seeded_dir, speech_audio, monkeypatch, c
     assert fused.info["decoder_step"] == "fused"
     if persistent.info["decoder_step"] != "persistent":
         pytest.skip("this GPU cannot run the persistent step (needs compute capability 9.0 and cooperative launch)")
-    agree = 0
-    for _, a in speech_audio[:4]:
-        want = [t for s in fused.transcribe(a, **OPTS).segments for t in s.tokens]
-        got = [t for s in persistent.transcribe(a, **OPTS).segments for t in s.tokens]
-        same = next((i for i, (g, w) in enumerate(zip(got, want)) if g != w), min(len(got), len(want)))
-        print(f"{compute_type}: {len(want)} tokens, first difference at {same}")
-        agree += same >= 5
+    agree = sum(_agreeing_start(persistent, fused, a, OPTS, compute_type) >= 5 for _, a in speech_audio[:4])
     assert agree >= 3, agree
+
+
+@pytest.mark.parametrize("compute_type", ["float16", "bfloat16"])
+def test_cross_query_one_kernel_agrees_with_the_fused_step(seeded_dir, speech_audio, monkeypatch,  # noqa: F811
+                                                           compute_type):
+    """SPEECHCORE_CROSS_QUERY_FUSED=1: a one-row step's cross-attention query product and
+    attention run as one kernel (cuda::cross_query_attention). The query is the fused step's bit
+    for bit, the key splits merge in another order, so (as the persistent step's test) the
+    windows agree with the fused step's on their first tokens; float32 never takes it."""
+    one = _load(seeded_dir, compute_type, monkeypatch, SPEECHCORE_CROSS_QUERY_FUSED="1")
+    assert one.info["decoder_step"] == "fused+cross_query"
+    assert _load(seeded_dir, "float32", monkeypatch, SPEECHCORE_CROSS_QUERY_FUSED="1").info["decoder_step"] == "fused"
+    fused = speechcore.load(str(seeded_dir), device="cuda", compute_type=compute_type)
+    assert fused.info["decoder_step"] == "fused"
+    agree = sum(_agreeing_start(one, fused, a, opts, compute_type) >= 5
+                for _, a in speech_audio[:4] for opts in (OPTS, dict(OPTS, without_timestamps=False)))
+    assert agree >= 6, agree

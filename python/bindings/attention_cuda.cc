@@ -223,6 +223,52 @@ void register_cuda_attention(py::module_& m) {
       "[batch, out_ld] as float32.");
 
   m.def(
+      "cross_query_attention",
+      [](FloatArray x, FloatArray ln_gamma, FloatArray ln_beta, FloatArray wq, py::object bq, FloatArray kv,
+         IntArray kv_lengths, IntArray kv_index, int heads, const std::string& dtype, float ln_eps, int repeat) {
+        const cuda::DataType t = cudatest::parse_dtype(dtype);
+        need(x.ndim() == 2, "x: expected [rows, d]");
+        const int64_t rows = x.shape(0), d = x.shape(1);
+        need(ln_gamma.ndim() == 1 && ln_gamma.shape(0) == d && ln_beta.ndim() == 1 && ln_beta.shape(0) == d,
+             "ln_gamma, ln_beta: expected [d]");
+        need(wq.ndim() == 2 && wq.shape(0) == d && wq.shape(1) == d, "wq: expected [d, d]");
+        need(kv.ndim() == 3 && kv.shape(2) == 2 * d, "kv: expected [slots, max_kv_len, 2 d] (K | V)");
+        need(kv_lengths.ndim() == 1 && kv_lengths.shape(0) == rows, "kv_lengths: expected [rows] int32");
+        need(kv_index.ndim() == 1 && kv_index.shape(0) == rows, "kv_index: expected [rows] int32");
+        for (py::ssize_t i = 0; i < kv_index.size(); ++i)
+          need(kv_index.data()[i] >= 0 && kv_index.data()[i] < kv.shape(0), "kv_index out of range");
+        need(repeat >= 1, "repeat >= 1");
+        DeviceBuffer dx = cudatest::upload(x, t), dg = cudatest::upload(ln_gamma, t),
+                     db = cudatest::upload(ln_beta, t), dw = cudatest::upload(wq, t), dkv = cudatest::upload(kv, t),
+                     dbq;
+        if (!bq.is_none()) dbq = cudatest::upload(bq.cast<FloatArray>(), t);
+        DeviceBuffer lens = cudatest::upload_ints(kv_lengths), index = cudatest::upload_ints(kv_index);
+        DeviceBuffer out = cudatest::poisoned(static_cast<size_t>(rows * d), t);
+        const int64_t max_kv_len = kv.shape(1);
+        const cudaStream_t stream = decode_stream();
+        SC_CUDA_CHECK(cudaDeviceSynchronize());  // uploads and fills (legacy stream) before `stream`
+        const size_t es = cuda::data_type_size(t);
+        for (int r = 0; r < repeat; ++r)
+          cuda::cross_query_attention(t, dx.get(), dg.get(), db.get(), ln_eps, dw.get(),
+                                      bq.is_none() ? nullptr : dbq.get(), dkv.get(),
+                                      static_cast<const char*>(dkv.get()) + d * es, 2 * d, max_kv_len * 2 * d,
+                                      index.as<int32_t>(), lens.as<int32_t>(), max_kv_len, out.get(), d,
+                                      static_cast<int>(rows), static_cast<int>(d), heads, stream);
+        return cudatest::download(out, {rows, d}, t);
+      },
+      py::arg("x"), py::arg("ln_gamma"), py::arg("ln_beta"), py::arg("wq"), py::arg("bq"), py::arg("kv"),
+      py::arg("kv_lengths"), py::arg("kv_index"), py::arg("heads"), py::arg("dtype") = "bfloat16",
+      py::arg("ln_eps") = 1e-5f, py::arg("repeat") = 1,
+      "x [rows, d], wq [d, d], kv [slots, max_kv_len, 2 d] (K | V), kv_lengths and kv_index int32 [rows]: "
+      "cuda::cross_query_attention (query product with its layer norm + attention, one kernel). Returns the "
+      "poisoned-then-written output [rows, d] as float32.");
+  m.def("cross_query_attention_supported",
+        [](const std::string& dtype, int d, int heads, int64_t max_kv_len) {
+          return cuda::cross_query_attention_supported(cudatest::parse_dtype(dtype), d, heads, max_kv_len);
+        },
+        py::arg("dtype"), py::arg("d"), py::arg("heads"), py::arg("max_kv_len"));
+
+  m.def(
       "attention_decode_split",
       [](int batch, int heads, int64_t max_kv_len) {
         const cuda::AttentionDecodeSplit s = cuda::attention_decode_split(batch, heads, max_kv_len);

@@ -216,7 +216,9 @@ class CudaWindowRunner final : public WindowRunner {
   size_t weight_bytes() const { return model_.weight_bytes(); }
   int absorb_min_slots() const { return model_.absorb_min_slots(); }
   std::string decoder_step() const {
-    return model_.persistent_step() && model_.decode_fusion() ? "persistent" : model_.decode_fusion() ? "fused" : "unfused";
+    if (model_.persistent_step() && model_.decode_fusion()) return "persistent";
+    if (model_.cross_query_fused()) return "fused+cross_query";  // SPEECHCORE_CROSS_QUERY_FUSED=1
+    return model_.decode_fusion() ? "fused" : "unfused";
   }
   // The GPU keeps no encoder output between calls: a fallback attempt encodes its window again
   // (WindowRequest::encoder_output is for backends that keep them, the CPU).

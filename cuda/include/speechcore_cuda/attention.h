@@ -121,6 +121,26 @@ bool attention_absorbed_supported(DataType dtype, int heads, int dim);
 // Key splits per row (exposed for tests): `splits` blocks per row, `chunk` keys each.
 AttentionDecodeSplit attention_absorbed_split(int rows, int64_t max_kv_len);
 
+// A one-row decode step's cross-attention up to the heads' outputs in one kernel (rows of one
+// token each, float16/bfloat16, head size 64):
+//   q = layer_norm(x) wq^T + bq, computed as gemv() with its fused layer norm does (bit for bit),
+//   out[r, h*64:(h+1)*64] = softmax_j(q_h . K_j / 8) V_j over the slot kv_index[r]'s first
+//   kv_lengths[r] keys (clamped to max_kv_len),
+// as attention_decode(kv_static) does, with the splits merged in another order (a cluster of 8
+// blocks per row and head; the query features and the split partials meet in distributed shared
+// memory). The K/V and the query weights are loaded before the programmatic-launch wait, so the
+// same rules as kv_static hold: nothing earlier in the stream writes k, v, kv_index, kv_lengths.
+// x: [rows, d_model]; ln_gamma, ln_beta, bq (or null): [d_model]; wq: [d_model, d_model];
+// slot s's key j of head h at k + s * kv_batch_stride + j * ld_kv + h * 64 (likewise v);
+// out: [rows, ldo]. Needs cross_query_attention_supported (d_model = heads * 64 <= 1280,
+// max_kv_len <= 1536) and 16-byte aligned operands.
+bool cross_query_attention_supported(DataType dtype, int d_model, int heads, int64_t max_kv_len);
+void cross_query_attention(DataType dtype, const void* x, const void* ln_gamma, const void* ln_beta, float ln_eps,
+                           const void* wq, const void* bq, const void* k, const void* v, int64_t ld_kv,
+                           int64_t kv_batch_stride, const int32_t* kv_index, const int32_t* kv_lengths,
+                           int64_t max_kv_len, void* out, int64_t ldo, int rows, int d_model, int heads,
+                           cudaStream_t stream);
+
 // Zeroes the merge counters of a decode scratch buffer of `bytes` bytes (enqueued on `stream`),
 // once after allocating it. No-op for bytes == 0.
 void attention_decode_scratch_init(void* scratch, size_t bytes, cudaStream_t stream);

@@ -88,6 +88,9 @@ WhisperModelCuda::WhisperModelCuda(const WhisperWeights& w, cuda::DataType dtype
   gemm_ = std::make_unique<cuda::GemmRunner>();
   if (const char* e = std::getenv("SPEECHCORE_DECODE_FUSION")) decode_fusion_ = std::strcmp(e, "0") != 0;
   if (const char* e = std::getenv("SPEECHCORE_CROSS_PREFETCH")) cross_prefetch_ = std::strcmp(e, "0") != 0;
+  if (const char* e = std::getenv("SPEECHCORE_CROSS_QUERY_FUSED")) cross_query_fused_ = std::strcmp(e, "0") != 0;
+  cross_query_fused_ = cross_query_fused_ && cuda::cross_query_attention_supported(
+                                                 dtype_, config_.d_model, config_.decoder_heads, config_.n_audio_ctx);
   if (const char* e = std::getenv("SPEECHCORE_PREFILL_CROSS_ROWS")) prefill_cross_rows_ = std::strcmp(e, "0") != 0;
   if (const char* e = std::getenv("SPEECHCORE_CROSS_ABSORB")) absorb_min_slots_ = std::max(0, std::atoi(e));
   if (!cuda::attention_absorbed_supported(dtype_, config_.decoder_heads, config_.d_model)) absorb_min_slots_ = 0;
@@ -628,7 +631,9 @@ void WhisperModelCuda::step(WhisperBatchCuda& b, int n) const {
     return;
   }
   if (decode_fusion_ && n <= gemm_->gemv_max_rows()) {
-    // Fused: 8 kernels per layer (each launched with programmatic dependent launch on Hopper).
+    // Fused: 8 kernels per layer (each launched with programmatic dependent launch on Hopper);
+    // 7 with the cross-attention's query product inside its attention kernel.
+    const bool cross_query_one_kernel = cross_query_fused_ && n == 1 && !b.absorbed;
     auto gemv = [&](const void* in, const Tensor& w, const Tensor& bias, void* out, bool accumulate, bool gelu,
                     const cuda::GemvFusion* f) {
       cuda::gemv(dt, in, w.raw(), bias.defined() ? bias.raw() : nullptr, out, false, n, w.dim(0), w.dim(1), accumulate,
@@ -650,13 +655,23 @@ void WhisperModelCuda::step(WhisperBatchCuda& b, int n) const {
                              2 * d, ctx * 2 * d, att, d, d, self_len, slot, n, heads, 64, ctx, scr, stream_,
                              self_paged);
       gemv(att, L.self_attn.out_w, L.self_attn.out_b, x, true, false, nullptr);
-      cuda::GemvFusion fc;
-      fc.ln_gamma = L.cross_attn.ln_g.raw();
-      fc.ln_beta = L.cross_attn.ln_b.raw();
-      fc.ln_eps = kLnEps;
-      gemv(x, L.cross_attn.qkv_w, L.cross_attn.qkv_b, qkv, false, false, &fc);  // q only: [n, d]
-      const Tensor& cout_b = cross(li);
-      gemv(att, L.cross_attn.out_w, cout_b, x, true, false, nullptr);
+      const Tensor* cout_b = &L.cross_attn.out_b;
+      if (cross_query_one_kernel) {
+        cuda::cross_query_attention(dt, x, L.cross_attn.ln_g.raw(), L.cross_attn.ln_b.raw(), kLnEps,
+                                    L.cross_attn.qkv_w.raw(),
+                                    L.cross_attn.qkv_b.defined() ? L.cross_attn.qkv_b.raw() : nullptr,
+                                    at(b.cross, li * cross_layer), at(b.cross, li * cross_layer + d), 2 * d,
+                                    t_enc * 2 * d, slot, b.cross_len.data<int32_t>(), t_enc, att, d, n,
+                                    static_cast<int>(d), heads, stream_);
+      } else {
+        cuda::GemvFusion fc;
+        fc.ln_gamma = L.cross_attn.ln_g.raw();
+        fc.ln_beta = L.cross_attn.ln_b.raw();
+        fc.ln_eps = kLnEps;
+        gemv(x, L.cross_attn.qkv_w, L.cross_attn.qkv_b, qkv, false, false, &fc);  // q only: [n, d]
+        cout_b = &cross(li);
+      }
+      gemv(att, L.cross_attn.out_w, *cout_b, x, true, false, nullptr);
       cuda::GemvFusion ff_ln;
       ff_ln.ln_gamma = L.ffn.ln_g.raw();
       ff_ln.ln_beta = L.ffn.ln_b.raw();

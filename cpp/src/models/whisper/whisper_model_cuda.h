@@ -176,6 +176,8 @@ class WhisperModelCuda {
   // fused kernel had been slower, 1.695 against 1.656 ms a step). SPEECHCORE_DECODE_FUSION=0
   // turns it off (also in logits(): final layer norm inside the product).
   bool decode_fusion() const { return decode_fusion_; }
+  // One-row fused steps run the cross-attention's query product inside its attention kernel.
+  bool cross_query_fused() const { return decode_fusion_ && cross_query_fused_; }
   // Windows encoded so far (diagnostics).
   uint64_t encoder_passes() const { return encoder_passes_.load(std::memory_order_relaxed); }
   void set_decode_fusion(bool on) { decode_fusion_ = on; }
@@ -236,6 +238,11 @@ class WhisperModelCuda {
   // encoded windows' K/V are not written during a step): cuda::attention_decode's kv_static.
   // SPEECHCORE_CROSS_PREFETCH=0 at load turns it off (measurements; the results are the same).
   bool cross_prefetch_ = true;
+  // One-row fused steps in float16/bfloat16: the cross-attention's query product and attention
+  // in one kernel (cuda::cross_query_attention). Opt-in (SPEECHCORE_CROSS_QUERY_FUSED=1 at
+  // load) until it has been measured on the GPU; off where the kernel does not apply
+  // (cuda::cross_query_attention_supported).
+  bool cross_query_fused_ = false;
   // prefill() with slots: the prompts' cross-attention as one decode-kernel call over all rows
   // (SPEECHCORE_PREFILL_CROSS_ROWS=0 at load: one prefill-kernel call per sequence).
   bool prefill_cross_rows_ = true;
