@@ -7,6 +7,8 @@
 #   serve  engine_gpu.py serving at 50% load, SPEECHCORE_STEP_BUCKETS over $SERVEV (default "1 0")
 #   eg     engine_gpu.py $EGX (default --hf-batches 128: the full benchmark with transformers)
 #   trace  decode_step_gpu.py --trace at the batches in $TRB (default "1 8")
+#   envab  batch 1 through transcribe(), the switch $ENVAB (default SPEECHCORE_CROSS_QUERY_FUSED) over
+#          the values $ENVABV (default "1 0 1"), one build
 #   direct batch 1 through transcribe() (whisper_gpu.py's latency path), traced by kernel position,
 #          the working tree against the commit $BASE (default HEAD) built in /tmp/sc-base, alternated
 #          $DIRN times (default 2); extra env $DIRX
@@ -50,6 +52,12 @@ if has serve; then
 fi
 if has eg; then
   timeout 540 python3 benchmarks/engine_gpu.py --model large-v3 ${EGX:---hf-batches 128} 2>&1 | tail -30
+fi
+if has envab; then  # one switch alternated on the batch-1 window, same build
+  for v in ${ENVABV:-1 0 1}; do
+    env "${ENVAB:-SPEECHCORE_CROSS_QUERY_FUSED}=$v" timeout 200 python3 benchmarks/decode_step_gpu.py --batches 1 \
+      --modes fused --repeats 3 --ckpt /tmp/ck --direct 2>&1 | grep "^\[fused"
+  done
 fi
 if has direct; then  # the working tree against $BASE, same machine, alternated
   base="${BASE:-HEAD}"

@@ -572,3 +572,69 @@ def test_cross_query_attention_rejects_what_it_does_not_cover():
         _C.cuda_ops.cross_query_attention(z, z[0], z[0], np.zeros((1280, 1280), np.float32), None,
                                           np.zeros((1, 1600, 2560), np.float32), np.ones(1, np.int32),
                                           np.zeros(1, np.int32), 20, "bfloat16")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("d,heads,ctx,lengths,paged", [
+    (1280, 20, 448, [104], False),                 # large-v3's one-row step, contiguous cache
+    (1280, 20, 448, [448, 1, 9], False),           # a full context, the first key alone, a short one
+    (1280, 20, 448, [37, 200], True),              # paged cache (the engine's)
+    (384, 6, 448, [5, 64, 65], True),              # tiny: 6 heads, 48 packs a row
+])
+def test_self_qkv_attention_matches_the_two_kernels(d, heads, ctx, lengths, paged, dtype):
+    """The one-kernel self-attention of a one-row step (layer norm + QKV product, the new key and
+    value into the cache row, attention over the cache with the new key; a cluster of 8 blocks per
+    row and head) against the two kernels it replaces: gemv_fused with the split output (the
+    cache after must be identical, bit for bit) then attention_decode (within a rounding of the
+    output type: the key splits merge in another order); both against float64 over the kernels'
+    query. Cache rows no row may read are NaN."""
+    assert _C.cuda_ops.self_qkv_attention_supported(dtype, d, heads, ctx)
+    rng = rng_for("self-qkv", d, heads, ctx, tuple(lengths), paged, dtype)
+    rows, bs = len(lengths), 16
+    x = round_to(rng.standard_normal((rows, d)) * 3 + 5, dtype)
+    g = round_to(1 + 0.3 * rng.standard_normal(d), dtype)
+    b = round_to(0.3 * rng.standard_normal(d), dtype)
+    w = round_to(rng.standard_normal((3 * d, d)) / np.sqrt(d) * 3, dtype)
+    bias = round_to(0.1 * rng.standard_normal(3 * d), dtype)
+    lens = np.asarray(lengths, np.int32)
+    per = ctx // bs  # blocks a sequence
+    if paged:  # each row's blocks scattered over a pool with spare blocks
+        pool_blocks = rows * per + 3
+        order = rng.permutation(pool_blocks).astype(np.int32)
+        table = order[:rows * per].reshape(rows, per)
+        cache = np.full((pool_blocks * bs, 2 * d), np.nan, np.float32)
+        row_of = lambda r, j: table[r, j // bs] * bs + j % bs  # noqa: E731
+        index = None
+    else:
+        table = None
+        index = np.asarray(rng.permutation(rows), np.int32)  # slots out of order
+        cache = np.full((rows * ctx, 2 * d), np.nan, np.float32)
+        row_of = lambda r, j: index[r] * ctx + j  # noqa: E731
+    for r, n in enumerate(lengths):  # earlier keys of each row; the new one (n - 1) is written
+        for j in range(n - 1):
+            cache[row_of(r, j)] = round_to(rng.standard_normal(2 * d), dtype)
+    kv_rows = np.asarray([row_of(r, n - 1) for r, n in enumerate(lengths)], np.int32)
+    got, got_cache = _C.cuda_ops.self_qkv_attention(x, g, b, w, bias, cache, kv_rows, lens, index, heads, dtype,
+                                                    max_kv_len=ctx, block_table=table, block_size=bs, repeat=2)
+    y, want_cache = _C.cuda_ops.gemv_fused(x, w, bias, dtype, ln_gamma=g, ln_beta=b, split_col=d, y2_init=cache,
+                                           rows2=kv_rows)
+    np.testing.assert_array_equal(got_cache, want_cache)  # NaN rows stay NaN in both
+    q = y[:, :d]
+    if paged:
+        two = _C.cuda_ops.attention_decode(q, want_cache[None], want_cache[None], lens, heads, 64, dtype, 0, 0, d,
+                                           block_table=table, block_size=bs, max_kv_len=ctx)
+    else:
+        kv3 = want_cache.reshape(rows, ctx, 2 * d)
+        two = _C.cuda_ops.attention_decode(q, kv3, kv3, lens, heads, 64, dtype, 0, 0, d, kv_index=index)
+    assert np.isfinite(got).all()
+    ulp = {"float16": 2.0 ** -10, "bfloat16": 2.0 ** -7}[dtype]
+    np.testing.assert_allclose(got, two, rtol=2 * ulp, atol=2 * ulp * np.abs(two).max())
+    for r, n in enumerate(lengths):
+        kv = np.stack([want_cache[row_of(r, j)] for j in range(n)])
+        check(got[r:r + 1], ref64(q[r:r + 1], kv[:, :d], kv[:, d:], heads, 64, -1), TOL[dtype], f"row {r} vs float64")
+
+
+def test_self_qkv_attention_rejects_what_it_does_not_cover():
+    assert not _C.cuda_ops.self_qkv_attention_supported("float32", 1280, 20, 448)
+    assert not _C.cuda_ops.self_qkv_attention_supported("bfloat16", 1280, 20, 513)  # > 8 x 64 keys
+    assert not _C.cuda_ops.self_qkv_attention_supported("bfloat16", 1280, 16, 448)

@@ -106,15 +106,22 @@ def test_persistent_step_half_precision(seeded_dir, speech_audio, monkeypatch, c
 
 
 @pytest.mark.parametrize("compute_type", ["float16", "bfloat16"])
-def test_cross_query_one_kernel_agrees_with_the_fused_step(seeded_dir, speech_audio, monkeypatch,  # noqa: F811
-                                                           compute_type):
-    """SPEECHCORE_CROSS_QUERY_FUSED=1: a one-row step's cross-attention query product and
-    attention run as one kernel (cuda::cross_query_attention). The query is the fused step's bit
-    for bit, the key splits merge in another order, so (as the persistent step's test) the
-    windows agree with the fused step's on their first tokens; float32 never takes it."""
-    one = _load(seeded_dir, compute_type, monkeypatch, SPEECHCORE_CROSS_QUERY_FUSED="1")
-    assert one.info["decoder_step"] == "fused+cross_query"
-    assert _load(seeded_dir, "float32", monkeypatch, SPEECHCORE_CROSS_QUERY_FUSED="1").info["decoder_step"] == "fused"
+@pytest.mark.parametrize("switches,step", [
+    (("SPEECHCORE_CROSS_QUERY_FUSED",), "fused+cross_query"),
+    (("SPEECHCORE_SELF_QKV_FUSED",), "fused+self_qkv"),
+    (("SPEECHCORE_SELF_QKV_FUSED", "SPEECHCORE_CROSS_QUERY_FUSED"), "fused+self_qkv+cross_query"),
+])
+def test_one_kernel_attention_sublayers_agree_with_the_fused_step(seeded_dir, speech_audio, monkeypatch,  # noqa: F811
+                                                                  compute_type, switches, step):
+    """SPEECHCORE_CROSS_QUERY_FUSED=1 / SPEECHCORE_SELF_QKV_FUSED=1: a one-row step's attention
+    sub-layers run their products inside the attention kernel (cuda::cross_query_attention,
+    cuda::self_qkv_attention). The products and the KV cache are the fused step's bit for bit, the
+    key splits merge in another order, so (as the persistent step's test) the windows agree with
+    the fused step's on their first tokens; float32 never takes them."""
+    env = {k: "1" for k in switches}
+    one = _load(seeded_dir, compute_type, monkeypatch, **env)
+    assert one.info["decoder_step"] == step
+    assert _load(seeded_dir, "float32", monkeypatch, **env).info["decoder_step"] == "fused"
     fused = speechcore.load(str(seeded_dir), device="cuda", compute_type=compute_type)
     assert fused.info["decoder_step"] == "fused"
     agree = sum(_agreeing_start(one, fused, a, opts, compute_type) >= 5

@@ -262,6 +262,71 @@ void register_cuda_attention(py::module_& m) {
       "x [rows, d], wq [d, d], kv [slots, max_kv_len, 2 d] (K | V), kv_lengths and kv_index int32 [rows]: "
       "cuda::cross_query_attention (query product with its layer norm + attention, one kernel). Returns the "
       "poisoned-then-written output [rows, d] as float32.");
+  m.def(
+      "self_qkv_attention",
+      [](FloatArray x, FloatArray ln_gamma, FloatArray ln_beta, FloatArray w, py::object bias, FloatArray cache,
+         IntArray kv_rows, IntArray kv_lengths, py::object kv_index_obj, int heads, const std::string& dtype,
+         int64_t max_kv_len, py::object block_table_obj, int block_size, float ln_eps, int repeat) {
+        const cuda::DataType t = cudatest::parse_dtype(dtype);
+        need(x.ndim() == 2, "x: expected [rows, d]");
+        const int64_t rows = x.shape(0), d = x.shape(1);
+        need(ln_gamma.ndim() == 1 && ln_gamma.shape(0) == d && ln_beta.ndim() == 1 && ln_beta.shape(0) == d,
+             "ln_gamma, ln_beta: expected [d]");
+        need(w.ndim() == 2 && w.shape(0) == 3 * d && w.shape(1) == d, "w: expected [3 d, d]");
+        need(cache.ndim() == 2 && cache.shape(1) == 2 * d, "cache: expected [cache rows, 2 d] (K | V)");
+        need(kv_rows.ndim() == 1 && kv_rows.shape(0) == rows && kv_lengths.ndim() == 1 && kv_lengths.shape(0) == rows,
+             "kv_rows, kv_lengths: expected [rows] int32");
+        for (py::ssize_t i = 0; i < rows; ++i)
+          need(kv_rows.data()[i] >= 0 && kv_rows.data()[i] < cache.shape(0), "kv_rows out of range");
+        need(repeat >= 1, "repeat >= 1");
+        DeviceBuffer dx = cudatest::upload(x, t), dg = cudatest::upload(ln_gamma, t),
+                     db = cudatest::upload(ln_beta, t), dw = cudatest::upload(w, t), dc = cudatest::upload(cache, t),
+                     dbias, index, table;
+        if (!bias.is_none()) dbias = cudatest::upload(bias.cast<FloatArray>(), t);
+        DeviceBuffer drows = cudatest::upload_ints(kv_rows), lens = cudatest::upload_ints(kv_lengths);
+        cuda::PagedKV paged;
+        if (!block_table_obj.is_none()) {
+          IntArray bt = block_table_obj.cast<IntArray>();
+          need(bt.ndim() == 2 && bt.shape(0) == rows, "block_table: expected [rows, table_stride] int32");
+          for (py::ssize_t i = 0; i < bt.size(); ++i)
+            need(bt.data()[i] >= 0 && (static_cast<int64_t>(bt.data()[i]) + 1) * block_size <= cache.shape(0),
+                 "block_table entry out of the cache");
+          table = cudatest::upload_ints(bt);
+          paged.block_table = table.as<int32_t>();
+          paged.table_stride = bt.shape(1);
+          paged.block_size = block_size;
+        } else {
+          IntArray kv_index = kv_index_obj.cast<IntArray>();
+          need(kv_index.ndim() == 1 && kv_index.shape(0) == rows, "kv_index: expected [rows] int32");
+          for (py::ssize_t i = 0; i < rows; ++i)
+            need(kv_index.data()[i] >= 0 && (kv_index.data()[i] + 1) * max_kv_len <= cache.shape(0),
+                 "kv_index out of the cache");
+          index = cudatest::upload_ints(kv_index);
+        }
+        DeviceBuffer out = cudatest::poisoned(static_cast<size_t>(rows * d), t);
+        const cudaStream_t stream = decode_stream();
+        SC_CUDA_CHECK(cudaDeviceSynchronize());  // uploads and fills (legacy stream) before `stream`
+        for (int r = 0; r < repeat; ++r)
+          cuda::self_qkv_attention(t, dx.get(), dg.get(), db.get(), ln_eps, dw.get(),
+                                   bias.is_none() ? nullptr : dbias.get(), dc.get(), drows.as<int32_t>(),
+                                   lens.as<int32_t>(), block_table_obj.is_none() ? index.as<int32_t>() : nullptr,
+                                   &paged, max_kv_len, out.get(), d, static_cast<int>(rows), static_cast<int>(d),
+                                   heads, stream);
+        return py::make_tuple(cudatest::download(out, {rows, d}, t),
+                              cudatest::download(dc, {cache.shape(0), 2 * d}, t));
+      },
+      py::arg("x"), py::arg("ln_gamma"), py::arg("ln_beta"), py::arg("w"), py::arg("bias"), py::arg("cache"),
+      py::arg("kv_rows"), py::arg("kv_lengths"), py::arg("kv_index"), py::arg("heads"), py::arg("dtype") = "bfloat16",
+      py::arg("max_kv_len") = 448, py::arg("block_table") = py::none(), py::arg("block_size") = 16,
+      py::arg("ln_eps") = 1e-5f, py::arg("repeat") = 1,
+      "x [rows, d], w [3 d, d], cache [cache rows, 2 d] (K | V), kv_rows / kv_lengths int32 [rows], kv_index "
+      "int32 [rows] (contiguous: row j of a sequence at kv_index * max_kv_len + j) or block_table [rows, stride] "
+      "(paged): cuda::self_qkv_attention. Returns (out [rows, d], the cache after) as float32.");
+  m.def("self_qkv_attention_supported",
+        [](const std::string& dtype, int d, int heads, int64_t max_kv_len) {
+          return cuda::self_qkv_attention_supported(cudatest::parse_dtype(dtype), d, heads, max_kv_len);
+        },
+        py::arg("dtype"), py::arg("d"), py::arg("heads"), py::arg("max_kv_len"));
   m.def("cross_query_attention_supported",
         [](const std::string& dtype, int d, int heads, int64_t max_kv_len) {
           return cuda::cross_query_attention_supported(cudatest::parse_dtype(dtype), d, heads, max_kv_len);

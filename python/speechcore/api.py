@@ -77,9 +77,10 @@ class Model:
     def info(self) -> Dict[str, Any]:
         """What was loaded: architecture, format, path, multilingual, n_mels, d_model,
         encoder_layers, decoder_layers, vocab_size, device, compute_type, weight_bytes, and
-        decoder_step (how a one-row decoder step runs: "cpu"; on CUDA "persistent", "fused",
-        "fused+cross_query" (the cross-attention's query product inside its attention kernel,
-        opt-in: SPEECHCORE_CROSS_QUERY_FUSED=1) or "unfused"), and cross_absorb_min_windows (CUDA half precision: batches of at least this
+        decoder_step (how a one-row decoder step runs: "cpu"; on CUDA "persistent", "fused"
+        (+ "+self_qkv" / "+cross_query" when an attention sub-layer's products run inside its
+        attention kernel, opt-in: SPEECHCORE_SELF_QKV_FUSED=1 / SPEECHCORE_CROSS_QUERY_FUSED=1)
+        or "unfused"), and cross_absorb_min_windows (CUDA half precision: batches of at least this
         many windows run the cross-attention over the encoder output with K/V absorbed into the
         query and output products; 0: never)."""
         return dict(self._native.info)

@@ -217,8 +217,10 @@ class CudaWindowRunner final : public WindowRunner {
   int absorb_min_slots() const { return model_.absorb_min_slots(); }
   std::string decoder_step() const {
     if (model_.persistent_step() && model_.decode_fusion()) return "persistent";
-    if (model_.cross_query_fused()) return "fused+cross_query";  // SPEECHCORE_CROSS_QUERY_FUSED=1
-    return model_.decode_fusion() ? "fused" : "unfused";
+    if (!model_.decode_fusion()) return "unfused";
+    // opt-in one-kernel attention sub-layers: SPEECHCORE_SELF_QKV_FUSED=1, SPEECHCORE_CROSS_QUERY_FUSED=1
+    return std::string("fused") + (model_.self_qkv_fused() ? "+self_qkv" : "") +
+           (model_.cross_query_fused() ? "+cross_query" : "");
   }
   // The GPU keeps no encoder output between calls: a fallback attempt encodes its window again
   // (WindowRequest::encoder_output is for backends that keep them, the CPU).

@@ -141,6 +141,25 @@ void cross_query_attention(DataType dtype, const void* x, const void* ln_gamma, 
                            int64_t max_kv_len, void* out, int64_t ldo, int rows, int d_model, int heads,
                            cudaStream_t stream);
 
+// A one-row decode step's self-attention up to the heads' outputs in one kernel (rows of one
+// token each, float16/bfloat16, head size 64), as cross_query_attention for the cross-attention:
+//   [q | k | v] = layer_norm(x) w_qkv^T + b_qkv, computed as gemv() with its fused layer norm
+//   and split output does (bit for bit); k | v written to the cache row kv_rows[r] (kv + row *
+//   2 d_model: K then V, as gemv()'s split output); then
+//   out[r, head h] = softmax_j(q_h . K_j / 8) V_j over the row's first kv_lengths[r] keys (the
+//   new one included, clamped to max_kv_len): key j at row kv_index[r] * max_kv_len + j of the
+//   contiguous cache, or through paged->block_table as attention_decode reads it.
+// A cluster of 8 blocks per (row, head): each block computes 8 of the head's features of q, k
+// and v (their weight rows copied into shared memory before the programmatic-launch wait) and
+// attends over an eighth of the keys; the query and the partial results meet in distributed
+// shared memory. w_qkv: [3 d_model, d_model]; b_qkv: [3 d_model] or null; out: [rows, ldo].
+// Needs self_qkv_attention_supported (d_model = heads * 64 <= 1280, max_kv_len <= 512).
+bool self_qkv_attention_supported(DataType dtype, int d_model, int heads, int64_t max_kv_len);
+void self_qkv_attention(DataType dtype, const void* x, const void* ln_gamma, const void* ln_beta, float ln_eps,
+                        const void* w_qkv, const void* b_qkv, void* kv, const int32_t* kv_rows,
+                        const int32_t* kv_lengths, const int32_t* kv_index, const PagedKV* paged, int64_t max_kv_len,
+                        void* out, int64_t ldo, int rows, int d_model, int heads, cudaStream_t stream);
+
 // Zeroes the merge counters of a decode scratch buffer of `bytes` bytes (enqueued on `stream`),
 // once after allocating it. No-op for bytes == 0.
 void attention_decode_scratch_init(void* scratch, size_t bytes, cudaStream_t stream);

@@ -91,6 +91,9 @@ WhisperModelCuda::WhisperModelCuda(const WhisperWeights& w, cuda::DataType dtype
   if (const char* e = std::getenv("SPEECHCORE_CROSS_QUERY_FUSED")) cross_query_fused_ = std::strcmp(e, "0") != 0;
   cross_query_fused_ = cross_query_fused_ && cuda::cross_query_attention_supported(
                                                  dtype_, config_.d_model, config_.decoder_heads, config_.n_audio_ctx);
+  if (const char* e = std::getenv("SPEECHCORE_SELF_QKV_FUSED")) self_qkv_fused_ = std::strcmp(e, "0") != 0;
+  self_qkv_fused_ = self_qkv_fused_ && cuda::self_qkv_attention_supported(dtype_, config_.d_model,
+                                                                          config_.decoder_heads, config_.n_text_ctx);
   if (const char* e = std::getenv("SPEECHCORE_PREFILL_CROSS_ROWS")) prefill_cross_rows_ = std::strcmp(e, "0") != 0;
   if (const char* e = std::getenv("SPEECHCORE_CROSS_ABSORB")) absorb_min_slots_ = std::max(0, std::atoi(e));
   if (!cuda::attention_absorbed_supported(dtype_, config_.decoder_heads, config_.d_model)) absorb_min_slots_ = 0;
@@ -632,8 +635,11 @@ void WhisperModelCuda::step(WhisperBatchCuda& b, int n) const {
   }
   if (decode_fusion_ && n <= gemm_->gemv_max_rows()) {
     // Fused: 8 kernels per layer (each launched with programmatic dependent launch on Hopper);
-    // 7 with the cross-attention's query product inside its attention kernel.
+    // one fewer with the cross-attention's query product inside its attention kernel, and one
+    // fewer with the self-attention's QKV product inside its attention kernel (one row).
     const bool cross_query_one_kernel = cross_query_fused_ && n == 1 && !b.absorbed;
+    const bool self_qkv_one_kernel =
+        self_qkv_fused_ && n == 1 && cuda::self_qkv_attention_supported(dt, static_cast<int>(d), heads, ctx);
     auto gemv = [&](const void* in, const Tensor& w, const Tensor& bias, void* out, bool accumulate, bool gelu,
                     const cuda::GemvFusion* f) {
       cuda::gemv(dt, in, w.raw(), bias.defined() ? bias.raw() : nullptr, out, false, n, w.dim(0), w.dim(1), accumulate,
@@ -650,10 +656,16 @@ void WhisperModelCuda::step(WhisperBatchCuda& b, int n) const {
       f.y2 = KV_self;
       f.ld2 = 2 * d;
       f.rows2 = kv_rows;
-      gemv(x, L.self_attn.qkv_w, L.self_attn.qkv_b, qkv, false, false, &f);
-      cuda::attention_decode(dt, qkv, 3 * d, 3 * d, KV_self, 2 * d, ctx * 2 * d, at(b.self_kv, li * self_layer + d),
-                             2 * d, ctx * 2 * d, att, d, d, self_len, slot, n, heads, 64, ctx, scr, stream_,
-                             self_paged);
+      if (self_qkv_one_kernel) {
+        cuda::self_qkv_attention(dt, x, L.self_attn.ln_g.raw(), L.self_attn.ln_b.raw(), kLnEps, L.self_attn.qkv_w.raw(),
+                                 L.self_attn.qkv_b.defined() ? L.self_attn.qkv_b.raw() : nullptr, KV_self, kv_rows,
+                                 self_len, slot, self_paged, ctx, att, d, n, static_cast<int>(d), heads, stream_);
+      } else {
+        gemv(x, L.self_attn.qkv_w, L.self_attn.qkv_b, qkv, false, false, &f);
+        cuda::attention_decode(dt, qkv, 3 * d, 3 * d, KV_self, 2 * d, ctx * 2 * d,
+                               at(b.self_kv, li * self_layer + d), 2 * d, ctx * 2 * d, att, d, d, self_len, slot, n,
+                               heads, 64, ctx, scr, stream_, self_paged);
+      }
       gemv(att, L.self_attn.out_w, L.self_attn.out_b, x, true, false, nullptr);
       const Tensor* cout_b = &L.cross_attn.out_b;
       if (cross_query_one_kernel) {

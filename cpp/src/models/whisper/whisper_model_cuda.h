@@ -178,6 +178,8 @@ class WhisperModelCuda {
   bool decode_fusion() const { return decode_fusion_; }
   // One-row fused steps run the cross-attention's query product inside its attention kernel.
   bool cross_query_fused() const { return decode_fusion_ && cross_query_fused_; }
+  // ... and the self-attention's layer norm + QKV product inside its attention kernel.
+  bool self_qkv_fused() const { return decode_fusion_ && self_qkv_fused_; }
   // Windows encoded so far (diagnostics).
   uint64_t encoder_passes() const { return encoder_passes_.load(std::memory_order_relaxed); }
   void set_decode_fusion(bool on) { decode_fusion_ = on; }
@@ -243,6 +245,8 @@ class WhisperModelCuda {
   // load) until it has been measured on the GPU; off where the kernel does not apply
   // (cuda::cross_query_attention_supported).
   bool cross_query_fused_ = false;
+  // The same for the self-attention (cuda::self_qkv_attention): SPEECHCORE_SELF_QKV_FUSED=1.
+  bool self_qkv_fused_ = false;
   // prefill() with slots: the prompts' cross-attention as one decode-kernel call over all rows
   // (SPEECHCORE_PREFILL_CROSS_ROWS=0 at load: one prefill-kernel call per sequence).
   bool prefill_cross_rows_ = true;

@@ -1,0 +1,521 @@
+// One-row decode steps: an attention sub-layer's products and its attention in one kernel.
+//
+// The fused step runs each attention sub-layer of a decoder layer as dependent kernels: the
+// product that makes its query (and, for the self-attention, the new key and value; layer norm
+// fused, gemv.cu), then the decode attention. Each dependent kernel costs a round trip
+// (benchmarks/pdl_chain.cu: ~2 us a phase on the H200). Here a cluster of kFdBlocks blocks per
+// (row, head) does both:
+//   1. before the dependency wait, every block copies its 8 rows of each product's weights (and
+//      the layer norm's gamma/beta) into shared memory, and the cross-attention's blocks load
+//      their share of the static K/V into registers: nothing of the step writes them;
+//   2. after the wait, each block stages x, recomputes the layer norm and computes its features
+//      exactly as gemv() with its fused layer norm does (the same float32 order, the same
+//      rounding to T); the self-attention's new key and value go to the KV cache as gemv()'s
+//      split output writes them, and the head's 64 query features are gathered through
+//      distributed shared memory;
+//   3. each block attends over its share of the keys (online softmax, the decode kernel's
+//      arithmetic) and the shares are merged through distributed shared memory, each block
+//      writing 8 of the head's output features.
+// float16/bfloat16, head size 64.
+#include <cooperative_groups.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <type_traits>
+
+#include "kernel_utils.cuh"
+#include "speechcore_cuda/attention.h"
+
+namespace speechcore::cuda {
+
+namespace {
+
+using namespace detail;
+namespace cg = cooperative_groups;
+
+constexpr int kFdBlocks = 8;      // cluster: key splits of one head, and 8 features of each product
+constexpr int kFdThreads = 256;   // 8 warps: one feature of each product each
+constexpr int kFdDim = 64;        // head size
+constexpr int kFdV = 8;           // elements of a 16-byte pack
+constexpr int kFdTpk = kFdDim / kFdV;          // threads per key row
+constexpr int kFdGroups = kFdThreads / kFdTpk;  // keys a block reads at once
+constexpr int kFdMaxD = 1280;     // d_model
+constexpr int kCqPasses = 6;      // cross: key passes of a split, all loaded before the wait
+constexpr int kSqPasses = 2;      // self: key passes of a split (after the wait)
+
+// 16 bytes global -> shared without registers (cp.async, L2 only); completion per thread.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(smem)), "l"(gmem) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+template <typename T>
+__device__ __forceinline__ void unpack(const uint4& u, float* f) {
+  const T* e = reinterpret_cast<const T*>(&u);
+#pragma unroll
+  for (int i = 0; i < kFdV; ++i) f[i] = to_float(e[i]);
+}
+
+// Shared memory of both kernels besides the dynamic region.
+struct FdShared {
+  float part[kLnStatThreads / 32], mean, inv;
+  float q[8], qall[kFdDim];
+  float m[kFdGroups], l[kFdGroups];
+  float o[kFdGroups][kFdDim];
+  float M, L, O[kFdDim];  // this split's partial, read by the cluster
+};
+
+// Before the wait: `rows` weight rows of d elements (the warp's row of each product, row_of(i)
+// for i < rows) into ws[(i * 8 + warp) * d], and gamma/beta into gs/bs, by cp.async. Each lane
+// later reads only the packs it copied (weights) or the thread its own packs (gamma/beta).
+template <typename T, typename RowOf>
+__device__ __forceinline__ void copy_weights(const T* w, int rows, RowOf&& row_of, const T* gamma, const T* beta,
+                                             T* ws, T* gs, T* bs, int d) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nacc = d / kFdV;
+  for (int i = 0; i < rows; ++i) {
+    const T* wrow = w + static_cast<int64_t>(row_of(i)) * d;
+    T* dst = ws + (i * 8 + warp) * d;
+    for (int a = lane; a < nacc; a += 32) cp_async16(dst + a * kFdV, wrow + a * kFdV);
+  }
+  for (int a = threadIdx.x; a < nacc; a += kFdThreads) {
+    cp_async16(gs + a * kFdV, gamma + a * kFdV);
+    cp_async16(bs + a * kFdV, beta + a * kFdV);
+  }
+  cp_async_commit();
+}
+
+// After the wait: x's row into xs, normalized in place exactly as gemv()'s fused layer norm does
+// (layer_norm()'s statistics order, the rounding to T).
+template <typename T>
+__device__ __forceinline__ void layer_norm_row(const T* x, const T* gs, const T* bs, T* xs, int d, float eps,
+                                               FdShared& sh) {
+  constexpr int kLnWarps = kLnStatThreads / 32;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nacc = d / kFdV;
+  for (int a = tid; a < nacc; a += kFdThreads)
+    *reinterpret_cast<uint4*>(xs + a * kFdV) = __ldcg(reinterpret_cast<const uint4*>(x + a * kFdV));
+  __syncthreads();
+  float mean = 0.0f;
+  for (int pass = 0; pass < 2; ++pass) {  // 0: sums, 1: squared deviations from the mean
+    if (warp < kLnWarps) {
+      const float sum =
+          ln_warp_stat<kFdV>([&](int a) { return load_pack(xs + a * kFdV); }, nacc, warp, lane, pass, mean);
+      if (lane == 0) sh.part[warp] = sum;
+    }
+    __syncthreads();
+    if (tid == 0) {
+      const float tot = ln_block_stat(sh.part, d);
+      if (pass) sh.inv = 1.0f / sqrtf(tot + eps);
+      else sh.mean = tot;
+    }
+    __syncthreads();
+    mean = sh.mean;
+  }
+  const float inv = sh.inv;
+  cp_async_wait_all();  // this thread's gamma/beta packs (and its lane's weight packs)
+  for (int c0 = tid; c0 < nacc; c0 += kFdThreads) {
+    const Pack<T> g = load_pack(gs + c0 * kFdV), bt = load_pack(bs + c0 * kFdV);
+    Pack<T> xv = load_pack(xs + c0 * kFdV);
+#pragma unroll
+    for (int i = 0; i < kFdV; ++i)
+      xv.v[i] = from_float<T>((to_float(xv.v[i]) - mean) * inv * to_float(g.v[i]) + to_float(bt.v[i]));
+    store_pack(xs + c0 * kFdV, xv);
+  }
+  __syncthreads();
+}
+
+// One feature: the normalized row xs . the weight row wrow (shared memory), in gemv()'s order
+// (lane-strided packs, elements in order, then the xor-tree warp sum), plus bias, rounded to T.
+template <typename T>
+__device__ __forceinline__ T feature(const T* xs, const T* wrow, int d, float bias) {
+  const int lane = threadIdx.x & 31, nacc = d / kFdV;
+  float acc = 0.0f;
+  for (int a = lane; a < nacc; a += 32) {
+    const Pack<T> xv = load_pack(xs + a * kFdV);
+    const Pack<T> w = load_pack(wrow + a * kFdV);
+#pragma unroll
+    for (int i = 0; i < kFdV; ++i) acc = fmaf(to_float(xv.v[i]), to_float(w.v[i]), acc);
+  }
+  return from_float<T>(warp_sum(acc) + bias);
+}
+
+// The head's 64 query features from the cluster's blocks (8 each, in sh.q) into sh.qall.
+__device__ __forceinline__ void gather_query(cg::cluster_group& cluster, FdShared& sh) {
+  cluster.sync();  // every split's features written (and, for the self-attention, its K/V row)
+  if (threadIdx.x < kFdDim) sh.qall[threadIdx.x] = *cluster.map_shared_rank(&sh.q[threadIdx.x % 8], threadIdx.x / 8);
+  __syncthreads();
+}
+
+// This split's partial over the keys k_begin + u * kFdGroups + grp < k_end of the P passes in
+// kr/vr (zeroed past k_end by the caller): sh.M, sh.L, sh.O (unnormalized), as the decode kernel.
+template <typename T, int P>
+__device__ __forceinline__ void split_partial(const uint4 (&kr)[P], const uint4 (&vr)[P], int k_begin, int k_end,
+                                              float scale_log2, FdShared& sh) {
+  const int tid = threadIdx.x, grp = tid / kFdTpk, sub = tid % kFdTpk;
+  float qf[kFdV];
+#pragma unroll
+  for (int i = 0; i < kFdV; ++i) qf[i] = sh.qall[sub * kFdV + i] * scale_log2;
+  float sc[P];
+  float mx = -INFINITY;
+#pragma unroll
+  for (int u = 0; u < P; ++u) {
+    float kf[kFdV];
+    unpack<T>(kr[u], kf);
+    float dot = 0.f;
+#pragma unroll
+    for (int i = 0; i < kFdV; ++i) dot = fmaf(qf[i], kf[i], dot);
+#pragma unroll
+    for (int off = kFdTpk / 2; off > 0; off >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, off);
+    sc[u] = (k_begin + u * kFdGroups + grp < k_end) ? dot : -INFINITY;
+    mx = fmaxf(mx, sc[u]);
+  }
+  const float m_use = mx == -INFINITY ? 0.f : mx;
+  float l_run = 0.f, o[kFdV];
+#pragma unroll
+  for (int i = 0; i < kFdV; ++i) o[i] = 0.f;
+#pragma unroll
+  for (int u = 0; u < P; ++u) {
+    const float pu = exp2f(sc[u] - m_use);
+    l_run += pu;
+    float vf[kFdV];
+    unpack<T>(vr[u], vf);
+#pragma unroll
+    for (int i = 0; i < kFdV; ++i) o[i] = fmaf(pu, vf[i], o[i]);
+  }
+  if (sub == 0) {
+    sh.m[grp] = mx;
+    sh.l[grp] = l_run;
+  }
+#pragma unroll
+  for (int i = 0; i < kFdV; ++i) sh.o[grp][sub * kFdV + i] = o[i];
+  __syncthreads();
+  if (tid < kFdDim) {  // the block's partial over its key groups
+    float M = -INFINITY;
+#pragma unroll
+    for (int g = 0; g < kFdGroups; ++g) M = fmaxf(M, sh.m[g]);
+    float L = 0.f, acc = 0.f;
+    if (M != -INFINITY) {
+#pragma unroll
+      for (int g = 0; g < kFdGroups; ++g) {
+        const float w = exp2f(sh.m[g] - M);
+        L = fmaf(w, sh.l[g], L);
+        acc = fmaf(w, sh.o[g][tid], acc);
+      }
+    }
+    sh.O[tid] = acc;
+    if (tid == 0) {
+      sh.M = M;
+      sh.L = L;
+    }
+  }
+}
+
+// The splits' partials merged in split order; this block writes the head's output features
+// [8 split, 8 split + 8) to out (the head's 64 columns). Ends with a cluster barrier, so that no
+// block leaves while the others still read its shared memory.
+template <typename T>
+__device__ __forceinline__ void merge_splits(cg::cluster_group& cluster, FdShared& sh, int split, T* out) {
+  cluster.sync();  // every split's partial written
+  if (threadIdx.x < 8) {
+    const int dd = split * 8 + threadIdx.x;
+    float Mx = -INFINITY;
+#pragma unroll
+    for (int s = 0; s < kFdBlocks; ++s) Mx = fmaxf(Mx, *cluster.map_shared_rank(&sh.M, s));
+    float Ls = 0.f, acc = 0.f;
+    if (Mx != -INFINITY) {
+#pragma unroll
+      for (int s = 0; s < kFdBlocks; ++s) {
+        const float w = exp2f(*cluster.map_shared_rank(&sh.M, s) - Mx);
+        Ls = fmaf(w, *cluster.map_shared_rank(&sh.L, s), Ls);
+        acc = fmaf(w, *cluster.map_shared_rank(&sh.O[dd], s), acc);
+      }
+    }
+    out[dd] = from_float<T>(Ls > 0.f ? acc / Ls : 0.f);
+  }
+  cluster.sync();
+}
+
+// ---- cross-attention: query product + attention over static K/V ----------------------------
+
+template <typename T>
+struct CqParams {
+  const T* x;       // [rows, d]
+  const T* gamma;   // [d]
+  const T* beta;    // [d]
+  const T* wq;      // [d, d]
+  const T* bq;      // [d] or null
+  const T* k;       // slot s, key j, head h: k + s * kv_bs + j * ld_kv + h * 64
+  const T* v;
+  int64_t ld_kv, kv_bs;
+  const int32_t* kv_index;    // [rows] slot of each row
+  const int32_t* kv_lengths;  // [rows]
+  T* out;                     // [rows, ldo], head h at column h * 64
+  int64_t ldo;
+  int d, max_kv_len, chunk;
+  float eps, scale_log2;
+};
+
+template <typename T>
+__global__ void __cluster_dims__(kFdBlocks, 1, 1) __launch_bounds__(kFdThreads, 2)
+    cross_query_attention_kernel(const CqParams<T> p) {
+  extern __shared__ __align__(16) unsigned char fd_smem[];
+  T* xs = reinterpret_cast<T*>(fd_smem);  // [d]
+  T* ws = xs + p.d;                       // [8][d]: the block's query-weight rows
+  T* gs = ws + 8 * p.d;                   // [d] gamma, then [d] beta
+  T* bs = gs + p.d;
+  __shared__ FdShared sh;
+  cg::cluster_group cluster = cg::this_cluster();
+  const int split = static_cast<int>(cluster.block_rank());
+  const int h = blockIdx.y, r = blockIdx.z;
+  const int tid = threadIdx.x, warp = tid >> 5, grp = tid / kFdTpk, sub = tid % kFdTpk;
+  const int k_begin = split * p.chunk;
+
+  // 1. Before the wait: this split's K/V (registers), the query-weight rows, gamma/beta.
+  const int64_t slot = p.kv_index[r];
+  const T* kb = p.k + slot * p.kv_bs + static_cast<int64_t>(h) * kFdDim + sub * kFdV;
+  const T* vb = p.v + slot * p.kv_bs + static_cast<int64_t>(h) * kFdDim + sub * kFdV;
+  const int lim = min(k_begin + p.chunk, p.max_kv_len);
+  uint4 kr[kCqPasses], vr[kCqPasses];
+#pragma unroll
+  for (int u = 0; u < kCqPasses; ++u) {
+    const int j = k_begin + u * kFdGroups + grp;
+    if (j < lim) {
+      kr[u] = __ldg(reinterpret_cast<const uint4*>(kb + static_cast<int64_t>(j) * p.ld_kv));
+      vr[u] = __ldg(reinterpret_cast<const uint4*>(vb + static_cast<int64_t>(j) * p.ld_kv));
+    } else {
+      kr[u] = make_uint4(0, 0, 0, 0);
+      vr[u] = make_uint4(0, 0, 0, 0);
+    }
+  }
+  const int qrow = h * kFdDim + split * 8 + warp;  // this warp's query feature
+  copy_weights(p.wq, 1, [&](int) { return qrow; }, p.gamma, p.beta, ws, gs, bs, p.d);
+
+  pdl_wait();  // x comes from the previous kernel
+  pdl_trigger();
+
+  // 2. The layer norm and the query features.
+  layer_norm_row(p.x + static_cast<int64_t>(r) * p.d, gs, bs, xs, p.d, p.eps, sh);
+  const T q = feature(xs, ws + warp * p.d, p.d, p.bq ? to_float(p.bq[qrow]) : 0.0f);
+  if ((tid & 31) == 0) sh.q[warp] = to_float(q);
+  gather_query(cluster, sh);
+
+  // 3. Attention over this split's keys, merged over the cluster.
+  int len = p.kv_lengths[r];
+  len = len < 0 ? 0 : (len > p.max_kv_len ? p.max_kv_len : len);
+  const int k_end = min(k_begin + p.chunk, len);
+#pragma unroll
+  for (int u = 0; u < kCqPasses; ++u) {  // keys loaded past the length take no part (0 * NaN)
+    if (k_begin + u * kFdGroups + grp >= k_end) {
+      kr[u] = make_uint4(0, 0, 0, 0);
+      vr[u] = make_uint4(0, 0, 0, 0);
+    }
+  }
+  split_partial<T>(kr, vr, k_begin, k_end, p.scale_log2, sh);
+  merge_splits(cluster, sh, split, p.out + static_cast<int64_t>(r) * p.ldo + h * kFdDim);
+}
+
+// ---- self-attention: layer norm + QKV product (K/V into the cache) + attention --------------
+
+template <typename T>
+struct SqParams {
+  const T* x;       // [rows, d]
+  const T* gamma;   // [d]
+  const T* beta;    // [d]
+  const T* w;       // [3d, d]: q | k | v
+  const T* bias;    // [3d] or null
+  T* kv;            // the layer's cache: row i at kv + i * 2d, K | V
+  const int32_t* kv_rows;     // [rows] the cache row of the new key/value
+  const int32_t* kv_lengths;  // [rows] keys to attend over (the new one included)
+  const int32_t* kv_index;    // [rows] sequence slot (contiguous cache: row j at slot * max_kv_len + j)
+  const int32_t* block_table;  // paged cache (null: contiguous): [rows, table_stride]
+  int64_t table_stride;
+  int block_size;
+  T* out;                     // [rows, ldo]
+  int64_t ldo;
+  int d, max_kv_len;
+  float eps, scale_log2;
+};
+
+template <typename T>
+__global__ void __cluster_dims__(kFdBlocks, 1, 1) __launch_bounds__(kFdThreads, 2)
+    self_qkv_attention_kernel(const SqParams<T> p) {
+  extern __shared__ __align__(16) unsigned char fd_smem[];
+  T* xs = reinterpret_cast<T*>(fd_smem);  // [d]
+  T* ws = xs + p.d;                       // [3][8][d]: the block's q, k and v weight rows
+  T* gs = ws + 24 * p.d;                  // [d] gamma, then [d] beta
+  T* bs = gs + p.d;
+  __shared__ FdShared sh;
+  cg::cluster_group cluster = cg::this_cluster();
+  const int split = static_cast<int>(cluster.block_rank());
+  const int h = blockIdx.y, r = blockIdx.z;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, grp = tid / kFdTpk, sub = tid % kFdTpk;
+  const int d = p.d;
+
+  // 1. Before the wait: the weight rows of this warp's q, k and v features, gamma/beta.
+  const int col = h * kFdDim + split * 8 + warp;  // this warp's feature within each of q, k, v
+  copy_weights(p.w, 3, [&](int i) { return i * d + col; }, p.gamma, p.beta, ws, gs, bs, d);
+
+  pdl_wait();  // x (and the step's inputs, read below) come from earlier kernels and copies
+  pdl_trigger();
+
+  // 2. The layer norm and the features; the new key and value into the cache row.
+  layer_norm_row(p.x + static_cast<int64_t>(r) * d, gs, bs, xs, d, p.eps, sh);
+  T f[3];
+#pragma unroll
+  for (int i = 0; i < 3; ++i) f[i] = feature(xs, ws + (i * 8 + warp) * d, d, p.bias ? to_float(p.bias[i * d + col]) : 0.0f);
+  if (lane == 0) {
+    sh.q[warp] = to_float(f[0]);
+    T* row = p.kv + static_cast<int64_t>(p.kv_rows[r]) * 2 * d;
+    row[col] = f[1];
+    row[d + col] = f[2];
+  }
+  gather_query(cluster, sh);  // its cluster barrier also publishes the K/V row to the cluster
+
+  // 3. Attention over this split's share of the keys (the new one included), merged over the
+  // cluster. Keys are read through L2: the new row was written by this kernel's blocks.
+  int len = p.kv_lengths[r];
+  len = len < 0 ? 0 : (len > p.max_kv_len ? p.max_kv_len : len);
+  const int chunk = (len + kFdBlocks - 1) / kFdBlocks;
+  const int k_begin = split * chunk, k_end = min(k_begin + chunk, len);
+  const int32_t* table = p.block_table ? p.block_table + static_cast<int64_t>(r) * p.table_stride : nullptr;
+  const int64_t seq0 = p.block_table ? 0 : static_cast<int64_t>(p.kv_index[r]) * p.max_kv_len;
+  uint4 kr[kSqPasses], vr[kSqPasses];
+#pragma unroll
+  for (int u = 0; u < kSqPasses; ++u) {
+    const int j = k_begin + u * kFdGroups + grp;
+    if (j < k_end) {
+      const int64_t row = table ? static_cast<int64_t>(table[j / p.block_size]) * p.block_size + j % p.block_size
+                                : seq0 + j;
+      const T* kp = p.kv + row * 2 * d + h * kFdDim + sub * kFdV;
+      kr[u] = __ldcg(reinterpret_cast<const uint4*>(kp));
+      vr[u] = __ldcg(reinterpret_cast<const uint4*>(kp + d));
+    } else {
+      kr[u] = make_uint4(0, 0, 0, 0);
+      vr[u] = make_uint4(0, 0, 0, 0);
+    }
+  }
+  split_partial<T>(kr, vr, k_begin, k_end, p.scale_log2, sh);
+  merge_splits(cluster, sh, split, p.out + static_cast<int64_t>(r) * p.ldo + h * kFdDim);
+}
+
+float scale_log2_of_head() { return static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(kFdDim))); }
+
+// `rows_of_d` rows of d_model elements of dynamic shared memory; the kernel is allowed that much
+// for the largest d_model once (past the 48 KiB default).
+template <typename T, typename K>
+size_t dynamic_smem(K kernel, int rows_of_d, int d_model) {
+  static const cudaError_t set = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                      static_cast<int>(sizeof(T) * kFdMaxD * rows_of_d));
+  check(set, "fused decode kernel: shared memory attribute", __FILE__, __LINE__);
+  return sizeof(T) * static_cast<size_t>(d_model) * rows_of_d;
+}
+
+}  // namespace
+
+bool cross_query_attention_supported(DataType dt, int d_model, int heads, int64_t max_kv_len) {
+  return dt != DataType::kFloat32 && heads >= 1 && d_model == heads * kFdDim && d_model <= kFdMaxD &&
+         max_kv_len >= 1 && max_kv_len <= int64_t(kFdBlocks) * kCqPasses * kFdGroups;
+}
+
+bool self_qkv_attention_supported(DataType dt, int d_model, int heads, int64_t max_kv_len) {
+  return dt != DataType::kFloat32 && heads >= 1 && d_model == heads * kFdDim && d_model <= kFdMaxD &&
+         max_kv_len >= 1 && max_kv_len <= int64_t(kFdBlocks) * kSqPasses * kFdGroups;
+}
+
+void cross_query_attention(DataType dt, const void* x, const void* ln_gamma, const void* ln_beta, float ln_eps,
+                           const void* wq, const void* bq, const void* k, const void* v, int64_t ld_kv,
+                           int64_t kv_batch_stride, const int32_t* kv_index, const int32_t* kv_lengths,
+                           int64_t max_kv_len, void* out, int64_t ldo, int rows, int d_model, int heads,
+                           cudaStream_t stream) {
+  require(cross_query_attention_supported(dt, d_model, heads, max_kv_len),
+          "cross_query_attention: needs float16/bfloat16, d_model = heads * 64 <= ", kFdMaxD, " and 1 <= max_kv_len <= ",
+          kFdBlocks * kCqPasses * kFdGroups, "; got d_model ", d_model, ", heads ", heads, ", max_kv_len ", max_kv_len);
+  require(rows >= 0 && ld_kv >= d_model && ldo >= d_model && kv_batch_stride >= 0,
+          "cross_query_attention: bad rows / strides");
+  if (rows == 0) return;
+  require(x && ln_gamma && ln_beta && wq && k && v && kv_index && kv_lengths && out,
+          "cross_query_attention: null pointer");
+  require(aligned16(x) && aligned16(ln_gamma) && aligned16(ln_beta) && aligned16(wq) && aligned16(k) &&
+              aligned16(v) && ld_kv % 8 == 0 && kv_batch_stride % 8 == 0,
+          "cross_query_attention: operands must be 16-byte aligned");
+  dispatch_type(dt, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (!std::is_same_v<T, float>) {
+      CqParams<T> p{};
+      p.x = static_cast<const T*>(x);
+      p.gamma = static_cast<const T*>(ln_gamma);
+      p.beta = static_cast<const T*>(ln_beta);
+      p.wq = static_cast<const T*>(wq);
+      p.bq = static_cast<const T*>(bq);
+      p.k = static_cast<const T*>(k);
+      p.v = static_cast<const T*>(v);
+      p.ld_kv = ld_kv;
+      p.kv_bs = kv_batch_stride;
+      p.kv_index = kv_index;
+      p.kv_lengths = kv_lengths;
+      p.out = static_cast<T*>(out);
+      p.ldo = ldo;
+      p.d = d_model;
+      p.max_kv_len = static_cast<int>(max_kv_len);
+      const int64_t chunk = (max_kv_len + kFdBlocks - 1) / kFdBlocks;
+      p.chunk = static_cast<int>((chunk + kFdGroups - 1) / kFdGroups * kFdGroups);
+      p.eps = ln_eps;
+      p.scale_log2 = scale_log2_of_head();
+      const auto kernel = cross_query_attention_kernel<T>;
+      const size_t smem = dynamic_smem<T>(kernel, 11, d_model);  // x, 8 weight rows, gamma, beta
+      launch(kernel, dim3(kFdBlocks, static_cast<unsigned>(heads), static_cast<unsigned>(rows)), dim3(kFdThreads),
+             smem, stream, "cross_query_attention", p);
+    }
+  });
+}
+
+void self_qkv_attention(DataType dt, const void* x, const void* ln_gamma, const void* ln_beta, float ln_eps,
+                        const void* w_qkv, const void* b_qkv, void* kv, const int32_t* kv_rows,
+                        const int32_t* kv_lengths, const int32_t* kv_index, const PagedKV* paged, int64_t max_kv_len,
+                        void* out, int64_t ldo, int rows, int d_model, int heads, cudaStream_t stream) {
+  require(self_qkv_attention_supported(dt, d_model, heads, max_kv_len),
+          "self_qkv_attention: needs float16/bfloat16, d_model = heads * 64 <= ", kFdMaxD, " and 1 <= max_kv_len <= ",
+          kFdBlocks * kSqPasses * kFdGroups, "; got d_model ", d_model, ", heads ", heads, ", max_kv_len ", max_kv_len);
+  require(rows >= 0 && ldo >= d_model, "self_qkv_attention: bad rows / strides");
+  if (rows == 0) return;
+  const bool is_paged = paged && paged->block_table;
+  require(x && ln_gamma && ln_beta && w_qkv && kv && kv_rows && kv_lengths && out && (is_paged || kv_index),
+          "self_qkv_attention: null pointer");
+  require(!is_paged || (paged->block_size >= 1 && paged->table_stride * paged->block_size >= max_kv_len),
+          "self_qkv_attention: paged block_size / table_stride too small for max_kv_len");
+  require(aligned16(x) && aligned16(ln_gamma) && aligned16(ln_beta) && aligned16(w_qkv) && aligned16(kv),
+          "self_qkv_attention: operands must be 16-byte aligned");
+  dispatch_type(dt, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (!std::is_same_v<T, float>) {
+      SqParams<T> p{};
+      p.x = static_cast<const T*>(x);
+      p.gamma = static_cast<const T*>(ln_gamma);
+      p.beta = static_cast<const T*>(ln_beta);
+      p.w = static_cast<const T*>(w_qkv);
+      p.bias = static_cast<const T*>(b_qkv);
+      p.kv = static_cast<T*>(kv);
+      p.kv_rows = kv_rows;
+      p.kv_lengths = kv_lengths;
+      p.kv_index = kv_index;
+      p.block_table = is_paged ? paged->block_table : nullptr;
+      p.table_stride = is_paged ? paged->table_stride : 0;
+      p.block_size = is_paged ? paged->block_size : 0;
+      p.out = static_cast<T*>(out);
+      p.ldo = ldo;
+      p.d = d_model;
+      p.max_kv_len = static_cast<int>(max_kv_len);
+      p.eps = ln_eps;
+      p.scale_log2 = scale_log2_of_head();
+      const auto kernel = self_qkv_attention_kernel<T>;
+      const size_t smem = dynamic_smem<T>(kernel, 27, d_model);  // x, 24 weight rows, gamma, beta
+      launch(kernel, dim3(kFdBlocks, static_cast<unsigned>(heads), static_cast<unsigned>(rows)), dim3(kFdThreads),
+             smem, stream, "self_qkv_attention", p);
+    }
+  });
+}
+
+}  // namespace speechcore::cuda
