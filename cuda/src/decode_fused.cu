@@ -273,7 +273,7 @@ __global__ void __cluster_dims__(kFdBlocks, 1, 1) __launch_bounds__(kFdThreads, 
   const int tid = threadIdx.x, warp = tid >> 5, grp = tid / kFdTpk, sub = tid % kFdTpk;
   const int k_begin = split * p.chunk;
 
-  // 1. Before the wait: this split's K/V (registers), the query-weight rows, gamma/beta.
+  // 1. Before the wait: this split's K/V (registers), the query-weight rows, gamma/beta, bias.
   const int64_t slot = p.kv_index[r];
   const T* kb = p.k + slot * p.kv_bs + static_cast<int64_t>(h) * kFdDim + sub * kFdV;
   const T* vb = p.v + slot * p.kv_bs + static_cast<int64_t>(h) * kFdDim + sub * kFdV;
@@ -292,18 +292,19 @@ __global__ void __cluster_dims__(kFdBlocks, 1, 1) __launch_bounds__(kFdThreads, 
   }
   const int qrow = h * kFdDim + split * 8 + warp;  // this warp's query feature
   copy_weights(p.wq, 1, [&](int) { return qrow; }, p.gamma, p.beta, ws, gs, bs, p.d);
+  const float bias = p.bq ? to_float(p.bq[qrow]) : 0.0f;
 
   pdl_wait();  // x comes from the previous kernel
   pdl_trigger();
+  int len = p.kv_lengths[r];  // used after the products: its load overlaps them
 
   // 2. The layer norm and the query features.
   layer_norm_row(p.x + static_cast<int64_t>(r) * p.d, gs, bs, xs, p.d, p.eps, sh);
-  const T q = feature(xs, ws + warp * p.d, p.d, p.bq ? to_float(p.bq[qrow]) : 0.0f);
+  const T q = feature(xs, ws + warp * p.d, p.d, bias);
   if ((tid & 31) == 0) sh.q[warp] = to_float(q);
   gather_query(cluster, sh);
 
   // 3. Attention over this split's keys, merged over the cluster.
-  int len = p.kv_lengths[r];
   len = len < 0 ? 0 : (len > p.max_kv_len ? p.max_kv_len : len);
   const int k_end = min(k_begin + p.chunk, len);
 #pragma unroll
@@ -354,47 +355,65 @@ __global__ void __cluster_dims__(kFdBlocks, 1, 1) __launch_bounds__(kFdThreads, 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, grp = tid / kFdTpk, sub = tid % kFdTpk;
   const int d = p.d;
 
-  // 1. Before the wait: the weight rows of this warp's q, k and v features, gamma/beta.
+  // 1. Before the wait: the weight rows of this warp's q, k and v features, gamma/beta, biases.
   const int col = h * kFdDim + split * 8 + warp;  // this warp's feature within each of q, k, v
   copy_weights(p.w, 3, [&](int i) { return i * d + col; }, p.gamma, p.beta, ws, gs, bs, d);
+  float bias[3];
+#pragma unroll
+  for (int i = 0; i < 3; ++i) bias[i] = p.bias ? to_float(p.bias[i * d + col]) : 0.0f;
 
-  pdl_wait();  // x (and the step's inputs, read below) come from earlier kernels and copies
+  pdl_wait();  // x and the step's inputs come from earlier kernels and copies
   pdl_trigger();
 
-  // 2. The layer norm and the features; the new key and value into the cache row.
-  layer_norm_row(p.x + static_cast<int64_t>(r) * d, gs, bs, xs, d, p.eps, sh);
-  T f[3];
-#pragma unroll
-  for (int i = 0; i < 3; ++i) f[i] = feature(xs, ws + (i * 8 + warp) * d, d, p.bias ? to_float(p.bias[i * d + col]) : 0.0f);
-  if (lane == 0) {
-    sh.q[warp] = to_float(f[0]);
-    T* row = p.kv + static_cast<int64_t>(p.kv_rows[r]) * 2 * d;
-    row[col] = f[1];
-    row[d + col] = f[2];
-  }
-  gather_query(cluster, sh);  // its cluster barrier also publishes the K/V row to the cluster
-
-  // 3. Attention over this split's share of the keys (the new one included), merged over the
-  // cluster. Keys are read through L2: the new row was written by this kernel's blocks.
+  // The keys this split attends over, and the earlier ones' K/V (written by earlier steps) loaded
+  // now, through L2, so that they arrive during the layer norm and the products. The new key
+  // (len - 1) is written by this kernel's blocks: its K/V are loaded after the cluster barrier.
+  const int64_t new_row = p.kv_rows[r];
   int len = p.kv_lengths[r];
   len = len < 0 ? 0 : (len > p.max_kv_len ? p.max_kv_len : len);
   const int chunk = (len + kFdBlocks - 1) / kFdBlocks;
   const int k_begin = split * chunk, k_end = min(k_begin + chunk, len);
   const int32_t* table = p.block_table ? p.block_table + static_cast<int64_t>(r) * p.table_stride : nullptr;
   const int64_t seq0 = p.block_table ? 0 : static_cast<int64_t>(p.kv_index[r]) * p.max_kv_len;
+  auto key_row = [&](int j) -> const T* {
+    const int64_t row =
+        table ? static_cast<int64_t>(table[j / p.block_size]) * p.block_size + j % p.block_size : seq0 + j;
+    return p.kv + row * 2 * d + h * kFdDim + sub * kFdV;
+  };
   uint4 kr[kSqPasses], vr[kSqPasses];
 #pragma unroll
   for (int u = 0; u < kSqPasses; ++u) {
     const int j = k_begin + u * kFdGroups + grp;
-    if (j < k_end) {
-      const int64_t row = table ? static_cast<int64_t>(table[j / p.block_size]) * p.block_size + j % p.block_size
-                                : seq0 + j;
-      const T* kp = p.kv + row * 2 * d + h * kFdDim + sub * kFdV;
+    kr[u] = make_uint4(0, 0, 0, 0);
+    vr[u] = make_uint4(0, 0, 0, 0);
+    if (j < k_end && j != len - 1) {
+      const T* kp = key_row(j);
       kr[u] = __ldcg(reinterpret_cast<const uint4*>(kp));
       vr[u] = __ldcg(reinterpret_cast<const uint4*>(kp + d));
-    } else {
-      kr[u] = make_uint4(0, 0, 0, 0);
-      vr[u] = make_uint4(0, 0, 0, 0);
+    }
+  }
+
+  // 2. The layer norm and the features; the new key and value into the cache row.
+  layer_norm_row(p.x + static_cast<int64_t>(r) * d, gs, bs, xs, d, p.eps, sh);
+  T f[3];
+#pragma unroll
+  for (int i = 0; i < 3; ++i) f[i] = feature(xs, ws + (i * 8 + warp) * d, d, bias[i]);
+  if (lane == 0) {
+    sh.q[warp] = to_float(f[0]);
+    T* row = p.kv + new_row * 2 * d;
+    row[col] = f[1];
+    row[d + col] = f[2];
+  }
+  gather_query(cluster, sh);  // its cluster barrier also publishes the new K/V row to the cluster
+
+  // 3. Attention over this split's share of the keys, merged over the cluster.
+#pragma unroll
+  for (int u = 0; u < kSqPasses; ++u) {
+    const int j = k_begin + u * kFdGroups + grp;
+    if (j < k_end && j == len - 1) {
+      const T* kp = key_row(j);
+      kr[u] = __ldcg(reinterpret_cast<const uint4*>(kp));
+      vr[u] = __ldcg(reinterpret_cast<const uint4*>(kp + d));
     }
   }
   split_partial<T>(kr, vr, k_begin, k_end, p.scale_log2, sh);
