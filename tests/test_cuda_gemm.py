@@ -151,3 +151,26 @@ def test_gemv_fusion_rejects_bad_arguments():
     with pytest.raises(speechcore.InvalidArgumentError):  # ld2 < n - split_col
         _C.cuda_ops.gemv_fused(x[:1], w, None, "float32", split_col=1, y2_init=np.zeros((3, 2), np.float32),
                                rows2=np.zeros(1, np.int32))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("n,k,mode", [(1280, 1280, "accumulate"), (5120, 1280, "ln_gelu"), (1280, 5120, "accumulate"),
+                                      (3840, 1280, "ln"), (51866, 1280, "ln_f32"), (83, 1000, "bias"), (9, 8, "none")])
+def test_gemv_row_prefetch_bit_identical(dtype, n, k, mode):
+    """One-row products with each warp's weight rows copied whole into shared memory before the
+    dependency wait (GemvFusion::row_prefetch): the same result as the register-prefetching
+    kernel, bit for bit, with and without the fused layer norm, GELU, residual, float32 output
+    (the logits' shape does not fit one wave: the plain kernel runs)."""
+    r = lambda a: _C.ops.round_to_dtype(np.asarray(a, np.float32), dtype)  # noqa: E731
+    x = r(rng.standard_normal((1, k)) * 3 + 2)
+    w = r(rng.standard_normal((n, k)) / np.sqrt(k))
+    bias = r(rng.standard_normal(n)) if mode != "none" else None
+    ln = mode.startswith("ln")
+    g, b = (r(1 + 0.5 * rng.standard_normal(k)), r(rng.standard_normal(k))) if ln else (None, None)
+    f32 = mode.endswith("f32")
+    y0 = r(rng.standard_normal((1, n))) if mode == "accumulate" else None
+    kw = dict(y_init=y0, f32_out=f32, gelu=mode.endswith("gelu"), ln_gamma=g, ln_beta=b)
+    got, _ = _C.cuda_ops.gemv_fused(x, w, bias, dtype, row_prefetch=1, repeat=1, **kw)
+    want, _ = _C.cuda_ops.gemv_fused(x, w, bias, dtype, row_prefetch=0, **kw)
+    np.testing.assert_array_equal(got, want)
+    assert np.isfinite(got).all()

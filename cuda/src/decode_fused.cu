@@ -60,9 +60,14 @@ __device__ __forceinline__ void unpack(const uint4& u, float* f) {
   for (int i = 0; i < kFdV; ++i) f[i] = to_float(e[i]);
 }
 
-// Shared memory of both kernels besides the dynamic region.
-struct FdShared {
+// The layer norm's block reductions.
+struct LnShared {
   float part[kLnStatThreads / 32], mean, inv;
+};
+
+// Shared memory of the attention kernels besides the dynamic region.
+struct FdShared {
+  LnShared ln;
   float q[8], qall[kFdDim];
   float m[kFdGroups], l[kFdGroups];
   float o[kFdGroups][kFdDim];
@@ -92,7 +97,7 @@ __device__ __forceinline__ void copy_weights(const T* w, int rows, RowOf&& row_o
 // (layer_norm()'s statistics order, the rounding to T).
 template <typename T>
 __device__ __forceinline__ void layer_norm_row(const T* x, const T* gs, const T* bs, T* xs, int d, float eps,
-                                               FdShared& sh) {
+                                               LnShared& sh) {
   constexpr int kLnWarps = kLnStatThreads / 32;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nacc = d / kFdV;
   for (int a = tid; a < nacc; a += kFdThreads)
@@ -127,10 +132,10 @@ __device__ __forceinline__ void layer_norm_row(const T* x, const T* gs, const T*
   __syncthreads();
 }
 
-// One feature: the normalized row xs . the weight row wrow (shared memory), in gemv()'s order
-// (lane-strided packs, elements in order, then the xor-tree warp sum), plus bias, rounded to T.
+// The row xs . the weight row wrow (both in shared memory) in gemv()'s order: lane-strided
+// packs, elements in order, then the xor-tree warp sum (every lane gets it).
 template <typename T>
-__device__ __forceinline__ T feature(const T* xs, const T* wrow, int d, float bias) {
+__device__ __forceinline__ float dot_row(const T* xs, const T* wrow, int d) {
   const int lane = threadIdx.x & 31, nacc = d / kFdV;
   float acc = 0.0f;
   for (int a = lane; a < nacc; a += 32) {
@@ -139,7 +144,13 @@ __device__ __forceinline__ T feature(const T* xs, const T* wrow, int d, float bi
 #pragma unroll
     for (int i = 0; i < kFdV; ++i) acc = fmaf(to_float(xv.v[i]), to_float(w.v[i]), acc);
   }
-  return from_float<T>(warp_sum(acc) + bias);
+  return warp_sum(acc);
+}
+
+// One feature of a product: dot_row plus bias, rounded to T (as gemv() stores it).
+template <typename T>
+__device__ __forceinline__ T feature(const T* xs, const T* wrow, int d, float bias) {
+  return from_float<T>(dot_row(xs, wrow, d) + bias);
 }
 
 // The head's 64 query features from the cluster's blocks (8 each, in sh.q) into sh.qall.
@@ -299,7 +310,7 @@ __global__ void __cluster_dims__(kFdBlocks, 1, 1) __launch_bounds__(kFdThreads, 
   int len = p.kv_lengths[r];  // used after the products: its load overlaps them
 
   // 2. The layer norm and the query features.
-  layer_norm_row(p.x + static_cast<int64_t>(r) * p.d, gs, bs, xs, p.d, p.eps, sh);
+  layer_norm_row(p.x + static_cast<int64_t>(r) * p.d, gs, bs, xs, p.d, p.eps, sh.ln);
   const T q = feature(xs, ws + warp * p.d, p.d, bias);
   if ((tid & 31) == 0) sh.q[warp] = to_float(q);
   gather_query(cluster, sh);
@@ -394,7 +405,7 @@ __global__ void __cluster_dims__(kFdBlocks, 1, 1) __launch_bounds__(kFdThreads, 
   }
 
   // 2. The layer norm and the features; the new key and value into the cache row.
-  layer_norm_row(p.x + static_cast<int64_t>(r) * d, gs, bs, xs, d, p.eps, sh);
+  layer_norm_row(p.x + static_cast<int64_t>(r) * d, gs, bs, xs, d, p.eps, sh.ln);
   T f[3];
 #pragma unroll
   for (int i = 0; i < 3; ++i) f[i] = feature(xs, ws + (i * 8 + warp) * d, d, bias[i]);
@@ -420,6 +431,70 @@ __global__ void __cluster_dims__(kFdBlocks, 1, 1) __launch_bounds__(kFdThreads, 
   merge_splits(cluster, sh, split, p.out + static_cast<int64_t>(r) * p.ldo + h * kFdDim);
 }
 
+// ---- one-row products with whole weight rows in shared memory -----------------------------
+
+template <typename T, typename OutT>
+struct RpParams {
+  const T* x;      // [k]
+  const T* w;      // [n, k]
+  const T* bias;   // [n] or null
+  OutT* y;         // [n]
+  const T* gamma;  // layer norm of x (null: none)
+  const T* beta;
+  int n, k, per_warp;
+  bool accumulate, gelu;
+  float eps;
+};
+
+// gemv() for one row (the same result bit for bit), with each warp's per_warp weight rows copied
+// whole into shared memory before the dependency wait: the products of a one-row step then have
+// all their weight bytes in flight while the previous kernel runs (gemv's registers hold 4 packs
+// a lane). Block b's warp w computes features (8 b + w) * per_warp + f.
+template <typename T, typename OutT>
+__global__ void __launch_bounds__(kFdThreads) gemv_row_prefetch_kernel(const RpParams<T, OutT> p) {
+  extern __shared__ __align__(16) unsigned char fd_smem[];
+  const int k = p.k, nacc = k / kFdV, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  T* xs = reinterpret_cast<T*>(fd_smem);  // [k]
+  T* ws = xs + k;                         // [8 per_warp][k]
+  T* gs = ws + 8 * p.per_warp * k;        // [k] gamma, [k] beta (layer norm only)
+  T* bs = gs + k;
+  __shared__ LnShared ln;
+  const int col0 = (blockIdx.x * 8 + warp) * p.per_warp;
+  for (int f = 0; f < p.per_warp && col0 + f < p.n; ++f) {
+    const T* wrow = p.w + static_cast<int64_t>(col0 + f) * k;
+    T* dst = ws + (warp * p.per_warp + f) * k;
+    for (int a = lane; a < nacc; a += 32) cp_async16(dst + a * kFdV, wrow + a * kFdV);
+  }
+  if (p.gamma)
+    for (int a = threadIdx.x; a < nacc; a += kFdThreads) {
+      cp_async16(gs + a * kFdV, p.gamma + a * kFdV);
+      cp_async16(bs + a * kFdV, p.beta + a * kFdV);
+    }
+  cp_async_commit();
+
+  pdl_wait();  // x and the residual y come from earlier kernels
+  pdl_trigger();
+
+  if (p.gamma) {
+    layer_norm_row(p.x, gs, bs, xs, k, p.eps, ln);  // waits for this thread's copies
+  } else {
+    for (int a = threadIdx.x; a < nacc; a += kFdThreads)
+      *reinterpret_cast<uint4*>(xs + a * kFdV) = __ldcg(reinterpret_cast<const uint4*>(p.x + a * kFdV));
+    cp_async_wait_all();
+    __syncthreads();
+  }
+  for (int f = 0; f < p.per_warp && col0 + f < p.n; ++f) {
+    const int col = col0 + f;
+    const float acc = dot_row(xs, ws + (warp * p.per_warp + f) * k, k);
+    if (lane == 0) {  // gemv_store's epilogue for one row
+      float v = acc + (p.bias ? to_float(p.bias[col]) : 0.0f);
+      if (p.gelu) v = gelu_erf(v);
+      if (p.accumulate) v += to_float(p.y[col]);
+      p.y[col] = from_float<OutT>(v);
+    }
+  }
+}
+
 float scale_log2_of_head() { return static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(kFdDim))); }
 
 // `rows_of_d` rows of d_model elements of dynamic shared memory; the kernel is allowed that much
@@ -433,6 +508,65 @@ size_t dynamic_smem(K kernel, int rows_of_d, int d_model) {
 }
 
 }  // namespace
+
+namespace detail {
+
+// The prefetching one-row product for gemv() (gemv.cu), when its shapes fit: returns false
+// (nothing launched) otherwise. Features per warp: the fewest whose blocks are all resident at
+// once with their shared memory (so no block waits for a second wave).
+bool gemv_row_prefetch(DataType dt, const void* x, const void* w, const void* bias, void* y, bool y_float32, int64_t n,
+                       int64_t k, bool accumulate, bool gelu, const void* ln_gamma, const void* ln_beta, float ln_eps,
+                       cudaStream_t stream) {
+  if (dt == DataType::kFloat32 || k % kFdV != 0 || k > 16384 || n < 1 || n >= (int64_t(1) << 30)) return false;
+  if (!aligned16(x) || !aligned16(w) || (ln_gamma && (!aligned16(ln_gamma) || !aligned16(ln_beta)))) return false;
+  bool launched = false;
+  dispatch_type(dt, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (!std::is_same_v<T, float>) {
+      auto go = [&](auto* yp) {
+        using OutT = std::remove_pointer_t<decltype(yp)>;
+        const auto kernel = gemv_row_prefetch_kernel<T, OutT>;
+        constexpr int kMaxSmem = 200 * 1024;
+        static const cudaError_t set =
+            cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxSmem);
+        if (set != cudaSuccess) return;
+        int dev = 0, sms = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+          return;
+        for (int per_warp = 1; per_warp <= 4; ++per_warp) {
+          const size_t smem = sizeof(T) * static_cast<size_t>(k) * (1 + 8 * per_warp + (ln_gamma ? 2 : 0));
+          if (smem > static_cast<size_t>(kMaxSmem)) break;
+          int per_sm = 0;
+          if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kFdThreads, smem) != cudaSuccess) return;
+          const int64_t blocks = (n + 8 * per_warp - 1) / (8 * per_warp);
+          if (blocks > static_cast<int64_t>(per_sm) * sms) continue;
+          RpParams<T, OutT> p{};
+          p.x = static_cast<const T*>(x);
+          p.w = static_cast<const T*>(w);
+          p.bias = static_cast<const T*>(bias);
+          p.y = yp;
+          p.gamma = static_cast<const T*>(ln_gamma);
+          p.beta = static_cast<const T*>(ln_beta);
+          p.n = static_cast<int>(n);
+          p.k = static_cast<int>(k);
+          p.per_warp = per_warp;
+          p.accumulate = accumulate;
+          p.gelu = gelu;
+          p.eps = ln_eps;
+          launch(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kFdThreads), smem, stream, "gemv (prefetched row)", p);
+          launched = true;
+          return;
+        }
+      };
+      if (y_float32) go(static_cast<float*>(y));
+      else go(static_cast<T*>(y));
+    }
+  });
+  return launched;
+}
+
+}  // namespace detail
 
 bool cross_query_attention_supported(DataType dt, int d_model, int heads, int64_t max_kv_len) {
   return dt != DataType::kFloat32 && heads >= 1 && d_model == heads * kFdDim && d_model <= kFdMaxD &&

@@ -345,7 +345,22 @@ void launch_rows(int m, const GemvParams<T, OutT>& p, bool smem, cudaStream_t s)
   }
 }
 
+bool row_prefetch_default() {
+  static const bool on = [] {
+    const char* e = std::getenv("SPEECHCORE_GEMV_PREFETCH");
+    return e != nullptr && std::strcmp(e, "1") == 0;
+  }();
+  return on;
+}
+
 }  // namespace
+
+namespace detail {
+// decode_fused.cu: the one-row product with whole weight rows prefetched (false: not launched).
+bool gemv_row_prefetch(DataType dt, const void* x, const void* w, const void* bias, void* y, bool y_float32, int64_t n,
+                       int64_t k, bool accumulate, bool gelu, const void* ln_gamma, const void* ln_beta, float ln_eps,
+                       cudaStream_t stream);
+}  // namespace detail
 
 void gemv(DataType dt, const void* x, const void* w, const void* bias, void* y, bool y_float32, int64_t m, int64_t n,
           int64_t k, bool accumulate, bool gelu, cudaStream_t stream, const GemvFusion* fusion) {
@@ -371,6 +386,11 @@ void gemv(DataType dt, const void* x, const void* w, const void* bias, void* y, 
   if (ln && !smem)
     fail(ErrorCode::kUnsupported, "gemv: a fused layer norm needs m * k * element size <= ", kGemvSmemBytes,
          " bytes, got m ", m, ", k ", k);
+  const bool prefetch = fusion && fusion->row_prefetch >= 0 ? fusion->row_prefetch > 0 : row_prefetch_default();
+  if (m == 1 && prefetch && !(split && fusion->split_col < n) &&
+      detail::gemv_row_prefetch(dt, x, w, bias, y, y_float32, n, k, accumulate, gelu, ln ? fusion->ln_gamma : nullptr,
+                                ln ? fusion->ln_beta : nullptr, ln ? fusion->ln_eps : 0.0f, stream))
+    return;
   dispatch_type(dt, [&](auto tag) {
     using T = decltype(tag);
     constexpr int V = Pack<T>::kSize;

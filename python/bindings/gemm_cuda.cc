@@ -83,7 +83,7 @@ void register_cuda_gemm(py::module_& m) {
       "gemv_fused",
       [](FloatArray x, FloatArray w, py::object bias, const std::string& dtype, py::object y_init, bool f32_out,
          bool gelu, py::object ln_gamma, py::object ln_beta, float ln_eps, int64_t split_col, py::object y2_init,
-         py::object rows2, int repeat) {
+         py::object rows2, int repeat, int row_prefetch) {
         // gemv() with its decode-step fusions: layer norm of x (ln_gamma/ln_beta), split output
         // (columns >= split_col to rows rows2[i] of y2, whose initial contents y2_init are kept
         // elsewhere). Returns (y, y2) as float32 (y2 None without a split).
@@ -95,6 +95,7 @@ void register_cuda_gemm(py::module_& m) {
         DeviceBuffer dx = upload(x, dt), dw = upload(w, dt), db, dg, dbeta, dy, dy2, drows;
         if (!bias.is_none()) db = upload(bias.cast<FloatArray>(), dt);
         cuda::GemvFusion f;
+        f.row_prefetch = row_prefetch;
         if (!ln_gamma.is_none()) {
           dg = upload(ln_gamma.cast<FloatArray>(), dt);
           dbeta = upload(ln_beta.cast<FloatArray>(), dt);
@@ -141,7 +142,7 @@ void register_cuda_gemm(py::module_& m) {
       py::arg("y_init") = py::none(), py::arg("f32_out") = false, py::arg("gelu") = false,
       py::arg("ln_gamma") = py::none(), py::arg("ln_beta") = py::none(), py::arg("ln_eps") = 1e-5f,
       py::arg("split_col") = 0, py::arg("y2_init") = py::none(), py::arg("rows2") = py::none(),
-      py::arg("repeat") = 1);
+      py::arg("repeat") = 1, py::arg("row_prefetch") = -1);
 }
 
 }  // namespace speechcore::bindings

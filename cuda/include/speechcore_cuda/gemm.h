@@ -41,6 +41,11 @@ struct GemvFusion {
   void* y2 = nullptr;
   int64_t ld2 = 0;
   const int32_t* rows2 = nullptr;
+  // One-row products (m == 1, no split, float16/bfloat16, 16-byte aligned): each warp's weight
+  // rows copied whole into shared memory before the programmatic-launch wait (the same result
+  // bit for bit) when every block fits one wave. 1: on, 0: off, -1: SPEECHCORE_GEMV_PREFETCH=1
+  // at first use (default off: not yet measured on a GPU).
+  int row_prefetch = -1;
 };
 
 // Launched with programmatic dependent launch on Hopper (kernel_utils.cuh; SPEECHCORE_PDL=0 turns
