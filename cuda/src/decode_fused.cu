@@ -568,14 +568,20 @@ bool gemv_row_prefetch(DataType dt, const void* x, const void* w, const void* bi
 
 }  // namespace detail
 
+// Thread-block clusters need compute capability 9.0.
+bool clusters_available() {
+  static const bool on = current_device_major() >= 9;
+  return on;
+}
+
 bool cross_query_attention_supported(DataType dt, int d_model, int heads, int64_t max_kv_len) {
   return dt != DataType::kFloat32 && heads >= 1 && d_model == heads * kFdDim && d_model <= kFdMaxD &&
-         max_kv_len >= 1 && max_kv_len <= int64_t(kFdBlocks) * kCqPasses * kFdGroups;
+         max_kv_len >= 1 && max_kv_len <= int64_t(kFdBlocks) * kCqPasses * kFdGroups && clusters_available();
 }
 
 bool self_qkv_attention_supported(DataType dt, int d_model, int heads, int64_t max_kv_len) {
   return dt != DataType::kFloat32 && heads >= 1 && d_model == heads * kFdDim && d_model <= kFdMaxD &&
-         max_kv_len >= 1 && max_kv_len <= int64_t(kFdBlocks) * kSqPasses * kFdGroups;
+         max_kv_len >= 1 && max_kv_len <= int64_t(kFdBlocks) * kSqPasses * kFdGroups && clusters_available();
 }
 
 void cross_query_attention(DataType dt, const void* x, const void* ln_gamma, const void* ln_beta, float ln_eps,

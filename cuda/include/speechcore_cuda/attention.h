@@ -133,7 +133,7 @@ AttentionDecodeSplit attention_absorbed_split(int rows, int64_t max_kv_len);
 // x: [rows, d_model]; ln_gamma, ln_beta, bq (or null): [d_model]; wq: [d_model, d_model];
 // slot s's key j of head h at k + s * kv_batch_stride + j * ld_kv + h * 64 (likewise v);
 // out: [rows, ldo]. Needs cross_query_attention_supported (d_model = heads * 64 <= 1280,
-// max_kv_len <= 1536) and 16-byte aligned operands.
+// max_kv_len <= 1536, a compute-capability-9 device: clusters) and 16-byte aligned operands.
 bool cross_query_attention_supported(DataType dtype, int d_model, int heads, int64_t max_kv_len);
 void cross_query_attention(DataType dtype, const void* x, const void* ln_gamma, const void* ln_beta, float ln_eps,
                            const void* wq, const void* bq, const void* k, const void* v, int64_t ld_kv,
@@ -153,7 +153,8 @@ void cross_query_attention(DataType dtype, const void* x, const void* ln_gamma, 
 // and v (their weight rows copied into shared memory before the programmatic-launch wait) and
 // attends over an eighth of the keys; the query and the partial results meet in distributed
 // shared memory. w_qkv: [3 d_model, d_model]; b_qkv: [3 d_model] or null; out: [rows, ldo].
-// Needs self_qkv_attention_supported (d_model = heads * 64 <= 1280, max_kv_len <= 512).
+// Needs self_qkv_attention_supported (d_model = heads * 64 <= 1280, max_kv_len <= 512, a
+// compute-capability-9 device).
 bool self_qkv_attention_supported(DataType dtype, int d_model, int heads, int64_t max_kv_len);
 void self_qkv_attention(DataType dtype, const void* x, const void* ln_gamma, const void* ln_beta, float ln_eps,
                         const void* w_qkv, const void* b_qkv, void* kv, const int32_t* kv_rows,
