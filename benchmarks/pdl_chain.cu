@@ -48,6 +48,13 @@ __device__ __forceinline__ float block_sum(float v, float* sh) {
   return t;
 }
 
+// The previous kernel's vector, summed over the block (every kernel below starts with it).
+__device__ __forceinline__ float read_reduce(const float* x, float* sh) {
+  float v = 0.0f;
+  for (int i = threadIdx.x; i < kD; i += blockDim.x) v += __ldcg(x + i);
+  return block_sum(v, sh);
+}
+
 __global__ void k_empty(const float*, float*) {
   wait_prev();
   let_next();
@@ -57,9 +64,7 @@ __global__ void k_vec(const float* x, float* y) {
   __shared__ float sh[32];
   wait_prev();
   let_next();
-  float v = 0.0f;
-  for (int i = threadIdx.x; i < kD; i += blockDim.x) v += __ldcg(x + i);
-  const float s = block_sum(v, sh);
+  const float s = read_reduce(x, sh);
   for (int i = blockIdx.x * 10 + threadIdx.x; i < kD && threadIdx.x < 10; i += kD) y[i] = s * 1e-9f + 1.0f;
 }
 
@@ -98,9 +103,7 @@ __global__ void __cluster_dims__(8, 1, 1) k_cluster8(const float* x, float* y) {
   cg::cluster_group cl = cg::this_cluster();
   wait_prev();
   let_next();
-  float v = 0.0f;
-  for (int i = threadIdx.x; i < kD; i += blockDim.x) v += __ldcg(x + i);
-  const float s = block_sum(v, sh);
+  const float s = read_reduce(x, sh);
   if (threadIdx.x == 0) mine = s;
   cl.sync();
   float t = 0.0f;
@@ -113,9 +116,7 @@ __global__ void k_red64(const float* x, float* y, unsigned long long* acc) {
   __shared__ float sh[32];
   wait_prev();
   let_next();
-  float v = 0.0f;
-  for (int i = threadIdx.x; i < kD; i += blockDim.x) v += __ldcg(x + i);
-  const float s = block_sum(v, sh);
+  const float s = read_reduce(x, sh);
   const int base = (blockIdx.x % 6) * 214;
   if (threadIdx.x < 214 && base + threadIdx.x < kD)
     atomicAdd(acc + base + threadIdx.x, static_cast<unsigned long long>(static_cast<long long>(s * 16.0f)));

@@ -580,7 +580,7 @@ constexpr int kDecThreads = 128;
 constexpr int kDecUnroll = 4;
 // Key groups of static K/V loaded before the dependency wait: one loop iteration, or two (a
 // whole split of kDecodeMinChunk keys at 64-wide heads in half precision) in the PRE2 variant,
-// which holds 128 registers (72 otherwise) and so runs for grids of one wave at that occupancy.
+// which holds 115 registers (72 otherwise) and so runs for grids of one wave at 4 blocks an SM.
 constexpr int kDecPre2 = 2 * kDecUnroll;
 
 // PAGED: key j's row is block_table[b][j / block_size] * block_size + j % block_size (no batch

@@ -530,17 +530,11 @@ bool gemv_row_prefetch(DataType dt, const void* x, const void* w, const void* bi
         static const cudaError_t set =
             cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxSmem);
         if (set != cudaSuccess) return;
-        int dev = 0, sms = 0;
-        if (cudaGetDevice(&dev) != cudaSuccess ||
-            cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
-          return;
         for (int per_warp = 1; per_warp <= 4; ++per_warp) {
           const size_t smem = sizeof(T) * static_cast<size_t>(k) * (1 + 8 * per_warp + (ln_gamma ? 2 : 0));
           if (smem > static_cast<size_t>(kMaxSmem)) break;
-          int per_sm = 0;
-          if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kFdThreads, smem) != cudaSuccess) return;
           const int64_t blocks = (n + 8 * per_warp - 1) / (8 * per_warp);
-          if (blocks > static_cast<int64_t>(per_sm) * sms) continue;
+          if (blocks > resident_blocks(reinterpret_cast<const void*>(kernel), kFdThreads, smem)) continue;
           RpParams<T, OutT> p{};
           p.x = static_cast<const T*>(x);
           p.w = static_cast<const T*>(w);

@@ -21,6 +21,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 
@@ -289,23 +290,6 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const GemvParams<T, 
   if (lane == 0) gemv_store<T, OutT, M>(p, col, acc);
 }
 
-// Blocks of `kernel` (kGemvThreads threads, `smem` dynamic bytes) resident on the device at once;
-// 0 when the occupancy query fails. Cached per (kernel, bytes): graph captures and eager steps
-// ask again and again.
-int resident_blocks(const void* kernel, size_t smem) {
-  static std::mutex mu;
-  static std::map<std::pair<const void*, size_t>, int> cache;
-  std::lock_guard<std::mutex> lock(mu);
-  const auto key = std::make_pair(kernel, smem);
-  if (const auto it = cache.find(key); it != cache.end()) return it->second;
-  int dev = 0, sms = 0, per_sm = 0;
-  int blocks = 0;
-  if (cudaGetDevice(&dev) == cudaSuccess && cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess &&
-      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kGemvThreads, smem) == cudaSuccess)
-    blocks = sms * per_sm;
-  cache[key] = blocks;
-  return blocks;
-}
 
 // One row's shared-memory product over more features than the device holds blocks at once (the
 // logits, and a one-row step's QKV and fc1): a grid of one wave whose warps walk the fewest
@@ -317,7 +301,7 @@ unsigned one_wave_grid(const void* kernel, size_t smem, int n) {
     return !(e != nullptr && std::strcmp(e, "0") == 0);
   }();
   const int64_t blocks = (static_cast<int64_t>(n) + kGemvWarps - 1) / kGemvWarps;
-  const int cap = on ? resident_blocks(kernel, smem) : 0;
+  const int cap = on ? resident_blocks(kernel, kGemvThreads, smem) : 0;
   if (cap <= 0 || blocks <= cap) return 0;
   const int64_t per_warp = (blocks + cap - 1) / cap;
   return static_cast<unsigned>((n + kGemvWarps * per_warp - 1) / (kGemvWarps * per_warp));
@@ -356,6 +340,24 @@ bool row_prefetch_default() {
 }  // namespace
 
 namespace detail {
+
+// Blocks of `kernel` (`threads` threads, `smem` dynamic bytes) resident on the device at once;
+// 0 when the query fails. Cached: graph captures and eager steps ask again and again.
+int resident_blocks(const void* kernel, int threads, size_t smem) {
+  static std::mutex mu;
+  static std::map<std::tuple<const void*, int, size_t>, int> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  const auto key = std::make_tuple(kernel, threads, smem);
+  if (const auto it = cache.find(key); it != cache.end()) return it->second;
+  int dev = 0, sms = 0, per_sm = 0;
+  int blocks = 0;
+  if (cudaGetDevice(&dev) == cudaSuccess && cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess &&
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem) == cudaSuccess)
+    blocks = sms * per_sm;
+  cache[key] = blocks;
+  return blocks;
+}
+
 // decode_fused.cu: the one-row product with whole weight rows prefetched (false: not launched).
 bool gemv_row_prefetch(DataType dt, const void* x, const void* w, const void* bias, void* y, bool y_float32, int64_t n,
                        int64_t k, bool accumulate, bool gelu, const void* ln_gamma, const void* ln_beta, float ln_eps,

@@ -96,6 +96,10 @@ void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaSt
   check(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...), what, __FILE__, __LINE__);
 }
 
+// Blocks of `kernel` (`threads` threads, `smem` dynamic bytes) resident on the current device at
+// once (SMs x occupancy); 0 when the query fails. Cached per (kernel, threads, smem) (gemv.cu).
+int resident_blocks(const void* kernel, int threads, size_t smem);
+
 // ---- device side ----------------------------------------------------------------------------
 
 // Programmatic dependent launch (see launch()): no-ops without the launch attribute.
