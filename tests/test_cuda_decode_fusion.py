@@ -27,22 +27,29 @@ def _load(path, compute_type, monkeypatch, **env):
     return m
 
 
+# The fused step as 8 kernels a layer: the one-row attention sub-layers' one-kernel forms (on by
+# default on compute capability 9) merge their key splits in another order, so they are not bit
+# for bit the unfused sequence's.
+EIGHT_KERNELS = dict(SPEECHCORE_SELF_QKV_FUSED="0", SPEECHCORE_CROSS_QUERY_FUSED="0")
+
+
 def _summary(result):
     return [(s.tokens, s.avg_logprob) for s in result.segments]
 
 
-def _agreeing_start(model, reference, audio, opts, label):
-    """How many leading tokens model's window shares with reference's (printed)."""
+def _agrees(model, reference, audio, opts, label, lead=5):
+    """model's window starts as reference's: the same first `lead` tokens, or all of a shorter
+    window (the first difference is printed)."""
     want = [t for s in reference.transcribe(audio, **opts).segments for t in s.tokens]
     got = [t for s in model.transcribe(audio, **opts).segments for t in s.tokens]
     same = next((i for i, (g, w) in enumerate(zip(got, want)) if g != w), min(len(got), len(want)))
     print(f"{label}: {len(want)} tokens, first difference at {same}")
-    return same
+    return same >= min(lead, len(want))
 
 
 @pytest.mark.parametrize("compute_type", ["float32", "float16", "bfloat16"])
 def test_fused_step_bit_identical_to_unfused(seeded_dir, speech_audio, monkeypatch, compute_type):  # noqa: F811
-    fused = _load(seeded_dir, compute_type, monkeypatch, SPEECHCORE_DECODE_FUSION="1")
+    fused = _load(seeded_dir, compute_type, monkeypatch, SPEECHCORE_DECODE_FUSION="1", **EIGHT_KERNELS)
     plain = _load(seeded_dir, compute_type, monkeypatch, SPEECHCORE_DECODE_FUSION="0")
     audios = [a for _, a in speech_audio[:3]]
     for a in audios:
@@ -97,11 +104,11 @@ def test_persistent_step_half_precision(seeded_dir, speech_audio, monkeypatch, c
     test_half_precision_gpu_close_to_cpu) the windows agree with the fused step's on their
     first tokens."""
     persistent = _load(seeded_dir, compute_type, monkeypatch, SPEECHCORE_PERSISTENT_STEP="1")
-    fused = speechcore.load(str(seeded_dir), device="cuda", compute_type=compute_type)
+    fused = _load(seeded_dir, compute_type, monkeypatch, **EIGHT_KERNELS)
     assert fused.info["decoder_step"] == "fused"
     if persistent.info["decoder_step"] != "persistent":
         pytest.skip("this GPU cannot run the persistent step (needs compute capability 9.0 and cooperative launch)")
-    agree = sum(_agreeing_start(persistent, fused, a, OPTS, compute_type) >= 5 for _, a in speech_audio[:4])
+    agree = sum(_agrees(persistent, fused, a, OPTS, compute_type) for _, a in speech_audio[:4])
     assert agree >= 3, agree
 
 
@@ -118,12 +125,14 @@ def test_one_kernel_attention_sublayers_agree_with_the_fused_step(seeded_dir, sp
     cuda::self_qkv_attention). The products and the KV cache are the fused step's bit for bit, the
     key splits merge in another order, so (as the persistent step's test) the windows agree with
     the fused step's on their first tokens; float32 never takes them."""
-    env = {k: "1" for k in switches}
+    env = dict(EIGHT_KERNELS, **{k: "1" for k in switches})
     one = _load(seeded_dir, compute_type, monkeypatch, **env)
+    if not one.info["decoder_step"].startswith("fused+"):
+        pytest.skip("this GPU cannot run the one-kernel sub-layers (needs compute capability 9.0)")
     assert one.info["decoder_step"] == step
     assert _load(seeded_dir, "float32", monkeypatch, **env).info["decoder_step"] == "fused"
-    fused = speechcore.load(str(seeded_dir), device="cuda", compute_type=compute_type)
+    fused = _load(seeded_dir, compute_type, monkeypatch, **EIGHT_KERNELS)
     assert fused.info["decoder_step"] == "fused"
-    agree = sum(_agreeing_start(one, fused, a, opts, compute_type) >= 5
+    agree = sum(_agrees(one, fused, a, opts, compute_type)
                 for _, a in speech_audio[:4] for opts in (OPTS, dict(OPTS, without_timestamps=False)))
     assert agree >= 6, agree

@@ -332,7 +332,7 @@ void launch_rows(int m, const GemvParams<T, OutT>& p, bool smem, cudaStream_t s)
 bool row_prefetch_default() {
   static const bool on = [] {
     const char* e = std::getenv("SPEECHCORE_GEMV_PREFETCH");
-    return e != nullptr && std::strcmp(e, "1") == 0;
+    return e == nullptr || std::strcmp(e, "0") != 0;
   }();
   return on;
 }

@@ -24,7 +24,7 @@ class ModelInfo(TypedDict):
     device: str
     compute_type: str
     weight_bytes: int
-    decoder_step: str  # "cpu"; on CUDA "persistent", "fused" or "unfused"
+    decoder_step: str  # "cpu"; on CUDA "persistent", "fused" (+ "+self_qkv" / "+cross_query") or "unfused"
     cross_absorb_min_windows: int  # batches of >= this many windows use absorbed cross-attention (0: never)
 
 class NativeSegment(TypedDict):

@@ -79,7 +79,8 @@ class Model:
         encoder_layers, decoder_layers, vocab_size, device, compute_type, weight_bytes, and
         decoder_step (how a one-row decoder step runs: "cpu"; on CUDA "persistent", "fused"
         (+ "+self_qkv" / "+cross_query" when an attention sub-layer's products run inside its
-        attention kernel, opt-in: SPEECHCORE_SELF_QKV_FUSED=1 / SPEECHCORE_CROSS_QUERY_FUSED=1)
+        attention kernel: the default in float16/bfloat16 on compute capability 9,
+        SPEECHCORE_SELF_QKV_FUSED=0 / SPEECHCORE_CROSS_QUERY_FUSED=0 at load turn them off)
         or "unfused"), and cross_absorb_min_windows (CUDA half precision: batches of at least this
         many windows run the cross-attention over the encoder output with K/V absorbed into the
         query and output products; 0: never)."""
