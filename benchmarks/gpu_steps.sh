@@ -7,7 +7,7 @@
 #   serve  engine_gpu.py serving at 50% load, SPEECHCORE_STEP_BUCKETS over $SERVEV (default "1 0")
 #   eg     engine_gpu.py $EGX (default --hf-batches 128: the full benchmark with transformers)
 #   trace  decode_step_gpu.py --trace at the batches in $TRB (default "1 8")
-#   envab  batch 1 through transcribe(), the switch $ENVAB (default SPEECHCORE_CROSS_QUERY_FUSED) over
+#   envab  batch 1 through transcribe(), the switch $ENVAB (default SPEECHCORE_OUT_FOLD) over
 #          the values $ENVABV (default "1 0 1"), one build
 #   direct batch 1 through transcribe() (whisper_gpu.py's latency path), traced by kernel position,
 #          the working tree against the commit $BASE (default HEAD) built in /tmp/sc-base, alternated
@@ -55,7 +55,7 @@ if has eg; then
 fi
 if has envab; then  # one switch alternated on the batch-1 window, same build
   for v in ${ENVABV:-1 0 1}; do
-    env "${ENVAB:-SPEECHCORE_CROSS_QUERY_FUSED}=$v" timeout 200 python3 benchmarks/decode_step_gpu.py --batches 1 \
+    env "${ENVAB:-SPEECHCORE_OUT_FOLD}=$v" timeout 200 python3 benchmarks/decode_step_gpu.py --batches 1 \
       --modes fused --repeats 3 --ckpt /tmp/ck --direct 2>&1 | grep "^\[fused"
   done
 fi

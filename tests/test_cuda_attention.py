@@ -634,6 +634,71 @@ def test_self_qkv_attention_matches_the_two_kernels(d, heads, ctx, lengths, page
         check(got[r:r + 1], ref64(q[r:r + 1], kv[:, :d], kv[:, d:], heads, 64, -1), TOL[dtype], f"row {r} vs float64")
 
 
+FIXED = 2.0 ** -32  # cuda::kResidualFracBits: the folded output products' fixed point
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("d,heads,length", [(1280, 20, 104), (384, 6, 9)])
+def test_self_qkv_attention_output_fold(d, heads, length, dtype):
+    """OutputFold: the self-attention's output product inside its kernel. Its int64 accumulators
+    hold att w_out^T as fixed point, att being the kernel's own heads' outputs without the fold
+    (rounded to the type), within float32 rounding of each head's 64-term sums; the KV cache is
+    the same; repeated calls give the same integers (integer atomic adds do not depend on their
+    order)."""
+    rng = rng_for("self-fold", d, heads, length, dtype)
+    ctx = 448
+    x = round_to(rng.standard_normal((1, d)) * 3 + 5, dtype)
+    g = round_to(1 + 0.3 * rng.standard_normal(d), dtype)
+    b = round_to(0.3 * rng.standard_normal(d), dtype)
+    w = round_to(rng.standard_normal((3 * d, d)) / np.sqrt(d) * 3, dtype)
+    bias = round_to(0.1 * rng.standard_normal(3 * d), dtype)
+    wo = round_to(rng.standard_normal((d, d)) / np.sqrt(d), dtype)
+    cache = np.full((ctx, 2 * d), np.nan, np.float32)
+    cache[:length - 1] = round_to(rng.standard_normal((length - 1, 2 * d)), dtype)
+    args = (x, g, b, w, bias, cache, np.array([length - 1], np.int32), np.array([length], np.int32),
+            np.zeros(1, np.int32), heads, dtype)
+    att, want_cache = _C.cuda_ops.self_qkv_attention(*args, max_kv_len=ctx)
+    acc, got_cache = _C.cuda_ops.self_qkv_attention(*args, max_kv_len=ctx, w_out=wo, repeat=2)
+    again, _ = _C.cuda_ops.self_qkv_attention(*args, max_kv_len=ctx, w_out=wo)
+    assert acc.dtype == np.int64
+    np.testing.assert_array_equal(acc, again)
+    np.testing.assert_array_equal(got_cache, want_cache)
+    want = att.astype(np.float64) @ wo.astype(np.float64).T
+    np.testing.assert_allclose(acc * FIXED, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_cross_query_attention_output_fold_and_residual_term(dtype):
+    """The cross-attention kernel of a 4-kernel layer: it reads x through a fixed-point residual
+    term (the self-attention's folded output product, not yet added: x1 = round(acc * 2^-32 +
+    bias + x), as gemv()'s epilogue would have written it) and folds its own output product. The
+    same heads' outputs as the plain kernel on x1 computed here, bit for bit (so the residual read
+    is exact), and accumulators within float32 rounding of att w_out^T."""
+    d, heads, max_len = 1280, 20, 1500
+    rng = rng_for("cross-fold", dtype)
+    x = round_to(rng.standard_normal((1, d)) * 3 + 5, dtype)
+    g = round_to(1 + 0.3 * rng.standard_normal(d), dtype)
+    b = round_to(0.3 * rng.standard_normal(d), dtype)
+    wq = round_to(rng.standard_normal((d, d)) / np.sqrt(d) * 3, dtype)
+    bq = round_to(0.1 * rng.standard_normal(d), dtype)
+    wo = round_to(rng.standard_normal((d, d)) / np.sqrt(d), dtype)
+    kv = round_to(rng.standard_normal((1, max_len, 2 * d)), dtype)
+    x_acc = np.round(rng.standard_normal((1, d)) * 2.0 * 2 ** 32).astype(np.int64)
+    x_bias = round_to(0.1 * rng.standard_normal(d), dtype)
+    x1 = round_to((x_acc.astype(np.float32) * np.float32(FIXED) + x_bias) + x, dtype)
+    lens, index = np.array([max_len], np.int32), np.zeros(1, np.int32)
+    att = _C.cuda_ops.cross_query_attention(x1, g, b, wq, bq, kv, lens, index, heads, dtype)
+    kw = dict(w_out=wo, x_acc=x_acc, x_bias=x_bias)
+    acc = _C.cuda_ops.cross_query_attention(x, g, b, wq, bq, kv, lens, index, heads, dtype, repeat=2, **kw)
+    np.testing.assert_array_equal(acc, _C.cuda_ops.cross_query_attention(x, g, b, wq, bq, kv, lens, index, heads,
+                                                                          dtype, **kw))
+    want = att.astype(np.float64) @ wo.astype(np.float64).T
+    np.testing.assert_allclose(acc * FIXED, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    # the term read wrong (without it) gives other heads' outputs, hence other sums
+    plain = _C.cuda_ops.cross_query_attention(x, g, b, wq, bq, kv, lens, index, heads, dtype, w_out=wo)
+    assert np.abs(plain * FIXED - want).max() > 1e-3 * np.abs(want).max()
+
+
 def test_self_qkv_attention_rejects_what_it_does_not_cover():
     assert not _C.cuda_ops.self_qkv_attention_supported("float32", 1280, 20, 448)
     assert not _C.cuda_ops.self_qkv_attention_supported("bfloat16", 1280, 20, 513)  # > 8 x 64 keys

@@ -136,3 +136,30 @@ def test_one_kernel_attention_sublayers_agree_with_the_fused_step(seeded_dir, sp
     agree = sum(_agrees(one, fused, a, opts, compute_type)
                 for _, a in speech_audio[:4] for opts in (OPTS, dict(OPTS, without_timestamps=False)))
     assert agree >= 6, agree
+
+
+@pytest.mark.parametrize("compute_type", ["float16", "bfloat16"])
+def test_output_fold_agrees_with_the_six_kernel_step(seeded_dir, speech_audio, monkeypatch,  # noqa: F811
+                                                     compute_type):
+    """SPEECHCORE_OUT_FOLD=1: a one-row step's attention output products run inside the one-kernel
+    attention sub-layers, each head adding its partial features to int64 fixed-point accumulators
+    that fc1 reads and fc2's epilogue adds to the residual and zeroes (4 kernels a layer). The
+    products sum in another order, so the windows agree with the 6-kernel step's on their first
+    tokens; integer sums do not depend on the order of the atomic adds, so a window decodes the
+    same tokens again, also after a two-row batch has run between (the accumulators are left
+    zero)."""
+    fold = _load(seeded_dir, compute_type, monkeypatch, SPEECHCORE_OUT_FOLD="1")
+    if "+out_fold" not in fold.info["decoder_step"]:
+        pytest.skip("this GPU cannot run the one-kernel sub-layers (needs compute capability 9.0)")
+    assert fold.info["decoder_step"] == "fused+self_qkv+cross_query+out_fold"
+    assert _load(seeded_dir, "float32", monkeypatch, SPEECHCORE_OUT_FOLD="1").info["decoder_step"] == "fused"
+    six = speechcore.load(str(seeded_dir), device="cuda", compute_type=compute_type)
+    assert six.info["decoder_step"] == "fused+self_qkv+cross_query"
+    agree = sum(_agrees(fold, six, a, opts, compute_type)
+                for _, a in speech_audio[:4] for opts in (OPTS, dict(OPTS, without_timestamps=False)))
+    assert agree >= 6, agree
+    audio = speech_audio[0][1]
+    first = _summary(fold.transcribe(audio, **OPTS))
+    assert sum(len(t) for t, _ in first) > 5
+    fold.transcribe_batch([a for _, a in speech_audio[1:3]], **OPTS)
+    assert _summary(fold.transcribe(audio, **OPTS)) == first

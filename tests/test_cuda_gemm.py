@@ -174,3 +174,57 @@ def test_gemv_row_prefetch_bit_identical(dtype, n, k, mode):
     want, _ = _C.cuda_ops.gemv_fused(x, w, bias, dtype, row_prefetch=0, **kw)
     np.testing.assert_array_equal(got, want)
     assert np.isfinite(got).all()
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("n,k,mode", [(5120, 1280, "ln_gelu"), (1280, 5120, "accumulate"), (1536, 384, "ln_gelu"),
+                                      (384, 1536, "accumulate")])
+def test_gemv_residual_terms(dtype, n, k, mode):
+    """GemvFusion::residual (one-row steps whose attention output products are folded into the
+    attention kernels as int64 fixed point): fc1 reads its layer norm's x, fc2 the residual it
+    adds to, as x + two terms (acc * 2^-32 + bias, rounded after each, as gemv()'s epilogue
+    writes a residual): bit for bit the product over that residual computed here. fc2 zeroes the
+    accumulators; fc1 leaves them. A non-finite partial's marker (2^58) reads as NaN."""
+    r = lambda a: _C.ops.round_to_dtype(np.asarray(a, np.float32), dtype)  # noqa: E731
+    ln = mode.startswith("ln")
+    width = k if ln else n  # the residual's length
+    base = r(rng.standard_normal((1, width)) * 3 + 1)
+    accs = [np.round(rng.standard_normal(width) * s * 2 ** 32).astype(np.int64) for s in (2.0, 0.5)]
+    biases = [r(0.1 * rng.standard_normal(width)) for _ in accs]
+    mat = base
+    for a, b in zip(accs, biases):
+        mat = r((a.astype(np.float32) * np.float32(2.0 ** -32) + b) + mat)
+    assert not np.array_equal(mat, base)
+    w = r(rng.standard_normal((n, k)) / np.sqrt(k))
+    bias = r(rng.standard_normal(n))
+    if ln:
+        g, be = r(1 + 0.5 * rng.standard_normal(k)), r(rng.standard_normal(k))
+        kw = dict(gelu=True, ln_gamma=g, ln_beta=be)
+        got, after = _C.cuda_ops.gemv_fused(base, w, bias, dtype, res_acc=accs, res_bias=biases, **kw)
+        want, _ = _C.cuda_ops.gemv_fused(mat, w, bias, dtype, row_prefetch=1, **kw)
+        for a, b in zip(after, accs):
+            np.testing.assert_array_equal(a, b)
+    else:
+        x = r(rng.standard_normal((1, k)))
+        got, after = _C.cuda_ops.gemv_fused(x, w, bias, dtype, y_init=base, res_acc=accs, res_bias=biases,
+                                            res_zero=True)
+        want, _ = _C.cuda_ops.gemv_fused(x, w, bias, dtype, y_init=mat, row_prefetch=1)
+        assert all((a == 0).all() for a in after)
+        accs[1][3] = 1 << 58  # a non-finite partial in column 3
+        nan, _ = _C.cuda_ops.gemv_fused(x, w, bias, dtype, y_init=base, res_acc=accs, res_bias=biases)
+        assert np.isnan(nan[0, 3]) and np.isfinite(np.delete(nan[0], 3)).all()
+    np.testing.assert_array_equal(got, want)
+    assert np.isfinite(got).all()
+
+
+def test_gemv_residual_terms_rejects_what_it_does_not_cover():
+    import speechcore
+
+    x, w, acc = np.ones((1, 64), np.float32), np.ones((32, 64), np.float32), [np.zeros(64, np.int64)]
+    with pytest.raises(speechcore.SpeechcoreError, match="residual terms"):  # neither layer norm nor accumulate
+        _C.cuda_ops.gemv_fused(x, w, None, "bfloat16", res_acc=acc)
+    with pytest.raises(speechcore.SpeechcoreError, match="residual terms"):  # two rows
+        _C.cuda_ops.gemv_fused(np.ones((2, 64), np.float32), w, None, "bfloat16", y_init=np.ones((2, 32)),
+                               res_acc=[np.zeros(32, np.int64)])
+    with pytest.raises(speechcore.SpeechcoreError, match="residual terms"):  # float32: no prefetching kernel
+        _C.cuda_ops.gemv_fused(x, w, None, "float32", y_init=np.ones((1, 32)), res_acc=[np.zeros(32, np.int64)])

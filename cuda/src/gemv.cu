@@ -361,7 +361,7 @@ int resident_blocks(const void* kernel, int threads, size_t smem) {
 // decode_fused.cu: the one-row product with whole weight rows prefetched (false: not launched).
 bool gemv_row_prefetch(DataType dt, const void* x, const void* w, const void* bias, void* y, bool y_float32, int64_t n,
                        int64_t k, bool accumulate, bool gelu, const void* ln_gamma, const void* ln_beta, float ln_eps,
-                       cudaStream_t stream);
+                       const ResidualTerms* res, cudaStream_t stream);
 }  // namespace detail
 
 void gemv(DataType dt, const void* x, const void* w, const void* bias, void* y, bool y_float32, int64_t m, int64_t n,
@@ -388,11 +388,24 @@ void gemv(DataType dt, const void* x, const void* w, const void* bias, void* y, 
   if (ln && !smem)
     fail(ErrorCode::kUnsupported, "gemv: a fused layer norm needs m * k * element size <= ", kGemvSmemBytes,
          " bytes, got m ", m, ", k ", k);
-  const bool prefetch = fusion && fusion->row_prefetch >= 0 ? fusion->row_prefetch > 0 : row_prefetch_default();
+  const bool terms = fusion && fusion->residual.terms > 0;
+  if (terms) {
+    const ResidualTerms& r = fusion->residual;
+    require(r.terms <= 2 && r.acc[0] && (r.terms < 2 || r.acc[1]), "gemv: residual terms: 1 or 2 accumulators");
+    require(m == 1 && !y_float32 && !(split && fusion->split_col < n) && (ln != accumulate) && (!r.zero || accumulate),
+            "gemv: residual terms need one row, the model's output type, no split, and either a layer norm "
+            "(x read through them) or accumulate (y read through them; zero only there)");
+  }
+  const bool prefetch =
+      terms || (fusion && fusion->row_prefetch >= 0 ? fusion->row_prefetch > 0 : row_prefetch_default());
   if (m == 1 && prefetch && !(split && fusion->split_col < n) &&
       detail::gemv_row_prefetch(dt, x, w, bias, y, y_float32, n, k, accumulate, gelu, ln ? fusion->ln_gamma : nullptr,
-                                ln ? fusion->ln_beta : nullptr, ln ? fusion->ln_eps : 0.0f, stream))
+                                ln ? fusion->ln_beta : nullptr, ln ? fusion->ln_eps : 0.0f,
+                                terms ? &fusion->residual : nullptr, stream))
     return;
+  if (terms)
+    fail(ErrorCode::kUnsupported, "gemv: residual terms need the row-prefetching kernel (gemv_row_prefetch_fits), "
+         "which does not take n ", n, ", k ", k);
   dispatch_type(dt, [&](auto tag) {
     using T = decltype(tag);
     constexpr int V = Pack<T>::kSize;

@@ -22,6 +22,7 @@ namespace {
 using cudatest::DeviceBuffer;
 using cudatest::FloatArray;
 using cudatest::IntArray;
+using cudatest::Int64Array;
 
 // A [batch, rows, ld] (or [rows, ld] = batch 1) float32 buffer on the device; `same` reuses the
 // device copy of an earlier operand backed by the same numpy memory (fused QKV / KV buffers).
@@ -101,6 +102,31 @@ cudaStream_t decode_stream() {
   }();
   return s;
 }
+
+// The test hooks' OutputFold: w_out [d, d] (None: no fold) on the device and zeroed int64
+// accumulators [rows, d], downloaded by result().
+class Fold {
+ public:
+  Fold(const py::object& w_out, int64_t rows, int64_t d, cuda::DataType t) {
+    if (w_out.is_none()) return;
+    FloatArray w = w_out.cast<FloatArray>();
+    need(w.ndim() == 2 && w.shape(0) == d && w.shape(1) == d, "w_out: expected [d, d]");
+    w_ = cudatest::upload(w, t);
+    acc_ = DeviceBuffer(static_cast<size_t>(rows * d) * sizeof(int64_t));
+    fold_.w_out = w_.get();
+    fold_.acc = acc_.as<int64_t>();
+  }
+  bool on() const { return fold_.w_out != nullptr; }
+  const cuda::OutputFold* get() const { return on() ? &fold_ : nullptr; }
+  void reset(cudaStream_t stream) {
+    if (on()) SC_CUDA_CHECK(cudaMemsetAsync(acc_.get(), 0, acc_.bytes(), stream));
+  }
+  py::array_t<int64_t> result(int64_t rows, int64_t d) const { return cudatest::download_int64(acc_, {rows, d}); }
+
+ private:
+  DeviceBuffer w_, acc_;
+  cuda::OutputFold fold_;
+};
 }  // namespace
 
 void register_cuda_attention(py::module_& m) {
@@ -225,7 +251,8 @@ void register_cuda_attention(py::module_& m) {
   m.def(
       "cross_query_attention",
       [](FloatArray x, FloatArray ln_gamma, FloatArray ln_beta, FloatArray wq, py::object bq, FloatArray kv,
-         IntArray kv_lengths, IntArray kv_index, int heads, const std::string& dtype, float ln_eps, int repeat) {
+         IntArray kv_lengths, IntArray kv_index, int heads, const std::string& dtype, float ln_eps, int repeat,
+         py::object w_out, py::object x_acc, py::object x_bias) {
         const cuda::DataType t = cudatest::parse_dtype(dtype);
         need(x.ndim() == 2, "x: expected [rows, d]");
         const int64_t rows = x.shape(0), d = x.shape(1);
@@ -245,28 +272,49 @@ void register_cuda_attention(py::module_& m) {
         DeviceBuffer lens = cudatest::upload_ints(kv_lengths), index = cudatest::upload_ints(kv_index);
         DeviceBuffer out = cudatest::poisoned(static_cast<size_t>(rows * d), t);
         const int64_t max_kv_len = kv.shape(1);
+        Fold fold(w_out, rows, d, t);
+        cuda::ResidualTerms xt;  // x read as x + x_acc * 2^-32 + x_bias
+        DeviceBuffer dxa, dxb;
+        if (!x_acc.is_none()) {
+          Int64Array xa = x_acc.cast<Int64Array>();
+          need(xa.ndim() == 2 && xa.shape(0) == rows && xa.shape(1) == d, "x_acc: expected int64 [rows, d]");
+          dxa = cudatest::upload_int64(xa);
+          xt.acc[0] = dxa.as<int64_t>();
+          if (!x_bias.is_none()) {
+            dxb = cudatest::upload(x_bias.cast<FloatArray>(), t);
+            xt.bias[0] = dxb.get();
+          }
+          xt.terms = 1;
+        }
         const cudaStream_t stream = decode_stream();
         SC_CUDA_CHECK(cudaDeviceSynchronize());  // uploads and fills (legacy stream) before `stream`
         const size_t es = cuda::data_type_size(t);
-        for (int r = 0; r < repeat; ++r)
+        for (int r = 0; r < repeat; ++r) {
+          fold.reset(stream);
           cuda::cross_query_attention(t, dx.get(), dg.get(), db.get(), ln_eps, dw.get(),
                                       bq.is_none() ? nullptr : dbq.get(), dkv.get(),
                                       static_cast<const char*>(dkv.get()) + d * es, 2 * d, max_kv_len * 2 * d,
-                                      index.as<int32_t>(), lens.as<int32_t>(), max_kv_len, out.get(), d,
-                                      static_cast<int>(rows), static_cast<int>(d), heads, stream);
-        return cudatest::download(out, {rows, d}, t);
+                                      index.as<int32_t>(), lens.as<int32_t>(), max_kv_len,
+                                      fold.on() ? nullptr : out.get(), d, static_cast<int>(rows), static_cast<int>(d),
+                                      heads, stream, &xt, fold.get());
+        }
+        if (fold.on()) return py::object(fold.result(rows, d));
+        return py::object(cudatest::download(out, {rows, d}, t));
       },
       py::arg("x"), py::arg("ln_gamma"), py::arg("ln_beta"), py::arg("wq"), py::arg("bq"), py::arg("kv"),
       py::arg("kv_lengths"), py::arg("kv_index"), py::arg("heads"), py::arg("dtype") = "bfloat16",
-      py::arg("ln_eps") = 1e-5f, py::arg("repeat") = 1,
+      py::arg("ln_eps") = 1e-5f, py::arg("repeat") = 1, py::arg("w_out") = py::none(), py::arg("x_acc") = py::none(),
+      py::arg("x_bias") = py::none(),
       "x [rows, d], wq [d, d], kv [slots, max_kv_len, 2 d] (K | V), kv_lengths and kv_index int32 [rows]: "
       "cuda::cross_query_attention (query product with its layer norm + attention, one kernel). Returns the "
-      "poisoned-then-written output [rows, d] as float32.");
+      "poisoned-then-written output [rows, d] as float32; with w_out [d, d] (OutputFold) the int64 "
+      "accumulators [rows, d] instead (zeroed before each repeat). x_acc int64 [rows, d] (+ x_bias [d]): x read "
+      "through that residual term.");
   m.def(
       "self_qkv_attention",
       [](FloatArray x, FloatArray ln_gamma, FloatArray ln_beta, FloatArray w, py::object bias, FloatArray cache,
          IntArray kv_rows, IntArray kv_lengths, py::object kv_index_obj, int heads, const std::string& dtype,
-         int64_t max_kv_len, py::object block_table_obj, int block_size, float ln_eps, int repeat) {
+         int64_t max_kv_len, py::object block_table_obj, int block_size, float ln_eps, int repeat, py::object w_out) {
         const cuda::DataType t = cudatest::parse_dtype(dtype);
         need(x.ndim() == 2, "x: expected [rows, d]");
         const int64_t rows = x.shape(0), d = x.shape(1);
@@ -304,24 +352,29 @@ void register_cuda_attention(py::module_& m) {
           index = cudatest::upload_ints(kv_index);
         }
         DeviceBuffer out = cudatest::poisoned(static_cast<size_t>(rows * d), t);
+        Fold fold(w_out, rows, d, t);
         const cudaStream_t stream = decode_stream();
         SC_CUDA_CHECK(cudaDeviceSynchronize());  // uploads and fills (legacy stream) before `stream`
-        for (int r = 0; r < repeat; ++r)
+        for (int r = 0; r < repeat; ++r) {
+          fold.reset(stream);
           cuda::self_qkv_attention(t, dx.get(), dg.get(), db.get(), ln_eps, dw.get(),
                                    bias.is_none() ? nullptr : dbias.get(), dc.get(), drows.as<int32_t>(),
                                    lens.as<int32_t>(), block_table_obj.is_none() ? index.as<int32_t>() : nullptr,
-                                   &paged, max_kv_len, out.get(), d, static_cast<int>(rows), static_cast<int>(d),
-                                   heads, stream);
-        return py::make_tuple(cudatest::download(out, {rows, d}, t),
-                              cudatest::download(dc, {cache.shape(0), 2 * d}, t));
+                                   &paged, max_kv_len, fold.on() ? nullptr : out.get(), d, static_cast<int>(rows),
+                                   static_cast<int>(d), heads, stream, fold.get());
+        }
+        py::object first = fold.on() ? py::object(fold.result(rows, d))
+                                     : py::object(cudatest::download(out, {rows, d}, t));
+        return py::make_tuple(first, cudatest::download(dc, {cache.shape(0), 2 * d}, t));
       },
       py::arg("x"), py::arg("ln_gamma"), py::arg("ln_beta"), py::arg("w"), py::arg("bias"), py::arg("cache"),
       py::arg("kv_rows"), py::arg("kv_lengths"), py::arg("kv_index"), py::arg("heads"), py::arg("dtype") = "bfloat16",
       py::arg("max_kv_len") = 448, py::arg("block_table") = py::none(), py::arg("block_size") = 16,
-      py::arg("ln_eps") = 1e-5f, py::arg("repeat") = 1,
+      py::arg("ln_eps") = 1e-5f, py::arg("repeat") = 1, py::arg("w_out") = py::none(),
       "x [rows, d], w [3 d, d], cache [cache rows, 2 d] (K | V), kv_rows / kv_lengths int32 [rows], kv_index "
       "int32 [rows] (contiguous: row j of a sequence at kv_index * max_kv_len + j) or block_table [rows, stride] "
-      "(paged): cuda::self_qkv_attention. Returns (out [rows, d], the cache after) as float32.");
+      "(paged): cuda::self_qkv_attention. Returns (out [rows, d], the cache after) as float32; with w_out [d, d] "
+      "(OutputFold) the int64 accumulators [rows, d] in place of out (zeroed before each repeat).");
   m.def("self_qkv_attention_supported",
         [](const std::string& dtype, int d, int heads, int64_t max_kv_len) {
           return cuda::self_qkv_attention_supported(cudatest::parse_dtype(dtype), d, heads, max_kv_len);

@@ -20,6 +20,7 @@ namespace speechcore::bindings::cudatest {
 namespace py = pybind11;
 using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
 using IntArray = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
+using Int64Array = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
 
 inline cuda::DataType parse_dtype(const std::string& s) {
   if (s == "float32") return cuda::DataType::kFloat32;
@@ -77,6 +78,12 @@ inline DeviceBuffer upload_ints(const IntArray& a) {
   return buf;
 }
 
+inline DeviceBuffer upload_int64(const Int64Array& a) {
+  DeviceBuffer buf(static_cast<size_t>(a.size()) * 8);
+  if (a.size() > 0) SC_CUDA_CHECK(cudaMemcpy(buf.get(), a.data(), a.size() * 8, cudaMemcpyHostToDevice));
+  return buf;
+}
+
 // A buffer of n elements of type t filled with NaN bit patterns, so unwritten outputs show.
 inline DeviceBuffer poisoned(size_t n, cuda::DataType t) {
   DeviceBuffer buf(n * cuda::data_type_size(t));
@@ -103,11 +110,20 @@ inline py::array_t<float> download(const DeviceBuffer& buf, const std::vector<py
   return out;
 }
 
-inline py::array_t<int32_t> download_ints(const DeviceBuffer& buf, const std::vector<py::ssize_t>& shape) {
+// Synchronizes, then the device buffer's integers (as stored) -> host array of `shape`.
+template <typename I>
+inline py::array_t<I> download_integers(const DeviceBuffer& buf, const std::vector<py::ssize_t>& shape) {
   SC_CUDA_CHECK(cudaDeviceSynchronize());
-  py::array_t<int32_t> out(shape);
-  if (out.size() > 0) SC_CUDA_CHECK(cudaMemcpy(out.mutable_data(), buf.get(), out.size() * 4, cudaMemcpyDeviceToHost));
+  py::array_t<I> out(shape);
+  if (out.size() > 0)
+    SC_CUDA_CHECK(cudaMemcpy(out.mutable_data(), buf.get(), out.size() * sizeof(I), cudaMemcpyDeviceToHost));
   return out;
+}
+inline py::array_t<int32_t> download_ints(const DeviceBuffer& buf, const std::vector<py::ssize_t>& shape) {
+  return download_integers<int32_t>(buf, shape);
+}
+inline py::array_t<int64_t> download_int64(const DeviceBuffer& buf, const std::vector<py::ssize_t>& shape) {
+  return download_integers<int64_t>(buf, shape);
 }
 
 }  // namespace speechcore::bindings::cudatest

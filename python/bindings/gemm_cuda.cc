@@ -83,7 +83,7 @@ void register_cuda_gemm(py::module_& m) {
       "gemv_fused",
       [](FloatArray x, FloatArray w, py::object bias, const std::string& dtype, py::object y_init, bool f32_out,
          bool gelu, py::object ln_gamma, py::object ln_beta, float ln_eps, int64_t split_col, py::object y2_init,
-         py::object rows2, int repeat, int row_prefetch) {
+         py::object rows2, int repeat, int row_prefetch, py::object res_acc, py::object res_bias, bool res_zero) {
         // gemv() with its decode-step fusions: layer norm of x (ln_gamma/ln_beta), split output
         // (columns >= split_col to rows rows2[i] of y2, whose initial contents y2_init are kept
         // elsewhere). Returns (y, y2) as float32 (y2 None without a split).
@@ -123,6 +123,28 @@ void register_cuda_gemm(py::module_& m) {
           f.ld2 = ld2;
           f.rows2 = drows.as<int32_t>();
         }
+        // residual terms (cuda::ResidualTerms): res_acc a list of int64 [k] (layer norm) or [n]
+        // (accumulate) arrays, res_bias a list of float arrays or None
+        std::vector<DeviceBuffer> dacc, dres_b;
+        std::vector<py::ssize_t> acc_len;
+        if (!res_acc.is_none()) {
+          py::list accs = res_acc.cast<py::list>();
+          py::list biases = res_bias.is_none() ? py::list() : res_bias.cast<py::list>();
+          if (accs.size() < 1 || accs.size() > 2 || (biases.size() != 0 && biases.size() != accs.size()))
+            throw_error(ErrorCode::kInvalidArgument, "gemv_fused: res_acc: 1 or 2 arrays, res_bias as many or None");
+          for (size_t t = 0; t < accs.size(); ++t) {
+            Int64Array a = accs[t].cast<Int64Array>();
+            acc_len.push_back(a.size());
+            dacc.push_back(cudatest::upload_int64(a));
+            f.residual.acc[t] = dacc.back().as<int64_t>();
+            if (biases.size() != 0 && !biases[t].is_none()) {
+              dres_b.push_back(upload(biases[t].cast<FloatArray>(), dt));
+              f.residual.bias[t] = dres_b.back().get();
+            }
+          }
+          f.residual.terms = static_cast<int>(accs.size());
+          f.residual.zero = res_zero;
+        }
         if (repeat < 1) throw_error(ErrorCode::kInvalidArgument, "gemv_fused: repeat >= 1");
         // a created stream, so the kernel runs as in a model (programmatic dependent launch)
         static cudaStream_t stream = [] {
@@ -136,13 +158,19 @@ void register_cuda_gemm(py::module_& m) {
                      accumulate, gelu, stream, &f);
         py::object y2_out = py::none();
         if (split_col > 0) y2_out = download(dy2, {y2_rows, ld2}, dt);
+        if (!dacc.empty()) {  // the accumulators after the call, in place of y2
+          py::list after;
+          for (size_t t = 0; t < dacc.size(); ++t) after.append(cudatest::download_int64(dacc[t], {acc_len[t]}));
+          y2_out = after;
+        }
         return py::make_tuple(download(dy, {mm, n}, yt), y2_out);
       },
       py::arg("x"), py::arg("w"), py::arg("bias") = py::none(), py::arg("dtype") = "float32",
       py::arg("y_init") = py::none(), py::arg("f32_out") = false, py::arg("gelu") = false,
       py::arg("ln_gamma") = py::none(), py::arg("ln_beta") = py::none(), py::arg("ln_eps") = 1e-5f,
       py::arg("split_col") = 0, py::arg("y2_init") = py::none(), py::arg("rows2") = py::none(),
-      py::arg("repeat") = 1, py::arg("row_prefetch") = -1);
+      py::arg("repeat") = 1, py::arg("row_prefetch") = -1, py::arg("res_acc") = py::none(),
+      py::arg("res_bias") = py::none(), py::arg("res_zero") = false);
 }
 
 }  // namespace speechcore::bindings

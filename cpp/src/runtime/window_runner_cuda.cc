@@ -218,9 +218,10 @@ class CudaWindowRunner final : public WindowRunner {
   std::string decoder_step() const {
     if (model_.persistent_step() && model_.decode_fusion()) return "persistent";
     if (!model_.decode_fusion()) return "unfused";
-    // opt-in one-kernel attention sub-layers: SPEECHCORE_SELF_QKV_FUSED=1, SPEECHCORE_CROSS_QUERY_FUSED=1
+    // one-kernel attention sub-layers (SPEECHCORE_SELF_QKV_FUSED / SPEECHCORE_CROSS_QUERY_FUSED=0
+    // off), their output products folded in (SPEECHCORE_OUT_FOLD=1)
     return std::string("fused") + (model_.self_qkv_fused() ? "+self_qkv" : "") +
-           (model_.cross_query_fused() ? "+cross_query" : "");
+           (model_.cross_query_fused() ? "+cross_query" : "") + (model_.out_fold() ? "+out_fold" : "");
   }
   // The GPU keeps no encoder output between calls: a fallback attempt encodes its window again
   // (WindowRequest::encoder_output is for backends that keep them, the CPU).

@@ -134,12 +134,27 @@ AttentionDecodeSplit attention_absorbed_split(int rows, int64_t max_kv_len);
 // slot s's key j of head h at k + s * kv_batch_stride + j * ld_kv + h * 64 (likewise v);
 // out: [rows, ldo]. Needs cross_query_attention_supported (d_model = heads * 64 <= 1280,
 // max_kv_len <= 1536, a compute-capability-9 device: clusters) and 16-byte aligned operands.
+//
+// Options of both one-kernel sub-layers (one-row steps):
+// - fold (non-null): the sub-layer's output product runs in the kernel too. Instead of writing
+//   the heads' outputs to out (then unused, may be null), each block multiplies its head's 64
+//   outputs (rounded to the model's type, as out would hold them) by its share of w_out's
+//   columns of that head (w_out: [d_model, d_model], rows = output features, copied into shared
+//   memory before the wait) and adds the float32 partials to fold->acc[r * d_model + c] as
+//   fixed point (ResidualTerms, common.h). The output bias is left to the reader of the terms.
+// - x_terms (cross only, with a fold; null or terms 0: none): x is read as x + the terms (the
+//   self-attention's folded output product, not yet added to x).
+struct OutputFold {
+  const void* w_out = nullptr;
+  int64_t* acc = nullptr;
+};
 bool cross_query_attention_supported(DataType dtype, int d_model, int heads, int64_t max_kv_len);
 void cross_query_attention(DataType dtype, const void* x, const void* ln_gamma, const void* ln_beta, float ln_eps,
                            const void* wq, const void* bq, const void* k, const void* v, int64_t ld_kv,
                            int64_t kv_batch_stride, const int32_t* kv_index, const int32_t* kv_lengths,
                            int64_t max_kv_len, void* out, int64_t ldo, int rows, int d_model, int heads,
-                           cudaStream_t stream);
+                           cudaStream_t stream, const ResidualTerms* x_terms = nullptr,
+                           const OutputFold* fold = nullptr);
 
 // A one-row decode step's self-attention up to the heads' outputs in one kernel (rows of one
 // token each, float16/bfloat16, head size 64), as cross_query_attention for the cross-attention:
@@ -159,7 +174,8 @@ bool self_qkv_attention_supported(DataType dtype, int d_model, int heads, int64_
 void self_qkv_attention(DataType dtype, const void* x, const void* ln_gamma, const void* ln_beta, float ln_eps,
                         const void* w_qkv, const void* b_qkv, void* kv, const int32_t* kv_rows,
                         const int32_t* kv_lengths, const int32_t* kv_index, const PagedKV* paged, int64_t max_kv_len,
-                        void* out, int64_t ldo, int rows, int d_model, int heads, cudaStream_t stream);
+                        void* out, int64_t ldo, int rows, int d_model, int heads, cudaStream_t stream,
+                        const OutputFold* fold = nullptr);
 
 // Zeroes the merge counters of a decode scratch buffer of `bytes` bytes (enqueued on `stream`),
 // once after allocating it. No-op for bytes == 0.

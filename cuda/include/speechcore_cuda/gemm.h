@@ -47,7 +47,17 @@ struct GemvFusion {
   // SPEECHCORE_GEMV_PREFETCH=0 at first use (H200, large-v3 bf16, batch 1: 149.1 / 147.9 ms a
   // window against 155.5 without, session 16).
   int row_prefetch = -1;
+  // The residual read through fixed-point terms (common.h; one-row steps with the attention
+  // output products folded into their attention kernels): with ln_gamma the layer norm's x, with
+  // accumulate (and no layer norm) the y that is added to, is x + the terms. Needs m == 1 and a
+  // product the row-prefetching kernel takes (gemv_row_prefetch_fits; kUnsupported otherwise).
+  ResidualTerms residual;
 };
+
+// Whether gemv() runs a one-row product of this shape with whole weight rows prefetched (one
+// wave of blocks holds them; float16/bfloat16, k a multiple of 8): the products a ResidualTerms
+// fusion needs. Queries the current device.
+bool gemv_row_prefetch_fits(DataType dt, int64_t n, int64_t k, bool layer_norm);
 
 // Launched with programmatic dependent launch on Hopper (kernel_utils.cuh; SPEECHCORE_PDL=0 turns
 // it off): the kernel loads its first weights before waiting for the previous kernel.

@@ -94,6 +94,10 @@ WhisperModelCuda::WhisperModelCuda(const WhisperWeights& w, cuda::DataType dtype
   if (const char* e = std::getenv("SPEECHCORE_SELF_QKV_FUSED")) self_qkv_fused_ = std::strcmp(e, "0") != 0;
   self_qkv_fused_ = self_qkv_fused_ && cuda::self_qkv_attention_supported(dtype_, config_.d_model,
                                                                           config_.decoder_heads, config_.n_text_ctx);
+  if (const char* e = std::getenv("SPEECHCORE_OUT_FOLD")) out_fold_ = std::strcmp(e, "0") != 0;
+  out_fold_ = out_fold_ && self_qkv_fused_ && cross_query_fused_ &&
+              cuda::gemv_row_prefetch_fits(dtype_, 4 * config_.d_model, config_.d_model, true) &&
+              cuda::gemv_row_prefetch_fits(dtype_, config_.d_model, 4 * config_.d_model, false);
   if (const char* e = std::getenv("SPEECHCORE_PREFILL_CROSS_ROWS")) prefill_cross_rows_ = std::strcmp(e, "0") != 0;
   if (const char* e = std::getenv("SPEECHCORE_CROSS_ABSORB")) absorb_min_slots_ = std::max(0, std::atoi(e));
   if (!cuda::attention_absorbed_supported(dtype_, config_.decoder_heads, config_.d_model)) absorb_min_slots_ = 0;
@@ -245,6 +249,10 @@ WhisperBatchCuda WhisperModelCuda::new_batch(int slots, int ctx, int64_t kv_rows
   }
   b.attn_scratch = Tensor::empty({static_cast<int64_t>(sb)}, DType::kUInt8, Device::kCUDA);
   cuda::attention_decode_scratch_init(b.attn_scratch.raw(), sb, stream_);
+  if (out_fold()) {
+    b.resid_acc = Tensor::empty({2 * d * static_cast<int64_t>(sizeof(int64_t))}, DType::kUInt8, Device::kCUDA);
+    SC_CUDA_CHECK(cudaMemsetAsync(b.resid_acc.raw(), 0, b.resid_acc.nbytes(), stream_));
+  }
   b.logits = Tensor::empty({2 * s, static_cast<int64_t>(c.vocab_size)}, DType::kFloat32, Device::kCUDA);
   b.step_ints = Tensor::empty({WhisperBatchCuda::kStepArrays, s}, DType::kInt32, Device::kCUDA);
   b.cross_len = Tensor::empty({s}, DType::kInt32, Device::kCUDA);
@@ -640,6 +648,11 @@ void WhisperModelCuda::step(WhisperBatchCuda& b, int n) const {
     const bool cross_query_one_kernel = cross_query_fused_ && n == 1 && !b.absorbed;
     const bool self_qkv_one_kernel =
         self_qkv_fused_ && n == 1 && cuda::self_qkv_attention_supported(dt, static_cast<int>(d), heads, ctx);
+    // 4 kernels a layer: the output products inside the attention kernels, their sums in
+    // b.resid_acc (acc[0] self, acc[1] cross) until fc2's epilogue adds them to x and zeroes them
+    const bool fold = out_fold() && self_qkv_one_kernel && cross_query_one_kernel && b.resid_acc.defined();
+    int64_t* acc0 = fold ? static_cast<int64_t*>(b.resid_acc.raw()) : nullptr;
+    int64_t* acc1 = fold ? acc0 + d : nullptr;
     auto gemv = [&](const void* in, const Tensor& w, const Tensor& bias, void* out, bool accumulate, bool gelu,
                     const cuda::GemvFusion* f) {
       cuda::gemv(dt, in, w.raw(), bias.defined() ? bias.raw() : nullptr, out, false, n, w.dim(0), w.dim(1), accumulate,
@@ -656,6 +669,44 @@ void WhisperModelCuda::step(WhisperBatchCuda& b, int n) const {
       f.y2 = KV_self;
       f.ld2 = 2 * d;
       f.rows2 = kv_rows;
+      const void* self_ob = L.self_attn.out_b.defined() ? L.self_attn.out_b.raw() : nullptr;
+      const void* cross_ob = L.cross_attn.out_b.defined() ? L.cross_attn.out_b.raw() : nullptr;
+      if (fold) {
+        cuda::OutputFold fs;
+        fs.w_out = L.self_attn.out_w.raw();
+        fs.acc = acc0;
+        cuda::self_qkv_attention(dt, x, L.self_attn.ln_g.raw(), L.self_attn.ln_b.raw(), kLnEps, L.self_attn.qkv_w.raw(),
+                                 L.self_attn.qkv_b.defined() ? L.self_attn.qkv_b.raw() : nullptr, KV_self, kv_rows,
+                                 self_len, slot, self_paged, ctx, nullptr, d, n, static_cast<int>(d), heads, stream_, &fs);
+        cuda::ResidualTerms xt;  // x + the self-attention's output
+        xt.acc[0] = acc0;
+        xt.bias[0] = self_ob;
+        xt.terms = 1;
+        cuda::OutputFold fc;
+        fc.w_out = L.cross_attn.out_w.raw();
+        fc.acc = acc1;
+        cuda::cross_query_attention(dt, x, L.cross_attn.ln_g.raw(), L.cross_attn.ln_b.raw(), kLnEps,
+                                    L.cross_attn.qkv_w.raw(),
+                                    L.cross_attn.qkv_b.defined() ? L.cross_attn.qkv_b.raw() : nullptr,
+                                    at(b.cross, li * cross_layer), at(b.cross, li * cross_layer + d), 2 * d,
+                                    t_enc * 2 * d, slot, b.cross_len.data<int32_t>(), t_enc, nullptr, d, n,
+                                    static_cast<int>(d), heads, stream_, &xt, &fc);
+        cuda::GemvFusion f1;  // fc1 reads x + both attention outputs
+        f1.ln_gamma = L.ffn.ln_g.raw();
+        f1.ln_beta = L.ffn.ln_b.raw();
+        f1.ln_eps = kLnEps;
+        f1.residual.acc[0] = acc0;
+        f1.residual.acc[1] = acc1;
+        f1.residual.bias[0] = self_ob;
+        f1.residual.bias[1] = cross_ob;
+        f1.residual.terms = 2;
+        gemv(x, L.ffn.fc1_w, L.ffn.fc1_b, ff, false, true, &f1);
+        cuda::GemvFusion f2;  // fc2's epilogue materializes the residual and zeroes the terms
+        f2.residual = f1.residual;
+        f2.residual.zero = true;
+        gemv(ff, L.ffn.fc2_w, L.ffn.fc2_b, x, true, false, &f2);
+        continue;
+      }
       if (self_qkv_one_kernel) {
         cuda::self_qkv_attention(dt, x, L.self_attn.ln_g.raw(), L.self_attn.ln_b.raw(), kLnEps, L.self_attn.qkv_w.raw(),
                                  L.self_attn.qkv_b.defined() ? L.self_attn.qkv_b.raw() : nullptr, KV_self, kv_rows,

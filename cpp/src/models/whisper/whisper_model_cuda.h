@@ -42,6 +42,8 @@ struct WhisperBatchCuda {
   // Per-step buffers for up to `slots` rows.
   Tensor x, h, qkv, att, ff;  // [slots, d], [slots, d], [slots, 3d], [slots, d], [slots, 4d]
   Tensor attn_scratch;        // attention_decode / attention_absorbed split-K partials
+  Tensor resid_acc;           // int64 [2, d] as bytes, zero between steps: the one-row step's
+                              // folded output products (cuda::ResidualTerms), when out_fold()
   Tensor qa, za;              // absorbed: [slots, heads * d] queries through W_k, attention over X
   Tensor absorb_scratch;      // absorbed: attention_absorbed's split partials (its own: the decode
                               // scratch's merge counters must stay zero between calls)
@@ -180,6 +182,9 @@ class WhisperModelCuda {
   bool cross_query_fused() const { return decode_fusion_ && cross_query_fused_; }
   // ... and the self-attention's layer norm + QKV product inside its attention kernel.
   bool self_qkv_fused() const { return decode_fusion_ && self_qkv_fused_; }
+  // ... and both attention output products inside those kernels too (cuda::OutputFold: int64
+  // fixed-point sums, 4 kernels a layer).
+  bool out_fold() const { return self_qkv_fused() && cross_query_fused() && out_fold_; }
   // Windows encoded so far (diagnostics).
   uint64_t encoder_passes() const { return encoder_passes_.load(std::memory_order_relaxed); }
   void set_decode_fusion(bool on) { decode_fusion_ = on; }
@@ -249,6 +254,11 @@ class WhisperModelCuda {
   // The same for the self-attention (cuda::self_qkv_attention; 150.5 / 148.3 against 155.5 ms):
   // SPEECHCORE_SELF_QKV_FUSED=0 turns it off.
   bool self_qkv_fused_ = true;
+  // The two attention output products folded into the one-kernel sub-layers, their sums kept as
+  // fixed point until fc2's epilogue (cuda::OutputFold, cuda::ResidualTerms): opt-in
+  // (SPEECHCORE_OUT_FOLD=1 at load) until measured on the GPU; off where fc1/fc2 do not fit the
+  // row-prefetching product (cuda::gemv_row_prefetch_fits).
+  bool out_fold_ = false;
   // prefill() with slots: the prompts' cross-attention as one decode-kernel call over all rows
   // (SPEECHCORE_PREFILL_CROSS_ROWS=0 at load: one prefill-kernel call per sequence).
   bool prefill_cross_rows_ = true;
