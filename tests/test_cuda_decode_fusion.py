@@ -163,3 +163,24 @@ def test_output_fold_agrees_with_the_six_kernel_step(seeded_dir, speech_audio, m
     assert sum(len(t) for t, _ in first) > 5
     fold.transcribe_batch([a for _, a in speech_audio[1:3]], **OPTS)
     assert _summary(fold.transcribe(audio, **OPTS)) == first
+
+
+@pytest.mark.parametrize("compute_type", ["float16", "bfloat16"])
+def test_one_kernel_sublayers_on_two_row_steps(seeded_dir, speech_audio, monkeypatch, compute_type):  # noqa: F811
+    """SPEECHCORE_SUBLAYER_ROWS=2: two-row fused steps run the one-kernel attention sub-layers too
+    (a cluster per row and head; by default only one-row steps do). A batch of two windows starts
+    as the 8-kernel step's batch does (the key splits merge in another order)."""
+    two = _load(seeded_dir, compute_type, monkeypatch, SPEECHCORE_SUBLAYER_ROWS="2")
+    if not two.info["decoder_step"].startswith("fused+"):
+        pytest.skip("this GPU cannot run the one-kernel sub-layers (needs compute capability 9.0)")
+    eight = _load(seeded_dir, compute_type, monkeypatch, **EIGHT_KERNELS)
+    pair = [a for _, a in speech_audio[:2]]
+    agree = 0
+    for opts in (OPTS, dict(OPTS, without_timestamps=False)):
+        want = [[t for s in r.segments for t in s.tokens] for r in eight.transcribe_batch(pair, batch_size=2, **opts)]
+        got = [[t for s in r.segments for t in s.tokens] for r in two.transcribe_batch(pair, batch_size=2, **opts)]
+        for g, w in zip(got, want):
+            same = next((i for i, (a, b) in enumerate(zip(g, w)) if a != b), min(len(g), len(w)))
+            print(f"{compute_type}: {len(w)} tokens, first difference at {same}")
+            agree += same >= min(5, len(w))
+    assert agree >= 3, agree

@@ -95,6 +95,7 @@ WhisperModelCuda::WhisperModelCuda(const WhisperWeights& w, cuda::DataType dtype
   self_qkv_fused_ = self_qkv_fused_ && cuda::self_qkv_attention_supported(dtype_, config_.d_model,
                                                                           config_.decoder_heads, config_.n_text_ctx);
   if (const char* e = std::getenv("SPEECHCORE_OUT_FOLD")) out_fold_ = std::strcmp(e, "0") != 0;
+  if (const char* e = std::getenv("SPEECHCORE_SUBLAYER_ROWS")) sublayer_rows_ = std::clamp(std::atoi(e), 1, 8);
   out_fold_ = out_fold_ && self_qkv_fused_ && cross_query_fused_ &&
               cuda::gemv_row_prefetch_fits(dtype_, 4 * config_.d_model, config_.d_model, true) &&
               cuda::gemv_row_prefetch_fits(dtype_, config_.d_model, 4 * config_.d_model, false);
@@ -644,13 +645,15 @@ void WhisperModelCuda::step(WhisperBatchCuda& b, int n) const {
   if (decode_fusion_ && n <= gemm_->gemv_max_rows()) {
     // Fused: 8 kernels per layer (each launched with programmatic dependent launch on Hopper);
     // one fewer with the cross-attention's query product inside its attention kernel, and one
-    // fewer with the self-attention's QKV product inside its attention kernel (one row).
-    const bool cross_query_one_kernel = cross_query_fused_ && n == 1 && !b.absorbed;
-    const bool self_qkv_one_kernel =
-        self_qkv_fused_ && n == 1 && cuda::self_qkv_attention_supported(dt, static_cast<int>(d), heads, ctx);
-    // 4 kernels a layer: the output products inside the attention kernels, their sums in
-    // b.resid_acc (acc[0] self, acc[1] cross) until fc2's epilogue adds them to x and zeroes them
-    const bool fold = out_fold() && self_qkv_one_kernel && cross_query_one_kernel && b.resid_acc.defined();
+    // fewer with the self-attention's QKV product inside its attention kernel (up to
+    // sublayer_rows_ rows: one by default).
+    const bool cross_query_one_kernel = cross_query_fused_ && n <= sublayer_rows_ && !b.absorbed;
+    const bool self_qkv_one_kernel = self_qkv_fused_ && n <= sublayer_rows_ &&
+                                     cuda::self_qkv_attention_supported(dt, static_cast<int>(d), heads, ctx);
+    // 4 kernels a layer (one row): the output products inside the attention kernels, their sums
+    // in b.resid_acc (acc[0] self, acc[1] cross) until fc2's epilogue adds them to x, zeroing them
+    const bool fold =
+        out_fold() && n == 1 && self_qkv_one_kernel && cross_query_one_kernel && b.resid_acc.defined();
     int64_t* acc0 = fold ? static_cast<int64_t*>(b.resid_acc.raw()) : nullptr;
     int64_t* acc1 = fold ? acc0 + d : nullptr;
     auto gemv = [&](const void* in, const Tensor& w, const Tensor& bias, void* out, bool accumulate, bool gelu,

@@ -259,6 +259,11 @@ class WhisperModelCuda {
   // (SPEECHCORE_OUT_FOLD=1 at load) until measured on the GPU; off where fc1/fc2 do not fit the
   // row-prefetching product (cuda::gemv_row_prefetch_fits).
   bool out_fold_ = false;
+  // Rows up to which a fused step runs the one-kernel attention sub-layers (a cluster per row and
+  // head, each row's cluster reading the weights again, from L2 after the first): 1 by default;
+  // SPEECHCORE_SUBLAYER_ROWS=k at load (1 to 8; the fused step itself runs up to
+  // GemmRunner::gemv_max_rows() rows, SPEECHCORE_GEMV_MAX_M) to measure multi-row steps.
+  int sublayer_rows_ = 1;
   // prefill() with slots: the prompts' cross-attention as one decode-kernel call over all rows
   // (SPEECHCORE_PREFILL_CROSS_ROWS=0 at load: one prefill-kernel call per sequence).
   bool prefill_cross_rows_ = true;
