@@ -9,6 +9,8 @@
 #   trace  decode_step_gpu.py --trace at the batches in $TRB (default "1 8")
 #   envab  batch 1 through transcribe(), the switch $ENVAB (default SPEECHCORE_OUT_FOLD) over
 #          the values $ENVABV (default "1 0 1"), one build
+#   fold   the opt-in 4-kernel layer (SPEECHCORE_OUT_FOLD=1) and two-row sub-layers (SPEECHCORE_SUBLAYER_ROWS):
+#          their tests, then one traced batch-1 window with the fold
 #   direct batch 1 through transcribe() (whisper_gpu.py's latency path), traced by kernel position,
 #          the working tree against the commit $BASE (default HEAD) built in /tmp/sc-base, alternated
 #          $DIRN times (default 2); extra env $DIRX
@@ -58,6 +60,13 @@ if has envab; then  # one switch alternated on the batch-1 window, same build
     env "${ENVAB:-SPEECHCORE_OUT_FOLD}=$v" timeout 200 python3 benchmarks/decode_step_gpu.py --batches 1 \
       --modes fused --repeats 3 --ckpt /tmp/ck --direct 2>&1 | grep "^\[fused"
   done
+fi
+if has fold; then
+  timeout 150 python3 -m pytest -q -s -m cuda tests/test_cuda_attention.py tests/test_cuda_gemm.py \
+    tests/test_cuda_decode_fusion.py -k "fold or residual_terms or two_row" -p no:cacheprovider 2>&1 \
+    | grep -E "first difference|^E |FAILED|passed|failed" | tail -30
+  SPEECHCORE_OUT_FOLD=1 timeout 120 python3 benchmarks/decode_step_gpu.py --batches 1 --modes fused --repeats 2 \
+    --ckpt /tmp/ck --direct --trace 2>&1 | grep -E "^\[fused|steps of|layer:|part |after the layers" | head -16
 fi
 if has direct; then  # the working tree against $BASE, same machine, alternated
   base="${BASE:-HEAD}"
