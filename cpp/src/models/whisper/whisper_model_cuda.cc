@@ -672,63 +672,43 @@ void WhisperModelCuda::step(WhisperBatchCuda& b, int n) const {
       f.y2 = KV_self;
       f.ld2 = 2 * d;
       f.rows2 = kv_rows;
-      const void* self_ob = L.self_attn.out_b.defined() ? L.self_attn.out_b.raw() : nullptr;
-      const void* cross_ob = L.cross_attn.out_b.defined() ? L.cross_attn.out_b.raw() : nullptr;
+      // fold: the output products run inside the attention kernels (OutputFold); the cross kernel
+      // reads x + the self-attention's term, fc1 x + both, fc2's epilogue materializes x and
+      // zeroes the terms (ResidualTerms)
+      cuda::ResidualTerms terms;
       if (fold) {
-        cuda::OutputFold fs;
-        fs.w_out = L.self_attn.out_w.raw();
-        fs.acc = acc0;
-        cuda::self_qkv_attention(dt, x, L.self_attn.ln_g.raw(), L.self_attn.ln_b.raw(), kLnEps, L.self_attn.qkv_w.raw(),
-                                 L.self_attn.qkv_b.defined() ? L.self_attn.qkv_b.raw() : nullptr, KV_self, kv_rows,
-                                 self_len, slot, self_paged, ctx, nullptr, d, n, static_cast<int>(d), heads, stream_, &fs);
-        cuda::ResidualTerms xt;  // x + the self-attention's output
-        xt.acc[0] = acc0;
-        xt.bias[0] = self_ob;
-        xt.terms = 1;
-        cuda::OutputFold fc;
-        fc.w_out = L.cross_attn.out_w.raw();
-        fc.acc = acc1;
-        cuda::cross_query_attention(dt, x, L.cross_attn.ln_g.raw(), L.cross_attn.ln_b.raw(), kLnEps,
-                                    L.cross_attn.qkv_w.raw(),
-                                    L.cross_attn.qkv_b.defined() ? L.cross_attn.qkv_b.raw() : nullptr,
-                                    at(b.cross, li * cross_layer), at(b.cross, li * cross_layer + d), 2 * d,
-                                    t_enc * 2 * d, slot, b.cross_len.data<int32_t>(), t_enc, nullptr, d, n,
-                                    static_cast<int>(d), heads, stream_, &xt, &fc);
-        cuda::GemvFusion f1;  // fc1 reads x + both attention outputs
-        f1.ln_gamma = L.ffn.ln_g.raw();
-        f1.ln_beta = L.ffn.ln_b.raw();
-        f1.ln_eps = kLnEps;
-        f1.residual.acc[0] = acc0;
-        f1.residual.acc[1] = acc1;
-        f1.residual.bias[0] = self_ob;
-        f1.residual.bias[1] = cross_ob;
-        f1.residual.terms = 2;
-        gemv(x, L.ffn.fc1_w, L.ffn.fc1_b, ff, false, true, &f1);
-        cuda::GemvFusion f2;  // fc2's epilogue materializes the residual and zeroes the terms
-        f2.residual = f1.residual;
-        f2.residual.zero = true;
-        gemv(ff, L.ffn.fc2_w, L.ffn.fc2_b, x, true, false, &f2);
-        continue;
+        terms.acc[0] = acc0;
+        terms.acc[1] = acc1;
+        terms.bias[0] = L.self_attn.out_b.defined() ? L.self_attn.out_b.raw() : nullptr;
+        terms.bias[1] = L.cross_attn.out_b.defined() ? L.cross_attn.out_b.raw() : nullptr;
       }
+      cuda::OutputFold self_fold, cross_fold;
+      self_fold.w_out = L.self_attn.out_w.raw();
+      self_fold.acc = acc0;
+      cross_fold.w_out = L.cross_attn.out_w.raw();
+      cross_fold.acc = acc1;
       if (self_qkv_one_kernel) {
         cuda::self_qkv_attention(dt, x, L.self_attn.ln_g.raw(), L.self_attn.ln_b.raw(), kLnEps, L.self_attn.qkv_w.raw(),
                                  L.self_attn.qkv_b.defined() ? L.self_attn.qkv_b.raw() : nullptr, KV_self, kv_rows,
-                                 self_len, slot, self_paged, ctx, att, d, n, static_cast<int>(d), heads, stream_);
+                                 self_len, slot, self_paged, ctx, fold ? nullptr : att, d, n, static_cast<int>(d),
+                                 heads, stream_, fold ? &self_fold : nullptr);
       } else {
         gemv(x, L.self_attn.qkv_w, L.self_attn.qkv_b, qkv, false, false, &f);
         cuda::attention_decode(dt, qkv, 3 * d, 3 * d, KV_self, 2 * d, ctx * 2 * d,
                                at(b.self_kv, li * self_layer + d), 2 * d, ctx * 2 * d, att, d, d, self_len, slot, n,
                                heads, 64, ctx, scr, stream_, self_paged);
       }
-      gemv(att, L.self_attn.out_w, L.self_attn.out_b, x, true, false, nullptr);
+      if (!fold) gemv(att, L.self_attn.out_w, L.self_attn.out_b, x, true, false, nullptr);
       const Tensor* cout_b = &L.cross_attn.out_b;
       if (cross_query_one_kernel) {
+        cuda::ResidualTerms x_terms = terms;  // x + the self-attention's output
+        x_terms.terms = fold ? 1 : 0;
         cuda::cross_query_attention(dt, x, L.cross_attn.ln_g.raw(), L.cross_attn.ln_b.raw(), kLnEps,
                                     L.cross_attn.qkv_w.raw(),
                                     L.cross_attn.qkv_b.defined() ? L.cross_attn.qkv_b.raw() : nullptr,
                                     at(b.cross, li * cross_layer), at(b.cross, li * cross_layer + d), 2 * d,
-                                    t_enc * 2 * d, slot, b.cross_len.data<int32_t>(), t_enc, att, d, n,
-                                    static_cast<int>(d), heads, stream_);
+                                    t_enc * 2 * d, slot, b.cross_len.data<int32_t>(), t_enc, fold ? nullptr : att, d,
+                                    n, static_cast<int>(d), heads, stream_, &x_terms, fold ? &cross_fold : nullptr);
       } else {
         cuda::GemvFusion fc;
         fc.ln_gamma = L.cross_attn.ln_g.raw();
@@ -737,13 +717,22 @@ void WhisperModelCuda::step(WhisperBatchCuda& b, int n) const {
         gemv(x, L.cross_attn.qkv_w, L.cross_attn.qkv_b, qkv, false, false, &fc);  // q only: [n, d]
         cout_b = &cross(li);
       }
-      gemv(att, L.cross_attn.out_w, *cout_b, x, true, false, nullptr);
+      if (!fold) gemv(att, L.cross_attn.out_w, *cout_b, x, true, false, nullptr);
       cuda::GemvFusion ff_ln;
       ff_ln.ln_gamma = L.ffn.ln_g.raw();
       ff_ln.ln_beta = L.ffn.ln_b.raw();
       ff_ln.ln_eps = kLnEps;
+      if (fold) {
+        ff_ln.residual = terms;
+        ff_ln.residual.terms = 2;
+      }
       gemv(x, L.ffn.fc1_w, L.ffn.fc1_b, ff, false, true, &ff_ln);
-      gemv(ff, L.ffn.fc2_w, L.ffn.fc2_b, x, true, false, nullptr);
+      cuda::GemvFusion fc2;
+      if (fold) {
+        fc2.residual = ff_ln.residual;
+        fc2.residual.zero = true;
+      }
+      gemv(ff, L.ffn.fc2_w, L.ffn.fc2_b, x, true, false, fold ? &fc2 : nullptr);
     }
     return;
   }
